@@ -1,0 +1,38 @@
+"""safepredict: make any trained model safe to put in front of people.
+
+Wrap a fitted model in :class:`SafePredictor`, calibrate it on held-out data,
+and every prediction becomes a :class:`Decision`: guarded inputs, a conformal
+prediction set or interval, a confidence tier and an action (accept, review or
+abstain), with a structured event for monitoring.
+"""
+
+from safepredict._version import __version__
+from safepredict.config import GuardConfig, Tier, TierPolicy
+from safepredict.decisions import Decision, Decisions, Explanation, GuardReport
+from safepredict.exceptions import (
+    CalibrationError,
+    ConfigError,
+    InputSchemaError,
+    NotCalibratedError,
+    PersistenceError,
+    SafePredictError,
+)
+from safepredict.predictor import SafePredictor
+
+__all__ = [
+    "CalibrationError",
+    "ConfigError",
+    "Decision",
+    "Decisions",
+    "Explanation",
+    "GuardConfig",
+    "GuardReport",
+    "InputSchemaError",
+    "NotCalibratedError",
+    "PersistenceError",
+    "SafePredictError",
+    "SafePredictor",
+    "Tier",
+    "TierPolicy",
+    "__version__",
+]

@@ -1,0 +1,538 @@
+"""Tier policies and guard configuration: what a product owner writes in TOML.
+
+A :class:`TierPolicy` is an ordered list of :class:`Tier` s. Each row goes to the
+first tier whose conditions it meets; the last tier is the fallback and has no
+conditions. The same structure loads from a TOML file, a TOML string or a dict,
+and every mistake is reported with the tier, the key and what was expected.
+
+Examples
+--------
+>>> policy = TierPolicy.from_toml('''
+... [[tiers]]
+... name = "auto"
+... action = "accept"
+... min_confidence = 0.95
+...
+... [[tiers]]
+... name = "human"
+... action = "abstain"
+... ''')
+>>> [t.name for t in policy.tiers]
+['auto', 'human']
+>>> policy.fallback.action
+'abstain'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from safepredict._validation import (
+    check_fraction,
+    check_one_of,
+    check_positive_int,
+    check_unknown_keys,
+    describe,
+)
+from safepredict.exceptions import ConfigError
+
+__all__ = [
+    "ACTIONS",
+    "GUARD_ACTIONS",
+    "SCORES",
+    "GuardConfig",
+    "Tier",
+    "TierPolicy",
+]
+
+Action = Literal["accept", "review", "abstain"]
+GuardAction = Literal["abstain", "review", "ignore"]
+
+ACTIONS: tuple[str, ...] = ("accept", "review", "abstain")
+GUARD_ACTIONS: tuple[str, ...] = ("abstain", "review", "ignore")
+#: Scores a risk-controlled tier can threshold (higher means more confident).
+SCORES: tuple[str, ...] = ("conformal", "top_prob", "margin")
+
+_CONDITIONS = ("min_confidence", "max_set_size", "max_interval_width", "max_error")
+
+
+@dataclass(frozen=True)
+class Tier:
+    """One confidence tier: a name, an action and the conditions a row must meet.
+
+    Parameters
+    ----------
+    name : str
+        Identifier used in decisions, events and the review queue.
+    action : {"accept", "review", "abstain"}
+        What the product does with rows in this tier.
+    min_confidence : float, optional
+        Classification: the row's conformal confidence must be at least this.
+    max_set_size : int, optional
+        Classification: the conformal prediction set has at most this many labels
+        (and at least one).
+    max_interval_width : float, optional
+        Regression: the conformal interval is at most this wide.
+    max_error : float, optional
+        Risk-controlled tier: among rows this tier accepts, the error rate is at
+        most ``max_error`` with probability at least ``1 - delta`` (the policy's
+        ``delta``), certified on the calibration data.
+    score : {"conformal", "top_prob", "margin"}, default="conformal"
+        The per-row score a ``max_error`` tier thresholds.
+    per_class : bool, default=False
+        Certify ``max_error`` separately within each predicted class.
+    tolerance : float, optional
+        Regression ``max_error`` tiers: a prediction is an error when
+        ``|y - y_hat| > tolerance``. Required for regression ``max_error`` tiers.
+
+    Examples
+    --------
+    >>> Tier("auto", "accept", min_confidence=0.9).conditions
+    {'min_confidence': 0.9}
+    """
+
+    name: str
+    action: Action
+    min_confidence: float | None = None
+    max_set_size: int | None = None
+    max_interval_width: float | None = None
+    max_error: float | None = None
+    score: str = "conformal"
+    per_class: bool = False
+    tolerance: float | None = None
+
+    def __post_init__(self) -> None:
+        where = f"tier {self.name!r}"
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise ConfigError(
+                f"every tier needs a non-empty string 'name'; got {describe(self.name)}."
+            )
+        check_one_of(self.action, "action", ACTIONS, where=f"{where}: ")
+        if self.min_confidence is not None:
+            check_fraction(
+                self.min_confidence,
+                "min_confidence",
+                low_open=False,
+                high_open=False,
+                where=f"{where}: ",
+            )
+        if self.max_set_size is not None:
+            check_positive_int(self.max_set_size, "max_set_size", where=f"{where}: ")
+        if self.max_interval_width is not None:
+            _check_positive_number(self.max_interval_width, "max_interval_width", where)
+        if self.max_error is not None:
+            check_fraction(self.max_error, "max_error", where=f"{where}: ")
+        check_one_of(self.score, "score", SCORES, where=f"{where}: ")
+        if not isinstance(self.per_class, bool):
+            raise ConfigError(
+                f"{where}: per_class must be true or false; got {describe(self.per_class)}."
+            )
+        if self.tolerance is not None:
+            _check_positive_number(self.tolerance, "tolerance", where, allow_zero=True)
+            if self.max_error is None:
+                raise ConfigError(
+                    f"{where}: 'tolerance' only applies to a 'max_error' tier; add max_error "
+                    "or remove tolerance."
+                )
+        if (self.per_class or self.score != "conformal") and self.max_error is None:
+            raise ConfigError(
+                f"{where}: 'score' and 'per_class' only apply to a 'max_error' tier; add "
+                "max_error or remove them."
+            )
+
+    @property
+    def conditions(self) -> dict[str, float | int]:
+        """The conditions this tier sets, by key (empty for a fallback tier)."""
+        return {k: getattr(self, k) for k in _CONDITIONS if getattr(self, k) is not None}
+
+    @property
+    def is_risk_controlled(self) -> bool:
+        """Whether the tier carries a ``max_error`` guarantee."""
+        return self.max_error is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The tier as a TOML/JSON-ready dict, without unset keys."""
+        out: dict[str, Any] = {"name": self.name, "action": self.action}
+        out.update(self.conditions)
+        if self.max_error is not None:
+            out["score"] = self.score
+            out["per_class"] = self.per_class
+            if self.tolerance is not None:
+                out["tolerance"] = self.tolerance
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, index: int = 0) -> Tier:
+        """Build a tier from a mapping, reporting unknown or missing keys.
+
+        Examples
+        --------
+        >>> Tier.from_dict({"name": "auto", "action": "accept", "max_set_size": 1}).max_set_size
+        1
+        """
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"tiers[{index}] must be a table/dict; got {describe(data)}.")
+        name = data.get("name", f"#{index}")
+        where = f"tier {name!r} (tiers[{index}])"
+        known = {f.name for f in dataclasses.fields(cls)}
+        check_unknown_keys(data.keys(), known, where=where)
+        for required in ("name", "action"):
+            if required not in data:
+                raise ConfigError(
+                    f"{where}: missing required key {required!r} "
+                    f'(e.g. name = "auto", action = "accept").'
+                )
+        return cls(**dict(data))
+
+
+def _check_positive_number(value: Any, name: str, where: str, *, allow_zero: bool = False) -> None:
+    ok = (
+        not isinstance(value, bool)
+        and isinstance(value, int | float)
+        and math.isfinite(value)
+        and (value >= 0 if allow_zero else value > 0)
+    )
+    if not ok:
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(
+            f"{where}: {name} must be a finite number {bound}; got {describe(value)}."
+        )
+
+
+@dataclass(frozen=True)
+class GuardConfig:
+    """What each input guard does when a row fails it, and how guards are fitted.
+
+    Parameters
+    ----------
+    missing, non_finite, out_of_range, unseen_category, type, ood : {"abstain", "review", "ignore"}
+        Action for rows that fail the guard. Default: every violation abstains.
+    ood_alpha : float, default=0.01
+        False-alarm rate of the out-of-distribution detector: on data like the
+        reference data, at most this fraction of rows is flagged ``ood``.
+    ood_method : {"knn", "none"}, default="knn"
+        Out-of-distribution detector; ``"none"`` turns the OOD check off.
+    range_method : {"minmax", "quantile"}, default="minmax"
+        How numeric ranges are learned: observed min/max, or quantiles
+        ``range_quantiles`` widened by ``range_margin``.
+    range_quantiles : tuple of float, default=(0.001, 0.999)
+        Lower and upper quantile for ``range_method="quantile"``.
+    range_margin : float, default=0.0
+        Widen each learned range by this fraction of its width on both sides.
+    missing_policy : {"reference", "never", "always"}, default="reference"
+        Whether a missing value is allowed in a column: if it was seen in the
+        reference data, never, or always.
+    columns : dict, default={}
+        Per-column overrides, e.g. ``{"age": {"min": 0, "max": 120,
+        "allow_missing": False}}``.
+
+    Examples
+    --------
+    >>> GuardConfig(ood="review").action_for("ood")
+    'review'
+    """
+
+    missing: GuardAction = "abstain"
+    non_finite: GuardAction = "abstain"
+    out_of_range: GuardAction = "abstain"
+    unseen_category: GuardAction = "abstain"
+    type: GuardAction = "abstain"
+    ood: GuardAction = "abstain"
+    ood_alpha: float = 0.01
+    ood_method: str = "knn"
+    range_method: str = "minmax"
+    range_quantiles: tuple[float, float] = (0.001, 0.999)
+    range_margin: float = 0.0
+    missing_policy: str = "reference"
+    columns: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    #: Names of the guards, in the order their reasons are reported.
+    GUARDS = ("missing", "non_finite", "type", "unseen_category", "out_of_range", "ood")
+
+    def __post_init__(self) -> None:
+        for guard in self.GUARDS:
+            check_one_of(getattr(self, guard), guard, GUARD_ACTIONS, where="[guards] ")
+        check_fraction(self.ood_alpha, "ood_alpha", where="[guards] ")
+        check_one_of(self.ood_method, "ood_method", ("knn", "none"), where="[guards] ")
+        check_one_of(self.range_method, "range_method", ("minmax", "quantile"), where="[guards] ")
+        check_one_of(
+            self.missing_policy,
+            "missing_policy",
+            ("reference", "never", "always"),
+            where="[guards] ",
+        )
+        q = self.range_quantiles
+        if (
+            not isinstance(q, tuple | list)
+            or len(q) != 2
+            or not all(isinstance(v, int | float) and 0 <= v <= 1 for v in q)
+            or q[0] >= q[1]
+        ):
+            raise ConfigError(
+                "[guards] range_quantiles must be two numbers 0 <= low < high <= 1, e.g. "
+                f"[0.001, 0.999]; got {describe(q)}."
+            )
+        object.__setattr__(self, "range_quantiles", (float(q[0]), float(q[1])))
+        _check_positive_number(self.range_margin, "range_margin", "[guards]", allow_zero=True)
+        if not isinstance(self.columns, Mapping):
+            raise ConfigError(
+                f"[guards] columns must be a table/dict; got {describe(self.columns)}."
+            )
+
+    def action_for(self, reason: str) -> str:
+        """The configured action for a reason code such as ``"out_of_range:age"``."""
+        return str(getattr(self, reason.split(":", 1)[0]))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The configuration as a TOML/JSON-ready dict."""
+        out = dataclasses.asdict(self)
+        out["range_quantiles"] = list(self.range_quantiles)
+        out["columns"] = {k: dict(v) for k, v in self.columns.items()}
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> GuardConfig:
+        """Build from the ``[guards]`` table, reporting unknown keys."""
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"[guards] must be a table/dict; got {describe(data)}.")
+        known = {f.name for f in dataclasses.fields(cls)}
+        check_unknown_keys(data.keys(), known, where="[guards]")
+        kwargs = dict(data)
+        if "range_quantiles" in kwargs and isinstance(kwargs["range_quantiles"], list):
+            kwargs["range_quantiles"] = tuple(kwargs["range_quantiles"])
+        return cls(**kwargs)
+
+
+@dataclass(frozen=True)
+class TierPolicy:
+    """Ordered confidence tiers plus the policy-wide settings.
+
+    Parameters
+    ----------
+    tiers : sequence of Tier
+        Ordered; the first tier whose conditions a row meets wins. The last tier
+        is the fallback and must have no conditions.
+    delta : float, default=0.05
+        Risk level shared by the risk-controlled (``max_error``) tiers.
+    explain : sequence of str, optional
+        Names of the tiers whose rows get an explanation. Default (``None``):
+        every tier whose action is not ``"accept"``.
+    audit_rate : float, default=0.0
+        Fraction of accepted rows also sent to human review for audit.
+    audit_seed : int, default=0
+        Seed of the deterministic audit sample.
+    guard_tier : str, default="guard"
+        Tier name reported for rows that fail a guard or that the model cannot
+        score; their action is the guard's action (``"abstain"`` by default), never
+        ``"accept"``. It may name one of ``tiers`` or be a name of its own.
+    guards : GuardConfig, default=GuardConfig()
+        Per-guard actions and guard fitting options.
+
+    Examples
+    --------
+    >>> policy = TierPolicy.from_dict({
+    ...     "tiers": [
+    ...         {"name": "auto", "action": "accept", "max_set_size": 1},
+    ...         {"name": "human", "action": "abstain"},
+    ...     ],
+    ...     "guards": {"ood": "review"},
+    ... })
+    >>> policy.explain_tiers
+    ('human',)
+    >>> policy.guards.ood
+    'review'
+    """
+
+    tiers: tuple[Tier, ...]
+    delta: float = 0.05
+    explain: tuple[str, ...] | None = None
+    audit_rate: float = 0.0
+    audit_seed: int = 0
+    guard_tier: str = "guard"
+    guards: GuardConfig = field(default_factory=GuardConfig)
+
+    def __post_init__(self) -> None:
+        tiers = tuple(self.tiers)
+        object.__setattr__(self, "tiers", tiers)
+        if not tiers:
+            raise ConfigError(
+                "a tier policy needs at least one tier; add a fallback such as "
+                '[[tiers]] name = "human" action = "abstain".'
+            )
+        for i, tier in enumerate(tiers):
+            if not isinstance(tier, Tier):
+                raise ConfigError(f"tiers[{i}] must be a Tier; got {describe(tier)}.")
+        names = [t.name for t in tiers]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ConfigError(f"tier names must be unique; {', '.join(map(repr, dupes))} repeats.")
+        if tiers[-1].conditions:
+            raise ConfigError(
+                f"the last tier ({tiers[-1].name!r}) is the fallback and must have no "
+                f"conditions; it has {', '.join(tiers[-1].conditions)}. Add a final tier "
+                'without conditions, e.g. name = "human", action = "abstain".'
+            )
+        check_fraction(self.delta, "delta", where="policy: ")
+        check_fraction(
+            self.audit_rate, "audit_rate", low_open=False, high_open=False, where="policy: "
+        )
+        if isinstance(self.audit_seed, bool) or not isinstance(self.audit_seed, int):
+            raise ConfigError(
+                f"policy: audit_seed must be an integer; got {describe(self.audit_seed)}."
+            )
+        if self.explain is not None:
+            raw: Any = self.explain
+            if isinstance(raw, str) or not isinstance(raw, Sequence):
+                raise ConfigError(
+                    f"policy: explain must be a list of tier names; got {describe(raw)}."
+                )
+            explain = tuple(raw)
+            for name in explain:
+                check_one_of(name, "explain entry", names, where="policy: ")
+            object.__setattr__(self, "explain", explain)
+        if not isinstance(self.guard_tier, str) or not self.guard_tier.strip():
+            raise ConfigError(
+                "policy: guard_tier must be a non-empty tier name; got "
+                f"{describe(self.guard_tier)}."
+            )
+        if not isinstance(self.guards, GuardConfig):
+            raise ConfigError(f"policy: guards must be a GuardConfig; got {describe(self.guards)}.")
+
+    # ------------------------------------------------------------------ views
+    @property
+    def fallback(self) -> Tier:
+        """The last tier, which catches every row no other tier takes."""
+        return self.tiers[-1]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Tier names in order."""
+        return tuple(t.name for t in self.tiers)
+
+    @property
+    def explain_tiers(self) -> tuple[str, ...]:
+        """Names of the tiers whose rows are explained."""
+        if self.explain is not None:
+            return self.explain
+        return tuple(t.name for t in self.tiers if t.action != "accept")
+
+    @property
+    def risk_controlled(self) -> tuple[Tier, ...]:
+        """The tiers with a ``max_error`` guarantee."""
+        return tuple(t for t in self.tiers if t.is_risk_controlled)
+
+    # ------------------------------------------------------------ conversion
+    def to_dict(self) -> dict[str, Any]:
+        """The policy as a TOML/JSON-ready dict (round-trips through :meth:`from_dict`)."""
+        out: dict[str, Any] = {
+            "delta": self.delta,
+            "audit_rate": self.audit_rate,
+            "audit_seed": self.audit_seed,
+            "tiers": [t.to_dict() for t in self.tiers],
+            "guard_tier": self.guard_tier,
+            "guards": self.guards.to_dict(),
+        }
+        if self.explain is not None:
+            out["explain"] = list(self.explain)
+        return out
+
+    @property
+    def policy_hash(self) -> str:
+        """A stable short hash of the policy, logged with every decision."""
+        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TierPolicy:
+        """Build a policy from a dict of the TOML structure."""
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"a tier policy must be a table/dict; got {describe(data)}.")
+        known = {f.name for f in dataclasses.fields(cls)}
+        check_unknown_keys(data.keys(), known, where="policy")
+        if "tiers" not in data:
+            raise ConfigError(
+                "policy: missing the [[tiers]] list; add at least a fallback tier, e.g. "
+                '[[tiers]] name = "human" action = "abstain".'
+            )
+        raw_tiers = data["tiers"]
+        if isinstance(raw_tiers, Mapping | str) or not isinstance(raw_tiers, Sequence):
+            raise ConfigError(
+                "policy: 'tiers' must be a list of tables ([[tiers]] in TOML); got "
+                f"{describe(raw_tiers)}."
+            )
+        kwargs = {k: v for k, v in data.items() if k not in ("tiers", "guards")}
+        if "explain" in kwargs and isinstance(kwargs["explain"], list):
+            kwargs["explain"] = tuple(kwargs["explain"])
+        guards = GuardConfig.from_dict(data.get("guards", {}))
+        tiers = tuple(Tier.from_dict(t, index=i) for i, t in enumerate(raw_tiers))
+        return cls(tiers=tiers, guards=guards, **kwargs)
+
+    @classmethod
+    def from_toml(cls, text: str) -> TierPolicy:
+        """Build a policy from TOML text."""
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"the tier policy is not valid TOML: {exc}.") from exc
+        return cls.from_dict(data)
+
+    @classmethod
+    def from_path(cls, path: str | Path) -> TierPolicy:
+        """Load a policy from a TOML file."""
+        p = Path(path)
+        try:
+            text = p.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read the tier policy file {str(p)!r}: {exc}.") from exc
+        try:
+            return cls.from_toml(text)
+        except ConfigError as exc:
+            raise ConfigError(f"{p}: {exc}") from exc
+
+    @classmethod
+    def coerce(cls, value: TierPolicy | Mapping[str, Any] | str | Path) -> TierPolicy:
+        """Turn what users pass as ``tiers=`` into a policy.
+
+        Accepts a :class:`TierPolicy`, a dict, a TOML string, or a path to a TOML
+        file (a string is a path when it names an existing file or ends in
+        ``.toml``).
+        """
+        if isinstance(value, TierPolicy):
+            return value
+        if isinstance(value, Mapping):
+            return cls.from_dict(value)
+        if isinstance(value, Path):
+            return cls.from_path(value)
+        if isinstance(value, str):
+            if "\n" not in value and (value.endswith(".toml") or Path(value).is_file()):
+                return cls.from_path(value)
+            return cls.from_toml(value)
+        raise ConfigError(
+            "tiers must be a TierPolicy, a dict, a TOML string or a path to a TOML file; "
+            f"got {describe(value)}."
+        )
+
+    @classmethod
+    def default(cls, task: str) -> TierPolicy:
+        """The policy used when none is given.
+
+        Classification: accept singleton conformal sets, abstain otherwise.
+        Regression: accept every row that passes the guards (the interval carries
+        the uncertainty); guard failures abstain.
+
+        Examples
+        --------
+        >>> TierPolicy.default("classification").tiers[0].max_set_size
+        1
+        """
+        if task == "classification":
+            return cls(tiers=(Tier("auto", "accept", max_set_size=1), Tier("human", "abstain")))
+        return cls(tiers=(Tier("auto", "accept"),))

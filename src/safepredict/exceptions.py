@@ -1,0 +1,85 @@
+"""Exceptions raised by safepredict.
+
+Every exception derives from :class:`SafePredictError`, and each also inherits the
+built-in exception a caller would naturally catch (``ValueError`` for bad values,
+``AttributeError`` for state that does not exist yet), so code written against
+scikit-learn conventions keeps working.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+__all__ = [
+    "CalibrationError",
+    "ConfigError",
+    "InputSchemaError",
+    "NotCalibratedError",
+    "PersistenceError",
+    "SafePredictError",
+]
+
+
+class SafePredictError(Exception):
+    """Root of every error raised by safepredict."""
+
+
+class ConfigError(SafePredictError, ValueError):
+    """A tier policy, guard configuration or parameter is invalid.
+
+    The message names the offending key (and tier, for policies), what was
+    expected and what was given.
+    """
+
+
+class NotCalibratedError(SafePredictError, ValueError, AttributeError):
+    """A method that needs calibration was called before ``calibrate``."""
+
+
+class CalibrationError(SafePredictError, ValueError):
+    """The calibration data cannot be used (too few rows, unknown labels, ...)."""
+
+
+class PersistenceError(SafePredictError, ValueError):
+    """A saved calibration file cannot be loaded safely."""
+
+
+class InputSchemaError(SafePredictError, ValueError):
+    """A batch does not have the structure the predictor was calibrated on.
+
+    This is a caller bug (wrong columns, wrong number of features), so it raises
+    instead of abstaining. The differences are listed in the message and kept as
+    attributes so a service can return them to its client.
+
+    Parameters
+    ----------
+    message : str
+        Human-readable description, including how to fix it.
+    missing : sequence of str, optional
+        Columns the predictor expects that the batch lacks.
+    extra : sequence of str, optional
+        Columns the batch has that the predictor does not know.
+    problems : sequence of str, optional
+        Other structural problems (feature count, order, dimensionality).
+
+    Examples
+    --------
+    >>> err = InputSchemaError("bad batch", missing=["age"], extra=["agee"])
+    >>> err.missing, err.extra
+    (('age',), ('agee',))
+    >>> isinstance(err, ValueError)
+    True
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        missing: Sequence[str] = (),
+        extra: Sequence[str] = (),
+        problems: Sequence[str] = (),
+    ) -> None:
+        super().__init__(message)
+        self.missing: tuple[str, ...] = tuple(missing)
+        self.extra: tuple[str, ...] = tuple(extra)
+        self.problems: tuple[str, ...] = tuple(problems)

@@ -1,0 +1,73 @@
+import json
+
+import numpy as np
+import pytest
+
+from safepredict import Decision, Decisions, Explanation
+
+
+def make_batch() -> Decisions:
+    return Decisions(
+        predictions=np.array(["a", "b", None], dtype=object),
+        tier_codes=np.array([0, 1, 2]),
+        tier_names=("auto", "human", "guard"),
+        actions=np.array(["accept", "abstain", "abstain"], dtype=object),
+        reasons=[(), ("empty_set",), ("missing:x", "model_error")],
+        confidence=np.array([0.97, 0.4, np.nan]),
+        batch_id="b1",
+        set_mask=np.array([[True, False], [False, False], [False, False]]),
+        classes=np.array(["a", "b"], dtype=object),
+        probabilities=np.array([[0.9, 0.1], [0.5, 0.5], [np.nan, np.nan]]),
+    )
+
+
+def test_indexing_iteration_and_columns() -> None:
+    batch = make_batch()
+    assert len(batch) == 3
+    first = batch[0]
+    assert isinstance(first, Decision)
+    assert first.prediction_set == ("a",)
+    assert first.decision_id == "b1-0"
+    assert batch[-1].confidence is None
+    assert batch[-1].prediction_set is None
+    assert [d.action for d in batch] == ["accept", "abstain", "abstain"]
+    assert batch.tiers.tolist() == ["auto", "human", "guard"]
+    assert batch.set_sizes.tolist() == [1, 0, 0]
+    assert batch.guard_report(2).reasons == ("missing:x",)
+    with pytest.raises(IndexError, match="out of range"):
+        batch[3]
+    sub = batch[1:]
+    assert len(sub) == 2
+    assert sub[0].decision_id == "b1-1"
+
+
+def test_decision_is_frozen_and_json_safe() -> None:
+    d = make_batch()[0]
+    with pytest.raises(AttributeError):
+        d.action = "review"  # type: ignore[misc]
+    text = json.dumps([x.to_dict() for x in make_batch()], allow_nan=False)
+    assert '"prediction_set": ["a"]' in text
+
+
+def test_to_frame() -> None:
+    frame = make_batch().to_frame()
+    assert list(frame.columns) == [
+        "decision_id",
+        "prediction",
+        "prediction_set",
+        "interval_lower",
+        "interval_upper",
+        "confidence",
+        "tier",
+        "action",
+        "reasons",
+        "audit",
+    ]
+    assert frame["tier"].tolist() == ["auto", "human", "guard"]
+
+
+def test_explanation_top_and_dict() -> None:
+    e = Explanation("linear", ("x1", "x2", "x3"), (0.5, -2.0, 0.1), 1.0, output="prediction")
+    assert e.top(1) == [("x2", -2.0)]
+    assert e.to_dict(top_k=2)["top"] == [["x2", -2.0], ["x1", 0.5]]
+    assert e.output_value == pytest.approx(-0.4)
