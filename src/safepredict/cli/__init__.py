@@ -1,0 +1,23 @@
+"""The ``safepredict`` command line (layer 4): ``monitor``, ``review``, ``bench``.
+
+Each command lives in its own module in this package and registers itself on the
+Typer app in :mod:`safepredict.cli._app`.
+"""
+
+from __future__ import annotations
+
+import sys
+
+__all__ = ["main"]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI (entry point of the ``safepredict`` script)."""
+    try:
+        from safepredict.cli._app import app
+    except ImportError as exc:  # typer/rich are the optional 'cli' extra
+        sys.exit(
+            f"the safepredict command line needs the 'cli' extra ({exc.name} is missing): "
+            "pip install 'safepredict[cli]'"
+        )
+    app(args=argv)

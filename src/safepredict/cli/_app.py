@@ -1,0 +1,17 @@
+"""The Typer application; each command module adds itself here."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    name="safepredict",
+    help="safepredict: monitor decision logs, work the review queue, benchmark abstention.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+@app.callback()
+def _root() -> None:
+    """Run a safepredict command."""
