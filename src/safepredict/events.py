@@ -491,10 +491,10 @@ class EventEmitter:
         if d.probabilities is not None and d.classes is not None:
             keys = [str(c) for c in d.classes.tolist()]
             p = d.probabilities
-            bad = ~np.isfinite(p).all(axis=1)
+            bad: list[bool] = np.logical_not(np.isfinite(p).all(axis=1)).tolist()
             probs = [
                 None if b else dict(zip(keys, row, strict=True))
-                for b, row in zip(bad.tolist(), p.tolist(), strict=True)
+                for b, row in zip(bad, p.tolist(), strict=True)
             ]
         if d.set_mask is not None and d.classes is not None:
             labels = [_clean(c) for c in d.classes.tolist()]
