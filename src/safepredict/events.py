@@ -56,6 +56,7 @@ __all__ = [
     "EventEmitter",
     "confidence_snapshot",
     "get_logger",
+    "load_schema",
     "now_iso",
 ]
 
@@ -88,6 +89,26 @@ def get_logger(logger: Any = None) -> Any:
     True
     """
     return structlog.get_logger("safepredict") if logger is None else logger
+
+
+def load_schema(name: str) -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of ``decision``, ``batch``, ``calibration`` or ``route``.
+
+    Examples
+    --------
+    >>> load_schema("decision")["properties"]["event"]
+    {'const': 'safepredict.decision'}
+    """
+    import json
+    from importlib.resources import files
+
+    if name not in ("decision", "batch", "calibration", "route"):
+        raise ConfigError(
+            f"unknown event schema {name!r}; use 'decision', 'batch', 'calibration' or 'route'."
+        )
+    text = files("safepredict").joinpath("schemas", f"{name}.json").read_text(encoding="utf-8")
+    schema: dict[str, Any] = json.loads(text)
+    return schema
 
 
 def now_iso() -> str:
@@ -624,6 +645,11 @@ def _batch_event(d: Decisions, ctx: EventContext, request_id: str | None) -> dic
             reason_counts[r] += 1
             if _is_guard_reason(r):
                 guard_counts[r.split(":", 1)[0]] += 1
+    pairs: dict[str, dict[str, int]] = {}
+    for (tier, action), count in Counter(
+        zip(d.tiers.tolist(), d.actions.tolist(), strict=True)
+    ).items():
+        pairs.setdefault(str(tier), {})[str(action)] = count
     conf = d.confidence[np.isfinite(d.confidence)] if n else np.zeros(0)
     confidence = None
     if len(conf):
@@ -651,6 +677,7 @@ def _batch_event(d: Decisions, ctx: EventContext, request_id: str | None) -> dic
         "n": n,
         "tiers": counts["tier"],
         "actions": counts["action"],
+        "tier_actions": pairs,
         "reasons": dict(reason_counts),
         "guard_reasons": dict(guard_counts),
         "guard_flagged": int(d.guard_flagged.sum()),
