@@ -381,3 +381,32 @@ def test_frame_with_pandas_ids_and_strings(iris_lr: Any) -> None:
         validate(e)
         assert set(e["probabilities"]) == {"setosa", "versicolor", "virginica"}
         assert all(isinstance(c, str) for c in e["conformal"]["set"])
+
+
+def test_routed_rows_get_route_events_and_the_decision_event_carries_the_status(
+    iris_lr: Any,
+) -> None:
+    """The router hook runs before the events and fills ``decisions.route``."""
+    p = sp.SafePredictor(iris_lr.model, log="off").calibrate(iris_lr.X_cal, iris_lr.y_cal)
+    d = p.decide(np.vstack([iris_lr.X_test, iris_lr.X_test + 2.0]))
+    routed = np.flatnonzero(d.actions != "accept")
+    assert len(routed) > 0
+    d.route = [None] * len(d)
+    for i in routed:
+        d.route[i] = {"sink": "sqlite:reviews.db", "status": "queued", "audit": False}
+    d.route[int(routed[0])] = {"sink": "sqlite:reviews.db", "status": "spooled", "audit": False}
+    emitter = EventEmitter()
+    with capture_logs() as logs:
+        emitter.decisions(d, p._event_context(), mode="decision")
+    for e in logs:
+        validate(e)
+    routes = [e for e in logs if e["event"] == "safepredict.route"]
+    assert [e["decision_id"] for e in routes] == [d.decision_ids[i] for i in routed]
+    assert routes[0]["status"] == "spooled"
+    decisions_ev = {e["decision_id"]: e for e in logs if e["event"] == "safepredict.decision"}
+    assert decisions_ev[d.decision_ids[routed[0]]]["route"]["status"] == "spooled"
+    with capture_logs() as logs:
+        emitter.decisions(d, p._event_context(), mode="summary")
+    (batch,) = logs
+    validate(batch)
+    assert batch["routes"] == {"queued": len(routed) - 1, "spooled": 1}

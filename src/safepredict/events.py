@@ -598,6 +598,42 @@ class EventEmitter:
             except Exception:  # a failing sink never fails a decision; count it
                 dropped += 1
         self._count(sent, dropped)
+        if d.route is not None:
+            sent += self._route_events(d, ctx, request_id, tiers, actions)
+        return sent
+
+    def _route_events(
+        self,
+        d: Decisions,
+        ctx: EventContext,
+        request_id: str | None,
+        tiers: list[Any],
+        actions: list[Any],
+    ) -> int:
+        """One ``safepredict.route`` event per routed row (``decisions.route[i]`` set)."""
+        assert d.route is not None
+        sent = 0
+        ids = d.decision_ids
+        for i, status in enumerate(d.route):
+            if not status:
+                continue
+            try:
+                ok = self.route(
+                    decision_id=str(ids[i]),
+                    sink=str(status.get("sink", "unknown")),
+                    status=str(status.get("status", "failed")),
+                    audit=bool(status.get("audit", d.audit[i])),
+                    tier=str(tiers[i]),
+                    action=str(actions[i]),
+                    request_id=request_id,
+                    error=None if status.get("error") is None else str(status["error"]),
+                    model_name=ctx.model_name,
+                    model_version=ctx.model_version,
+                )
+            except Exception:  # an unknown status from a custom router: drop, count
+                self._count(0, 1)
+                continue
+            sent += ok
         return sent
 
 
@@ -682,6 +718,9 @@ def _batch_event(d: Decisions, ctx: EventContext, request_id: str | None) -> dic
         "guard_reasons": dict(guard_counts),
         "guard_flagged": int(d.guard_flagged.sum()),
         "audit": int(d.audit.sum()),
+        "routes": dict(Counter(str(r.get("status")) for r in d.route if r))
+        if d.route is not None
+        else {},
         "confidence": confidence,
         "latency_s": latency,
     }

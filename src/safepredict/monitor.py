@@ -237,7 +237,7 @@ def queue_outcomes(path: str | Path) -> dict[str, Any]:
         ) from exc
     return {
         str(o["decision_id"]): o["outcome"]
-        for o in queue_cls(path).outcomes()
+        for o in queue_cls(path).outcomes(include_external=True)
         if o.get("outcome") is not None
     }
 

@@ -565,9 +565,9 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
         self._explain(X_model, decisions)
         latency["explain"] = time.perf_counter() - t
         self._sample_audit(X_model, decisions)
+        self._route(X_model, decisions)  # before the events, so they carry the route status
         latency["total"] = time.perf_counter() - t0
         self._emit_decisions(X_model, decisions, request_id=request_id)
-        self._route(X_model, decisions)
         return decisions
 
     def decide_one(self, x: Any, *, request_id: str | None = None) -> Decision:
