@@ -166,22 +166,17 @@ def ks_from_snapshot(snapshot: Mapping[str, Any], counts: Sequence[int]) -> tupl
 
 
 # ---------------------------------------------------------------- reading
-def _open(path: Path) -> tuple[IO[bytes], Callable[[], int], int]:
-    raw = path.open("rb")
-    size = path.stat().st_size
-    if path.suffix == ".gz":
-        gz = gzip.GzipFile(fileobj=raw, mode="rb")
-        return io.BufferedReader(gz, 1 << 20), raw.tell, size
-    return raw, raw.tell, size
-
-
 def _lines(path: Path, progress: Callable[[int, int], None] | None) -> Iterator[bytes]:
-    handle, tell, size = _open(path)
-    with handle:
-        for count, line in enumerate(handle, 1):
-            if progress is not None and count % _PROGRESS_EVERY == 0:
-                progress(tell(), size)
-            yield line
+    size = path.stat().st_size
+    with path.open("rb") as raw:
+        handle: IO[bytes] = raw
+        if path.suffix == ".gz":
+            handle = io.BufferedReader(gzip.GzipFile(fileobj=raw, mode="rb"), 1 << 20)
+        with handle:
+            for count, line in enumerate(handle, 1):
+                if progress is not None and count % _PROGRESS_EVERY == 0:
+                    progress(raw.tell(), size)
+                yield line
     if progress is not None:
         progress(size, size)
 
