@@ -538,14 +538,35 @@ class EventEmitter:
         latency = {k: float(v) for k, v in d.latency_s.items()}
         for stage in ("total", "guard", "model", "conformal", "explain"):
             latency.setdefault(stage, 0.0)
-        ts = now_iso()
-        level = ctx.confidence_level
-        common_sp = __version__
-        method = self._method("info")
-        sent = dropped = 0
-        if method is None:
+        common = {
+            "schema_version": SCHEMA_VERSION,
+            "timestamp": now_iso(),
+            "request_id": request_id,
+            "batch_id": d.batch_id,
+            "batch_size": n,
+            "model_name": ctx.model_name,
+            "model_version": ctx.model_version,
+            "safepredict_version": __version__,
+            "policy_hash": ctx.policy_hash,
+            "calibration_id": ctx.calibration_id,
+            "n_features": ctx.n_features,
+            "latency_s": latency,
+        }
+        # Bind the batch-wide fields once; each row then passes only its own.
+        log = self.logger
+        extra: dict[str, Any] = {}
+        try:
+            if hasattr(log, "bind"):
+                method = log.bind(**common).info
+            else:
+                method, extra = log.info, common
+        except Exception:  # a broken logger: every event of the batch is dropped
             self._count(0, n)
             return 0
+        level = ctx.confidence_level
+        no_inputs: list[Any] = [None] * n
+        row_inputs = inputs if inputs is not None else no_inputs
+        sent = dropped = 0
         for i in range(n):
             reasons = d.reasons[i]
             if reasons:
@@ -554,46 +575,35 @@ class EventEmitter:
             else:
                 guard_reasons = []
                 reason_list = []
-            event = {
-                "schema_version": SCHEMA_VERSION,
-                "timestamp": ts,
-                "decision_id": ids[i],
-                "request_id": request_id,
-                "batch_id": d.batch_id,
-                "batch_size": n,
-                "model_name": ctx.model_name,
-                "model_version": ctx.model_version,
-                "safepredict_version": common_sp,
-                "policy_hash": ctx.policy_hash,
-                "calibration_id": ctx.calibration_id,
-                "inputs_hash": hashes[i],
-                "n_features": ctx.n_features,
-                "guard": {
-                    "status": "flag" if flagged[i] else "pass",
-                    "reasons": guard_reasons,
-                    "ood_score": ood[i],
-                },
-                "prediction": preds[i],
-                "probabilities": probs[i],
-                "conformal": {
-                    "confidence_level": level,
-                    "set": sets[i],
-                    "set_size": sizes[i],
-                    "interval": intervals[i],
-                },
-                "confidence": conf[i],
-                "tier": tiers[i],
-                "action": actions[i],
-                "reasons": reason_list,
-                "audit": audits[i],
-                "route": routes[i],
-                "explanation": explanations[i],
-                "latency_s": latency,
-            }
             if inputs is not None:
-                event["inputs"] = inputs[i]
+                extra = {**extra, "inputs": row_inputs[i]}
             try:
-                method(EVENT_DECISION, **event)
+                method(
+                    EVENT_DECISION,
+                    decision_id=ids[i],
+                    inputs_hash=hashes[i],
+                    guard={
+                        "status": "flag" if flagged[i] else "pass",
+                        "reasons": guard_reasons,
+                        "ood_score": ood[i],
+                    },
+                    prediction=preds[i],
+                    probabilities=probs[i],
+                    conformal={
+                        "confidence_level": level,
+                        "set": sets[i],
+                        "set_size": sizes[i],
+                        "interval": intervals[i],
+                    },
+                    confidence=conf[i],
+                    tier=tiers[i],
+                    action=actions[i],
+                    reasons=reason_list,
+                    audit=audits[i],
+                    route=routes[i],
+                    explanation=explanations[i],
+                    **extra,
+                )
                 sent += 1
             except Exception:  # a failing sink never fails a decision; count it
                 dropped += 1
