@@ -54,7 +54,8 @@ wall, cpu = time.perf_counter() - t, time.process_time() - c
 # peak across fork/exec on Linux).
 with open("/proc/self/status") as fh:
     hwm = [line for line in fh if line.startswith("VmHWM:")]
-rss_mb = int(hwm[0].split()[1]) / 1024 if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+peak_kb = int(hwm[0].split()[1]) if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+rss_mb = peak_kb / 1024
 print(json.dumps({"n": n, "wall": wall, "cpu": cpu, "rss_mb": rss_mb}))
 """
 
