@@ -8,8 +8,8 @@ process (so its peak RSS is its own), once on the plain file and once on a gzip
 copy, next to a floor measurement that only splits lines and parses them with
 orjson. The table prints MEDIAN wall and CPU seconds over ``--rounds`` runs, the
 events per second and the ratio to the floor, and the child's peak RSS
-(``VmHWM`` from ``/proc/self/status``; it includes the ~150 MB of numpy/scipy/
-scikit-learn that importing safepredict loads).
+(``VmHWM`` from ``/proc/self/status``), next to a child that only imports the
+monitor: the difference is what reading the log costs in memory.
 
 Run: ``python benchmarks/bench_monitor.py [--events 1000000] [--rounds 3]``.
 """
@@ -38,7 +38,11 @@ CHILD = r"""
 import json, resource, sys, time
 mode, path = sys.argv[1], sys.argv[2]
 t, c = time.perf_counter(), time.process_time()
-if mode == "floor":
+if mode == "import":
+    import scipy.stats  # noqa: F401  # what the monitor imports before reading a line
+    from safepredict.monitor import monitor  # noqa: F401
+    n = 0
+elif mode == "floor":
     import orjson
     n = 0
     with open(path, "rb") as fh:
@@ -133,6 +137,7 @@ def main() -> None:
         )
         floor = None
         for name, mode, path in (
+            ("imports only", "import", log),
             ("parse floor", "floor", log),
             ("monitor", "monitor", log),
             ("monitor .gz", "monitor", gz),
@@ -141,8 +146,11 @@ def main() -> None:
             wall = statistics.median(r["wall"] for r in runs)
             cpu = statistics.median(r["cpu"] for r in runs)
             rss = max(r["rss_mb"] for r in runs)
-            floor = floor or wall
             n = runs[0]["n"]
+            if mode == "import":
+                print(f"{name:<16} {wall:>8.2f} {cpu:>8.2f} {'-':>10} {'-':>8} {rss:>12.0f}")
+                continue
+            floor = floor or wall
             print(
                 f"{name:<16} {wall:>8.2f} {cpu:>8.2f} {n / wall:>10,.0f} {wall / floor:>8.2f} "
                 f"{rss:>12.0f}"

@@ -300,9 +300,12 @@ def _epoch(ts: Any) -> float:
     if not isinstance(ts, str):
         return 0.0
     try:
-        return datetime.fromisoformat(ts).replace(tzinfo=UTC).timestamp()
+        parsed = datetime.fromisoformat(ts)
     except ValueError:
         return 0.0
+    if parsed.tzinfo is None:  # naive timestamps are taken as UTC
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.timestamp()
 
 
 def _as_number(v: Any) -> float | None:

@@ -634,11 +634,17 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
         key = (id(self.logger), bool(self.log_inputs), tuple(self.redact))
         emitter: EventEmitter | None = self.__dict__.get("_events")
         if emitter is None or self.__dict__.get("_events_key") != key:
-            old = emitter
-            emitter = EventEmitter(self.logger, log_inputs=self.log_inputs, redact=self.redact)
-            if old is not None:  # keep the counts across set_params
-                emitter.emitted, emitter.dropped = old.emitted, old.dropped
-            self.__dict__["_events"], self.__dict__["_events_key"] = emitter, key
+            with self._thread_lock:
+                emitter = self.__dict__.get("_events")
+                if emitter is None or self.__dict__.get("_events_key") != key:
+                    old = emitter
+                    emitter = EventEmitter(
+                        self.logger, log_inputs=self.log_inputs, redact=self.redact
+                    )
+                    if old is not None:  # keep the counts across set_params
+                        emitter.emitted, emitter.dropped = old.emitted, old.dropped
+                    self.__dict__["_events"], self.__dict__["_events_key"] = emitter, key
+        assert emitter is not None
         return emitter
 
     @property
