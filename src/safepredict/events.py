@@ -56,6 +56,7 @@ __all__ = [
     "EventEmitter",
     "confidence_snapshot",
     "get_logger",
+    "jsonl_file_logger",
     "load_schema",
     "now_iso",
 ]
@@ -89,6 +90,27 @@ def get_logger(logger: Any = None) -> Any:
     True
     """
     return structlog.get_logger("safepredict") if logger is None else logger
+
+
+def jsonl_file_logger(stream: Any) -> Any:
+    """A logger writing each event as one JSON line to an open text stream.
+
+    Used where the application cannot configure structlog itself, e.g. on Dask
+    workers writing one JSONL file per partition. The global structlog
+    configuration is not touched.
+
+    Examples
+    --------
+    >>> import io, json
+    >>> buf = io.StringIO()
+    >>> jsonl_file_logger(buf).info("safepredict.route", status="queued")
+    >>> json.loads(buf.getvalue())["event"]
+    'safepredict.route'
+    """
+    return structlog.wrap_logger(
+        structlog.WriteLogger(stream),
+        processors=[structlog.processors.add_log_level, structlog.processors.JSONRenderer()],
+    )
 
 
 def load_schema(name: str) -> dict[str, Any]:

@@ -1,0 +1,1 @@
+"""Integrations with other engines (layer 4): ``safepredict.integrations.dask``."""
