@@ -197,6 +197,7 @@ def decide_dask(
     (50, ['decision_id', 'prediction', 'prediction_set'])
     """
     import dask
+    from dask.delayed import delayed
     import pandas as pd
 
     if not hasattr(predictor, "conformal_"):
@@ -224,7 +225,7 @@ def decide_dask(
     shared: Any = (
         active.scatter(predictor, broadcast=True, hash=False)
         if active is not None
-        else dask.delayed(predictor, pure=False)
+        else delayed(predictor, pure=False)
     )
     with dask.config.set({"dataframe.convert-string": False}):
         out = ddf.map_partitions(
