@@ -385,6 +385,11 @@ def _row_to_case(row: sqlite3.Row) -> dict[str, Any]:
     return out
 
 
+def _has_reason(reasons: Sequence[str], reason: str) -> bool:
+    """A reason matches itself and its qualified forms (``ood`` ~ ``ood:x``)."""
+    return any(r == reason or r.startswith(reason + ":") for r in reasons)
+
+
 def _cutoff(older_than: Any) -> str:
     if isinstance(older_than, datetime):
         moment = older_than if older_than.tzinfo else older_than.replace(tzinfo=UTC)
@@ -566,13 +571,11 @@ class SQLiteReviewQueue:
             where.append("tier = ?")
             params.append(str(tier))
         if reason is not None:
-            # a reason matches itself and its qualified forms: "out_of_range" matches
-            # "out_of_range:age"
-            where.append(
-                "EXISTS (SELECT 1 FROM json_each(cases.reasons) AS r "
-                "WHERE r.value = ? OR substr(r.value, 1, length(?) + 1) = ? || ':')"
-            )
-            params.extend([str(reason)] * 3)
+            # Pre-filter on the JSON text (a superset: the encoded reason without its
+            # closing quote), then match exactly in Python, where embedded NULs and
+            # LIKE wildcards cannot confuse the comparison.
+            where.append("instr(reasons, ?) > 0")
+            params.append(_dumps(str(reason))[:-1])
         if older_than is not None:
             where.append("created_at < ?")
             params.append(_cutoff(older_than))
@@ -583,9 +586,18 @@ class SQLiteReviewQueue:
         if limit is not None:
             if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
                 raise ConfigError(f"limit must be an integer >= 0; got {describe(limit)}.")
-            sql += " LIMIT ?"
-            params.append(limit)
-        return [_row_to_case(r) for r in self._conn().execute(sql, params)]
+            if reason is None:
+                sql += " LIMIT ?"
+                params.append(limit)
+        out: list[dict[str, Any]] = []
+        for row in self._conn().execute(sql, params):
+            case = _row_to_case(row)
+            if reason is not None and not _has_reason(case["reasons"], str(reason)):
+                continue
+            out.append(case)
+            if limit is not None and len(out) >= limit:
+                break
+        return out
 
     def pending(
         self,
