@@ -64,7 +64,11 @@ def utc_now() -> str:
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(to_builtin(value), ensure_ascii=False, allow_nan=False)
+    """Strict JSON; numpy values and non-finite floats are converted only when present."""
+    try:
+        return json.dumps(value, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError):
+        return json.dumps(to_builtin(value), ensure_ascii=False, allow_nan=False)
 
 
 # ---------------------------------------------------------------------- cases
