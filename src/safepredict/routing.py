@@ -24,6 +24,7 @@ import os
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -463,6 +464,8 @@ class SQLiteReviewQueue:
         self._local = threading.local()
         self._conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
+        # close this object's connections when it is garbage collected
+        weakref.finalize(self, _close_all, self._conns)
 
     # pickling: drop connections, reopen lazily
     def __getstate__(self) -> dict[str, Any]:
@@ -509,12 +512,9 @@ class SQLiteReviewQueue:
         conn.execute("COMMIT")
 
     def close(self) -> None:
-        """Close every connection this object opened in this process."""
+        """Close every connection this object opened (they reopen lazily on next use)."""
         with self._conns_lock:
-            conns, self._conns = self._conns, []
-        for conn in conns:
-            with contextlib.suppress(sqlite3.Error):
-                conn.close()
+            _close_all(self._conns)
         self._local = threading.local()
 
     def integrity_check(self) -> str:
@@ -873,6 +873,13 @@ def _write_export(fh: IO[str], cases: list[dict[str, Any]], format: str) -> None
             for k in columns
         }
         writer.writerow(row)
+
+
+def _close_all(conns: list[sqlite3.Connection]) -> None:
+    while conns:
+        conn = conns.pop()
+        with contextlib.suppress(sqlite3.Error):
+            conn.close()
 
 
 def _check_reviewer(reviewer: Any) -> str:
