@@ -579,3 +579,23 @@ def test_sqlite_file_is_a_plain_database(queue: SQLiteReviewQueue) -> None:
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert conn.execute("SELECT decision_id, status FROM cases").fetchall() == [("a", "pending")]
     conn.close()
+
+
+def test_row_hash_does_not_depend_on_the_batch_dtypes() -> None:
+    import pandas as pd
+
+    clean = pd.DataFrame({"x": [1.5, 2.0], "c": ["a", "b"]})
+    # another row holds None, so the column becomes object dtype in this batch
+    mixed = pd.DataFrame({"x": pd.Series([1.5, None], dtype=object), "c": ["a", "b"]})
+    assert row_hashes(clean)[0] == row_hashes(mixed)[0]
+    numeric = pd.DataFrame({"x": [1.5, 2.0]})
+    as_object = pd.DataFrame({"x": pd.Series([1.5, "n/a"], dtype=object)})
+    assert row_hashes(numeric)[0] == row_hashes(as_object)[0] == row_hashes(np.array([[1.5]]))[0]
+    assert row_hashes(numeric)[1] != row_hashes(as_object)[1]
+    assert row_hashes(pd.DataFrame({"c": ["1.5"]}))[0] != row_hashes(np.array([[1.5]]))[0]
+
+
+def test_audit_sample_same_for_object_dtype_batches(wine_hgb: Any) -> None:
+    sp = routed_predictor(wine_hgb, None)
+    X = wine_hgb.X_test
+    assert audited_hashes(sp, X) == audited_hashes(sp, X.astype(object))
