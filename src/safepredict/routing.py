@@ -606,7 +606,6 @@ class SQLiteReviewQueue:
     def pending(
         self,
         limit: int | None = 50,
-        *,
         tier: str | None = None,
         reason: str | None = None,
         older_than: Any = None,
