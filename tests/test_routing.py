@@ -599,3 +599,22 @@ def test_audit_sample_same_for_object_dtype_batches(wine_hgb: Any) -> None:
     sp = routed_predictor(wine_hgb, None)
     X = wine_hgb.X_test
     assert audited_hashes(sp, X) == audited_hashes(sp, X.astype(object))
+
+
+def test_locked_queue_spools_then_recovers(iris_lr: Any, tmp_path: Path) -> None:
+    q = SQLiteReviewQueue(tmp_path / "r.db", timeout=0.05)
+    q.enqueue(case("x"))
+    blocker = sqlite3.connect(q.path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # another writer holds the lock
+    router = Router(q, retries=1, retry_delay_s=0.0)
+    sp = routed_predictor(iris_lr, router)
+    d = sp.decide(iris_lr.X_test)
+    routed = [r for r in d.route or [] if r]
+    assert {r["status"] for r in routed} == {"spooled"}
+    assert "locked" in routed[0]["error"]
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    assert router.flush_spool() == len(routed)
+    assert len(q) == len(routed) + 1
+    d2 = sp.decide(iris_lr.X_test)  # the connection is usable again (no open transaction)
+    assert {r["status"] for r in d2.route or [] if r} == {"queued"}

@@ -432,8 +432,9 @@ class SQLiteReviewQueue:
         ``PRAGMA synchronous = FULL``: a case whose write returned survives a
         power cut. ``False`` uses ``NORMAL`` (WAL): still survives a crash of the
         process, faster.
-    timeout : float, default=30.0
-        Seconds to wait for a lock held by another writer before failing.
+    timeout : float, default=10.0
+        Seconds to wait for a lock held by another writer before failing (the
+        router then retries, then spools: keep it short on a latency-bound path).
 
     Examples
     --------
@@ -452,7 +453,7 @@ class SQLiteReviewQueue:
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], *, durable: bool = True, timeout: float = 30.0
+        self, path: str | os.PathLike[str], *, durable: bool = True, timeout: float = 10.0
     ) -> None:
         self.path = Path(path)
         self.durable = bool(durable)
@@ -506,10 +507,12 @@ class SQLiteReviewQueue:
         conn.execute("BEGIN IMMEDIATE")
         try:
             yield conn
+            conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):  # keep the original error
+                    conn.execute("ROLLBACK")
             raise
-        conn.execute("COMMIT")
 
     def close(self) -> None:
         """Close every connection this object opened (they reopen lazily on next use)."""
