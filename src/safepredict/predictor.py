@@ -38,6 +38,7 @@ from safepredict.exceptions import (
     InputSchemaError,
     NotCalibratedError,
 )
+from safepredict.routing import Router, build_cases, row_inputs
 from safepredict.tiers import TierCalibration, TierInputs, assign_tiers
 
 __all__ = ["SafePredictor"]
@@ -561,9 +562,9 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
         self._explain(X_model, decisions)
         latency["explain"] = time.perf_counter() - t
         self._sample_audit(X_model, decisions)
+        self._route(X_model, decisions)  # before the events, so they carry the route status
         latency["total"] = time.perf_counter() - t0
         self._emit_decisions(X_model, decisions)
-        self._route(X_model, decisions)
         return decisions
 
     def decide_one(self, x: Any) -> Decision:
@@ -629,15 +630,164 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
         """Log one event per decision (or one per batch)."""
 
     def _route(self, X_model: Any, decisions: Decisions) -> None:
-        """Hand review/abstain rows and audit samples to the router."""
-        if self.router is None:
+        """Hand review/abstain rows and audit samples to the router, as one batch.
+
+        Sets ``decisions.route[i]`` to the route status of each routed row (None
+        for the others). A sink failure never fails the decision (see ``Router``).
+        """
+        router = self.router_
+        if router is None:
             return
+        n = len(decisions)
+        decisions.route = [None] * n
         rows = np.flatnonzero((decisions.actions != "accept") | decisions.audit)
-        for i in rows:
-            try:
-                self.router(decisions[int(i)])
-            except Exception:  # a failing sink never fails the decision
-                continue
+        if len(rows) == 0:
+            return
+        try:
+            if decisions.inputs_hash is not None:
+                hashes = decisions.inputs_hash[rows]
+            else:
+                hashes = row_hashes(X_model.iloc[rows] if _is_frame(X_model) else X_model[rows])
+            inputs = (
+                row_inputs(X_model, rows, self._input_names(), self.redact)
+                if self.log_inputs
+                else None
+            )
+            cases = build_cases(
+                decisions,
+                rows,
+                model_name=self.model_name,
+                model_version=self.model_version,
+                inputs=inputs,
+                inputs_hash=hashes,
+            )
+            statuses = router.route(cases)
+        except Exception as exc:  # building the cases must not fail the decision either
+            statuses = router.report_failure(decisions.audit[rows].tolist(), exc)
+        for i, status in zip(rows.tolist(), statuses, strict=True):
+            decisions.route[i] = status
+
+    @property
+    def router_(self) -> Router | None:
+        """The :class:`~safepredict.routing.Router` built from ``router`` (None without one).
+
+        Its ``failures`` attribute counts cases the sink refused after retries.
+        """
+        if self.router is None:
+            return None
+        cached = self.__dict__.get("_router_cache")
+        if cached is None or cached[0] is not self.router:
+            with self._thread_lock:
+                cached = self.__dict__.get("_router_cache")
+                if cached is None or cached[0] is not self.router:
+                    cached = (self.router, Router.coerce(self.router))
+                    self.__dict__["_router_cache"] = cached
+        router: Router = cached[1]
+        return router
+
+    def _input_names(self) -> list[str]:
+        names = getattr(self, "feature_names_in_", None)
+        if names is not None:
+            return [str(c) for c in names]
+        return [f"x{j}" for j in range(self.n_features_in_)]
+
+    # ------------------------------------------------------------ outcomes
+    def record_outcome(self, decision_id: str, y_true: Any) -> str:
+        """Record the realized outcome of a decision that arrived by another path.
+
+        Stored in the router's review queue when it has one (the case is
+        resolved, or the outcome kept in its ``external_outcomes`` table for
+        decisions that were never routed); with a JSONL router, appended to
+        ``<stem>.outcomes.jsonl`` next to it.
+
+        Returns
+        -------
+        str
+            ``"case"`` (a queued case was resolved) or ``"external"``.
+
+        Raises
+        ------
+        ConfigError
+            If the predictor has no router able to store outcomes.
+        """
+        router = self.router_
+        if router is None:
+            raise ConfigError(
+                "record_outcome needs somewhere to store outcomes; this SafePredictor has no "
+                "router. Pass SafePredictor(router='reviews.db') (or a .jsonl path)."
+            )
+        return router.record_outcome(str(decision_id), y_true, source="record_outcome")
+
+    def recalibrate_from(
+        self, queue: Any, *, audited_only: bool = True, reference: Any = None
+    ) -> SafePredictor:
+        """Re-run :meth:`calibrate` on the resolved cases of a review queue.
+
+        The resolved cases' logged inputs and outcomes become the calibration
+        set, so the cases must have been routed with ``log_inputs=True`` (and
+        no feature redacted).
+
+        Exchangeability caveat: conformal guarantees need calibration rows
+        exchangeable with future rows. Routed (review/abstain) cases are chosen
+        *because* they were uncertain, so they are not; audited cases are a
+        hash-random sample of the accepted rows, so they are exchangeable with
+        the rows the current policy accepts (not with all traffic). Hence the
+        default ``audited_only=True``.
+
+        Parameters
+        ----------
+        queue : SQLiteReviewQueue, Router or path
+            Where the resolved cases are.
+        audited_only : bool, default=True
+            Use only audit-sampled cases (see the caveat).
+        reference : array-like or DataFrame, optional
+            Passed to :meth:`calibrate` (pass the training data so the guards do
+            not learn from the small review sample).
+
+        Returns
+        -------
+        SafePredictor
+            ``self``, recalibrated.
+        """
+        self._check_calibrated("recalibrate_from")
+        source = Router.coerce(queue).sink if not hasattr(queue, "outcomes") else queue
+        outcomes = getattr(source, "outcomes", None)
+        if outcomes is None:
+            raise ConfigError(
+                f"recalibrate_from needs a SQLiteReviewQueue (or its path); got {describe(queue)}."
+            )
+        items = [o for o in outcomes(audited_only=audited_only) if o.get("outcome") is not None]
+        kind = "audited " if audited_only else ""
+        if not items:
+            hint = " (or pass audited_only=False, see the caveat)" if audited_only else ""
+            raise CalibrationError(
+                f"the queue has no resolved {kind}cases with an outcome; resolve some cases "
+                f"first{hint}."
+            )
+        names = self._input_names()
+        no_inputs = [o["decision_id"] for o in items if not o.get("inputs")]
+        if no_inputs:
+            raise CalibrationError(
+                f"{len(no_inputs)} of {len(items)} resolved {kind}cases have no logged inputs "
+                f"(e.g. {no_inputs[0]!r}), so they cannot be re-scored. Route with "
+                "SafePredictor(log_inputs=True) to make recalibration from the queue possible."
+            )
+        absent = sorted({c for o in items for c in names if c not in o["inputs"]})
+        if absent:
+            raise CalibrationError(
+                f"resolved cases lack the features {absent} (redacted or renamed); "
+                "recalibration needs every calibration feature. Drop them from redact=."
+            )
+        rows = [[o["inputs"][c] for c in names] for o in items]
+        y = np.asarray([o["outcome"] for o in items])
+        X: Any
+        if getattr(self, "feature_names_in_", None) is not None:
+            import pandas as pd
+
+            X = pd.DataFrame(rows, columns=names)
+        else:
+            X = np.asarray(rows, dtype=np.float64)
+        return self.calibrate(X, y, reference=reference)
 
     # ------------------------------------------------------------ reporting
     def summary(self) -> dict[str, Any]:

@@ -15,3 +15,6 @@ app = typer.Typer(
 @app.callback()
 def _root() -> None:
     """Run a safepredict command."""
+
+
+from safepredict.cli import review as _review  # noqa: E402, F401  # registers `review` on app
