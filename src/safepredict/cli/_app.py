@@ -18,3 +18,4 @@ def _root() -> None:
 
 
 from safepredict.cli import review as _review  # noqa: E402, F401  # registers `review` on app
+from safepredict.cli import review_serve as _review_serve  # noqa: E402, F401  # registers `review serve`
