@@ -97,12 +97,14 @@ def unit_interval(hashes: NDArray[Any], seed: int) -> NDArray[np.float64]:
     >>> bool(0.0 <= u[0] < 1.0)
     True
     """
-    key = str(seed).encode()
-    return np.array(
-        [
-            int.from_bytes(hashlib.blake2b(h.encode(), digest_size=8, key=key).digest(), "big")
-            / 2.0**64
-            for h in hashes
-        ],
-        dtype=np.float64,
-    )
+    if len(hashes) == 0:
+        return np.zeros(0, dtype=np.float64)
+    # Parse every 16-hex-digit hash at once, then mix with the seed (splitmix64
+    # finalizer, vectorized): no per-row Python work beyond one join.
+    x = np.frombuffer(bytes.fromhex("".join(hashes)), dtype=">u8").astype(np.uint64)
+    with np.errstate(over="ignore"):
+        x = x ^ (np.uint64(seed & 0xFFFFFFFFFFFFFFFF) * np.uint64(0x9E3779B97F4A7C15))
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        x = x ^ (x >> np.uint64(31))
+    return np.asarray((x >> np.uint64(11)).astype(np.float64) / 2.0**53, dtype=np.float64)
