@@ -398,3 +398,14 @@ def test_explanation_shape_is_stable_across_class_counts(splits: dict[str, Split
         assert len(e.values) == np.shape(split.X_test)[1]
         assert all(isinstance(v, float) for v in e.values)
         json.dumps(e.to_dict(), allow_nan=False)
+
+
+def test_docs_page_python_blocks_run() -> None:
+    import re
+    from pathlib import Path
+
+    page = Path(__file__).resolve().parents[1] / "docs" / "explanations.md"
+    blocks = re.findall(r"```python\n(.*?)```", page.read_text(), re.S)
+    assert len(blocks) == 2
+    for block in blocks:
+        exec(compile(block, str(page), "exec"), {})

@@ -509,10 +509,10 @@ class ExplainerState:
 
 
 def _builtin_list(values: NDArray[Any]) -> list[Any]:
-    out = []
+    out: list[Any] = []
     for v in values.tolist():
         if isinstance(v, float) and not math.isfinite(v):
-            out.append(None if math.isnan(v) else v)
+            out.append(None)  # JSON has no nan/inf; restored as nan
         else:
             out.append(v)
     return out
@@ -593,7 +593,7 @@ class ModelExplainer:
     >>> [e] = ex.explain(X[:1])[0]
     >>> e.method, e.output
     ('linear', 'prediction')
-    >>> abs(e.output_value - model.predict(X[:1])[0]) < 1e-6
+    >>> bool(abs(e.output_value - model.predict(X[:1])[0]) < 1e-6)
     True
     """
 
@@ -873,7 +873,10 @@ class ModelExplainer:
             state.per_row_ms[method] = 0.8 * old + 0.2 * elapsed
         except Exception:  # explaining must never fail the decision
             return [None] * n, [SKIPPED_ERROR] * n
-        return self._package(method, space, values, base, rows, class_index), [None] * n
+        explained = self._package(method, space, values, base, rows, class_index)
+        # a row whose contributions are not finite (e.g. a linear model on a row with
+        # missing values) is not an explanation a reviewer can use
+        return explained, [None if e is not None else SKIPPED_ERROR for e in explained]
 
     def _package(
         self,
@@ -909,6 +912,9 @@ class ModelExplainer:
                     output = f"log_odds[{label}]"
                 else:
                     output = f"logit[{label}]"
+            if not (np.isfinite(v).all() and math.isfinite(b)):
+                out.append(None)
+                continue
             out.append(
                 Explanation(
                     method=method,
