@@ -332,12 +332,15 @@ def test_budget_skips_instead_of_blocking(splits: dict[str, Split]) -> None:
 @pytest.mark.parametrize("name", ["hgb_multiclass", "knn_wine_permutation", "mixed_pipeline_hgb"])
 def test_thread_pool_matches_serial(name: str, splits: dict[str, Split]) -> None:
     split = splits[name]
-    sp = calibrated(split)
-    X = rows_of(split.X_test, np.arange(24))
-    chunks = [rows_of(X, np.arange(i, i + 3)) for i in range(0, 24, 3)]
-    serial = [[d.explanation for d in sp.decide(c)] for c in chunks]
+    X = rows_of(split.X_test, np.arange(16))
+    chunks = [rows_of(X, np.arange(i, i + 2)) for i in range(0, 16, 2)]
+    # the threaded predictor is fresh, so its threads also race to build the explainer
+    threaded_sp = calibrated(split)
     with ThreadPoolExecutor(max_workers=4) as pool:
-        threaded = list(pool.map(lambda c: [d.explanation for d in sp.decide(c)], chunks))
+        threaded = list(pool.map(lambda c: [d.explanation for d in threaded_sp.decide(c)], chunks))
+    sp = calibrated(split)
+    serial = [[d.explanation for d in sp.decide(c)] for c in chunks]
+    assert threaded_sp.explainer_.method == sp.explainer_.method
     for s_chunk, t_chunk in zip(serial, threaded, strict=True):
         for s, t in zip(s_chunk, t_chunk, strict=True):
             assert s is not None
@@ -409,3 +412,28 @@ def test_docs_page_python_blocks_run() -> None:
     assert len(blocks) == 2
     for block in blocks:
         exec(compile(block, str(page), "exec"), {})
+
+
+def test_import_does_not_load_shap() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, safepredict; print('shap' in sys.modules)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "False"
+
+
+def test_missing_values_are_explained_by_trees(splits: dict[str, Split]) -> None:
+    split = splits["hgb_binary"]
+    sp = calibrated(split, guards="off")
+    X = np.array(split.X_test[:3], dtype=float)
+    X[0, [0, 5]] = np.nan  # HistGradientBoosting routes missing values natively
+    decisions = sp.decide(X)
+    e = decisions[0].explanation
+    assert e is not None
+    assert e.data is not None
+    assert np.isnan(e.data[0])
+    ref = reference_output(split.model, X[:1], e.output or "", sp.classes_.tolist())
+    assert e.output_value == pytest.approx(ref, abs=ATOL)
