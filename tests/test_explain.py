@@ -437,3 +437,24 @@ def test_missing_values_are_explained_by_trees(splits: dict[str, Split]) -> None
     assert np.isnan(e.data[0])
     ref = reference_output(split.model, X[:1], e.output or "", sp.classes_.tolist())
     assert e.output_value == pytest.approx(ref, abs=ATOL)
+
+
+class _NotReallyLightGBM(KNeighborsClassifier):  # type: ignore[misc]  # sklearn has no stubs
+    """A real KNN whose type claims to come from lightgbm (not installed here)."""
+
+
+_NotReallyLightGBM.__module__ = "lightgbm.sklearn"
+
+
+def test_tree_library_model_falls_back_gracefully() -> None:
+    """A model detected as a tree library's that TreeExplainer rejects is still explained."""
+    X, y = load_iris(return_X_y=True)
+    model = _NotReallyLightGBM().fit(X[::2], y[::2])
+    assert model_kind(model) == "tree"
+    sp = SafePredictor(model, explainer="auto", log="off", tiers=explain_all("classification"))
+    d = sp.calibrate(X[1::2], y[1::2]).decide_one(X[5])
+    assert d.explanation is not None
+    assert d.explanation.method == "permutation"
+    assert "tree" in sp.explainer_.state.errors
+    ref = reference_output(model, X[5:6], d.explanation.output or "", [0, 1, 2])
+    assert d.explanation.output_value == pytest.approx(ref, abs=ATOL)
