@@ -38,6 +38,7 @@ from safepredict.exceptions import (
     InputSchemaError,
     NotCalibratedError,
 )
+from safepredict.explain import ExplainerState, ModelExplainer, check_request
 from safepredict.routing import Router, build_cases, row_inputs
 from safepredict.tiers import TierCalibration, TierInputs, assign_tiers
 
@@ -436,6 +437,7 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
             )
         self.tier_calibration_ = self._calibrate_tiers(X_model, y_arr)
         self._fit_guards(X if reference is None else reference)
+        self._fit_explainer(X_model)
         self.calibration_size_ = len(y_arr)
         self.calibration_id_ = _calibration_hash(X_model, y_arr)
         self._emit_calibration()
@@ -607,8 +609,54 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
         n = len(X_model)
         return {}, np.zeros(n, dtype=np.intp), None
 
+    def _fit_explainer(self, X_model: Any) -> None:
+        """Keep a background sample for explanations; the explainer itself is built lazily."""
+        self.explainer_: ModelExplainer | None = None
+        if self.explainer is None:
+            return
+        # an explicit explainer that cannot explain this model fails here, not in decide
+        check_request(self.model, str(self.explainer), X_model)
+        state = ExplainerState.fit(
+            X_model,
+            task=self.task_,
+            requested=str(self.explainer),
+            classes=getattr(self, "classes_", None),
+            budget_ms=self.explain_budget_ms,
+            random_state=self.random_state,
+        )
+        self.explainer_ = ModelExplainer(self.model, state)
+
     def _explain(self, X_model: Any, decisions: Decisions) -> None:
-        """Attach explanations to the rows in the policy's explain tiers."""
+        """Attach explanations to the rows in the policy's explain tiers.
+
+        Default (policy ``explain`` unset): every row that is not accepted. Accepted
+        rows (and rows the model could not score) cost nothing; rows whose
+        explanation would exceed ``explain_budget_ms`` get
+        ``explanation_skipped:budget`` instead of waiting for it.
+        """
+        explainer = getattr(self, "explainer_", None)
+        n = len(decisions)
+        if explainer is None or n == 0:
+            return
+        policy = self.policy_
+        if policy.explain is None:
+            wanted = decisions.actions != "accept"
+        else:
+            wanted = np.isin(decisions.tiers, np.array(policy.explain, dtype=object))
+        scored = np.array([p is not None for p in decisions.predictions], dtype=bool)
+        rows = np.flatnonzero(wanted & scored)
+        decisions.explanations = [None] * n
+        if len(rows) == 0:
+            return
+        subset = X_model.iloc[rows] if _is_frame(X_model) else np.asarray(X_model)[rows]
+        class_index = None
+        if decisions.probabilities is not None:
+            class_index = np.argmax(decisions.probabilities[rows], axis=1)
+        explained, skipped = explainer.explain(subset, class_index)
+        for row, explanation, why in zip(rows, explained, skipped, strict=True):
+            decisions.explanations[row] = explanation
+            if why is not None:
+                decisions.reasons[row] = (*decisions.reasons[row], why)
 
     def _sample_audit(self, X_model: Any, decisions: Decisions) -> None:
         """Mark a deterministic ``audit_rate`` sample of accepted rows for audit."""
