@@ -1,22 +1,274 @@
-"""Tier assignment: which tier each row lands in (pure numpy).
+"""Tier assignment and risk-controlled tier calibration (pure numpy/scipy).
 
 The first tier whose conditions a row meets wins; the last tier is the fallback.
 Classification rows whose conformal set is empty or holds several labels are
 never accepted: accept tiers require a singleton set.
+
+A ``max_error`` tier is certified with Learn-then-Test (Angelopoulos et al.,
+2021): fixed-sequence testing over an ordered, label-free grid of score
+thresholds with exact binomial p-values (see :func:`certify_threshold`).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+from scipy import stats
 
 from safepredict.config import Tier, TierPolicy
 
-__all__ = ["TierCalibration", "TierInputs", "assign_tiers"]
+__all__ = [
+    "CertifiedThreshold",
+    "TierCalibration",
+    "TierInputs",
+    "assign_tiers",
+    "binomial_p_value",
+    "certify_threshold",
+    "clopper_pearson",
+    "rows_needed",
+]
+
+
+def rows_needed(max_error: float, delta: float) -> int:
+    """Fewest accepted calibration rows that can certify ``max_error`` at ``delta``.
+
+    Even with zero observed errors, ``n`` accepted rows only certify an error
+    rate ``a`` when ``P(0 errors | rate a) = (1 - a) ** n <= delta``, i.e.
+    ``n >= log(delta) / log(1 - a)``.
+
+    Examples
+    --------
+    >>> rows_needed(0.05, 0.1)
+    45
+    >>> rows_needed(0.02, 0.05)
+    149
+    """
+    return math.ceil(math.log(delta) / math.log1p(-max_error) - 1e-12)
+
+
+def binomial_p_value(
+    n_errors: NDArray[np.int64] | int, n: NDArray[np.int64] | int, max_error: float
+) -> NDArray[np.float64]:
+    """Exact p-value of ``H0: error rate > max_error`` after ``n_errors`` in ``n`` rows.
+
+    ``P(Binomial(n, max_error) <= n_errors)``: small when so few errors would be
+    unlikely if the true error rate exceeded ``max_error``. ``n = 0`` gives 1.
+
+    Examples
+    --------
+    >>> float(binomial_p_value(0, 45, 0.05)) <= 0.1
+    True
+    >>> float(binomial_p_value(0, 44, 0.05)) <= 0.1
+    False
+    """
+    return np.asarray(stats.binom.cdf(n_errors, n, max_error), dtype=np.float64)
+
+
+def clopper_pearson(
+    k: int, n: int, level: float, *, two_sided: bool = False
+) -> tuple[float, float]:
+    """Clopper-Pearson (exact binomial) confidence interval for a proportion.
+
+    Parameters
+    ----------
+    k, n : int
+        Successes and trials.
+    level : float
+        Confidence level, e.g. ``0.95``.
+    two_sided : bool, default=False
+        One-sided upper bound (lower is 0) or a two-sided interval.
+
+    Examples
+    --------
+    >>> lo, hi = clopper_pearson(0, 45, 0.9)
+    >>> lo, round(hi, 4)
+    (0.0, 0.0499)
+    """
+    if n <= 0:
+        return 0.0, 1.0
+    tail = (1.0 - level) / 2.0 if two_sided else 1.0 - level
+    hi = 1.0 if k >= n else float(stats.beta.ppf(1.0 - tail, k + 1, n - k))
+    lo = 0.0 if (k <= 0 or not two_sided) else float(stats.beta.ppf(tail, k, n - k + 1))
+    return lo, hi
+
+
+@dataclass(frozen=True)
+class CertifiedThreshold:
+    """What :func:`certify_threshold` found.
+
+    Parameters
+    ----------
+    threshold : float
+        Rows with ``score >= threshold`` are accepted; ``inf`` when nothing
+        could be certified.
+    certified : bool
+        Whether a threshold was certified.
+    n_calibration : int
+        Calibration rows the search ran on.
+    n_accepted : int
+        Calibration rows the chosen threshold accepts.
+    n_errors : int
+        Errors among them.
+    upper_bound : float
+        One-sided ``1 - delta`` Clopper-Pearson upper bound on the error rate
+        among accepted rows (1.0 when nothing is accepted).
+    needed_n : int
+        Fewest accepted rows that can certify ``max_error`` at ``delta``
+        (:func:`rows_needed`).
+    max_error, delta : float
+        The requested risk level and the (share of) delta used.
+    n_tested : int
+        Hypotheses tested before the sequence stopped.
+    """
+
+    threshold: float
+    certified: bool
+    n_calibration: int
+    n_accepted: int
+    n_errors: int
+    upper_bound: float
+    needed_n: int
+    max_error: float
+    delta: float
+    n_tested: int = 0
+
+    @property
+    def acceptance_rate(self) -> float:
+        """Fraction of the calibration rows accepted."""
+        return self.n_accepted / self.n_calibration if self.n_calibration else 0.0
+
+    def to_state(self) -> dict[str, Any]:
+        """JSON-safe dict (``inf`` threshold stored as ``None``)."""
+        out: dict[str, Any] = dict(self.__dict__)
+        out["threshold"] = self.threshold if math.isfinite(self.threshold) else None
+        return out
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> CertifiedThreshold:
+        """Inverse of :meth:`to_state`."""
+        data = dict(state)
+        data["threshold"] = math.inf if data["threshold"] is None else float(data["threshold"])
+        return cls(**data)
+
+
+def _threshold_grid(
+    scores: NDArray[np.float64], start_n: int, n_steps: int
+) -> tuple[NDArray[np.float64], NDArray[np.intp]]:
+    """Label-free candidate thresholds, strictest first, and how many rows each accepts.
+
+    The first candidate is the strictest score value that accepts at least
+    ``start_n`` rows; then the accepted count grows in ~equal steps of
+    ``(n - start_n) / n_steps`` rows down to accepting every row.
+    """
+    finite = np.sort(scores[np.isfinite(scores)])[::-1]
+    n = len(finite)
+    if n < start_n or n == 0:
+        return np.zeros(0), np.zeros(0, dtype=np.intp)
+    targets = np.unique(np.linspace(start_n, n, num=max(n_steps, 1) + 1).round().astype(np.intp))
+    # threshold = the score of the targets-th best row; ties accept more rows.
+    thresholds = np.unique(finite[targets - 1])[::-1]
+    counts = np.searchsorted(-finite, -thresholds, side="right").astype(np.intp)
+    return thresholds, counts
+
+
+def certify_threshold(
+    scores: NDArray[np.float64],
+    errors: NDArray[np.bool_],
+    *,
+    max_error: float,
+    delta: float,
+    n_steps: int = 50,
+) -> CertifiedThreshold:
+    """Loosest score threshold whose accepted-row error rate is <= ``max_error`` w.p. >= 1-delta.
+
+    Learn-then-Test with fixed-sequence testing. The candidate thresholds come
+    from the calibration *scores only* (never the labels): the first one is the
+    strictest threshold that accepts :func:`rows_needed` rows (so the first
+    hypothesis can be rejected when those rows hold no error: a start where only
+    a handful of rows are accepted could never reject), then the accepted count
+    grows in ``n_steps`` equal steps down to accepting every row. Each
+    hypothesis ``H_j: error rate among rows with score >= t_j exceeds
+    max_error`` is tested with the exact binomial p-value; the sequence stops at
+    the first p-value above ``delta`` and the last rejected threshold is
+    returned. Fixed-sequence testing spends the whole ``delta`` on every test.
+
+    Parameters
+    ----------
+    scores : ndarray of shape (n,)
+        Per-row score, higher = more confident. Non-finite scores are never
+        accepted.
+    errors : ndarray of shape (n,)
+        Whether the model's prediction on the row is wrong.
+    max_error : float
+        Largest tolerated error rate among accepted rows, in (0, 1).
+    delta : float
+        Probability, over the calibration draw, that the guarantee may fail.
+    n_steps : int, default=50
+        Number of steps of the threshold grid (the sequence length).
+
+    Returns
+    -------
+    CertifiedThreshold
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> scores = rng.uniform(size=2000)
+    >>> errors = rng.uniform(size=2000) < 0.2 * (1 - scores)   # error prob 0.2*(1-s)
+    >>> res = certify_threshold(scores, errors, max_error=0.05, delta=0.1)
+    >>> res.certified, res.upper_bound <= 0.05
+    (True, True)
+    >>> certify_threshold(scores[:20], errors[:20], max_error=0.05, delta=0.1).certified
+    False
+    """
+    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    e = np.asarray(errors, dtype=bool).reshape(-1)
+    if s.shape != e.shape:
+        raise ValueError(f"scores and errors must have the same length; got {len(s)} and {len(e)}.")
+    need = rows_needed(max_error, delta)
+    thresholds, counts = _threshold_grid(s, need, n_steps)
+    n_tested = 0
+    chosen = -1
+    if len(thresholds):
+        order = np.argsort(-np.where(np.isfinite(s), s, -np.inf), kind="stable")
+        cum_errors = np.concatenate([[0], np.cumsum(e[order])])
+        k = cum_errors[counts]
+        p = binomial_p_value(k, counts, max_error)
+        fails = np.flatnonzero(p > delta)
+        chosen = (int(fails[0]) if len(fails) else len(p)) - 1
+        n_tested = int(fails[0]) + 1 if len(fails) else len(p)
+    if chosen < 0:
+        return CertifiedThreshold(
+            threshold=math.inf,
+            certified=False,
+            n_calibration=len(s),
+            n_accepted=0,
+            n_errors=0,
+            upper_bound=1.0,
+            needed_n=need,
+            max_error=float(max_error),
+            delta=float(delta),
+            n_tested=n_tested,
+        )
+    n_acc = int(counts[chosen])
+    n_err = int(k[chosen])
+    return CertifiedThreshold(
+        threshold=float(thresholds[chosen]),
+        certified=True,
+        n_calibration=len(s),
+        n_accepted=n_acc,
+        n_errors=n_err,
+        upper_bound=clopper_pearson(n_err, n_acc, 1.0 - delta)[1],
+        needed_n=need,
+        max_error=float(max_error),
+        delta=float(delta),
+        n_tested=n_tested,
+    )
 
 
 @dataclass
