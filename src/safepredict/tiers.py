@@ -176,6 +176,52 @@ def _threshold_grid(
     return thresholds, counts
 
 
+def _anchor_weights(
+    counts: NDArray[np.intp], first_weight: float, factor: float
+) -> NDArray[np.float64]:
+    """Share of delta given to each grid point: log-spaced anchors, zero in between.
+
+    The first grid point gets ``first_weight``; the remaining share is split
+    equally over the grid points where the accepted count first reaches
+    ``counts[0] * factor ** k`` (k = 1, 2, ...). With a single anchor it gets
+    everything (plain fixed-sequence testing).
+    """
+    w = np.zeros(len(counts))
+    if len(counts) == 0:
+        return w
+    anchors = []
+    nxt = counts[0] * factor
+    for j, c in enumerate(counts):
+        if c >= nxt:
+            anchors.append(j)
+            nxt = c * factor
+    if not anchors:
+        w[0] = 1.0
+        return w
+    w[0] = first_weight
+    w[anchors] = (1.0 - first_weight) / len(anchors)
+    return w
+
+
+def _fallback_rejections(p: NDArray[np.float64], levels: NDArray[np.float64]) -> NDArray[np.bool_]:
+    """Which hypotheses Wiens' fallback procedure rejects.
+
+    ``H_j`` is tested at ``levels[j]`` plus the level carried from ``H_{j-1}``
+    if that one was rejected. Strong FWER control at ``sum(levels)`` for any
+    order fixed before seeing the labels (Wiens, 2003).
+    """
+    rejected = np.zeros(len(p), dtype=bool)
+    carry = 0.0
+    for j in range(len(p)):
+        level = float(levels[j]) + carry
+        if p[j] <= level:
+            rejected[j] = True
+            carry = level
+        else:
+            carry = 0.0
+    return rejected
+
+
 def certify_threshold(
     scores: NDArray[np.float64],
     errors: NDArray[np.bool_],
@@ -183,19 +229,35 @@ def certify_threshold(
     max_error: float,
     delta: float,
     n_steps: int = 50,
+    first_weight: float = 0.25,
+    anchor_factor: float = 2.0,
 ) -> CertifiedThreshold:
     """Loosest score threshold whose accepted-row error rate is <= ``max_error`` w.p. >= 1-delta.
 
-    Learn-then-Test with fixed-sequence testing. The candidate thresholds come
-    from the calibration *scores only* (never the labels): the first one is the
-    strictest threshold that accepts :func:`rows_needed` rows (so the first
-    hypothesis can be rejected when those rows hold no error: a start where only
-    a handful of rows are accepted could never reject), then the accepted count
-    grows in ``n_steps`` equal steps down to accepting every row. Each
-    hypothesis ``H_j: error rate among rows with score >= t_j exceeds
-    max_error`` is tested with the exact binomial p-value; the sequence stops at
-    the first p-value above ``delta`` and the last rejected threshold is
-    returned. Fixed-sequence testing spends the whole ``delta`` on every test.
+    Learn-then-Test (Angelopoulos et al., 2021). Each candidate threshold
+    ``t_j`` is a hypothesis ``H_j: the error rate among rows with score >= t_j
+    exceeds max_error``, tested with the exact binomial p-value
+    ``P(Binomial(n_j, max_error) <= k_j)`` (``k_j`` errors among the ``n_j``
+    calibration rows accepted). The threshold with the most accepted rows among
+    the rejected hypotheses is returned; with probability ``>= 1 - delta`` no
+    rejected hypothesis is true, so its error rate is ``<= max_error``.
+
+    Order and power. The candidates come from the calibration *scores only*
+    (never the labels), strictest first: the first accepts just enough rows to
+    be rejectable (``rows_needed(max_error, first_weight * delta)``, so it has
+    power when those rows are clean; a start where only a handful of rows are
+    accepted could never reject), then the accepted count grows in ``n_steps``
+    equal steps down to accepting every row. The family-wise error is
+    controlled by the fallback procedure (Wiens, 2003), a generalisation of
+    fixed-sequence testing: ``first_weight * delta`` goes to the first
+    candidate and the rest is split equally over "anchor" candidates where the
+    accepted count has grown by ``anchor_factor`` (x2, x4, ...). A rejection
+    passes its level on to the next candidate (as in fixed-sequence testing),
+    but a failure no longer ends the search: the next anchor starts afresh
+    with its own share. A few errors among the most confident rows (label
+    noise) therefore cannot block every looser threshold. When the data allow
+    only one anchor, the whole ``delta`` goes to the first candidate (plain
+    fixed-sequence testing starting at ``rows_needed(max_error, delta)``).
 
     Parameters
     ----------
@@ -209,7 +271,11 @@ def certify_threshold(
     delta : float
         Probability, over the calibration draw, that the guarantee may fail.
     n_steps : int, default=50
-        Number of steps of the threshold grid (the sequence length).
+        Number of steps of the threshold grid.
+    first_weight : float, default=0.25
+        Share of ``delta`` spent on the first (strictest) candidate.
+    anchor_factor : float, default=2.0
+        Growth of the accepted count between anchors.
 
     Returns
     -------
@@ -231,17 +297,23 @@ def certify_threshold(
     if s.shape != e.shape:
         raise ValueError(f"scores and errors must have the same length; got {len(s)} and {len(e)}.")
     need = rows_needed(max_error, delta)
-    thresholds, counts = _threshold_grid(s, need, n_steps)
-    n_tested = 0
+    start = rows_needed(max_error, delta * first_weight)
+    thresholds, counts = _threshold_grid(s, start, n_steps)
+    weights = _anchor_weights(counts, first_weight, anchor_factor)
+    if len(counts) == 0 or weights[0] == 1.0:
+        # Too few rows for several anchors: plain fixed sequence with all of delta.
+        thresholds, counts = _threshold_grid(s, need, n_steps)
+        weights = np.zeros(len(counts))
+        weights[:1] = 1.0
     chosen = -1
+    n_tested = len(counts)
     if len(thresholds):
         order = np.argsort(-np.where(np.isfinite(s), s, -np.inf), kind="stable")
         cum_errors = np.concatenate([[0], np.cumsum(e[order])])
         k = cum_errors[counts]
         p = binomial_p_value(k, counts, max_error)
-        fails = np.flatnonzero(p > delta)
-        chosen = (int(fails[0]) if len(fails) else len(p)) - 1
-        n_tested = int(fails[0]) + 1 if len(fails) else len(p)
+        rejected = np.flatnonzero(_fallback_rejections(p, weights * delta))
+        chosen = int(rejected[-1]) if len(rejected) else -1
     if chosen < 0:
         return CertifiedThreshold(
             threshold=math.inf,
