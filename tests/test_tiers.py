@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import math
 import pickle
+import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -605,3 +607,11 @@ def test_validity_of_per_class_tiers(pools: list[_Pool]) -> None:
                     bad = True
             violations += bad
         assert violations / K_SPLITS <= DELTA + tol, (pool.name, violations / K_SPLITS)
+
+
+def test_docs_page_python_blocks_run() -> None:
+    page = Path(__file__).resolve().parents[1] / "docs" / "risk-tiers.md"
+    blocks = re.findall(r"```python\n(.*?)```", page.read_text(), re.S)
+    assert len(blocks) == 2
+    for block in blocks:
+        exec(compile(block, str(page), "exec"), {})
