@@ -33,7 +33,7 @@ from sklearn.preprocessing import StandardScaler
 from safepredict import SafePredictor
 from safepredict.config import Tier, TierPolicy
 from safepredict.conformal import ClassificationConformal
-from safepredict.exceptions import ConfigError
+from safepredict.exceptions import ConfigError, NotCalibratedError
 from safepredict.tiers import (
     CertifiedThreshold,
     TierCalibration,
@@ -615,3 +615,13 @@ def test_docs_page_python_blocks_run() -> None:
     assert len(blocks) == 2
     for block in blocks:
         exec(compile(block, str(page), "exec"), {})
+
+
+def test_calibration_report_needs_calibration_and_is_empty_without_risk_tiers(
+    cancer: tuple[Any, ...],
+) -> None:
+    model, X_cal, y_cal, _, _ = cancer
+    sp = SafePredictor(model, log="off")
+    with pytest.raises(NotCalibratedError, match="calibrate"):
+        sp.calibration_report()
+    assert sp.calibrate(X_cal, y_cal).calibration_report() == {}
