@@ -625,3 +625,23 @@ def test_calibration_report_needs_calibration_and_is_empty_without_risk_tiers(
     with pytest.raises(NotCalibratedError, match="calibrate"):
         sp.calibration_report()
     assert sp.calibrate(X_cal, y_cal).calibration_report() == {}
+
+
+def test_risk_tier_after_a_plain_tier_sees_only_the_rows_left() -> None:
+    scores, errors = _synthetic(3000, seed=8)
+    policy = TierPolicy(
+        (
+            Tier("sure", "accept", min_confidence=0.9),
+            Tier("auto", "review", max_error=0.05),
+            Tier("human", "abstain"),
+        ),
+        delta=0.1,
+    )
+    inputs = TierInputs("classification", scores, scores={"conformal": scores})
+    cal = calibrate_tiers(policy, inputs, errors)
+    report = cal.report["auto"]
+    assert report["n_reaching"] == int((scores < 0.9).sum())
+    assert report["delta"] == pytest.approx(0.1)  # the only risk-controlled tier
+    codes, _ = assign_tiers(policy, inputs, cal)
+    assert (codes == 1).sum() == report["n_accepted"]
+    assert errors[codes == 1].sum() == report["n_errors"]
