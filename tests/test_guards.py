@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import pickle
 from typing import Any
@@ -9,6 +10,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sklearn.compose import ColumnTransformer
 from sklearn.datasets import load_breast_cancer, load_wine
 from sklearn.impute import SimpleImputer
@@ -20,8 +23,10 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from safepredict import (
     CalibrationError,
     ConfigError,
+    Decisions,
     GuardConfig,
     InputSchemaError,
+    SafePredictError,
     SafePredictor,
     TierPolicy,
 )
@@ -61,7 +66,7 @@ class CountingModel:
 def wine_pipeline() -> dict[str, Any]:
     X, y = wine_mixed_frame()
     X_tr, X_rest, y_tr, y_rest = train_test_split(X, y, test_size=0.5, random_state=0)
-    X_cal, X_te, y_cal, y_te = train_test_split(X_rest, y_rest, test_size=0.5, random_state=0)
+    X_cal, X_te, y_cal, _ = train_test_split(X_rest, y_rest, test_size=0.5, random_state=0)
     cats = ["alcohol_band", "hue_band"]
     nums = [c for c in X.columns if c not in cats]
     pre = ColumnTransformer(
@@ -428,3 +433,235 @@ def test_ood_flags_most_shifted_rows() -> None:
             res = g.check(shifted)
             assert res.ood is not None
             assert np.mean(res.ood <= 0.01) > 0.9
+
+
+# ------------------------------------------------------------------ property-based
+# >= 10,000 generated bad inputs in total: 4,000 mixed-frame batches + 3,500 numpy
+# batches + 2,500 structurally wrong inputs, each thrown at a calibrated predictor.
+PROPERTY = settings(
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+BAD_NUMBER = st.one_of(
+    st.sampled_from([np.nan, np.inf, -np.inf, None, pd.NA, float("-nan")]),
+    st.floats(min_value=1e6, max_value=1e308),
+    st.floats(min_value=-1e308, max_value=-1e6),
+    st.integers(min_value=10**17, max_value=10**400),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=4),
+    st.just(b"\x00"),
+    st.lists(st.integers(), max_size=2),
+    st.booleans(),
+    st.integers(min_value=-(10**6), max_value=10**6),
+)
+
+
+def _bad_category(known: list[str]) -> st.SearchStrategy[Any]:
+    return st.one_of(
+        st.text(max_size=6),
+        st.sampled_from(known),
+        st.integers(),
+        st.floats(allow_nan=True),
+        st.none(),
+        st.just(pd.NA),
+        st.booleans(),
+        st.lists(st.text(max_size=2), max_size=2),
+    )
+
+
+def _expected_numeric(v: Any, lo: float, hi: float, allow_missing: bool) -> str | None:
+    """Which guard a value in a numeric column must trip (None: possibly fine)."""
+    if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)):
+        return None if allow_missing else "missing"
+    if isinstance(v, str | bytes | list):
+        return "type"
+    try:
+        f = float(v)
+    except OverflowError:
+        return "non_finite"
+    if np.isinf(f):
+        return "non_finite"
+    return "out_of_range" if (f < lo or f > hi) else None
+
+
+def _expected_category(v: Any, known: list[str]) -> str | None:
+    if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)):
+        return "missing"
+    if isinstance(v, str):
+        return None if v in known else "unseen_category"
+    return "type"
+
+
+def _ranges(reference: Any, margin: float = 0.1) -> dict[Any, tuple[float, float]]:
+    """The spec of the default range guard: observed min/max widened by 10% of the width."""
+    frame = pd.DataFrame(reference)
+    out = {}
+    for c in frame.columns:
+        col = pd.to_numeric(frame[c], errors="coerce")
+        lo, hi = float(col.min()), float(col.max())
+        out[c] = (lo - margin * (hi - lo), hi + margin * (hi - lo))
+    return out
+
+
+def _decide(sp: SafePredictor, X: Any) -> Decisions | SafePredictError:
+    """Decide, returning (not raising) a SafePredictError; any other exception escapes."""
+    try:
+        return sp.decide(X)
+    except SafePredictError as exc:
+        return exc
+
+
+def _assert_guarded(batch: Any, expected: list[list[str]]) -> None:
+    assert isinstance(batch, Decisions)
+    assert len(batch) == len(expected)
+    for i, codes in enumerate(expected):
+        if codes:
+            d = batch[i]
+            assert d.action != "accept", (codes, d)
+            for code in codes:
+                assert code in d.reasons, (code, d.reasons)
+            assert batch.guard_report(i).status == "flag"
+
+
+@pytest.fixture(scope="module")
+def wine_guarded(wine_pipeline) -> dict[str, Any]:
+    sp = SafePredictor(wine_pipeline["model"], log="off", random_state=0)
+    sp.calibrate(wine_pipeline["X_cal"], wine_pipeline["y_cal"], reference=wine_pipeline["X_tr"])
+    ref = wine_pipeline["X_tr"]
+    nums = [c for c in ref.columns if c not in ("alcohol_band", "hue_band")]
+    return {
+        "sp": sp,
+        "pool": wine_pipeline["X_te"].astype(object).to_dict("records"),
+        "columns": list(ref.columns),
+        "ranges": _ranges(ref[nums]),
+        "known": {
+            "alcohol_band": sorted(map(str, ref["alcohol_band"].dropna().unique())),
+            "hue_band": sorted(map(str, ref["hue_band"].dropna().unique())),
+        },
+    }
+
+
+@pytest.mark.slow
+@settings(PROPERTY, max_examples=4000)
+@given(data=st.data())
+def test_property_mixed_frames_never_accept_a_bad_row(wine_guarded, data) -> None:
+    w = wine_guarded
+    cols = w["columns"]
+    n = data.draw(st.integers(0, 4), label="rows")
+    records, expected = [], []
+    for _ in range(n):
+        rec = dict(w["pool"][data.draw(st.integers(0, len(w["pool"]) - 1))])
+        codes = []
+        for col in data.draw(st.lists(st.sampled_from(cols), max_size=3, unique=True)):
+            if col in w["known"]:
+                v = data.draw(_bad_category(w["known"][col]))
+                why = _expected_category(v, w["known"][col])
+            else:
+                v = data.draw(BAD_NUMBER)
+                lo, hi = w["ranges"][col]
+                why = _expected_numeric(v, lo, hi, allow_missing=col == "magnesium")
+            rec[col] = v
+            if why:
+                codes.append(f"{why}:{col}")
+        records.append(rec)
+        expected.append(codes)
+    form = data.draw(st.sampled_from(["frame", "records", "numpy"]))
+    if form == "records" and records:
+        X: Any = records
+    elif form == "numpy" and records:
+        X = np.array([[r[c] for c in cols] for r in records] + [[None] * len(cols)], dtype=object)
+        X = X[:-1]  # the extra row keeps numpy from unpacking list values into a 3-D array
+    else:
+        X = pd.DataFrame.from_records(records, columns=cols)
+    batch = _decide(w["sp"], X)
+    if isinstance(batch, SafePredictError):  # allowed, but it must say what is wrong
+        assert str(batch)
+        return
+    _assert_guarded(batch, expected)
+
+
+@pytest.fixture(scope="module")
+def cancer_guarded(cancer_lr) -> dict[str, Any]:
+    sp = SafePredictor(cancer_lr.model, log="off", random_state=0)
+    sp.calibrate(cancer_lr.X_cal, cancer_lr.y_cal, reference=cancer_lr.X_train)
+    return {"sp": sp, "pool": np.asarray(cancer_lr.X_test), "ranges": _ranges(cancer_lr.X_train)}
+
+
+@pytest.mark.slow
+@settings(PROPERTY, max_examples=3500)
+@given(data=st.data())
+def test_property_numpy_batches_never_accept_a_bad_row(cancer_guarded, data) -> None:
+    c = cancer_guarded
+    pool, d = c["pool"], c["pool"].shape[1]
+    n = data.draw(st.integers(0, 5), label="rows")
+    rows = [pool[data.draw(st.integers(0, len(pool) - 1))].astype(object) for _ in range(n)]
+    expected = []
+    for row in rows:
+        codes = []
+        for j in data.draw(st.lists(st.integers(0, d - 1), max_size=4, unique=True)):
+            v = data.draw(BAD_NUMBER)
+            row[j] = v
+            lo, hi = c["ranges"][j]
+            why = _expected_numeric(v, lo, hi, allow_missing=False)
+            if why:
+                codes.append(f"{why}:x{j}")
+        expected.append(codes)
+    X = np.empty((n, d), dtype=object)
+    for i, row in enumerate(rows):
+        for j in range(d):
+            X[i, j] = row[j]
+    whole = data.draw(st.sampled_from(["object", "float", "str"]))
+    if whole == "float" and all(
+        all(isinstance(v, float | int) and not isinstance(v, bool) for v in r) for r in rows
+    ):
+        with contextlib.suppress(OverflowError):  # ints beyond float range stay objects
+            X = X.astype(np.float64)
+    elif whole == "str" and n:
+        X = np.array([[str(v) for v in r] for r in rows])  # strings: all type errors
+        expected = [[f"type:x{j}" for j in range(d)] for _ in range(n)]
+    batch = _decide(c["sp"], X)
+    if isinstance(batch, SafePredictError):  # allowed, but it must say what is wrong
+        assert str(batch)
+        return
+    _assert_guarded(batch, expected)
+
+
+@st.composite
+def _malformed(draw: st.DrawFn, cols: list[str]) -> tuple[Any, tuple[str, ...]]:
+    """A structurally wrong input and words its error message must contain."""
+    kind = draw(st.sampled_from(["drop", "extra", "rename", "shape", "ndim", "ragged", "junk"]))
+    n = draw(st.integers(1, 3))
+    frame = pd.DataFrame(np.ones((n, len(cols))), columns=cols)
+    if kind == "drop":
+        gone = draw(st.lists(st.sampled_from(cols), min_size=1, max_size=3, unique=True))
+        return frame.drop(columns=gone), tuple(gone)
+    if kind == "extra":
+        name = draw(st.text(min_size=1, max_size=5).filter(lambda s: s not in cols))
+        return frame.assign(**{name: 1.0}), (name,)
+    if kind == "rename":
+        old = draw(st.sampled_from(cols))
+        new = draw(st.text(min_size=1, max_size=5).filter(lambda s: s not in cols))
+        return frame.rename(columns={old: new}), (old, new)
+    if kind == "shape":
+        width = draw(st.integers(0, 40).filter(lambda w: w != len(cols)))
+        return np.ones((n, width)), ("features",)
+    if kind == "ndim":
+        return np.ones(draw(st.lists(st.integers(1, 3), min_size=3, max_size=4))), ("2-D",)
+    if kind == "ragged":
+        return [[1.0] * len(cols), [1.0] * draw(st.integers(0, 3))], ("2-D",)
+    junk = draw(st.one_of(st.none(), st.text(max_size=3), st.floats(), st.integers()))
+    return junk, ("2-D",)
+
+
+@pytest.mark.slow
+@settings(PROPERTY, max_examples=2500)
+@given(data=st.data())
+def test_property_malformed_batches_raise_schema_errors(wine_guarded, data) -> None:
+    X, words = data.draw(_malformed(wine_guarded["columns"]))
+    with pytest.raises(InputSchemaError) as err:
+        wine_guarded["sp"].decide(X)
+    message = str(err.value)
+    for word in words:
+        assert word in message or repr(word) in message, (word, message)
