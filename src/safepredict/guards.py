@@ -139,10 +139,23 @@ def _is_frame(X: Any) -> bool:
 def _split_columns(X: Any, d: int) -> tuple[NDArray[np.float64] | None, list[NDArray[Any]]]:
     """A float matrix when every column is numeric, else the columns as arrays."""
     if _is_frame(X):
-        dtypes = list(X.dtypes)
-        if all(isinstance(t, np.dtype) and t.kind in "biuf" for t in dtypes):
+        # Building the dtypes Series or per-column Series costs tens of microseconds, which
+        # would dominate a single-row check: look at pandas' blocks (private, guarded).
+        blocks = getattr(getattr(X, "_mgr", None), "blocks", None)
+        if blocks is not None and all(
+            isinstance(b.dtype, np.dtype) and b.dtype.kind in "biuf" for b in blocks
+        ):
             return np.asarray(X.to_numpy(dtype=np.float64)), []
-        return None, [np.asarray(X.iloc[:, j].to_numpy()) for j in range(X.shape[1])]
+        getter = getattr(X, "_get_column_array", None)
+        if getter is not None:
+            raw = [getter(j) for j in range(X.shape[1])]
+        else:  # pragma: no cover - pandas without the private accessor
+            raw = [X.iloc[:, j].array for j in range(X.shape[1])]
+        if raw and all(isinstance(a, np.ndarray) and a.dtype.kind in "biuf" for a in raw):
+            if len(raw[0]) == 1:
+                return np.array([[a[0] for a in raw]], dtype=np.float64), []
+            return np.column_stack(raw).astype(np.float64, copy=False), []
+        return None, [np.asarray(a) for a in raw]
     arr = np.asarray(X)
     if arr.ndim != 2 or arr.shape[1] != d:
         raise InputSchemaError(
