@@ -544,6 +544,8 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
         codes, tier_reasons = assign_tiers(policy, inputs, self.tier_calibration_)
         actions = np.array([t.action for t in policy.tiers], dtype=object)[codes]
         for tier_row, extra in tier_reasons.items():
+            if skip[tier_row]:  # guards: never scored, so no tier reasons (e.g. empty_set)
+                continue
             reasons[tier_row] = reasons[tier_row] + extra
 
         # Rows that fail a guard or the model go to the guard tier, never "accept".
