@@ -463,7 +463,7 @@ def test_ood_flags_most_shifted_rows() -> None:
 
 
 # ------------------------------------------------------------------ property-based
-# >= 10,000 generated bad inputs in total: 3,000 mixed-frame batches + 4,500 numpy
+# >= 10,000 generated bad inputs in total: 2,000 mixed-frame batches + 5,500 numpy
 # batches + 2,500 structurally wrong inputs, each thrown at a calibrated predictor.
 PROPERTY = settings(
     deadline=None,
@@ -571,7 +571,7 @@ def wine_guarded(wine_pipeline) -> dict[str, Any]:
 
 
 @pytest.mark.slow
-@settings(PROPERTY, max_examples=3000)
+@settings(PROPERTY, max_examples=2000)
 @given(data=st.data())
 def test_property_mixed_frames_never_accept_a_bad_row(wine_guarded, data) -> None:
     w = wine_guarded
@@ -617,7 +617,7 @@ def cancer_guarded(cancer_lr) -> dict[str, Any]:
 
 
 @pytest.mark.slow
-@settings(PROPERTY, max_examples=4500)
+@settings(PROPERTY, max_examples=5500)
 @given(data=st.data())
 def test_property_numpy_batches_never_accept_a_bad_row(cancer_guarded, data) -> None:
     c = cancer_guarded
