@@ -52,9 +52,9 @@ def explain_all(task: str) -> dict[str, Any]:
                 {"name": "auto", "action": "accept", "max_set_size": 1},
                 {"name": "human", "action": "abstain"},
             ],
-            "explain": ["auto", "human"],
+            "explain": ["auto", "human", "guard"],
         }
-    return {"tiers": [{"name": "auto", "action": "accept"}], "explain": ["auto"]}
+    return {"tiers": [{"name": "auto", "action": "accept"}], "explain": ["auto", "guard"]}
 
 
 def reference_output(model: Any, row: Any, output: str, classes: list[Any]) -> float:

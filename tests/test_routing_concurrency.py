@@ -82,6 +82,7 @@ def test_eight_threads_deciding_into_one_queue(tmp_path: Path) -> None:
 
 CLAIMER = """
 import sys
+import time
 from safepredict import SQLiteReviewQueue
 q = SQLiteReviewQueue(sys.argv[1])
 name = sys.argv[2]
@@ -89,6 +90,7 @@ sys.stdout.write("ready\\n"); sys.stdout.flush()
 sys.stdin.readline()  # start together
 while (case := q.claim(name)) is not None:
     sys.stdout.write(case["decision_id"] + "\\n")
+    time.sleep(0.002)  # a reviewer's pace: on a loaded machine one process must not drain all
 sys.stdout.flush()
 """
 
@@ -141,6 +143,7 @@ def test_two_processes_never_claim_the_same_case(tmp_path: Path) -> None:
 
 WRITER = """
 import sys
+import time
 from safepredict import SQLiteReviewQueue
 q = SQLiteReviewQueue(sys.argv[1])
 i = 0

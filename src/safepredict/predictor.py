@@ -39,6 +39,7 @@ from safepredict.exceptions import (
     NotCalibratedError,
 )
 from safepredict.explain import ExplainerState, ModelExplainer, check_request
+from safepredict.guards import InputGuards
 from safepredict.routing import Router, build_cases, row_inputs
 from safepredict.tiers import TierCalibration, TierInputs, assign_tiers, calibrate_tiers
 
@@ -313,7 +314,14 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
             return self._prepare(_frame_from_records([X]))
         if isinstance(X, list) and X and all(isinstance(r, Mapping) for r in X):
             return self._prepare(_frame_from_records(X))
-        arr = np.asarray(X)
+        try:
+            arr = np.asarray(X)
+        except (ValueError, TypeError) as exc:  # ragged rows, unconvertible objects
+            raise InputSchemaError(
+                f"X cannot be read as a 2-D table of rows x features ({exc}); pass an array, "
+                "a DataFrame, a dict or a list of dicts with equally long rows.",
+                problems=["ragged"],
+            ) from exc
         if arr.ndim == 1:
             arr = arr.reshape(1, -1)
         if arr.ndim != 2:
@@ -335,15 +343,29 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
         return arr
 
     # ------------------------------------------------------------ model calls
-    def _model_output(self, X: Any) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+    def _model_output(
+        self, X: Any, skip: NDArray[np.bool_] | None = None
+    ) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
         """Probabilities (classification) or predictions (regression), and failed rows.
 
         If the model raises on the batch, rows are scored one by one and only the
-        rows that raise (or give non-finite output) are marked failed.
+        rows that raise (or give non-finite output) are marked failed. Rows in
+        ``skip`` (the guards found a value the model may not take) are not sent
+        to the model and come back failed.
         """
         method = "predict_proba" if self.task_ == "classification" else "predict"
         fn = getattr(self.model, method)
         n = len(X)
+        # --- guards: score only the rows the guards did not mark (begin) ---
+        if skip is not None and skip.any():
+            width_ = len(self.classes_) if self.task_ == "classification" else None
+            full = np.full((n, width_) if width_ is not None else (n,), np.nan)
+            keep = np.flatnonzero(~skip)
+            if len(keep):
+                full[keep] = self._model_output(X.iloc[keep] if _is_frame(X) else X[keep])[0]
+            ok = np.isfinite(full).all(axis=1) if full.ndim == 2 else np.isfinite(full)
+            return full, np.asarray(~ok, dtype=bool)
+        # --- guards (end) ---
         try:
             out = np.asarray(fn(X), dtype=np.float64)
         except Exception:  # any model failure becomes per-row model_error, never a crash
@@ -476,11 +498,13 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
         latency: dict[str, float] = {}
 
         t = time.perf_counter()
-        guard_reasons, guard_rank, ood_scores = self._check_guards(X_model)
+        guard_reasons, guard_rank, ood_scores, skip = self._check_guards(X_model)
         latency["guard"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        out, failed = self._model_output(X_model) if n else (np.zeros((0,)), np.zeros(0, bool))
+        out, failed = (
+            self._model_output(X_model, skip) if n else (np.zeros((0,)), np.zeros(0, bool))
+        )
         latency["model"] = time.perf_counter() - t
 
         t = time.perf_counter()
@@ -525,13 +549,15 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
         codes, tier_reasons = assign_tiers(policy, inputs, self.tier_calibration_)
         actions = np.array([t.action for t in policy.tiers], dtype=object)[codes]
         for tier_row, extra in tier_reasons.items():
+            if skip[tier_row]:  # guards: never scored, so no tier reasons (e.g. empty_set)
+                continue
             reasons[tier_row] = reasons[tier_row] + extra
 
         # Rows that fail a guard or the model go to the guard tier, never "accept".
         if guard_reasons:
             for guard_row, why in guard_reasons.items():
                 reasons[guard_row] = why + reasons[guard_row]
-        for row in np.flatnonzero(failed):
+        for row in np.flatnonzero(failed & ~skip):  # skipped rows carry their guard reasons
             reasons[row] = (*reasons[row], "model_error")
             guard_rank[row] = 2
         blocked = guard_rank > 0
@@ -651,15 +677,39 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
         return calibrate_tiers(policy, inputs, errors)
 
     def _fit_guards(self, reference: Any) -> None:
-        """Learn normal inputs from the reference data."""
+        """Learn normal inputs from the reference data (same columns as calibration)."""
         self.guard_config_ = None if self.guards in ("off", None) else self.policy_.guards
+        self.guards_: InputGuards | None = None
+        if self.guard_config_ is None:
+            return
+        ref = self._prepare(reference)  # the structural checks decide() applies
+        names = getattr(self, "feature_names_in_", None)
+        self.guards_ = InputGuards.fit(
+            ref,
+            self.guard_config_,
+            feature_names=None if names is None else [str(c) for c in names],
+            random_state=self.random_state,
+        )
 
     def _check_guards(
         self, X_model: Any
-    ) -> tuple[dict[int, tuple[str, ...]], NDArray[np.intp], NDArray[np.float64] | None]:
-        """Guard reasons per flagged row, the action rank per row, and OOD scores."""
+    ) -> tuple[
+        dict[int, tuple[str, ...]],
+        NDArray[np.intp],
+        NDArray[np.float64] | None,
+        NDArray[np.bool_],
+    ]:
+        """Guard reasons per flagged row, action rank per row, OOD p-values, rows to skip.
+
+        The rank is 0 (no reason, or only ``"ignore"``d ones), 1 (review) or 2
+        (abstain); skipped rows are not sent to the model.
+        """
+        guards = getattr(self, "guards_", None)
         n = len(X_model)
-        return {}, np.zeros(n, dtype=np.intp), None
+        if guards is None:
+            return {}, np.zeros(n, dtype=np.intp), None, np.zeros(n, dtype=bool)
+        result = guards.check(X_model)
+        return result.reasons, result.rank, result.ood, result.skip
 
     def _fit_explainer(self, X_model: Any) -> None:
         """Keep a background sample for explanations; the explainer itself is built lazily."""
