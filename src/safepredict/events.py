@@ -130,6 +130,11 @@ def _clean(value: Any) -> Any:
     return to_builtin(value)
 
 
+def _needs_clean(value: Any) -> bool:
+    kind = type(value)
+    return kind not in _SIMPLE or (kind is float and not math.isfinite(value))
+
+
 def _finite_list(values: NDArray[np.float64]) -> list[float | None]:
     return [v if v == v and v not in (math.inf, -math.inf) else None for v in values.tolist()]
 
@@ -498,7 +503,9 @@ class EventEmitter:
             d.inputs_hash = row_hashes(X_model)
         hashes = d.inputs_hash.tolist() if d.inputs_hash is not None else [None] * n
         ids = d.decision_ids.tolist()
-        preds = [_clean(p) for p in d.predictions.tolist()]
+        preds = d.predictions.tolist()
+        if any(map(_needs_clean, preds)):  # numpy scalars, NaN, other objects
+            preds = [_clean(p) for p in preds]
         tiers = d.tiers.tolist()
         actions = d.actions.tolist()
         audits = d.audit.tolist()
