@@ -6,6 +6,7 @@ or a real processor chain rendering JSON lines to a file (never a mock).
 
 from __future__ import annotations
 
+import gc
 import json
 import pickle
 from collections.abc import Iterator
@@ -313,6 +314,7 @@ def test_a_raising_logger_never_fails_a_decision(iris_lr: Any) -> None:
     assert list(d.actions) == list(reference.decide(iris_lr.X_test).actions)
     assert p.dropped_events_ == 1 + len(d)  # calibration + one per decision
     assert p.event_stats()["emitted"] == 0
+    assert gc.isenabled()  # the emit loop pauses the collector and must restore it
 
 
 def test_a_raising_processor_in_a_real_chain_is_counted(iris_lr: Any, tmp_path: Path) -> None:

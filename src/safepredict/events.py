@@ -26,6 +26,7 @@ Examples
 
 from __future__ import annotations
 
+import gc
 import math
 import threading
 from collections import Counter
@@ -574,46 +575,55 @@ class EventEmitter:
         no_inputs: list[Any] = [None] * n
         row_inputs = inputs if inputs is not None else no_inputs
         sent = dropped = 0
-        for i in range(n):
-            reasons = d.reasons[i]
-            if reasons:
-                guard_reasons = [r for r in reasons if _is_guard_reason(r)]
-                reason_list = list(reasons)
-            else:
-                guard_reasons = []
-                reason_list = []
-            if inputs is not None:
-                extra = {**extra, "inputs": row_inputs[i]}
-            try:
-                method(
-                    EVENT_DECISION,
-                    decision_id=ids[i],
-                    inputs_hash=hashes[i],
-                    guard={
-                        "status": "flag" if flagged[i] else "pass",
-                        "reasons": guard_reasons,
-                        "ood_score": ood[i],
-                    },
-                    prediction=preds[i],
-                    probabilities=probs[i],
-                    conformal={
-                        "confidence_level": level,
-                        "set": sets[i],
-                        "set_size": sizes[i],
-                        "interval": intervals[i],
-                    },
-                    confidence=conf[i],
-                    tier=tiers[i],
-                    action=actions[i],
-                    reasons=reason_list,
-                    audit=audits[i],
-                    route=routes[i],
-                    explanation=explanations[i],
-                    **extra,
-                )
-                sent += 1
-            except Exception:  # a failing sink never fails a decision; count it
-                dropped += 1
+        # Building ~10 containers per row triggers many cyclic-GC passes, each
+        # walking every tracked object of the process; the events are acyclic, so
+        # pause the collector for the loop (restored even if the loop raises).
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            for i in range(n):
+                reasons = d.reasons[i]
+                if reasons:
+                    guard_reasons = [r for r in reasons if _is_guard_reason(r)]
+                    reason_list = list(reasons)
+                else:
+                    guard_reasons = []
+                    reason_list = []
+                if inputs is not None:
+                    extra = {**extra, "inputs": row_inputs[i]}
+                try:
+                    method(
+                        EVENT_DECISION,
+                        decision_id=ids[i],
+                        inputs_hash=hashes[i],
+                        guard={
+                            "status": "flag" if flagged[i] else "pass",
+                            "reasons": guard_reasons,
+                            "ood_score": ood[i],
+                        },
+                        prediction=preds[i],
+                        probabilities=probs[i],
+                        conformal={
+                            "confidence_level": level,
+                            "set": sets[i],
+                            "set_size": sizes[i],
+                            "interval": intervals[i],
+                        },
+                        confidence=conf[i],
+                        tier=tiers[i],
+                        action=actions[i],
+                        reasons=reason_list,
+                        audit=audits[i],
+                        route=routes[i],
+                        explanation=explanations[i],
+                        **extra,
+                    )
+                    sent += 1
+                except Exception:  # a failing sink never fails a decision; count it
+                    dropped += 1
+        finally:
+            if gc_was_enabled:
+                gc.enable()
         self._count(sent, dropped)
         if d.route is not None:
             sent += self._route_events(d, ctx, request_id, tiers, actions)

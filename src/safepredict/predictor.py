@@ -723,8 +723,12 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
             baseline = {}
         policy = self.policy_
         tier_cal = self.tier_calibration_
+        report = tier_cal.report or {}
         certified = {
-            t.name: tier_cal.is_certified(t.name) for t in policy.tiers if t.is_risk_controlled
+            t.name: tier_cal.is_certified(t.name)
+            and (report.get(t.name) or {}).get("certified", True) is not False
+            for t in policy.tiers
+            if t.is_risk_controlled
         }
         emitter.calibration(
             context,
