@@ -167,7 +167,9 @@ def confidence_snapshot(values: Any, *, metric: str = "confidence") -> dict[str,
     (101, 0.5, 11)
     """
     v = np.asarray(values, dtype=np.float64).ravel()
-    v = np.sort(v[np.isfinite(v)])
+    # 10 significant digits (the monitor rounds each event the same way), so float
+    # noise in e.g. a constant interval width cannot split it across bins.
+    v = np.sort(np.array([float(f"{x:.10g}") for x in v[np.isfinite(v)].tolist()]))
     n = len(v)
     if n == 0:
         return {

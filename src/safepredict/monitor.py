@@ -472,6 +472,9 @@ def monitor(
                                 [0] * (len(edges[0]) + 1),
                                 [0] * (len(edges[1]) + 1),
                             )
+                        # 10 significant digits, as in the snapshot: float noise in
+                        # a recomputed width must not move it across a bin edge.
+                        value = float(f"{value:.10g}")
                         slot[0][bisect.bisect_left(edges[0], value)] += 1
                         slot[1][bisect.bisect_left(edges[1], value)] += 1
                 if joined:
