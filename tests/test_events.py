@@ -6,6 +6,7 @@ or a real processor chain rendering JSON lines to a file (never a mock).
 
 from __future__ import annotations
 
+import functools
 import gc
 import json
 import pickle
@@ -36,6 +37,7 @@ MAX_ERROR_POLICY = {
 }
 
 
+@functools.cache
 def validator(name: str) -> jsonschema.Draft202012Validator:
     schema = load_schema(name)
     jsonschema.Draft202012Validator.check_schema(schema)

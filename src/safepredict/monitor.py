@@ -464,7 +464,9 @@ def monitor(
                     value = conf
                     if calibrations[cal]["metric"] == "interval_width":
                         iv = (ev.get("conformal") or {}).get("interval")
-                        value = None if not iv else iv[1] - iv[0]
+                        # 10 significant digits, as in the snapshot: float noise in
+                        # a recomputed width must not move it across a bin edge.
+                        value = None if not iv else float(f"{iv[1] - iv[0]:.10g}")
                     if value is not None:
                         slot = w.drift.get(cal)
                         if slot is None:
@@ -472,9 +474,6 @@ def monitor(
                                 [0] * (len(edges[0]) + 1),
                                 [0] * (len(edges[1]) + 1),
                             )
-                        # 10 significant digits, as in the snapshot: float noise in
-                        # a recomputed width must not move it across a bin edge.
-                        value = float(f"{value:.10g}")
                         slot[0][bisect.bisect_left(edges[0], value)] += 1
                         slot[1][bisect.bisect_left(edges[1], value)] += 1
                 if joined:
