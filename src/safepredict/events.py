@@ -167,9 +167,14 @@ def confidence_snapshot(values: Any, *, metric: str = "confidence") -> dict[str,
     (101, 0.5, 11)
     """
     v = np.asarray(values, dtype=np.float64).ravel()
-    # 10 significant digits (the monitor rounds each event the same way), so float
-    # noise in e.g. a constant interval width cannot split it across bins.
-    v = np.sort(np.array([float(f"{x:.10g}") for x in v[np.isfinite(v)].tolist()]))
+    v = v[np.isfinite(v)]
+    if metric != "confidence":
+        # Interval widths are recomputed as hi - lo from the events: keep 10
+        # significant digits (as the monitor does), so float noise in e.g. a
+        # constant width cannot split it across bins. Confidence is computed
+        # identically on both sides and kept exact.
+        v = np.array([float(f"{x:.10g}") for x in v.tolist()])
+    v = np.sort(v)
     n = len(v)
     if n == 0:
         return {
