@@ -32,6 +32,7 @@ from safepredict.conformal import (
     RegressionConformal,
 )
 from safepredict.decisions import Decision, Decisions
+from safepredict.events import EventContext, EventEmitter, confidence_snapshot
 from safepredict.exceptions import (
     CalibrationError,
     ConfigError,
@@ -462,17 +463,20 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
         self._fit_explainer(X_model)
         self.calibration_size_ = len(y_arr)
         self.calibration_id_ = _calibration_hash(X_model, y_arr)
-        self._emit_calibration()
+        self._emit_calibration(X_model)
         return self
 
     # ------------------------------------------------------------ decide
-    def decide(self, X: Any) -> Decisions:
+    def decide(self, X: Any, *, request_id: str | None = None) -> Decisions:
         """Decide on every row of ``X``.
 
         Parameters
         ----------
         X : array-like, DataFrame, dict or list of dicts
             Rows with the calibration features.
+        request_id : str, optional
+            Recorded in every event of this call. Default: the ``request_id``
+            bound in structlog's contextvars, if any.
 
         Returns
         -------
@@ -594,11 +598,13 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
         self._sample_audit(X_model, decisions)
         self._route(X_model, decisions)  # before the events, so they carry the route status
         latency["total"] = time.perf_counter() - t0
-        self._emit_decisions(X_model, decisions)
+        self._emit_decisions(X_model, decisions, request_id=request_id)
         return decisions
 
-    def decide_one(self, x: Any) -> Decision:
+    def decide_one(self, x: Any, *, request_id: str | None = None) -> Decision:
         """Decide on a single row (1-D array, dict, pandas Series or one-row frame).
+
+        ``request_id`` is recorded in the decision's event (see :meth:`decide`).
 
         Examples
         --------
@@ -613,7 +619,7 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
         """
         if hasattr(x, "to_frame") and hasattr(x, "index") and not _is_frame(x):  # a Series
             x = x.to_frame().T
-        batch = self.decide(x)
+        batch = self.decide(x, request_id=request_id)
         if len(batch) != 1:
             raise InputSchemaError(
                 f"decide_one takes exactly one row; got {len(batch)}. Use decide() for batches.",
@@ -773,11 +779,140 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
         u = unit_interval(decisions.inputs_hash[accepted], self.policy_.audit_seed)
         decisions.audit[accepted[u < rate]] = True
 
-    def _emit_calibration(self) -> None:
-        """Log the calibration event."""
+    @property
+    def events(self) -> EventEmitter:
+        """The event emitter (also used by the router hook for ``safepredict.route``)."""
+        key = (id(self.logger), bool(self.log_inputs), tuple(self.redact))
+        emitter: EventEmitter | None = self.__dict__.get("_events")
+        if emitter is None or self.__dict__.get("_events_key") != key:
+            with self._thread_lock:
+                emitter = self.__dict__.get("_events")
+                if emitter is None or self.__dict__.get("_events_key") != key:
+                    old = emitter
+                    emitter = EventEmitter(
+                        self.logger, log_inputs=self.log_inputs, redact=self.redact
+                    )
+                    if old is not None:  # keep the counts across set_params
+                        emitter.emitted, emitter.dropped = old.emitted, old.dropped
+                    self.__dict__["_events"], self.__dict__["_events_key"] = emitter, key
+        assert emitter is not None
+        return emitter
 
-    def _emit_decisions(self, X_model: Any, decisions: Decisions) -> None:
-        """Log one event per decision (or one per batch)."""
+    @property
+    def dropped_events_(self) -> int:
+        """Events lost because the logger or a sink raised (decisions are unaffected)."""
+        return self.events.dropped
+
+    def event_stats(self) -> dict[str, int]:
+        """Counts of events emitted and dropped by this predictor."""
+        return self.events.stats()
+
+    def _event_context(self) -> EventContext:
+        names = getattr(self, "feature_names_in_", None)
+        n_features = int(getattr(self, "n_features_in_", 0))
+        return EventContext(
+            model_name=self.model_name,
+            model_version=self.model_version,
+            policy_hash=self.policy_.policy_hash,
+            calibration_id=self.calibration_id_,
+            n_features=n_features,
+            confidence_level=float(self.confidence_level),
+            feature_names=tuple(names)
+            if names is not None
+            else tuple(f"x{j}" for j in range(n_features)),
+        )
+
+    def _calibration_baseline(self, X_model: Any) -> dict[str, Any]:
+        """Confidence (or interval width) snapshot and action mix on the calibration rows."""
+        out, failed = self._model_output(X_model)
+        ok = ~failed
+        policy = self.policy_
+        if self.task_ == "classification":
+            conformal = self.conformal_
+            assert isinstance(conformal, ClassificationConformal)
+            proba = out[ok]
+            confidence = conformal.confidence(proba)
+            values, metric = confidence, "confidence"
+            inputs = TierInputs(
+                self.task_,
+                confidence,
+                set_size=conformal.predict_set(proba).sum(axis=1),
+                scores=_classification_scores(proba, confidence),
+                predicted_class=np.argmax(proba, axis=1),
+            )
+        else:
+            conformal_r = self.conformal_
+            assert isinstance(conformal_r, RegressionConformal)
+            X_ok = X_model[ok] if not _is_frame(X_model) else X_model.loc[ok]
+            widths = np.diff(conformal_r.interval(X_ok, out[ok].reshape(-1)), axis=1).ravel()
+            values, metric = widths, "interval_width"
+            inputs = TierInputs(
+                self.task_,
+                np.full(len(widths), np.nan),
+                width=widths,
+                scores=_regression_scores(widths),
+            )
+        codes, _ = assign_tiers(policy, inputs, self.tier_calibration_)
+        n = max(len(codes), 1)
+        tiers = np.bincount(codes, minlength=len(policy.tiers))
+        actions: dict[str, float] = {}
+        for tier, count in zip(policy.tiers, tiers.tolist(), strict=True):
+            actions[tier.action] = actions.get(tier.action, 0.0) + count / n
+        snapshot = confidence_snapshot(values, metric=metric)
+        snapshot["tier_rates"] = {
+            t.name: c / n for t, c in zip(policy.tiers, tiers.tolist(), strict=True)
+        }
+        snapshot["action_rates"] = {a: actions.get(a, 0.0) for a in ("accept", "review", "abstain")}
+        return snapshot
+
+    def _emit_calibration(self, X_model: Any = None) -> None:
+        """Log the calibration event (with the monitor's drift baseline)."""
+        context = self._event_context()
+        emitter = self.events
+        if self.log_inputs:
+            emitter.check_redact(context.feature_names)
+        if self.log == "off":
+            return
+        try:
+            baseline = {} if X_model is None else self._calibration_baseline(X_model)
+        except Exception:  # the baseline is monitoring help; never fail calibration on it
+            baseline = {}
+        policy = self.policy_
+        tier_cal = self.tier_calibration_
+        report = tier_cal.report or {}
+        certified = {
+            t.name: tier_cal.is_certified(t.name)
+            and (report.get(t.name) or {}).get("certified", True) is not False
+            for t in policy.tiers
+            if t.is_risk_controlled
+        }
+        emitter.calibration(
+            context,
+            task=self.task_,
+            policy=policy.to_dict(),
+            calibration_size=self.calibration_size_,
+            conformity_score=self.conformity_score_,
+            quantile=float(self.conformal_.quantile),
+            thresholds=tier_cal.thresholds,
+            report=tier_cal.report,
+            certified=certified,
+            baseline=baseline,
+        )
+
+    def _emit_decisions(
+        self, X_model: Any, decisions: Decisions, *, request_id: str | None = None
+    ) -> None:
+        """Log one event per decision (or one per batch); never raises."""
+        try:
+            self.events.decisions(
+                decisions,
+                self._event_context(),
+                X_model=X_model,
+                request_id=request_id,
+                mode=self.log,
+            )
+        except Exception:  # a failing logger never fails a decision; count the batch
+            self.events._count(0, 1 if self.log == "summary" else len(decisions))
 
     def _route(self, X_model: Any, decisions: Decisions) -> None:
         """Hand review/abstain rows and audit samples to the router, as one batch.

@@ -1,0 +1,114 @@
+"""Cost of decision events: ``decide`` on 10,000 rows with and without logging.
+
+Every configuration runs in this one process, interleaved round by round, and the
+table reports MEDIAN times, the per-row event cost (median with logging minus
+median without, divided by the rows) and the ratio to ``log="off"``. Both the
+process CPU time (``time.process_time``; the cost the events add, robust to other
+jobs on a shared machine) and the wall time (``time.perf_counter``; inflated by
+waiting for a core when the machine is busy) are reported.
+
+Configurations
+--------------
+off            ``SafePredictor(log="off")``: no events.
+build-only     per-row events into structlog with no processors and a
+               ``ReturnLogger`` (the library's own cost: building the events).
+jsonl-file     per-row events through the documented recipe: merge_contextvars,
+               add_log_level, orjson JSONRenderer, BytesLogger to a file,
+               ``cache_logger_on_first_use=True``.
+summary        ``log="summary"``: one ``safepredict.batch`` event per call, same
+               JSONL recipe.
+
+Run: ``python benchmarks/bench_events.py [--rows 10000] [--rounds 15]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import structlog
+from sklearn.datasets import make_classification
+from sklearn.linear_model import LogisticRegression
+
+import safepredict as sp
+
+
+def configure(kind: str, fh: Any) -> None:
+    structlog.reset_defaults()
+    if kind == "build-only":
+        structlog.configure(
+            processors=[],
+            logger_factory=structlog.ReturnLoggerFactory(),
+            cache_logger_on_first_use=True,
+        )
+    elif kind in ("jsonl-file", "summary"):
+        structlog.configure(
+            processors=[
+                structlog.contextvars.merge_contextvars,
+                structlog.processors.add_log_level,
+                structlog.processors.JSONRenderer(serializer=orjson.dumps),
+            ],
+            logger_factory=structlog.BytesLoggerFactory(fh),
+            cache_logger_on_first_use=True,
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rows", type=int, default=10_000)
+    parser.add_argument("--rounds", type=int, default=15)
+    args = parser.parse_args()
+
+    X, y = make_classification(
+        n_samples=args.rows + 4000, n_features=20, n_informative=8, n_classes=3, random_state=0
+    )
+    model = LogisticRegression(max_iter=1000).fit(X[:2000], y[:2000])
+    X_cal, y_cal, X_run = X[2000:4000], y[2000:4000], X[4000:]
+    kinds = ("off", "build-only", "jsonl-file", "summary")
+    times: dict[str, list[float]] = {k: [] for k in kinds}
+    cpu: dict[str, list[float]] = {k: [] for k in kinds}
+    with tempfile.TemporaryDirectory() as tmp:
+        log_path = Path(tmp) / "events.jsonl"
+        with log_path.open("ab") as fh:
+            predictors = {}
+            for kind in kinds:
+                configure(kind, fh)
+                log = {"off": "off", "summary": "summary"}.get(kind, "decision")
+                predictors[kind] = sp.SafePredictor(model, log=log).calibrate(X_cal, y_cal)
+            for _ in range(args.rounds):
+                for kind in kinds:
+                    configure(kind, fh)
+                    p = predictors[kind]
+                    p.decide(X_run[:10])  # warm the cached logger
+                    t, c = time.perf_counter(), time.process_time()
+                    p.decide(X_run)
+                    cpu[kind].append(time.process_time() - c)
+                    times[kind].append(time.perf_counter() - t)
+            structlog.reset_defaults()
+        size = log_path.stat().st_size
+        dropped = sum(p.dropped_events_ for p in predictors.values())
+
+    print(f"decide on {args.rows} rows, {args.rounds} rounds, medians")
+    print(
+        f"{'config':<12} {'cpu s':>8} {'ratio':>6} {'cpu us/row':>11} "
+        f"{'wall s':>8} {'ratio':>6} {'wall us/row':>12}"
+    )
+    base_c, base_w = statistics.median(cpu["off"]), statistics.median(times["off"])
+    for kind in kinds:
+        mc, mw = statistics.median(cpu[kind]), statistics.median(times[kind])
+        print(
+            f"{kind:<12} {mc:>8.4f} {mc / base_c:>6.2f} {(mc - base_c) / args.rows * 1e6:>11.2f} "
+            f"{mw:>8.4f} {mw / base_w:>6.2f} {(mw - base_w) / args.rows * 1e6:>12.2f}"
+        )
+    print(f"JSONL written: {size / 1e6:.1f} MB, dropped events: {dropped}")
+    print(f"load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,161 @@
+"""Monitor throughput: read 1,000,000 decision events (target: < 30 s on 2 cores).
+
+The log is generated here: a calibrated predictor decides on 20,000 generated rows
+through the documented JSON-lines recipe (real events), and those events are
+replayed with fresh decision ids and timestamps spread over 24 hours until the
+file holds ``--events`` decision events. The monitor then runs in a child
+process (so its peak RSS is its own), once on the plain file and once on a gzip
+copy, next to a floor measurement that only splits lines and parses them with
+orjson. The table prints MEDIAN wall and CPU seconds over ``--rounds`` runs, the
+events per second and the ratio to the floor, and the child's peak RSS
+(``VmHWM`` from ``/proc/self/status``), next to a child that only imports the
+monitor: the difference is what reading the log costs in memory.
+
+Run: ``python benchmarks/bench_monitor.py [--events 1000000] [--rounds 3]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+import structlog
+from sklearn.datasets import make_classification
+from sklearn.linear_model import LogisticRegression
+
+import safepredict as sp
+
+CHILD = r"""
+import json, resource, sys, time
+mode, path = sys.argv[1], sys.argv[2]
+t, c = time.perf_counter(), time.process_time()
+if mode == "import":
+    import scipy.stats  # noqa: F401  # what the monitor imports before reading a line
+    from safepredict.monitor import monitor  # noqa: F401
+    n = 0
+elif mode == "floor":
+    import orjson
+    n = 0
+    with open(path, "rb") as fh:
+        for line in fh:
+            orjson.loads(line)
+            n += 1
+else:
+    from safepredict.monitor import monitor
+    report = monitor(path, window="1h")
+    n = report.events["decision"]
+wall, cpu = time.perf_counter() - t, time.process_time() - c
+# VmHWM is this process image's peak RSS (ru_maxrss would carry the parent's
+# peak across fork/exec on Linux).
+with open("/proc/self/status") as fh:
+    hwm = [line for line in fh if line.startswith("VmHWM:")]
+peak_kb = int(hwm[0].split()[1]) if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+rss_mb = peak_kb / 1024
+print(json.dumps({"n": n, "wall": wall, "cpu": cpu, "rss_mb": rss_mb}))
+"""
+
+
+def generate(path: Path, n_events: int) -> None:
+    X, y = make_classification(
+        n_samples=24_000, n_features=20, n_informative=8, n_classes=3, random_state=0
+    )
+    model = LogisticRegression(max_iter=1000).fit(X[:2000], y[:2000])
+    seed = path.with_suffix(".seed.jsonl")
+    with seed.open("wb") as fh:
+        structlog.configure(
+            processors=[
+                structlog.processors.add_log_level,
+                structlog.processors.JSONRenderer(serializer=orjson.dumps),
+            ],
+            logger_factory=structlog.BytesLoggerFactory(fh),
+            cache_logger_on_first_use=True,
+        )
+        p = sp.SafePredictor(model, model_name="bench").calibrate(X[2000:4000], y[2000:4000])
+        p.decide(X[4000:])
+        structlog.reset_defaults()
+    events = [orjson.loads(line) for line in seed.read_bytes().splitlines()]
+    seed.unlink()
+    calibration = [e for e in events if e["event"] == "safepredict.calibration"]
+    decisions = [e for e in events if e["event"] == "safepredict.decision"]
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    step = timedelta(days=1) / n_events
+    with path.open("wb") as out:
+        out.write(orjson.dumps(calibration[0]) + b"\n")
+        for i in range(n_events):
+            e = decisions[i % len(decisions)]
+            e["decision_id"] = f"b{i // 10_000}-{i % 10_000}"
+            e["batch_id"] = f"b{i // 10_000}"
+            e["timestamp"] = (start + step * (i - i % 100)).isoformat().replace("+00:00", "Z")
+            out.write(orjson.dumps(e) + b"\n")
+
+
+def run_child(mode: str, path: Path) -> dict[str, float]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = (
+        str(Path(__file__).resolve().parents[1] / "src") + os.pathsep + env.get("PYTHONPATH", "")
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, mode, str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+    )
+    result: dict[str, float] = json.loads(out.stdout)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        log = Path(tmp) / "decisions.jsonl"
+        generate(log, args.events)
+        gz = Path(tmp) / "decisions.jsonl.gz"
+        with log.open("rb") as src, gzip.open(gz, "wb", compresslevel=3) as dst:
+            while chunk := src.read(1 << 22):
+                dst.write(chunk)
+        print(
+            f"log: {args.events:,} decision events, {log.stat().st_size / 1e6:.0f} MB "
+            f"(gzip {gz.stat().st_size / 1e6:.0f} MB); {args.rounds} rounds, medians; "
+            f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+        )
+        print(
+            f"{'run':<16} {'wall s':>8} {'cpu s':>8} {'events/s':>10} {'x floor':>8} "
+            f"{'peak RSS MB':>12}"
+        )
+        floor = None
+        for name, mode, path in (
+            ("imports only", "import", log),
+            ("parse floor", "floor", log),
+            ("monitor", "monitor", log),
+            ("monitor .gz", "monitor", gz),
+        ):
+            runs = [run_child(mode, path) for _ in range(args.rounds)]
+            wall = statistics.median(r["wall"] for r in runs)
+            cpu = statistics.median(r["cpu"] for r in runs)
+            rss = max(r["rss_mb"] for r in runs)
+            n = runs[0]["n"]
+            if mode == "import":
+                print(f"{name:<16} {wall:>8.2f} {cpu:>8.2f} {'-':>10} {'-':>8} {rss:>12.0f}")
+                continue
+            floor = floor or wall
+            print(
+                f"{name:<16} {wall:>8.2f} {cpu:>8.2f} {n / wall:>10,.0f} {wall / floor:>8.2f} "
+                f"{rss:>12.0f}"
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,176 @@
+"""``safepredict monitor LOG.jsonl``: the health of a model from its decision log."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from safepredict.cli._app import app
+from safepredict.exceptions import SafePredictError
+from safepredict.monitor import MonitorReport, monitor
+
+__all__ = ["monitor_command", "print_report"]
+
+#: Logs at least this big get a progress bar (on a terminal).
+PROGRESS_MIN_BYTES = 32 * 1024 * 1024
+
+
+def _pct(v: Any) -> str:
+    return "-" if v is None else f"{100 * v:.1f}%"
+
+
+def _num(v: Any, spec: str = ".3f") -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def print_report(report: MonitorReport, console: Console) -> None:
+    """Render the report as rich tables."""
+    console.print(
+        f"[bold]safepredict monitor[/bold]  {', '.join(report.sources)}  "
+        + "  ".join(f"{k}={v}" for k, v in report.events.items())
+    )
+    table = Table(title="Per window", show_lines=False)
+    for col in (
+        "window",
+        "n",
+        "accept",
+        "review",
+        "abstain",
+        "abstain (cal)",
+        "guard flags",
+        "conf mean",
+        "PSI",
+        "KS D",
+        "KS p",
+        "flags",
+    ):
+        table.add_column(col, justify="right" if col != "window" else "left")
+    for w in report.windows:
+        drift = w["drift"] or {}
+        abst = w["abstention"] or {}
+        flags = []
+        if drift.get("flagged"):
+            flags.append("drift")
+        if abst.get("flagged"):
+            flags.append("abstain")
+        table.add_row(
+            w["start"] or "all",
+            str(w["n"]),
+            _pct(w["actions"].get("accept", 0) / w["n"] if w["n"] else None),
+            _pct(w["review_rate"]),
+            _pct(w["abstain_rate"]),
+            _pct(abst.get("baseline")),
+            _pct(w["guard_flag_rate"]),
+            _num(w["confidence"]["mean"]),
+            _num(drift.get("psi")),
+            _num(drift.get("ks_d")),
+            _num(drift.get("ks_pvalue"), ".2g"),
+            "[red]" + ",".join(flags) + "[/red]" if flags else "",
+        )
+    console.print(table)
+    reasons: dict[str, float] = {}
+    for w in report.windows:
+        for k, v in w["guard_reason_rates"].items():
+            reasons[k] = max(reasons.get(k, 0.0), v)
+    if reasons:
+        console.print(
+            "guard reasons (max rate over windows): "
+            + ", ".join(f"{k}={_pct(v)}" for k, v in sorted(reasons.items()))
+        )
+    if report.outcomes is not None:
+        t = Table(title=f"Realized error per tier ({100 * report.outcomes['ci_level']:.0f}% CI)")
+        for col in ("tier", "action", "labelled", "errors", "error", "CI", "max_error", "flag"):
+            t.add_column(col)
+        for r in report.outcomes["tiers"]:
+            t.add_row(
+                str(r["tier"]),
+                str(r["action"]),
+                str(r["scored"]),
+                str(r["errors"]),
+                _pct(r["error_rate"]),
+                f"[{_pct(r['ci_low'])}, {_pct(r['ci_high'])}]" if r["scored"] else "-",
+                "-" if r["max_error"] is None else str(r["max_error"]),
+                "[red]ABOVE max_error[/red]" if r["flagged"] else "",
+            )
+        console.print(t)
+        console.print(
+            f"outcomes: {report.outcomes['n_outcomes']}, joined to decisions: "
+            f"{report.outcomes['n_joined']}"
+        )
+    if report.alerts:
+        console.print("[bold red]Alerts[/bold red]")
+        for a in report.alerts:
+            console.print(
+                f"  [red]{a['kind']}[/red] {a.get('window', a.get('tier', ''))}: {a['detail']}"
+            )
+    else:
+        console.print("[green]No alerts.[/green]")
+
+
+@app.command("monitor")
+def monitor_command(
+    log: Annotated[list[Path], typer.Argument(help="JSON-lines event log(s); .gz is fine.")],
+    feedback: Annotated[
+        Path | None,
+        typer.Option(help="Outcomes keyed by decision_id (CSV or JSONL with y_true)."),
+    ] = None,
+    queue: Annotated[
+        Path | None, typer.Option(help="Review queue database (SQLiteReviewQueue).")
+    ] = None,
+    window: Annotated[str, typer.Option(help="Window length: 15m, 1h, 1d or 'all'.")] = "1h",
+    json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    html_out: Annotated[
+        Path | None, typer.Option("--html", help="Write a self-contained HTML report.")
+    ] = None,
+    progress: Annotated[
+        bool | None, typer.Option("--progress/--no-progress", help="Progress bar.")
+    ] = None,
+    fail_on_alert: Annotated[
+        bool, typer.Option(help="Exit with status 2 when any alert is raised.")
+    ] = False,
+) -> None:
+    """Report volume, tier/action mix, drift and realized error from a decision log."""
+    err = Console(stderr=True)
+    size = sum(p.stat().st_size for p in log if p.is_file())
+    show = progress if progress is not None else (err.is_terminal and size >= PROGRESS_MIN_BYTES)
+    try:
+        if show:
+            with Progress(
+                TextColumn("reading"),
+                BarColumn(),
+                DownloadColumn(),
+                TimeRemainingColumn(),
+                console=err,
+            ) as bar:
+                task = bar.add_task("read", total=size)
+                report = monitor(
+                    log,
+                    window=window,
+                    labels=feedback,
+                    queue=queue,
+                    progress=lambda done, total: bar.update(task, completed=done, total=total),
+                )
+        else:
+            report = monitor(log, window=window, labels=feedback, queue=queue)
+    except SafePredictError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    if html_out is not None:
+        from safepredict.monitor_html import render_html
+
+        html_out.write_text(render_html(report), encoding="utf-8")
+    if json_out:
+        sys.stdout.write(json.dumps(report.to_dict(), indent=2, allow_nan=False) + "\n")
+    else:
+        print_report(report, Console())
+        if html_out is not None:
+            Console().print(f"HTML report written to {html_out}")
+    if fail_on_alert and report.alerts:
+        raise typer.Exit(2)
