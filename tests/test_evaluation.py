@@ -153,7 +153,8 @@ def test_bands_match_scipy(method: str, scipy_method: str) -> None:
         assert lo[0] == pytest.approx(ci.low, abs=1e-9)
         assert hi[0] == pytest.approx(ci.high, abs=1e-9)
     lo, hi = binomial_interval([0], [0])
-    assert math.isnan(lo[0]) and math.isnan(hi[0])
+    assert math.isnan(lo[0])
+    assert math.isnan(hi[0])
 
 
 @pytest.mark.slow
@@ -305,7 +306,7 @@ def test_benchmark_end_to_end(wine_predictor: sp.SafePredictor, wine_hgb: Any) -
         cost=CostModel(cost_error=50, cost_review=2),
     )
     assert set(ev.curves) == {"conformal", "top_prob", "margin", "entropy"}
-    assert [r.name for r in ev.policies.results][0] == "current"
+    assert ev.policies.results[0].name == "current"
     assert len(ev.policies.results) == 4
     frame = ev.policies.to_frame()
     assert list(frame["policy"])[1:] == [

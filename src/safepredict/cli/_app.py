@@ -15,3 +15,6 @@ app = typer.Typer(
 @app.callback()
 def _root() -> None:
     """Run a safepredict command."""
+
+
+from safepredict.cli import bench as _bench  # noqa: E402, F401  # registers the command
