@@ -325,6 +325,14 @@ td:first-child,th:first-child{text-align:left}.kpi{display:flex;gap:1em;flex-wra
 """
 
 
+def _img(images: dict[str, bytes], stem: str) -> str:
+    if stem not in images:
+        return ""
+    label = html.escape(PLOTS[stem][0])
+    data = base64.b64encode(images[stem]).decode("ascii")
+    return f"<figure><img alt='{label}' src='data:image/png;base64,{data}'></figure>"
+
+
 def _html(ev: Evaluation, images: dict[str, bytes], title: str) -> str:
     summary = ev.to_dict()
     kpis = [
@@ -351,6 +359,7 @@ def _html(ev: Evaluation, images: dict[str, bytes], title: str) -> str:
             "rows themselves, so the operating points below are optimistic.</p>"
         )
     parts.append("<h2>Scores: how well each one ranks errors last</h2>")
+    parts.append(_img(images, "risk_coverage"))
     parts.append(
         _table(
             [{"score": k, **v} for k, v in summary["scores"].items()],
@@ -434,6 +443,7 @@ def _html(ev: Evaluation, images: dict[str, bytes], title: str) -> str:
                 ],
             )
         )
+        parts.append(_img(images, "tier_mix"))
         parts.append("<h3>Per tier</h3>")
         parts.append(
             _table(
@@ -454,6 +464,7 @@ def _html(ev: Evaluation, images: dict[str, bytes], title: str) -> str:
         )
     if ev.cost_curves and ev.cost is not None:
         parts.append("<h2>Cost-optimal thresholds</h2>")
+        parts.append(_img(images, "cost_curve"))
         parts.append(
             _table(
                 [{"score": k, **c.optimal()} for k, c in ev.cost_curves.items()],
@@ -465,13 +476,9 @@ def _html(ev: Evaluation, images: dict[str, bytes], title: str) -> str:
                 ],
             )
         )
-    for stem, (label, _) in PLOTS.items():
-        if stem in images:
-            data = base64.b64encode(images[stem]).decode("ascii")
-            parts.append(
-                f"<h2>{html.escape(label)}</h2><img alt='{html.escape(label)}' "
-                f"src='data:image/png;base64,{data}'>"
-            )
+    parts.append("<h2>Conformal sets and calibration</h2>")
+    parts.append(_img(images, "conformal"))
+    parts.append(_img(images, "calibration"))
     parts.append("</body></html>")
     return "\n".join(parts)
 

@@ -94,7 +94,7 @@ def load_table(path: Path, target: str) -> tuple[Any, Any]:
         )
     problems = []
     for col in frame.columns:
-        if col == target or frame[col].dtype != object:
+        if col == target or pd.api.types.is_numeric_dtype(frame[col]):
             continue
         values = frame[col]
         present = values.notna()
