@@ -366,7 +366,7 @@ def risk_coverage(
         return RiskCoverageCurve(
             name, empty_f, empty_i, empty_i, 0, empty_f, empty_f, confidence, band
         )
-    order = np.argsort(-s, kind="stable")
+    order = np.argsort(-s)  # ties are grouped below, so their order does not matter
     s_sorted = s[order]
     cum_errors = np.cumsum(e[order], dtype=np.int64)
     # Last row of each group of tied scores: accepting a score accepts the whole group.
@@ -662,6 +662,24 @@ class ScoredData:
     sweep: list[dict[str, float]] | None = None
     ids: NDArray[Any] | None = None
     guard_tier: str = "guard"
+    _orders: dict[str, NDArray[np.intp]] = field(default_factory=dict, repr=False, compare=False)
+
+    def order(self, score: str) -> NDArray[np.intp]:
+        """Row order by ``score``, most confident first (``nan`` last); computed once."""
+        if score not in self._orders:
+            s = self.scores[score]
+            self._orders[score] = np.argsort(-np.where(np.isnan(s), -np.inf, s))
+        return self._orders[score]
+
+    def sorted_by(self, score: str) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+        """Scores and errors sorted by ``score``, most confident first.
+
+        Curves and certification of sorted input skip the ``O(n log n)`` sort.
+        """
+        if self.errors is None:
+            raise ConfigError("these data have no errors; pass labelled data.")
+        idx = self.order(score)
+        return self.scores[score][idx], self.errors[idx]
 
     def __len__(self) -> int:
         if self.errors is not None:
@@ -989,19 +1007,28 @@ def calibrate_policy(
         candidates = open_rows & (others == 0)
         score = inputs.scores.get(tier.score, inputs.confidence)
         errors = calibration.tier_errors(tier)
+        # Visit rows in score order (sorted once per score and cached), so the
+        # certification runs on sorted input.
+        order = (
+            calibration.order(tier.score)
+            if tier.score in calibration.scores
+            else np.argsort(-np.where(np.isnan(score), -np.inf, score))
+        )
+        s_sorted, e_sorted = score[order], errors[order]
         threshold: Any
         if tier.per_class and calibration.predicted_class is not None:
             n_classes = int(calibration.predicted_class.max()) + 1 if len(calibration) else 0
             threshold = np.full(n_classes, np.inf)
             for c in range(n_classes):
-                rows = candidates & (calibration.predicted_class == c)
+                rows = (candidates & (calibration.predicted_class == c))[order]
                 threshold[c] = certified_threshold(
-                    score[rows], errors[rows], max_error=tier.max_error, delta=policy.delta
+                    s_sorted[rows], e_sorted[rows], max_error=tier.max_error, delta=policy.delta
                 )
             threshold = threshold.tolist()
         else:
+            rows = candidates[order]
             threshold = certified_threshold(
-                score[candidates], errors[candidates], max_error=tier.max_error, delta=policy.delta
+                s_sorted[rows], e_sorted[rows], max_error=tier.max_error, delta=policy.delta
             )
         result.thresholds[tier.name] = threshold
         result.report[tier.name] = {
@@ -1618,15 +1645,12 @@ def evaluate(
     step("operating points")
     points = []
     for name, curve in curves.items():
-        cal_curve = (
-            curve
-            if in_sample
-            else risk_coverage(cal.scores[name], cal.errors, name=name, band=band)
-        )
+        # Sort the calibration rows once per score; the curve and every certification
+        # below then run on sorted input (no further O(n log n) sort).
+        cal_s, cal_e = cal.sorted_by(name)
+        cal_curve = curve if in_sample else risk_coverage(cal_s, cal_e, name=name, band=band)
         for target, naive in zip(error_targets, cal_curve.at_risk(error_targets), strict=True):
-            t_cert = certified_threshold(
-                cal.scores[name], cal.errors, max_error=target, delta=delta
-            )
+            t_cert = certified_threshold(cal_s, cal_e, max_error=target, delta=delta)
             points.append(
                 {
                     "score": name,
