@@ -122,3 +122,19 @@ def test_report_has_no_console_errors(report: Path) -> None:
     assert errors == []
     assert len(widths) == len(PLOTS)
     assert min(widths) > 200  # every embedded PNG decoded
+
+
+def test_docs_page_python_blocks_run() -> None:
+    page = Path(__file__).resolve().parents[1] / "docs" / "benchmarking.md"
+    blocks = re.findall(r"```python\n(.*?)```", page.read_text(), re.S)
+    assert blocks
+    for block in blocks:
+        exec(compile(block, str(page), "exec"), {})
+
+
+def test_docs_figures_exist() -> None:
+    root = Path(__file__).resolve().parents[1] / "docs"
+    for link in re.findall(
+        r"\]\((assets/benchmarking/[^)]+\.png)\)", (root / "benchmarking.md").read_text()
+    ):
+        assert imread(root / link).std() > 0.05

@@ -268,7 +268,7 @@ def plot_calibration(ev: Evaluation) -> Figure:
         ec="black",
         label="accuracy",
     )
-    ax.plot(conf, acc, "o", color=_COLORS[1], label="mean confidence in bin")
+    ax.plot(conf, acc, "o", color=_COLORS[1], label="(mean confidence, accuracy) per bin")
     ax.plot([0, 1], [0, 1], ls="--", color="gray", label="perfect calibration")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
