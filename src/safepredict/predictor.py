@@ -38,7 +38,7 @@ from safepredict.exceptions import (
     InputSchemaError,
     NotCalibratedError,
 )
-from safepredict.tiers import TierCalibration, TierInputs, assign_tiers
+from safepredict.tiers import TierCalibration, TierInputs, assign_tiers, calibrate_tiers
 
 __all__ = ["SafePredictor"]
 
@@ -513,7 +513,9 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
             intervals[failed] = np.nan
             confidence = np.full(n, np.nan)
             width = intervals[:, 1] - intervals[:, 0]
-            inputs = TierInputs(self.task_, confidence, width=width)
+            inputs = TierInputs(
+                self.task_, confidence, width=width, scores=_regression_scores(width)
+            )
         predictions[failed] = None
         latency["conformal"] = time.perf_counter() - t
 
@@ -592,8 +594,58 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
 
     # ------------------------------------------------------------ stage hooks
     def _calibrate_tiers(self, X_model: Any, y: NDArray[Any]) -> TierCalibration:
-        """Certify thresholds for the risk-controlled tiers (none certified yet)."""
-        return TierCalibration()
+        """Certify thresholds for the risk-controlled (``max_error``) tiers.
+
+        Scores the calibration rows exactly as :meth:`decide` does, marks the
+        rows the model gets wrong (classification: wrong label; regression:
+        ``|y - y_hat| > tolerance`` of each tier) and runs
+        :func:`safepredict.tiers.calibrate_tiers`.
+        """
+        policy = self.policy_
+        if not policy.risk_controlled:
+            return TierCalibration()
+        out, failed = self._model_output(X_model)
+        errors: Any
+        if self.task_ == "classification":
+            conformal = self.conformal_
+            assert isinstance(conformal, ClassificationConformal)
+            safe = np.where(failed[:, None], 0.0, out)
+            predicted_class = np.argmax(safe, axis=1)
+            confidence = conformal.confidence(safe)
+            confidence[failed] = np.nan
+            set_size = conformal.predict_set(safe).sum(axis=1)
+            set_size[failed] = 0
+            scores = _classification_scores(safe, confidence)
+            for name in scores:
+                scores[name] = np.where(failed, np.nan, scores[name])
+            inputs = TierInputs(
+                self.task_,
+                confidence,
+                set_size=set_size,
+                scores=scores,
+                predicted_class=predicted_class,
+            )
+            errors = (self.classes_[predicted_class] != y) | failed
+            return calibrate_tiers(
+                policy,
+                inputs,
+                errors,
+                n_classes=len(self.classes_),
+                class_labels=self.classes_.tolist(),
+            )
+        conformal_r = self.conformal_
+        assert isinstance(conformal_r, RegressionConformal)
+        y_pred = out.reshape(-1)
+        intervals = conformal_r.interval(X_model, y_pred)
+        width = np.where(failed, np.nan, intervals[:, 1] - intervals[:, 0])
+        inputs = TierInputs(
+            self.task_, np.full(len(y_pred), np.nan), width=width, scores=_regression_scores(width)
+        )
+        residual = np.abs(np.asarray(y, dtype=np.float64) - y_pred)
+        errors = {
+            t.name: (residual > float(t.tolerance or 0.0)) | failed for t in policy.risk_controlled
+        }
+        return calibrate_tiers(policy, inputs, errors)
 
     def _fit_guards(self, reference: Any) -> None:
         """Learn normal inputs from the reference data."""
@@ -640,6 +692,47 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
                 continue
 
     # ------------------------------------------------------------ reporting
+    def calibration_report(self) -> dict[str, dict[str, Any]]:
+        """What the calibration certified for every risk-controlled (``max_error``) tier.
+
+        Returns
+        -------
+        dict
+            Tier name -> JSON-safe dict with ``threshold`` (``None`` if not
+            certified; a list by class for ``per_class`` tiers), ``certified``,
+            ``n_reaching`` / ``n_accepted`` / ``n_errors`` (calibration rows
+            reaching the tier, accepted by it, wrong among those),
+            ``observed_error``, ``upper_bound`` (one-sided ``1 - delta``
+            Clopper-Pearson bound on the error rate among accepted rows),
+            ``acceptance_rate`` with a 95% ``acceptance_interval``, ``delta``
+            (this tier's share), ``rows_needed`` (accepted rows needed even with
+            zero errors) and ``calibration_rows_needed`` (calibration rows
+            needed in total at the current reach rate), plus ``warning`` when
+            the tier could not be certified.
+
+        Examples
+        --------
+        >>> from sklearn.datasets import load_breast_cancer
+        >>> from sklearn.linear_model import LogisticRegression
+        >>> X, y = load_breast_cancer(return_X_y=True)
+        >>> model = LogisticRegression(max_iter=5000).fit(X[:250], y[:250])
+        >>> policy = {"delta": 0.1, "tiers": [
+        ...     {"name": "auto", "action": "accept", "max_error": 0.05},
+        ...     {"name": "human", "action": "abstain"}]}
+        >>> sp = SafePredictor(model, tiers=policy, log="off").calibrate(X[250:], y[250:])
+        >>> report = sp.calibration_report()["auto"]
+        >>> report["certified"], report["upper_bound"] <= 0.05
+        (True, True)
+        """
+        self._check_calibrated("calibration_report")
+        cal = self.tier_calibration_
+        out = {name: dict(rep) for name, rep in cal.report.items()}
+        for warning in cal.warnings:
+            entry = out.setdefault(warning["tier"], {"tier": warning["tier"]})
+            entry.setdefault("warnings", []).append(warning["message"])
+            entry["warning"] = "; ".join(entry["warnings"])
+        return out
+
     def summary(self) -> dict[str, Any]:
         """What this predictor was calibrated with (JSON-safe)."""
         self._check_calibrated("summary")
@@ -673,6 +766,11 @@ def _classification_scores(
         top = proba[:, 0] if proba.shape[1] else np.zeros(len(proba))
         second = np.zeros_like(top)
     return {"conformal": confidence, "top_prob": top, "margin": top - second}
+
+
+def _regression_scores(width: NDArray[np.float64]) -> dict[str, NDArray[np.float64]]:
+    """Regression ``max_error`` score: minus the conformal interval width (narrower = surer)."""
+    return {"conformal": -np.asarray(width, dtype=np.float64)}
 
 
 def _frame_from_records(records: Sequence[Mapping[str, Any]]) -> Any:
