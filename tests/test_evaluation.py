@@ -196,9 +196,9 @@ def test_certified_threshold_controls_risk_over_many_splits() -> None:
             finite += 1
             violations += 0.15 * (1 - t) > 0.05
     assert violations / 300 <= 0.152
-    # not vacuous: most draws certify (measured 234/300; the first hypothesis of the
-    # fixed sequence needs a clean block of rows_needed rows)
-    assert finite >= 200
+    # not vacuous: many draws certify (measured 165/300 with the fallback-procedure LTT of
+    # tiers.certify_threshold; power is the risk-tiers module's business, tested there)
+    assert finite >= 100
 
 
 def test_certified_threshold_is_the_tiers_procedure() -> None:
@@ -495,3 +495,25 @@ def test_replay_reports_bad_lines_and_missing_outcomes(tmp_path: Path) -> None:
     log.write_text('{"decision_id": "a", "prediction": 1}\n')
     with pytest.raises(InputSchemaError, match=r"lacks \['tier', 'action'\]"):
         load_decision_log(log, {"a": 1})
+
+
+# ----------------------------------------------------------------- regression
+
+
+def test_regression_benchmark_with_tolerance(diabetes_rf: Any) -> None:
+    predictor = sp.SafePredictor(diabetes_rf.model, log="off").calibrate(
+        diabetes_rf.X_cal, diabetes_rf.y_cal
+    )
+    data = score_predictor(predictor, diabetes_rf.X_test, diabetes_rf.y_test, tolerance=50.0)
+    y = diabetes_rf.y_test.to_numpy()
+    y_hat = diabetes_rf.model.predict(diabetes_rf.X_test)
+    assert np.array_equal(data.errors, np.abs(y - y_hat) > 50.0)
+    decisions = predictor.decide(diabetes_rf.X_test)
+    lo, hi = decisions.intervals[:, 0], decisions.intervals[:, 1]
+    assert np.array_equal(data.covered, (lo <= y) & (y <= hi))
+    ev = evaluate(data, policies={"default": predictor.policy_})
+    assert ev.conformal["mean_interval_width"] == pytest.approx(np.mean(hi - lo))
+    assert ev.conformal["coverage"] == pytest.approx(np.mean((lo <= y) & (y <= hi)))
+    assert ev.policies.results[0].coverage == pytest.approx(np.mean(decisions.actions == "accept"))
+    with pytest.raises(ConfigError, match="tolerance"):
+        evaluate(score_predictor(predictor, diabetes_rf.X_test, diabetes_rf.y_test))

@@ -44,7 +44,13 @@ from safepredict._validation import check_fraction, check_one_of, describe
 from safepredict.config import Tier, TierPolicy
 from safepredict.decisions import to_builtin
 from safepredict.exceptions import ConfigError, InputSchemaError
-from safepredict.tiers import TierCalibration, TierInputs, assign_tiers, certify_threshold
+from safepredict.tiers import (
+    TierCalibration,
+    TierInputs,
+    assign_tiers,
+    calibrate_tiers,
+    certify_threshold,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -645,6 +651,10 @@ class ScoredData:
         Empirical coverage and mean set size at several confidence levels.
     ids : ndarray or None
         Decision ids.
+    guard_tier : str
+        Tier name of the rows a guard blocked.
+    n_classes : int or None
+        Number of classes (classification), for per-class tiers.
     """
 
     task: str
@@ -662,6 +672,7 @@ class ScoredData:
     sweep: list[dict[str, float]] | None = None
     ids: NDArray[Any] | None = None
     guard_tier: str = "guard"
+    n_classes: int | None = None
     _orders: dict[str, NDArray[np.intp]] = field(default_factory=dict, repr=False, compare=False)
 
     def order(self, score: str) -> NDArray[np.intp]:
@@ -745,6 +756,7 @@ class ScoredData:
             sweep=None,
             ids=sub(self.ids),
             guard_tier=self.guard_tier,
+            n_classes=self.n_classes,
         )
 
     def tier_inputs(self) -> TierInputs:
@@ -883,6 +895,7 @@ def score_predictor(
             covered=covered,
             predicted_class=np.asarray(predicted, dtype=np.intp),
             sweep=sweep,
+            n_classes=len(classes),
             **common,
         )
     assert decisions.intervals is not None
@@ -932,31 +945,17 @@ def _conformal_sweep(
 
 
 # --------------------------------------------------------------------------- tiers
-def _open_rows(
-    policy: TierPolicy, upto: int, inputs: TierInputs, calibration: TierCalibration
-) -> NDArray[np.bool_]:
-    """Rows no tier before ``policy.tiers[upto]`` takes (same rules as assign_tiers)."""
-    if upto == 0:
-        return np.ones(len(inputs), dtype=bool)
-    names = set(policy.names)
-    sentinel = "__open__"
-    while sentinel in names:
-        sentinel += "_"
-    prefix = TierPolicy(tiers=(*policy.tiers[:upto], Tier(sentinel, "abstain")))
-    codes, _ = assign_tiers(prefix, inputs, calibration)
-    return np.asarray(codes == upto, dtype=bool)
-
-
 def calibrate_policy(
     policy: TierPolicy,
     calibration: ScoredData,
 ) -> TierCalibration:
     """Certify the thresholds of a policy's ``max_error`` tiers on calibration data.
 
-    Each risk-controlled tier is certified on the rows that reach it (rows that
-    earlier tiers take are removed first, rows a guard blocks never count), with
-    :func:`certified_threshold` at the policy's ``delta``. A tier that cannot be
-    certified gets an infinite threshold and accepts nothing.
+    Delegates to :func:`safepredict.tiers.calibrate_tiers`, the procedure the
+    predictor itself uses: each risk-controlled tier is certified on the rows
+    that reach it, ``delta`` is shared across the risk-controlled tiers, and a
+    tier that cannot be certified accepts nothing. Rows a guard blocked never
+    count.
 
     Parameters
     ----------
@@ -982,64 +981,26 @@ def calibrate_policy(
     >>> cal.is_certified("auto"), bool(0.3 < cal.thresholds["auto"] < 1)
     (True, True)
     """
-    result = TierCalibration()
-    if not policy.risk_controlled:
-        return result
-    inputs = calibration.tier_inputs()
-    eligible = np.ones(len(calibration), dtype=bool)
+    risk_tiers = policy.risk_controlled
+    if not risk_tiers:
+        return TierCalibration()
+    # Sorting the rows by the (first) tier's score once, cached per data set, makes
+    # every certification below run on sorted input; the result does not depend on the
+    # row order.
+    rows = (
+        calibration.order(risk_tiers[0].score)
+        if risk_tiers[0].score in calibration.scores
+        else None
+    )
     if calibration.blocked_action is not None:
-        eligible = calibration.blocked_action == ""
-    for index, tier in enumerate(policy.tiers[:-1]):
-        if tier.max_error is None:
-            continue
-        open_rows = eligible & _open_rows(policy, index, inputs, result)
-        # The tier's other conditions (and the singleton-set rule of accept tiers).
-        plain = Tier(
-            tier.name,
-            tier.action,
-            min_confidence=tier.min_confidence,
-            max_set_size=tier.max_set_size,
-            max_interval_width=tier.max_interval_width,
-        )
-        others, _ = assign_tiers(
-            TierPolicy(tiers=(plain, Tier(tier.name + "__rest", "abstain"))), inputs
-        )
-        candidates = open_rows & (others == 0)
-        score = inputs.scores.get(tier.score, inputs.confidence)
-        errors = calibration.tier_errors(tier)
-        # Visit rows in score order (sorted once per score and cached), so the
-        # certification runs on sorted input.
-        order = (
-            calibration.order(tier.score)
-            if tier.score in calibration.scores
-            else np.argsort(-np.where(np.isnan(score), -np.inf, score))
-        )
-        s_sorted, e_sorted = score[order], errors[order]
-        threshold: Any
-        if tier.per_class and calibration.predicted_class is not None:
-            n_classes = int(calibration.predicted_class.max()) + 1 if len(calibration) else 0
-            threshold = np.full(n_classes, np.inf)
-            for c in range(n_classes):
-                rows = (candidates & (calibration.predicted_class == c))[order]
-                threshold[c] = certified_threshold(
-                    s_sorted[rows], e_sorted[rows], max_error=tier.max_error, delta=policy.delta
-                )
-            threshold = threshold.tolist()
-        else:
-            rows = candidates[order]
-            threshold = certified_threshold(
-                s_sorted[rows], e_sorted[rows], max_error=tier.max_error, delta=policy.delta
-            )
-        result.thresholds[tier.name] = threshold
-        result.report[tier.name] = {
-            "max_error": tier.max_error,
-            "delta": policy.delta,
-            "score": tier.score,
-            "n_calibration": int(candidates.sum()),
-            "threshold": to_builtin(threshold),
-            "certified": bool(np.any(np.isfinite(np.asarray(threshold, dtype=np.float64)))),
-        }
-    return result
+        keep = calibration.blocked_action == ""
+        rows = np.flatnonzero(keep) if rows is None else rows[keep[rows]]
+    data = calibration if rows is None else calibration.take(rows)
+    errors = {t.name: data.tier_errors(t) for t in risk_tiers}
+    n_classes = None
+    if data.predicted_class is not None and len(data.predicted_class):
+        n_classes = data.n_classes or int(data.predicted_class.max()) + 1
+    return calibrate_tiers(policy, data.tier_inputs(), errors, n_classes=n_classes)
 
 
 @dataclass(frozen=True)
@@ -1957,6 +1918,7 @@ def load_decision_log(
             set_size=set_size,
             covered=covered,
             predicted_class=predicted_class,
+            n_classes=len(classes),
             **common,
         )
     y = np.array([float(v) for v in y_true])
