@@ -78,8 +78,9 @@ def main() -> None:
 
     def full(t: ScoredData, c: ScoredData) -> Callable[[], Any]:
         def run() -> Any:
-            t._orders.clear()  # no sort order cached from a previous repeat
-            c._orders.clear()
+            for d in (t, c):  # nothing cached from a previous repeat
+                d._orders.clear()
+                d._views.clear()
             return evaluate(t, calibration=c, policies=pols, cost=cost)
 
         return run

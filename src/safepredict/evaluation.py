@@ -33,6 +33,7 @@ import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -189,7 +190,8 @@ class RiskCoverageCurve:
     n : int
         Number of rows.
     risk_lower, risk_upper : ndarray
-        Pointwise confidence band of the selective risk.
+        Pointwise confidence band of the selective risk (computed on first
+        access; :meth:`band_at` computes it at chosen points only).
     confidence : float
         Coverage of each pointwise band.
     band : str
@@ -201,10 +203,29 @@ class RiskCoverageCurve:
     n_accepted: NDArray[np.int64]
     n_errors: NDArray[np.int64]
     n: int
-    risk_lower: NDArray[np.float64]
-    risk_upper: NDArray[np.float64]
     confidence: float = 0.95
     band: str = "wilson"
+
+    def band_at(self, idx: ArrayLike) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """Lower and upper band of the selective risk at the points ``idx``."""
+        i = np.asarray(idx, dtype=np.intp)
+        return binomial_interval(
+            self.n_errors[i], self.n_accepted[i], confidence=self.confidence, method=self.band
+        )
+
+    @cached_property
+    def _band(self) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        return self.band_at(np.arange(len(self.thresholds)))
+
+    @property
+    def risk_lower(self) -> NDArray[np.float64]:
+        """Lower end of the pointwise band at every point."""
+        return self._band[0]
+
+    @property
+    def risk_upper(self) -> NDArray[np.float64]:
+        """Upper end of the pointwise band at every point."""
+        return self._band[1]
 
     @property
     def coverage(self) -> NDArray[np.float64]:
@@ -294,7 +315,7 @@ class RiskCoverageCurve:
             threshold=float(self.thresholds[j]),
             coverage=float(self.coverage[j]),
             risk=float(self.risk[j]),
-            risk_upper=float(self.risk_upper[j]),
+            risk_upper=float(self.band_at([j])[1][0]),
             n_accepted=int(self.n_accepted[j]),
             n_errors=int(self.n_errors[j]),
             method=method,
@@ -313,6 +334,7 @@ class RiskCoverageCurve:
     def to_dict(self, max_points: int = 200) -> dict[str, Any]:
         """JSON-safe summary with at most ``max_points`` curve points."""
         idx = self.downsample(max_points)
+        lower, upper = self.band_at(idx)
         return {
             "score": self.name,
             "n": self.n,
@@ -325,8 +347,8 @@ class RiskCoverageCurve:
                 "threshold": to_builtin(self.thresholds[idx]),
                 "coverage": to_builtin(self.coverage[idx]),
                 "risk": to_builtin(self.risk[idx]),
-                "risk_lower": to_builtin(self.risk_lower[idx]),
-                "risk_upper": to_builtin(self.risk_upper[idx]),
+                "risk_lower": to_builtin(lower),
+                "risk_upper": to_builtin(upper),
             },
         }
 
@@ -369,9 +391,7 @@ def risk_coverage(
     if n == 0:
         empty_i = np.zeros(0, dtype=np.int64)
         empty_f = np.zeros(0, dtype=np.float64)
-        return RiskCoverageCurve(
-            name, empty_f, empty_i, empty_i, 0, empty_f, empty_f, confidence, band
-        )
+        return RiskCoverageCurve(name, empty_f, empty_i, empty_i, 0, confidence, band)
     order = np.argsort(-s)  # ties are grouped below, so their order does not matter
     s_sorted = s[order]
     cum_errors = np.cumsum(e[order], dtype=np.int64)
@@ -379,10 +399,9 @@ def risk_coverage(
     ends = np.flatnonzero(np.append(s_sorted[1:] != s_sorted[:-1], True))
     n_acc = (ends + 1).astype(np.int64)
     n_err = cum_errors[ends]
-    lower, upper = binomial_interval(n_err, n_acc, confidence=confidence, method=band)
-    return RiskCoverageCurve(
-        name, s_sorted[ends], n_acc, n_err, n, lower, upper, float(confidence), band
-    )
+    check_fraction(confidence, "confidence")
+    check_one_of(band, "band", _BANDS)
+    return RiskCoverageCurve(name, s_sorted[ends], n_acc, n_err, n, float(confidence), band)
 
 
 @dataclass(frozen=True)
@@ -674,6 +693,7 @@ class ScoredData:
     guard_tier: str = "guard"
     n_classes: int | None = None
     _orders: dict[str, NDArray[np.intp]] = field(default_factory=dict, repr=False, compare=False)
+    _views: dict[str, ScoredData] = field(default_factory=dict, repr=False, compare=False)
 
     def order(self, score: str) -> NDArray[np.intp]:
         """Row order by ``score``, most confident first (``nan`` last); computed once."""
@@ -681,6 +701,21 @@ class ScoredData:
             s = self.scores[score]
             self._orders[score] = np.argsort(-np.where(np.isnan(s), -np.inf, s))
         return self._orders[score]
+
+    def _certification_view(self, score: str) -> ScoredData:
+        """Rows no guard blocked, sorted by ``score``; built once per score and cached.
+
+        Certification on sorted rows skips its ``O(n log n)`` sort, and its result
+        does not depend on the row order.
+        """
+        view = self._views.get(score)
+        if view is None:
+            rows = self.order(score) if score in self.scores else np.arange(len(self))
+            if self.blocked_action is not None:
+                rows = rows[(self.blocked_action == "")[rows]]
+            view = self.take(rows)
+            self._views[score] = view
+        return view
 
     def sorted_by(self, score: str) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
         """Scores and errors sorted by ``score``, most confident first.
@@ -984,18 +1019,7 @@ def calibrate_policy(
     risk_tiers = policy.risk_controlled
     if not risk_tiers:
         return TierCalibration()
-    # Sorting the rows by the (first) tier's score once, cached per data set, makes
-    # every certification below run on sorted input; the result does not depend on the
-    # row order.
-    rows = (
-        calibration.order(risk_tiers[0].score)
-        if risk_tiers[0].score in calibration.scores
-        else None
-    )
-    if calibration.blocked_action is not None:
-        keep = calibration.blocked_action == ""
-        rows = np.flatnonzero(keep) if rows is None else rows[keep[rows]]
-    data = calibration if rows is None else calibration.take(rows)
+    data = calibration._certification_view(risk_tiers[0].score)
     errors = {t.name: data.tier_errors(t) for t in risk_tiers}
     n_classes = None
     if data.predicted_class is not None and len(data.predicted_class):
