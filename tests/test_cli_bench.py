@@ -161,3 +161,16 @@ def test_help_warns_about_joblib() -> None:
     result = runner.invoke(app, ["bench", "--help"])
     assert result.exit_code == 0
     assert "runs code" in result.output
+
+
+def test_model_that_fails_on_the_data(files: dict[str, Path]) -> None:
+    frame = __import__("pandas").read_csv(files["data"])
+    frame["mean radius"] = "abc"  # a whole text column: no single bad cell to point at
+    path = files["root"] / "text.csv"
+    frame.to_csv(path, index=False)
+    result = invoke(
+        "--model", files["model"], "--data", path, "--target", "label",
+        "--out", files["root"] / "x",
+    )  # fmt: skip
+    assert result.exit_code == 2
+    assert "the model failed on the rows of text.csv" in result.output

@@ -294,7 +294,16 @@ def bench(
                 tiers=first,
                 log="off",
                 random_state=seed,
-            ).calibrate(X.iloc[cal], y.iloc[cal])
+            )
+            try:
+                predictor.calibrate(X.iloc[cal], y.iloc[cal])
+            except SafePredictError:
+                raise
+            except Exception as exc:  # the user's model failed on the user's data
+                raise BenchError(
+                    f"the model failed on the rows of {data.name}: {type(exc).__name__}: {exc}. "
+                    "Check that --data holds the features the model was trained on."
+                ) from exc
             if predictor.task_ == "regression" and tolerance is None:
                 raise ConfigError(
                     "the model is a regressor: pass --tolerance (an answer is an error when "
