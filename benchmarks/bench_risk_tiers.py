@@ -17,6 +17,9 @@ among them:
   decision (= accuracy among accepted rows) for binary problems.
 * ``MAPIE (min abstention)``: the same controller, choosing among its valid
   thresholds the one with the least abstention (MAPIE's best case).
+* ``safepredict[conformal+singleton]``: the conformal-score tier when the
+  rule also requires a singleton conformal set (at ``confidence_level=0.9``),
+  calibrated as a whole.
 * ``oracle``: the largest fraction of the *test* rows a threshold on the same
   score could accept with realized error <= max_error (computed on the test
   rows themselves, so no method can beat it except by luck).
@@ -120,6 +123,7 @@ def scores_for(
     cp = ClassificationConformal("lac", 0.9, np.arange(n_classes), cal_scores, quantile)
     top2 = np.sort(proba, axis=1)[:, -2:]
     return {
+        "set_size": cp.predict_set(proba).sum(axis=1).astype(np.float64),
         "conformal": cp.confidence(proba),
         "top_prob": top2[:, 1],
         "margin": top2[:, 1] - top2[:, 0],
@@ -201,6 +205,17 @@ def run(st: Setting, n_splits: int, scores_used: tuple[str, ...]) -> dict[str, A
             err = wrong[te][acc].mean() if acc.any() else 0.0
             orc = oracle(sc[name][te], wrong[te], st.max_error)
             rows.setdefault(f"safepredict[{name}]", []).append((acc.mean(), err, orc))
+        # The same tier when it also requires a singleton conformal set
+        # (the whole rule -- singleton and threshold -- is calibrated).
+        single = sc["set_size"] == 1
+        cal_single = cal[single[cal]]
+        res = certify_threshold(
+            sc["conformal"][cal_single], wrong[cal_single], max_error=st.max_error, delta=st.delta
+        )
+        acc = single[te] & (sc["conformal"][te] >= res.threshold)
+        err = wrong[te][acc].mean() if acc.any() else 0.0
+        orc = oracle(sc["conformal"][te], wrong[te], st.max_error)
+        rows.setdefault("safepredict[conformal+singleton]", []).append((acc.mean(), err, orc))
         for least, label in ((False, "MAPIE (default)"), (True, "MAPIE (min abstention)")):
             acc = mapie_accept(st, st.proba[cal], st.y[cal], st.proba[te], least_abstention=least)
             err = wrong[te][acc].mean() if acc.any() else 0.0

@@ -129,6 +129,15 @@ class Tier:
         if self.max_interval_width is not None:
             _check_positive_number(self.max_interval_width, "max_interval_width", where)
         if self.max_error is not None:
+            if (
+                isinstance(self.max_error, int | float)
+                and not isinstance(self.max_error, bool)
+                and 1 <= self.max_error <= 100
+            ):
+                raise ConfigError(
+                    f"{where}: max_error is a fraction in (0, 1), not a percentage; got "
+                    f"{describe(self.max_error)}. Write e.g. max_error = 0.02 for 2%."
+                )
             check_fraction(self.max_error, "max_error", where=f"{where}: ")
         check_one_of(self.score, "score", SCORES, where=f"{where}: ")
         if not isinstance(self.per_class, bool):

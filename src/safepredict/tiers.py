@@ -587,6 +587,12 @@ def calibrate_tiers(
         ).reshape(-1)
         if len(e) != n:
             raise ValueError(f"errors must have one entry per row ({n}); got {len(e)}.")
+        if inputs.task == "classification" and tier.tolerance is not None:
+            raise ConfigError(
+                f"tier {tier.name!r}: 'tolerance' applies to regression (an error is "
+                "|y - y_hat| > tolerance); for a classifier an error is a wrong label. "
+                "Remove tolerance."
+            )
         score = _tier_score(tier, inputs)
         eligible = open_rows & _base_mask(tier, inputs)
         n_reaching = int(open_rows.sum())
