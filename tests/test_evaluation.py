@@ -517,3 +517,47 @@ def test_regression_benchmark_with_tolerance(diabetes_rf: Any) -> None:
     assert ev.policies.results[0].coverage == pytest.approx(np.mean(decisions.actions == "accept"))
     with pytest.raises(ConfigError, match="tolerance"):
         evaluate(score_predictor(predictor, diabetes_rf.X_test, diabetes_rf.y_test))
+
+
+def test_regression_max_error_policy_matches_the_predictor(diabetes_rf: Any) -> None:
+    # A risk-controlled regression tier, certified by the predictor and by the evaluation
+    # on the same calibration rows, must give the same threshold and the same tiers.
+    policy = {
+        "delta": 0.1,
+        "tiers": [
+            {"name": "auto", "action": "accept", "max_error": 0.5, "tolerance": 60.0},
+            {"name": "human", "action": "review"},
+        ],
+    }
+    predictor = sp.SafePredictor(diabetes_rf.model, tiers=policy, log="off").calibrate(
+        diabetes_rf.X_cal, diabetes_rf.y_cal
+    )
+    cal = score_predictor(predictor, diabetes_rf.X_cal, diabetes_rf.y_cal, tolerance=60.0)
+    test = score_predictor(predictor, diabetes_rf.X_test, diabetes_rf.y_test, tolerance=60.0)
+    tier_cal = calibrate_policy(predictor.policy_, cal)
+    assert tier_cal.thresholds["auto"] == predictor.tier_calibration_.thresholds["auto"]
+    result = evaluate_policy(predictor.policy_, test, calibration=tier_cal)
+    counts = predictor.decide(diabetes_rf.X_test).counts()["tier"]
+    assert {r.tier: r.n for r in result.tiers if r.n} == counts
+
+
+def test_classification_max_error_policy_matches_the_predictor(wine_hgb: Any) -> None:
+    policy = {
+        "delta": 0.2,
+        "tiers": [
+            {"name": "auto", "action": "accept", "max_error": 0.3},
+            {"name": "human", "action": "review"},
+        ],
+    }
+    predictor = sp.SafePredictor(wine_hgb.model, tiers=policy, log="off").calibrate(
+        wine_hgb.X_cal, wine_hgb.y_cal
+    )
+    cal = score_predictor(predictor, wine_hgb.X_cal, wine_hgb.y_cal)
+    tier_cal = calibrate_policy(predictor.policy_, cal)
+    expected = predictor.tier_calibration_.thresholds["auto"]
+    assert math.isfinite(expected)
+    assert tier_cal.thresholds["auto"] == expected
+    test = score_predictor(predictor, wine_hgb.X_test, wine_hgb.y_test)
+    result = evaluate_policy(predictor.policy_, test, calibration=tier_cal)
+    counts = predictor.decide(wine_hgb.X_test).counts()["tier"]
+    assert {r.tier: r.n for r in result.tiers if r.n} == counts

@@ -189,6 +189,13 @@ class ScoredData:
     def tier_inputs(self) -> TierInputs:
         """The per-row quantities :func:`safepredict.tiers.assign_tiers` needs."""
         n = len(self)
+        if self.task == "regression":
+            # As the predictor: no conformal confidence; a max_error tier thresholds minus
+            # the interval width (narrower = surer) under the name "conformal".
+            width = self.width if self.width is not None else np.full(n, np.nan)
+            return TierInputs(
+                self.task, np.full(n, np.nan), width=width, scores={"conformal": -width}
+            )
         confidence = self.scores.get("conformal", np.full(n, np.nan))
         return TierInputs(
             self.task,
