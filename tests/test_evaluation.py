@@ -535,6 +535,7 @@ def test_regression_max_error_policy_matches_the_predictor(diabetes_rf: Any) -> 
     cal = score_predictor(predictor, diabetes_rf.X_cal, diabetes_rf.y_cal, tolerance=60.0)
     test = score_predictor(predictor, diabetes_rf.X_test, diabetes_rf.y_test, tolerance=60.0)
     tier_cal = calibrate_policy(predictor.policy_, cal)
+    assert math.isfinite(predictor.tier_calibration_.thresholds["auto"])
     assert tier_cal.thresholds["auto"] == predictor.tier_calibration_.thresholds["auto"]
     result = evaluate_policy(predictor.policy_, test, calibration=tier_cal)
     counts = predictor.decide(diabetes_rf.X_test).counts()["tier"]
