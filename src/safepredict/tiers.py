@@ -69,10 +69,60 @@ class TierCalibration:
     thresholds: dict[str, Any] = field(default_factory=dict)
     report: dict[str, dict[str, Any]] = field(default_factory=dict)
 
+    def to_state(self) -> dict[str, Any]:
+        """JSON-safe dict of the thresholds and the report (see :meth:`from_state`).
+
+        Thresholds stay floats (``inf`` included; the persistence layer encodes
+        non-finite floats); per-class thresholds become lists.
+
+        Examples
+        --------
+        >>> cal = TierCalibration({"auto": 0.93, "fast": np.array([0.9, np.inf])})
+        >>> back = TierCalibration.from_state(cal.to_state())
+        >>> back.thresholds["auto"], back.thresholds["fast"].tolist()
+        (0.93, [0.9, inf])
+        """
+        thresholds: dict[str, Any] = {}
+        for name, t in self.thresholds.items():
+            arr = np.asarray(t, dtype=np.float64)
+            thresholds[str(name)] = [float(v) for v in arr] if arr.ndim == 1 else float(arr)
+        return {"thresholds": thresholds, "report": _json_safe(self.report)}
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> TierCalibration:
+        """Rebuild from :meth:`to_state` output; raises ``ValueError`` if malformed."""
+        if not isinstance(state, Mapping) or not isinstance(state.get("thresholds"), Mapping):
+            raise ValueError("tier calibration state needs a 'thresholds' object.")
+        thresholds: dict[str, Any] = {}
+        for name, t in state["thresholds"].items():
+            if isinstance(t, list):
+                thresholds[str(name)] = np.asarray(t, dtype=np.float64)
+            elif isinstance(t, int | float) and not isinstance(t, bool):
+                thresholds[str(name)] = float(t)
+            else:
+                raise ValueError(f"threshold of tier {name!r} must be a number or a list.")
+        report = state.get("report", {})
+        if not isinstance(report, Mapping):
+            raise ValueError("tier calibration 'report' must be an object.")
+        return cls(thresholds=thresholds, report={str(k): dict(v) for k, v in report.items()})
+
     def is_certified(self, tier: str) -> bool:
         """Whether ``tier`` can accept any row at all."""
         t = self.thresholds.get(tier)
         return t is not None and bool(np.any(np.isfinite(np.asarray(t, dtype=np.float64))))
+
+
+def _json_safe(value: Any) -> Any:
+    """Convert numpy scalars/arrays to Python values, keeping non-finite floats."""
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return [_json_safe(v) for v in value.tolist()]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
 
 
 def _tier_mask(
