@@ -278,9 +278,12 @@ def test_load_params(saved: Any) -> None:
         sp.SafePredictor.load(path)
 
 
-def test_save_before_calibrate(iris_lr: Any, tmp_path: Path) -> None:
+def test_save_errors(iris_lr: Any, tmp_path: Path) -> None:
     with pytest.raises(sp.NotCalibratedError, match=r"before save\(\)"):
         sp.SafePredictor(iris_lr.model).save(tmp_path / "x.json")
+    predictor = sp.SafePredictor(iris_lr.model, log="off").calibrate(iris_lr.X_cal, iris_lr.y_cal)
+    with pytest.raises(sp.PersistenceError, match="does not exist; create it"):
+        predictor.save(tmp_path / "no" / "such" / "x.json")
 
 
 def test_signed_file(iris_lr: Any, tmp_path: Path) -> None:

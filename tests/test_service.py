@@ -94,8 +94,10 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
         port = _free_port()
         with stdout.open("w") as out_fh, stderr.open("w") as err_fh:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "uvicorn", "app:app", "--host", "127.0.0.1"]
-                + ["--port", str(port), "--no-access-log", "--timeout-keep-alive", "60"],
+                [
+                    *(sys.executable, "-m", "uvicorn", "app:app", "--host", "127.0.0.1"),
+                    *("--port", str(port), "--no-access-log", "--timeout-keep-alive", "60"),
+                ],
                 cwd=SERVICE,
                 env=env,
                 stdout=out_fh,
@@ -261,9 +263,7 @@ def test_wrong_method_and_path(service: Service) -> None:
         ({"s5": [1, 2]}, "nested value"),
     ],
 )
-def test_bad_values_are_never_accepted(
-    service: Service, edit: dict[str, Any], label: str
-) -> None:
+def test_bad_values_are_never_accepted(service: Service, edit: dict[str, Any], label: str) -> None:
     good = service.rows[0]
     bad = {**good, **edit}
     # NaN/Infinity are not standard JSON; clients that send them get them parsed.
@@ -353,9 +353,7 @@ def test_concurrent_burst_is_served_and_logged_once(service: Service) -> None:
     per_request = Counter(e["request_id"] for e in burst if e["event"] == "service.request")
     assert set(per_request) == {rid for rid, *_ in results}
     assert set(per_request.values()) == {1}
-    status_logged = {
-        e["request_id"]: e["status"] for e in burst if e["event"] == "service.request"
-    }
+    status_logged = {e["request_id"]: e["status"] for e in burst if e["event"] == "service.request"}
     assert status_logged == {rid: status for rid, status, _, _ in results}
     decision_events = Counter(
         e["request_id"] for e in burst if e["event"] == "safepredict.decision"

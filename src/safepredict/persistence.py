@@ -30,6 +30,7 @@ that loads.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import hashlib
 import hmac
 import json
@@ -199,13 +200,20 @@ def _key_bytes(key: bytes | str | None) -> bytes | None:
     return key
 
 
-def _versions() -> dict[str, str | None]:
-    out: dict[str, str | None] = {"safepredict": __version__, "python": platform.python_version()}
+@functools.lru_cache(maxsize=1)
+def _installed_versions() -> tuple[tuple[str, str | None], ...]:
+    found: list[tuple[str, str | None]] = []
     for dist in ("numpy", "scikit-learn", "mapie", "skops"):
         try:
-            out[dist] = metadata.version(dist)
+            found.append((dist, metadata.version(dist)))
         except metadata.PackageNotFoundError:
-            out[dist] = None
+            found.append((dist, None))
+    return tuple(found)
+
+
+def _versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {"safepredict": __version__, "python": platform.python_version()}
+    out.update(_installed_versions())
     return out
 
 
@@ -387,6 +395,11 @@ def save_predictor(
     """Write ``predictor``'s calibration to ``path`` (see :meth:`SafePredictor.save`)."""
     predictor._check_calibrated("save")
     path = Path(path)
+    if not path.parent.is_dir():
+        raise PersistenceError(
+            f"cannot save to {str(path)!r}: the directory {str(path.parent)!r} does not exist; "
+            "create it first."
+        )
     key_bytes = _key_bytes(key)
     fingerprint = model_fingerprint(predictor.model, predictor.task_)
     fingerprint["file"] = None if model is None else _dump_model(predictor, path, model)
@@ -413,8 +426,11 @@ def save_predictor(
     doc["checksum"] = _digest(doc, key_bytes)
     text = json.dumps(doc, indent=1, sort_keys=True, ensure_ascii=True, allow_nan=False)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text + "\n", encoding="ascii")
-    tmp.replace(path)
+    try:
+        tmp.write_text(text + "\n", encoding="ascii")
+        tmp.replace(path)  # atomic: a reader never sees a half-written file
+    except OSError as exc:
+        raise PersistenceError(f"cannot write {str(path)!r}: {exc}.") from exc
     return path
 
 
