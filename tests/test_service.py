@@ -211,6 +211,7 @@ MALFORMED: list[tuple[str, Any, int, str]] = [
     ("json array", b"[1, 2, 3]", 422, "invalid_request"),
     ("too many rows", json.dumps({"rows": [[0] * 10] * 101}).encode(), 422, "invalid_request"),
     ("short list row", b'{"rows": [[1, 2, 3]]}', 422, "input_schema"),
+    ("deep nesting", b'{"rows": ' + b"[" * 50_000 + b"]" * 50_000 + b"}", 400, "http"),
 ]
 
 
@@ -247,8 +248,10 @@ def test_schema_errors_name_the_columns(service: Service) -> None:
 
 
 def test_wrong_method_and_path(service: Service) -> None:
-    assert httpx.get(f"{service.url}/predict").status_code == 405
-    assert httpx.get(f"{service.url}/nope").status_code == 404
+    for r, status in ((httpx.get(f"{service.url}/predict"), 405), (httpx.get(service.url), 404)):
+        _check_response(r)
+        assert r.status_code == status
+        assert r.json()["error"] == "http"
 
 
 @pytest.mark.parametrize(

@@ -45,6 +45,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException
 
 import safepredict as sp
 
@@ -171,6 +172,15 @@ async def invalid_request(request: Request, exc: RequestValidationError) -> JSON
         f"{MAX_ROWS} rows, each an object of feature values or a list in feature order.",
         problems=problems[:20],
     )
+
+
+@app.exception_handler(HTTPException)
+async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    """404, 405, unparsable bodies, ...: the same error shape as every other 4xx."""
+    response = _error(request, exc.status_code, "http", str(exc.detail))
+    for name, value in (exc.headers or {}).items():
+        response.headers[name] = value
+    return response
 
 
 @app.exception_handler(sp.InputSchemaError)
