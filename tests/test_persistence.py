@@ -459,3 +459,50 @@ def test_adecide_runs_off_the_event_loop(iris_lr: Any) -> None:
 
     with pytest.raises(sp.InputSchemaError, match="7 features"):
         asyncio.run(failing())
+
+
+# ---------------------------------------------------------------- new components
+class _RangeState:
+    """A small fitted object following the to_state/from_state protocol (like the guards)."""
+
+    def __init__(self, low: np.ndarray, high: np.ndarray) -> None:
+        self.low, self.high = low, high
+
+    def to_state(self) -> dict[str, Any]:
+        return {"low": self.low.tolist(), "high": self.high.tolist()}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> _RangeState:
+        return cls(np.asarray(state["low"], dtype=float), np.asarray(state["high"], dtype=float))
+
+
+def test_registering_a_component_is_one_line(
+    iris_lr: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from safepredict import persistence
+
+    predictor = sp.SafePredictor(iris_lr.model, log="off").calibrate(iris_lr.X_cal, iris_lr.y_cal)
+    plain = predictor.save(tmp_path / "plain.json")
+    extra = persistence.Component("ranges_", {"_RangeState": _RangeState.from_state})
+    monkeypatch.setattr(persistence, "COMPONENTS", (*persistence.COMPONENTS, extra))
+    # Absent -> saved as null, restored as None.
+    assert (
+        json.loads(predictor.save(tmp_path / "none.json").read_text())["state"]["ranges_"] is None
+    )
+    assert sp.SafePredictor.load(tmp_path / "none.json", model=iris_lr.model).ranges_ is None
+    predictor.ranges_ = _RangeState(iris_lr.X_cal.min(axis=0), iris_lr.X_cal.max(axis=0))
+    path = predictor.save(tmp_path / "ranges.json")
+    loaded = sp.SafePredictor.load(path, model=iris_lr.model)
+    np.testing.assert_array_equal(loaded.ranges_.low, predictor.ranges_.low)
+    np.testing.assert_array_equal(loaded.ranges_.high, predictor.ranges_.high)
+    # Files written before the component existed still load.
+    assert sp.SafePredictor.load(plain, model=iris_lr.model).ranges_ is None
+    # A version that does not know the component refuses the file instead of half-loading it.
+    monkeypatch.setattr(persistence, "COMPONENTS", persistence.COMPONENTS[:-1])
+    with pytest.raises(sp.PersistenceError, match=r"fitted state \['ranges_'\]"):
+        sp.SafePredictor.load(path, model=iris_lr.model)
+    # An object whose to_state is not JSON-safe is refused at save time.
+    monkeypatch.setattr(persistence, "COMPONENTS", (*persistence.COMPONENTS, extra))
+    predictor.ranges_ = _RangeState(np.array([object()]), np.array([1.0]))
+    with pytest.raises(sp.PersistenceError, match=r"state.ranges_.low\[0\]: to_state\(\) must"):
+        predictor.save(tmp_path / "bad.json")

@@ -364,12 +364,7 @@ def _component_state(predictor: SafePredictor, comp: Component) -> dict[str, Any
     return {"type": kind, "state": state}
 
 
-def _dump_model(predictor: SafePredictor, path: Path, fmt: str) -> dict[str, Any]:
-    if fmt != "skops":
-        raise ConfigError(
-            f"model must be None (save the calibration only) or 'skops'; got {fmt!r}. joblib "
-            "and pickle are not offered: loading them can execute arbitrary code."
-        )
+def _dump_model(predictor: SafePredictor, path: Path) -> dict[str, Any]:
     try:
         import skops.io as sio
     except ImportError as exc:  # pragma: no cover - skops is in the dev environment
@@ -394,6 +389,11 @@ def save_predictor(
 ) -> Path:
     """Write ``predictor``'s calibration to ``path`` (see :meth:`SafePredictor.save`)."""
     predictor._check_calibrated("save")
+    if model not in (None, "skops"):
+        raise ConfigError(
+            f"model must be None (save the calibration only) or 'skops'; got {model!r}. joblib "
+            "and pickle are not offered: loading them can execute arbitrary code."
+        )
     path = Path(path)
     if not path.parent.is_dir():
         raise PersistenceError(
@@ -402,7 +402,7 @@ def save_predictor(
         )
     key_bytes = _key_bytes(key)
     fingerprint = model_fingerprint(predictor.model, predictor.task_)
-    fingerprint["file"] = None if model is None else _dump_model(predictor, path, model)
+    fingerprint["file"] = None
     params, skipped = _params(predictor)
     names = getattr(predictor, "feature_names_in_", None)
     doc: dict[str, Any] = {
@@ -421,6 +421,8 @@ def save_predictor(
         "policy": predictor.policy_.to_dict(),
         "state": {c.attr: _component_state(predictor, c) for c in COMPONENTS},
     }
+    if model is not None:  # only once every component's state is known to be saveable
+        fingerprint["file"] = _dump_model(predictor, path)
     doc = _encode_floats(doc)
     _check_json_safe(doc, "file")
     doc["checksum"] = _digest(doc, key_bytes)
