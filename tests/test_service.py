@@ -73,7 +73,9 @@ class Service:
         return parsed
 
 
-@pytest.fixture(scope="module")
+# Session scope: under xdist's loadgroup a worker may interleave other modules' tests,
+# which would tear a module-scoped server down and start it again.
+@pytest.fixture(scope="session")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     out = tmp_path_factory.mktemp("service")
     train = _load_train_module()
@@ -340,7 +342,7 @@ def test_concurrent_burst_is_served_and_logged_once(service: Service) -> None:
         limits = httpx.Limits(max_connections=n_clients)
         async with httpx.AsyncClient(base_url=service.url, timeout=60, limits=limits) as http:
             await asyncio.wait_for(
-                asyncio.gather(*(client(c, http) for c in range(n_clients))), timeout=240
+                asyncio.gather(*(client(c, http) for c in range(n_clients))), timeout=400
             )
 
     t0 = time.perf_counter()
