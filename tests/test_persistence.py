@@ -182,8 +182,6 @@ def test_state_objects_round_trip_and_pickle(iris_lr: Any, diabetes_ridge: Any) 
         assert again.quantile == obj.quantile
     back_c = ClassificationConformal.from_state(clf.conformal_.to_state())
     assert back_c.classes.dtype == clf.conformal_.classes.dtype
-    with pytest.raises(ValueError, match="unknown conformity score"):
-        ClassificationConformal.from_state({**clf.conformal_.to_state(), "method": "os.system"})
 
 
 # ---------------------------------------------------------------- errors
@@ -224,6 +222,19 @@ def test_other_major_schema_version(saved: Any, tmp_path: Path) -> None:
         sp.SafePredictor.load(path, model=split.model)
     doc["schema_version"] = "1.7"  # a newer minor version of the same major still loads
     sp.SafePredictor.load(_write(tmp_path / "v17.json", _rechecksum(doc)), model=split.model)
+
+
+def test_inconsistent_conformal_state_is_refused(saved: Any, tmp_path: Path) -> None:
+    split, _, doc = saved
+    bad = copy.deepcopy(doc)
+    bad["state"]["conformal_"]["state"]["method"] = "aps"  # file says "lac" elsewhere
+    with pytest.raises(sp.PersistenceError, match="inconsistent"):
+        sp.SafePredictor.load(_write(tmp_path / "m.json", _rechecksum(bad)), model=split.model)
+    bad = copy.deepcopy(doc)
+    bad["fitted"]["task_"] = "regression"
+    bad["model"]["classes"] = bad["model"]["probe_sha256"] = None  # a consistent fingerprint
+    with pytest.raises(sp.PersistenceError, match="needs a RegressionConformal"):
+        sp.SafePredictor.load(_write(tmp_path / "t.json", _rechecksum(bad)), model=split.model)
 
 
 def test_tampered_checksum(saved: Any, tmp_path: Path) -> None:

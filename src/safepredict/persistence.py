@@ -46,10 +46,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from safepredict._state import array_from_state, array_to_state
+from safepredict._state import array_to_state
 from safepredict._version import __version__
 from safepredict.config import GuardConfig, TierPolicy
-from safepredict.conformal import ClassificationConformal, RegressionConformal
+from safepredict.conformal import (
+    CLASSIFICATION_SCORES,
+    REGRESSION_SCORES,
+    ClassificationConformal,
+    RegressionConformal,
+)
 from safepredict.exceptions import ConfigError, PersistenceError
 from safepredict.tiers import TierCalibration
 
@@ -89,11 +94,28 @@ class Component:
         table, never something to import.
     to_state : callable, optional
         How to turn the object into its state; default ``obj.to_state()``.
+    with_predictor : bool, default=False
+        Call loaders as ``loader(state, predictor)`` (after the constructor
+        parameters are set), for state that needs runtime objects such as
+        CQR's quantile models.
     """
 
     attr: str
-    loaders: Mapping[str, Callable[[Mapping[str, Any]], Any]]
+    loaders: Mapping[str, Callable[..., Any]]
     to_state: Callable[[Any], dict[str, Any]] | None = None
+    with_predictor: bool = False
+
+
+def _classification_conformal(state: Mapping[str, Any], predictor: SafePredictor) -> Any:
+    """``ClassificationConformal.from_state`` (the predictor is not needed)."""
+    return ClassificationConformal.from_state(state)
+
+
+def _regression_conformal(state: Mapping[str, Any], predictor: SafePredictor) -> Any:
+    """``RegressionConformal.from_state``, handing CQR its quantile models back."""
+    models = getattr(predictor, "quantile_models", None)
+    kwargs: dict[str, Any] = {} if models is None else {"quantile_models": models}
+    return RegressionConformal.from_state(state, **kwargs)
 
 
 #: Every fitted component saved in the file, in order. To persist a new fitted
@@ -103,9 +125,10 @@ COMPONENTS: tuple[Component, ...] = (
     Component(
         "conformal_",
         {
-            "ClassificationConformal": ClassificationConformal.from_state,
-            "RegressionConformal": RegressionConformal.from_state,
+            "ClassificationConformal": _classification_conformal,
+            "RegressionConformal": _regression_conformal,
         },
+        with_predictor=True,
     ),
     Component("tier_calibration_", {"TierCalibration": TierCalibration.from_state}),
     Component(
@@ -611,12 +634,7 @@ def load_predictor(
         if task == "classification":
             predictor.classes_ = np.asarray(model.classes_)
         _restore_components(predictor, doc["state"], p)
-        if (
-            task == "classification"
-            and array_from_state(doc["state"]["conformal_"]["state"]["classes"]).tolist()
-            != np.asarray(model.classes_).tolist()
-        ):
-            raise PersistenceError(f"{p}: the conformal state's classes differ from the model's.")
+        _check_conformal(predictor, task, p)
     except PersistenceError:
         raise
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -625,6 +643,29 @@ def load_predictor(
             "the predictor."
         ) from exc
     return predictor
+
+
+def _check_conformal(predictor: SafePredictor, task: str, p: Path) -> None:
+    """The restored conformal state must fit the task, the score and the model."""
+    conformal = predictor.conformal_
+    expected = ClassificationConformal if task == "classification" else RegressionConformal
+    scores = CLASSIFICATION_SCORES if task == "classification" else REGRESSION_SCORES
+    if not isinstance(conformal, expected):
+        raise PersistenceError(f"{p}: a {task} predictor needs a {expected.__name__} state.")
+    method = predictor.conformity_score_
+    if method not in scores or conformal.method != method:
+        raise PersistenceError(
+            f"{p}: conformity score {method!r} (state: {conformal.method!r}) is not one of "
+            f"{list(scores)} for {task}; the file is inconsistent."
+        )
+    if isinstance(conformal, ClassificationConformal):
+        if np.asarray(conformal.classes).tolist() != np.asarray(predictor.model.classes_).tolist():
+            raise PersistenceError(f"{p}: the conformal state's classes differ from the model's.")
+    elif method == "cqr" and getattr(predictor, "quantile_models", None) is None:
+        raise PersistenceError(
+            f"{p} was calibrated with CQR; pass the same fitted quantile models: "
+            "SafePredictor.load(path, model=model, quantile_models=(lower, median, upper))."
+        )
 
 
 def _restore_components(predictor: SafePredictor, states: Any, p: Path) -> None:
@@ -652,4 +693,5 @@ def _restore_components(predictor: SafePredictor, states: Any, p: Path) -> None:
                 f"{p}: state.{attr} has type {entry['type']!r}; only {sorted(comp.loaders)} can "
                 "be restored (types are looked up in a fixed table, never imported)."
             )
-        setattr(predictor, attr, loader(entry["state"]))
+        state = entry["state"]
+        setattr(predictor, attr, loader(state, predictor) if comp.with_predictor else loader(state))
