@@ -118,8 +118,9 @@ def _regression_conformal(state: Mapping[str, Any], predictor: SafePredictor) ->
     return RegressionConformal.from_state(state, **kwargs)
 
 
-#: Every fitted component saved in the file, in order. To persist a new fitted
-#: object (e.g. the guards), append ``Component("guards_", {"Guards": Guards.from_state})``.
+#: Every fitted component saved in the file, in order. To persist a new fitted object
+#: (e.g. the guards), append
+#: ``Component("guards_", {"InputGuards": InputGuards.from_state})``.
 #: An attribute that is absent or ``None`` on the predictor is saved as ``null``.
 COMPONENTS: tuple[Component, ...] = (
     Component(
