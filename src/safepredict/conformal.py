@@ -10,6 +10,7 @@ and intervals are identical to MAPIE's ``predict_set`` / ``predict_interval``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,7 @@ from mapie.regression import SplitConformalRegressor
 from numpy.typing import NDArray
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 
+from safepredict._state import array_from_state, array_to_state, require_keys
 from safepredict.exceptions import CalibrationError, ConfigError
 
 __all__ = [
@@ -166,6 +168,36 @@ class ClassificationConformal:
             quantile=quantile,
         )
 
+    def to_state(self) -> dict[str, Any]:
+        """The calibrated state as a JSON-safe dict (see :meth:`from_state`).
+
+        Examples
+        --------
+        >>> cp = ClassificationConformal("lac", 0.9, np.array([0, 1]), np.array([0.1, 0.4]), 0.4)
+        >>> ClassificationConformal.from_state(cp.to_state()).quantile
+        0.4
+        """
+        return {
+            "method": self.method,
+            "confidence_level": float(self.confidence_level),
+            "classes": array_to_state(self.classes),
+            "calibration_scores": [float(v) for v in self.calibration_scores],
+            "quantile": float(self.quantile),
+        }
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> ClassificationConformal:
+        """Rebuild from :meth:`to_state` output; raises ``ValueError`` if malformed."""
+        keys = ("method", "confidence_level", "classes", "calibration_scores", "quantile")
+        require_keys(state, keys, "classification conformal state")
+        return cls(
+            method=_method(state["method"], CLASSIFICATION_SCORES),
+            confidence_level=float(state["confidence_level"]),
+            classes=array_from_state(state["classes"]),
+            calibration_scores=_scores(state["calibration_scores"]),
+            quantile=float(state["quantile"]),
+        )
+
     def label_scores(self, proba: NDArray[np.float64]) -> NDArray[np.float64]:
         """Non-conformity score of every label for every row, shape ``(n, n_classes)``."""
         return 1.0 - proba
@@ -239,6 +271,46 @@ class RegressionConformal:
         quantile = float(scores[min(rank, n) - 1])
         return cls(method, confidence_level, scores, quantile)
 
+    def to_state(self) -> dict[str, Any]:
+        """The calibrated state as a JSON-safe dict (see :meth:`from_state`).
+
+        Examples
+        --------
+        >>> cp = RegressionConformal("absolute", 0.9, np.array([1.0, 2.5]), 2.5)
+        >>> RegressionConformal.from_state(cp.to_state()).quantile
+        2.5
+        """
+        return {
+            "method": self.method,
+            "confidence_level": float(self.confidence_level),
+            "calibration_scores": [float(v) for v in self.calibration_scores],
+            "quantile": float(self.quantile),
+        }
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> RegressionConformal:
+        """Rebuild from :meth:`to_state` output; raises ``ValueError`` if malformed."""
+        keys = ("method", "confidence_level", "calibration_scores", "quantile")
+        require_keys(state, keys, "regression conformal state")
+        return cls(
+            method=_method(state["method"], REGRESSION_SCORES),
+            confidence_level=float(state["confidence_level"]),
+            calibration_scores=_scores(state["calibration_scores"]),
+            quantile=float(state["quantile"]),
+        )
+
     def interval(self, X: Any, y_pred: NDArray[np.float64]) -> NDArray[np.float64]:
         """Lower and upper bounds per row, shape ``(n, 2)``."""
         return np.column_stack([y_pred - self.quantile, y_pred + self.quantile])
+
+
+def _method(value: Any, options: tuple[str, ...]) -> str:
+    if value not in options:
+        raise ValueError(f"unknown conformity score {value!r}; expected one of {options}.")
+    return str(value)
+
+
+def _scores(values: Any) -> NDArray[np.float64]:
+    if not isinstance(values, list):
+        raise ValueError(f"calibration_scores must be a list; got {type(values).__name__}.")
+    return np.asarray(values, dtype=np.float64)

@@ -9,12 +9,14 @@ routes.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import threading
 import time
 import uuid
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -626,6 +628,108 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
                 problems=[f"n_rows={len(batch)}"],
             )
         return batch[0]
+
+    async def adecide(self, X: Any, **kwargs: Any) -> Decisions:
+        """:meth:`decide` run in a worker thread, so an event loop is never blocked.
+
+        Keyword arguments are passed on to :meth:`decide`. Use it from async
+        services (FastAPI, aiohttp): ``decisions = await predictor.adecide(rows)``.
+
+        Examples
+        --------
+        >>> import asyncio
+        >>> from sklearn.datasets import load_iris
+        >>> from sklearn.linear_model import LogisticRegression
+        >>> X, y = load_iris(return_X_y=True)
+        >>> model = LogisticRegression(max_iter=500).fit(X[::3], y[::3])
+        >>> sp = SafePredictor(model, log="off").calibrate(X[1::3], y[1::3])
+        >>> len(asyncio.run(sp.adecide(X[:5])))
+        5
+        """
+        return await asyncio.to_thread(self.decide, X, **kwargs)
+
+    # ------------------------------------------------------------ persistence
+    def save(
+        self, path: str | Path, *, model: str | None = None, key: bytes | str | None = None
+    ) -> Path:
+        """Save the calibration as versioned, checksummed JSON (no pickle).
+
+        Parameters
+        ----------
+        path : str or Path
+            Where to write the calibration file (e.g. ``"credit.calibration.json"``).
+        model : {None, "skops"}, default=None
+            ``None`` saves the calibration only (pass the model to :meth:`load`);
+            ``"skops"`` also writes the model next to it as ``<stem>.skops``
+            with :mod:`skops.io` (needs the ``skops`` extra).
+        key : str or bytes, optional
+            Sign the file with HMAC-SHA256; :meth:`load` then needs the same key.
+
+        Returns
+        -------
+        Path
+            The calibration file written.
+
+        Examples
+        --------
+        >>> import tempfile, pathlib
+        >>> from sklearn.datasets import load_iris
+        >>> from sklearn.linear_model import LogisticRegression
+        >>> X, y = load_iris(return_X_y=True)
+        >>> model = LogisticRegression(max_iter=500).fit(X[::3], y[::3])
+        >>> sp = SafePredictor(model, log="off").calibrate(X[1::3], y[1::3])
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "iris.json"
+        >>> back = SafePredictor.load(sp.save(path), model=model)
+        >>> back.decide(X).actions.tolist() == sp.decide(X).actions.tolist()
+        True
+        """
+        from safepredict.persistence import save_predictor
+
+        return save_predictor(self, path, model=model, key=key)
+
+    @classmethod
+    def load(
+        cls,
+        path: str | Path,
+        *,
+        model: Any = None,
+        trusted: Sequence[str] | None = None,
+        key: bytes | str | None = None,
+        verify_model: bool = True,
+        **params: Any,
+    ) -> SafePredictor:
+        """Restore a predictor saved with :meth:`save`; it decides exactly as before.
+
+        Parameters
+        ----------
+        path : str or Path
+            The calibration file.
+        model : estimator, optional
+            The fitted model the predictor was calibrated with. If omitted, the
+            model saved with ``save(path, model="skops")`` is loaded with skops.
+        trusted : sequence of str, optional
+            Types in the skops model file that skops does not trust by default
+            and that you accept (see ``skops.io.get_untrusted_types``).
+        key : str or bytes, optional
+            The HMAC key the file was signed with.
+        verify_model : bool, default=True
+            Check the model's outputs on the fingerprint probe rows.
+        **params
+            Runtime parameters that cannot be saved or that you want to change:
+            ``router``, ``logger``, ``log``, ``model_name``, ... (not the
+            calibration parameters).
+
+        Raises
+        ------
+        PersistenceError
+            Missing file, not a safepredict file, other major schema version,
+            tampered checksum, or a model that differs from the calibrated one.
+        """
+        from safepredict.persistence import load_predictor
+
+        return load_predictor(
+            cls, path, model=model, trusted=trusted, key=key, verify_model=verify_model, **params
+        )
 
     # ------------------------------------------------------------ stage hooks
     def _calibrate_tiers(self, X_model: Any, y: NDArray[Any]) -> TierCalibration:
