@@ -432,6 +432,7 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
                 method=score,
                 confidence_level=float(self.confidence_level),
                 random_state=self.random_state,
+                quantile_models=self.quantile_models,
             )
         self.tier_calibration_ = self._calibrate_tiers(X_model, y_arr)
         self._fit_guards(X if reference is None else reference)
