@@ -444,3 +444,115 @@ def test_pipelines_on_frames_are_not_probed_by_mapie() -> None:
     est = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(X_tr, y_tr)
     cp = ClassificationConformal.calibrate(est, X_cal, y_cal, method="aps", random_state=0)
     assert cp.predict_set(est.predict_proba(X_cal)).any(axis=1).all()
+
+
+# --------------------------------------------------------------- coverage study
+# Split-conformal coverage, derived tolerance.
+#
+# With n calibration rows and distinct scores, the set/interval at level 1 - a covers a
+# fresh row with probability C ~ Beta(k, n + 1 - k), k = ceil((n + 1)(1 - a)), over the
+# calibration draw, so E[C] = k / (n + 1) lies in [1 - a, 1 - a + 1 / (n + 1)]. This only
+# uses ranks of exchangeable values, so it holds exactly for a uniformly random split of a
+# fixed pool of rows the model never saw (the model is trained once on other rows). The
+# fraction covered among m test rows is then Beta-Binomial(m, k, n + 1 - k) / m, with
+#     Var = p (1 - p) (n + 1 + m) / ((n + 2) m),   p = k / (n + 1).
+# The mean over K independent random splits has sd = sqrt(Var / K); we accept
+#     1 - a - 4 sd  <=  mean coverage  <=  1 - a + 1 / (n + 1) + 4 sd
+# (z = 4: a false alarm has probability < 1e-4 per bound). Ties in the scores or a
+# conservative score (APS with include_last_label=True, CQR's two one-sided corrections)
+# only raise coverage, so those are held to the lower bound only.
+N_SPLITS = 200
+
+
+def _coverage_bounds(n: int, m: int, alpha: float, splits: int) -> tuple[float, float]:
+    k = int(np.ceil((n + 1) * (1 - alpha)))
+    p = k / (n + 1)
+    sd = np.sqrt(p * (1 - p) * (n + 1 + m) / ((n + 2) * m) / splits)
+    return 1 - alpha - 4 * sd, 1 - alpha + 1 / (n + 1) + 4 * sd
+
+
+def _pool(X: Any, y: Any, model: Any, seed: int = 0) -> tuple[Any, Any, Any]:
+    X_tr, X_pool, y_tr, y_pool = train_test_split(X, y, train_size=0.4, random_state=seed)
+    return model.fit(X_tr, y_tr), X_pool, y_pool
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("data", "method", "upper"),
+    [
+        ("digits", "lac", True),
+        ("breast_cancer", "lac", True),
+        ("wine", "lac", True),
+        ("digits", "aps", False),
+    ],
+)
+def test_classification_coverage_over_random_splits(data: str, method: str, upper: bool) -> None:
+    X, y = CLF_DATA[data]()
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+    model, X_pool, y_pool = _pool(X, y, model)
+    proba_pool = model.predict_proba(X_pool)
+    rng = np.random.default_rng(12345)
+    alpha = 0.1
+    n = len(y_pool) // 2
+    m = len(y_pool) - n
+    covered = np.empty(N_SPLITS)
+    for s in range(N_SPLITS):
+        perm = rng.permutation(len(y_pool))
+        cal, test = perm[:n], perm[n:]
+        cp = ClassificationConformal.calibrate(
+            model,
+            X_pool[cal],
+            y_pool[cal],
+            method=method,
+            confidence_level=1 - alpha,
+            random_state=s,
+        )
+        sets = cp.predict_set(proba_pool[test])
+        covered[s] = sets[np.arange(m), np.searchsorted(cp.classes, y_pool[test])].mean()
+    low, high = _coverage_bounds(n, m, alpha, N_SPLITS)
+    assert covered.mean() >= low, (covered.mean(), low)
+    if upper:
+        assert covered.mean() <= high, (covered.mean(), high)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("data", "method", "upper"),
+    [
+        ("diabetes", "absolute", True),
+        ("make_regression", "absolute", True),
+        ("diabetes", "residual_normalized", True),
+        ("diabetes", "cqr", False),
+    ],
+)
+def test_regression_coverage_over_random_splits(data: str, method: str, upper: bool) -> None:
+    X, y = REG_DATA[data]()
+    X_tr, X_pool, y_tr, y_pool = train_test_split(X, y, train_size=0.4, random_state=0)
+    model = Ridge().fit(X_tr, y_tr)
+    models = _quantile_models("gbr", X_tr, y_tr, 0.9) if method == "cqr" else None
+    y_hat = model.predict(X_pool)
+    rng = np.random.default_rng(54321)
+    alpha = 0.1
+    n = len(y_pool) // 2
+    m = len(y_pool) - n
+    covered = np.empty(N_SPLITS)
+    for s in range(N_SPLITS):
+        perm = rng.permutation(len(y_pool))
+        cal, test = perm[:n], perm[n:]
+        cp = RegressionConformal.calibrate(
+            model,
+            X_pool[cal],
+            y_pool[cal],
+            method=method,
+            confidence_level=1 - alpha,
+            random_state=s,
+            quantile_models=models,
+        )
+        bounds = cp.interval(X_pool[test], y_hat[test])
+        covered[s] = ((bounds[:, 0] <= y_pool[test]) & (y_pool[test] <= bounds[:, 1])).mean()
+    # residual_normalized spends a quarter of the calibration rows on its residual model.
+    n_eff = len(cp.calibration_scores)
+    low, high = _coverage_bounds(n_eff, m, alpha, N_SPLITS)
+    assert covered.mean() >= low, (covered.mean(), low)
+    if upper:
+        assert covered.mean() <= high, (covered.mean(), high)
