@@ -556,3 +556,20 @@ def test_regression_coverage_over_random_splits(data: str, method: str, upper: b
     assert covered.mean() >= low, (covered.mean(), low)
     if upper:
         assert covered.mean() <= high, (covered.mean(), high)
+
+
+@pytest.mark.parametrize(
+    ("data", "model", "method"),
+    [("digits", "rf", "lac"), ("digits", "hgb", "aps"), ("make_classification", "rf", "raps")],
+)
+def test_single_row_path_equals_batch_path(data: str, model: str, method: str) -> None:
+    """Small batches count in plain Python; the results must be the numpy path's, bit for bit."""
+    est, X_cal, y_cal, X_te, _ = _split(data, model, classification=True)
+    sp = SafePredictor(est, conformity_score=method, random_state=7, log="off")
+    sp.calibrate(X_cal, y_cal)
+    batch = sp.decide(X_te[:120])
+    for i in range(120):
+        one = sp.decide(X_te[i : i + 1])
+        assert one.confidence[0] == batch.confidence[i]
+        assert np.array_equal(one.set_mask, batch.set_mask[i : i + 1])
+        assert one.actions[0] == batch.actions[i]

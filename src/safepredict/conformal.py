@@ -19,6 +19,7 @@ the same calibration scores so that, for every level ``L`` MAPIE accepts,
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -144,6 +145,37 @@ def _kept_counts(
     return np.asarray(n - idx, dtype=np.intp)
 
 
+def _kept_counts_small(
+    sorted_list: list[float], thresholds: list[float], *, strict: bool
+) -> list[int]:
+    """:func:`_kept_counts` for a handful of thresholds, in plain Python floats.
+
+    Python floats are IEEE doubles like numpy's float64, so ``t - q`` rounds
+    identically; ``bisect`` avoids numpy's per-call overhead on single rows.
+    """
+    n = len(sorted_list)
+    out = []
+    for t in thresholds:
+        if strict:
+            i = bisect_right(sorted_list, t + EPSILON)
+            while i > 0 and t - sorted_list[i - 1] < -EPSILON:
+                i = bisect_left(sorted_list, sorted_list[i - 1])
+            while i < n and not t - sorted_list[i] < -EPSILON:
+                i = bisect_right(sorted_list, sorted_list[i])
+        else:
+            i = bisect_left(sorted_list, t - EPSILON)
+            while i > 0 and t - sorted_list[i - 1] <= EPSILON:
+                i = bisect_left(sorted_list, sorted_list[i - 1])
+            while i < n and not t - sorted_list[i] <= EPSILON:
+                i = bisect_right(sorted_list, sorted_list[i])
+        out.append(n - i)
+    return out
+
+
+#: Batches up to this many rows take the plain-Python counting path.
+_SMALL_BATCH = 4
+
+
 @dataclass
 class ClassificationConformal:
     """Calibrated split-conformal state for a classifier.
@@ -187,6 +219,10 @@ class ClassificationConformal:
     quantile: float
     k_star: float | None = None
     lambda_star: float | None = None
+    _scores_list: list[float] = field(default_factory=list, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._scores_list = self.calibration_scores.tolist()
 
     @classmethod
     def calibrate(
@@ -371,18 +407,46 @@ class ClassificationConformal:
         label's own p-value is larger, else ``0`` (the set is never that label
         alone). ``predicted`` defaults to ``argmax(proba)`` (MAPIE's prediction).
         """
-        counts = self._counts(proba)
-        n_rows, n_classes = counts.shape
-        if n_classes < 2:
-            return np.ones(n_rows)
         if predicted is None:
             predicted = np.argmax(proba, axis=1)
-        own = np.take_along_axis(counts, predicted[:, None], axis=1)[:, 0]
-        others = counts.copy()
-        np.put_along_axis(others, predicted[:, None], -1, axis=1)
-        best_other = others.max(axis=1)
+        return self._confidence(proba, self.label_scores(proba), predicted)
+
+    def _confidence(
+        self, proba: NDArray[np.float64], t: NDArray[np.float64], predicted: NDArray[np.intp]
+    ) -> NDArray[np.float64]:
+        n_rows, n_classes = t.shape
+        if n_classes < 2:
+            return np.ones(n_rows)
+        if self.method == "lac":
+            # The predicted (arg-max) label has the smallest threshold 1 - p: partition
+            # gives it and the best other label's threshold in one call.
+            pair = np.partition(t, 1, axis=1)[:, :2]
+        else:
+            own = np.take_along_axis(t, predicted[:, None], axis=1)
+            others = t.copy()
+            np.put_along_axis(others, predicted[:, None], np.inf, axis=1)
+            pair = np.concatenate([own, others.min(axis=1, keepdims=True)], axis=1)
+        strict = self.method != "lac"
         n = len(self.calibration_scores)
-        return np.where(own > best_other, (n - best_other) / (n + 1.0), 0.0)
+        if n_rows <= _SMALL_BATCH:
+            counts = np.array(
+                _kept_counts_small(self._scores_list, pair.ravel().tolist(), strict=strict)
+            ).reshape(n_rows, 2)
+        else:
+            counts = _kept_counts(self.calibration_scores, pair, strict=strict)
+        if strict:  # -inf: label always kept, +inf: never kept
+            counts = np.where(pair == -np.inf, n, np.where(pair == np.inf, 0, counts))
+        own_c, other_c = counts[:, 0], counts[:, 1]
+        return np.where(own_c > other_c, (n - other_c) / (n + 1.0), 0.0)
+
+    def set_and_confidence(
+        self, proba: NDArray[np.float64], predicted: NDArray[np.intp]
+    ) -> tuple[NDArray[np.bool_], NDArray[np.float64]]:
+        """:meth:`predict_set` and :meth:`confidence` in one pass (the hot path)."""
+        if self.method == "lac":
+            t = 1 - proba
+            return np.asarray(t - self.quantile <= EPSILON), self._confidence(proba, t, predicted)
+        return self.predict_set(proba), self._confidence(proba, self.label_scores(proba), predicted)
 
     # ------------------------------------------------------------ persistence
     def to_state(self) -> dict[str, Any]:
