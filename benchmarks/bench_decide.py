@@ -14,7 +14,7 @@ limited to one thread so a shared machine gives stable numbers.
 
 Run::
 
-    PYTHONPATH=src python benchmarks/bench_decide.py [--repeats 2000] [--batch-repeats 15]
+    PYTHONPATH=src python benchmarks/bench_decide.py [--repeats 400] [--batch-repeats 7]
 """
 
 from __future__ import annotations
@@ -79,8 +79,8 @@ def _cases() -> list[tuple[str, str, Any, Any, Any, Any, Any]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=2000, help="single-row repeats")
-    parser.add_argument("--batch-repeats", type=int, default=15, help="10k-row repeats")
+    parser.add_argument("--repeats", type=int, default=400, help="single-row repeats")
+    parser.add_argument("--batch-repeats", type=int, default=7, help="10k-row repeats")
     args = parser.parse_args()
 
     rows = []

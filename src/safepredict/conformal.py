@@ -127,22 +127,27 @@ def _kept_counts(
     def keeps(t: NDArray[np.float64], q: NDArray[np.float64]) -> NDArray[np.bool_]:
         return np.asarray(t - q < -EPSILON) if strict else np.asarray(t - q <= EPSILON)
 
-    if strict:
-        idx = np.searchsorted(sorted_scores, thresholds + EPSILON, side="right")
+    side: Any = "right" if strict else "left"
+    keys = (thresholds + EPSILON if strict else thresholds - EPSILON).ravel()
+    if keys.size > 1000:  # sorted keys let searchsorted reuse its last position
+        order = np.argsort(keys)
+        flat = np.empty(keys.size, dtype=np.intp)
+        flat[order] = np.searchsorted(sorted_scores, keys[order], side=side)
     else:
-        idx = np.searchsorted(sorted_scores, thresholds - EPSILON, side="left")
+        flat = np.searchsorted(sorted_scores, keys, side=side)
     if n == 0:
         return np.zeros(thresholds.shape, dtype=np.intp)
-    for _ in range(n + 1):  # converges in one or two passes; bounded for safety
-        below = sorted_scores[np.maximum(idx - 1, 0)]
-        down = (idx > 0) & keeps(thresholds, below)
-        at = sorted_scores[np.minimum(idx, n - 1)]
-        up = (idx < n) & ~keeps(thresholds, at)
-        if not (down.any() or up.any()):
-            break
-        idx = np.where(down, np.searchsorted(sorted_scores, below, side="left"), idx)
-        idx = np.where(up, np.searchsorted(sorted_scores, at, side="right"), idx)
-    return np.asarray(n - idx, dtype=np.intp)
+    t_flat = thresholds.ravel()
+    # Re-check the boundary with MAPIE's exact expression; fix only the few rows off by
+    # a rounding unit (jumping over runs of tied scores).
+    wrong = ((flat > 0) & keeps(t_flat, sorted_scores[np.maximum(flat - 1, 0)])) | (
+        (flat < n) & ~keeps(t_flat, sorted_scores[np.minimum(flat, n - 1)])
+    )
+    fix = np.flatnonzero(wrong)
+    if len(fix):
+        counts = _kept_counts_small(sorted_scores.tolist(), t_flat[fix].tolist(), strict=strict)
+        flat[fix] = n - np.asarray(counts, dtype=np.intp)
+    return np.asarray(n - flat, dtype=np.intp).reshape(thresholds.shape)
 
 
 def _kept_counts_small(
