@@ -19,6 +19,7 @@ the same calibration scores so that, for every level ``L`` MAPIE accepts,
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_left, bisect_right
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -433,16 +434,22 @@ class ClassificationConformal:
             pair = np.concatenate([own, others.min(axis=1, keepdims=True)], axis=1)
         strict = self.method != "lac"
         n = len(self.calibration_scores)
-        if n_rows <= _SMALL_BATCH:
-            counts = np.array(
-                _kept_counts_small(self._scores_list, pair.ravel().tolist(), strict=strict)
-            ).reshape(n_rows, 2)
-        else:
-            counts = _kept_counts(self.calibration_scores, pair, strict=strict)
+        if n_rows <= _SMALL_BATCH:  # plain Python end to end: numpy calls cost more here
+            keys = pair.ravel().tolist()
+            c = _kept_counts_small(self._scores_list, keys, strict=strict)
+            conf: list[float] = []
+            for r in range(n_rows):
+                own_c, other_c = c[2 * r], c[2 * r + 1]
+                if strict:  # -inf: label always kept, +inf: never kept
+                    own_c = n if keys[2 * r] == -math.inf else own_c
+                    other_c = 0 if keys[2 * r + 1] == math.inf else other_c
+                conf.append((n - other_c) / (n + 1.0) if own_c > other_c else 0.0)
+            return np.array(conf, dtype=np.float64)
+        counts = _kept_counts(self.calibration_scores, pair, strict=strict)
         if strict:  # -inf: label always kept, +inf: never kept
             counts = np.where(pair == -np.inf, n, np.where(pair == np.inf, 0, counts))
-        own_c, other_c = counts[:, 0], counts[:, 1]
-        return np.where(own_c > other_c, (n - other_c) / (n + 1.0), 0.0)
+        own_counts, other_counts = counts[:, 0], counts[:, 1]
+        return np.where(own_counts > other_counts, (n - other_counts) / (n + 1.0), 0.0)
 
     def set_and_confidence(
         self, proba: NDArray[np.float64], predicted: NDArray[np.intp]
