@@ -573,3 +573,24 @@ def test_single_row_path_equals_batch_path(data: str, model: str, method: str) -
         assert one.confidence[0] == batch.confidence[i]
         assert np.array_equal(one.set_mask, batch.set_mask[i : i + 1])
         assert one.actions[0] == batch.actions[i]
+
+
+def test_cqr_quantile_model_failure_fails_closed_per_row() -> None:
+    """A quantile model that raises on one row abstains that row only (model_error)."""
+    X, y = load_diabetes(return_X_y=True)
+    X_tr, X_rest, y_tr, y_rest = train_test_split(X, y, train_size=0.4, random_state=5)
+    X_cal, X_te, y_cal, _ = train_test_split(X_rest, y_rest, test_size=0.5, random_state=5)
+    models = _quantile_models("gbr", X_tr, y_tr, 0.9)  # GradientBoosting rejects NaN
+    median = HistGradientBoostingRegressor(max_iter=30, random_state=0).fit(X_tr, y_tr)
+    sp = SafePredictor(median, quantile_models=tuple(models), guards="off", log="off")
+    sp.calibrate(X_cal, y_cal)
+    X_bad = X_te[:20].copy()
+    X_bad[7, 2] = np.nan  # the HGB point model scores it; the quantile models cannot
+    decisions = sp.decide(X_bad)
+    assert decisions.actions[7] == "abstain"
+    assert "model_error" in decisions.reasons[7]
+    assert decisions[7].interval is None
+    ok = np.arange(20) != 7
+    assert decisions.intervals is not None
+    expected = sp.conformal_.interval(X_te[:20][ok], median.predict(X_te[:20][ok]))
+    assert np.array_equal(decisions.intervals[ok], expected)
