@@ -560,7 +560,13 @@ def test_regression_coverage_over_random_splits(data: str, method: str, upper: b
 
 @pytest.mark.parametrize(
     ("data", "model", "method"),
-    [("digits", "rf", "lac"), ("digits", "hgb", "aps"), ("make_classification", "rf", "raps")],
+    [
+        ("digits", "rf", "lac"),
+        ("digits", "hgb", "lac"),
+        ("breast_cancer", "logreg", "lac"),
+        ("digits", "hgb", "aps"),
+        ("make_classification", "rf", "raps"),
+    ],
 )
 def test_single_row_path_equals_batch_path(data: str, model: str, method: str) -> None:
     """Small batches count in plain Python; the results must be the numpy path's, bit for bit."""
@@ -573,6 +579,10 @@ def test_single_row_path_equals_batch_path(data: str, model: str, method: str) -
         assert one.confidence[0] == batch.confidence[i]
         assert np.array_equal(one.set_mask, batch.set_mask[i : i + 1])
         assert one.actions[0] == batch.actions[i]
+    for i in range(0, 120, 3):  # small multi-row batches take the same plain-Python path
+        few = sp.decide(X_te[i : i + 3])
+        assert np.array_equal(few.confidence, batch.confidence[i : i + 3])
+        assert np.array_equal(few.set_mask, batch.set_mask[i : i + 3])
 
 
 def test_cqr_quantile_model_failure_fails_closed_per_row() -> None:

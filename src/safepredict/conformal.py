@@ -451,11 +451,33 @@ class ClassificationConformal:
         own_counts, other_counts = counts[:, 0], counts[:, 1]
         return np.where(own_counts > other_counts, (n - other_counts) / (n + 1.0), 0.0)
 
+    def _lac_small(
+        self, proba: NDArray[np.float64]
+    ) -> tuple[NDArray[np.bool_], NDArray[np.float64]]:
+        """LAC set and confidence for a few rows in plain Python floats.
+
+        Same IEEE double arithmetic as the numpy path (``1 - p``, ``t - q <= EPSILON``),
+        without numpy's per-call cost; the tests check both paths agree bit for bit.
+        """
+        q = self.quantile
+        n = len(self.calibration_scores)
+        masks: list[list[bool]] = []
+        conf: list[float] = []
+        for row in proba.tolist():
+            t = [1 - p for p in row]
+            masks.append([ti - q <= EPSILON for ti in t])
+            own_t, other_t = sorted(t)[:2]
+            own_c, other_c = _kept_counts_small(self._scores_list, [own_t, other_t], strict=False)
+            conf.append((n - other_c) / (n + 1.0) if own_c > other_c else 0.0)
+        return np.array(masks, dtype=bool), np.array(conf, dtype=np.float64)
+
     def set_and_confidence(
         self, proba: NDArray[np.float64], predicted: NDArray[np.intp]
     ) -> tuple[NDArray[np.bool_], NDArray[np.float64]]:
         """:meth:`predict_set` and :meth:`confidence` in one pass (the hot path)."""
         if self.method == "lac":
+            if len(proba) <= _SMALL_BATCH and proba.shape[1] >= 2:
+                return self._lac_small(proba)
             t = 1 - proba
             return np.asarray(t - self.quantile <= EPSILON), self._confidence(proba, t, predicted)
         return self.predict_set(proba), self._confidence(proba, self.label_scores(proba), predicted)
