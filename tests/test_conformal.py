@@ -604,3 +604,13 @@ def test_cqr_quantile_model_failure_fails_closed_per_row() -> None:
     assert decisions.intervals is not None
     expected = sp.conformal_.interval(X_te[:20][ok], median.predict(X_te[:20][ok]))
     assert np.array_equal(decisions.intervals[ok], expected)
+
+
+@pytest.mark.parametrize("method", ["lac", "aps"])
+def test_empty_batch_gives_empty_decisions(method: str) -> None:
+    est, X_cal, y_cal, X_te, _ = _split("iris", "logreg", classification=True)
+    sp = SafePredictor(est, conformity_score=method, random_state=0, log="off")
+    decisions = sp.calibrate(X_cal, y_cal).decide(X_te[:0])
+    assert len(decisions) == 0
+    assert decisions.set_mask is not None
+    assert decisions.set_mask.shape == (0, 3)

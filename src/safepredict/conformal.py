@@ -469,7 +469,8 @@ class ClassificationConformal:
             own_t, other_t = sorted(t)[:2]
             own_c, other_c = _kept_counts_small(self._scores_list, [own_t, other_t], strict=False)
             conf.append((n - other_c) / (n + 1.0) if own_c > other_c else 0.0)
-        return np.array(masks, dtype=bool), np.array(conf, dtype=np.float64)
+        mask = np.array(masks, dtype=bool).reshape(proba.shape)  # keeps (0, K) for no rows
+        return mask, np.array(conf, dtype=np.float64)
 
     def set_and_confidence(
         self, proba: NDArray[np.float64], predicted: NDArray[np.intp]
