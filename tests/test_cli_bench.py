@@ -173,4 +173,5 @@ def test_model_that_fails_on_the_data(files: dict[str, Path]) -> None:
         "--out", files["root"] / "x",
     )  # fmt: skip
     assert result.exit_code == 2
-    assert "the model failed on the rows of text.csv" in result.output
+    assert "the model failed on the calibration rows" in result.output
+    assert "could not convert string to float" in result.output

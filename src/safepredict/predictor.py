@@ -12,10 +12,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import math
+import os
 import threading
 import time
-import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +51,19 @@ from safepredict.tiers import TierCalibration, TierInputs, assign_tiers, calibra
 __all__ = ["SafePredictor"]
 
 _ACTION_RANK = {"accept": 0, "review": 1, "abstain": 2}
+_RANK_NAMES = np.array(["accept", "review", "abstain"], dtype=object)
+
+
+@dataclass(frozen=True)
+class _DecideCache:
+    """Constants ``decide`` needs per policy (computed once, not per call)."""
+
+    policy: TierPolicy
+    actions: NDArray[Any]
+    tier_names: tuple[str, ...]
+    classes: NDArray[Any] | None
+    classes_obj: NDArray[Any] | None
+    needs_scores: bool
 
 
 def _is_frame(X: Any) -> bool:
@@ -381,6 +396,8 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
                     out[i] = np.asarray(fn(row), dtype=np.float64)[0]
                 except Exception:  # this row fails closed as model_error
                     continue
+        if out.ndim in (1, 2) and out.shape[0] == n and math.isfinite(out.sum()):
+            return out, np.zeros(n, dtype=bool)  # the common case, in one reduction
         finite = np.isfinite(out).all(axis=1) if out.ndim == 2 else np.isfinite(out)
         return out, np.asarray(~finite, dtype=bool)
 
@@ -425,6 +442,15 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
             )
         self._record_schema(X)
         X_model = self._prepare(X)
+        method = "predict_proba" if task == "classification" else "predict"
+        try:  # a model that cannot score the calibration rows is the caller's to fix
+            getattr(self.model, method)(X_model)
+        except Exception as exc:
+            raise CalibrationError(
+                f"the model failed on the calibration rows ({method} raised "
+                f"{type(exc).__name__}: {exc}). Calibrate on rows with the columns and types "
+                "the model was trained on."
+            ) from exc
         self.task_ = task
         self.policy_ = policy
         self.conformity_score_ = score
@@ -459,6 +485,7 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
                 method=score,
                 confidence_level=float(self.confidence_level),
                 random_state=self.random_state,
+                quantile_models=self.quantile_models,
             )
         self.tier_calibration_ = self._calibrate_tiers(X_model, y_arr)
         self._fit_guards(X if reference is None else reference)
@@ -498,40 +525,40 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
         X_model = self._prepare(X)
         n = len(X_model)
         policy = self.policy_
-        guard_tier_code = len(policy.tiers)
-        tier_names = (*policy.names, policy.guard_tier)
-        reasons: list[tuple[str, ...]] = [()] * n
+        cache = self._decide_cache(policy)
         latency: dict[str, float] = {}
 
         t = time.perf_counter()
         guard_reasons, guard_rank, ood_scores, skip = self._check_guards(X_model)
-        latency["guard"] = time.perf_counter() - t
+        t_model = time.perf_counter()
+        latency["guard"] = t_model - t
 
+        if n:
+            out, failed = self._model_output(X_model, skip)
+        else:
+            width = () if cache.classes is None else (len(cache.classes),)
+            out, failed = np.zeros((0, *width)), np.zeros(0, dtype=bool)
         t = time.perf_counter()
-        out, failed = (
-            self._model_output(X_model, skip) if n else (np.zeros((0,)), np.zeros(0, bool))
-        )
-        latency["model"] = time.perf_counter() - t
+        latency["model"] = t - t_model
+        any_failed = bool(failed.any())
 
-        t = time.perf_counter()
         set_mask = intervals = probabilities = None
-        scores: dict[str, NDArray[np.float64]] = {}
-        predicted_class = None
         if self.task_ == "classification":
             conformal = self.conformal_
             assert isinstance(conformal, ClassificationConformal)
-            probabilities = out if n else np.zeros((0, len(self.classes_)))
-            safe = np.where(failed[:, None], 0.0, probabilities) if n else probabilities
-            predicted_class = np.argmax(safe, axis=1) if n else np.zeros(0, dtype=np.intp)
-            predictions = self.classes_[predicted_class].astype(object)
-            set_mask = conformal.predict_set(safe)
-            set_mask[failed] = False
-            confidence = conformal.confidence(safe)
-            confidence[failed] = np.nan
+            probabilities = out
+            safe = np.where(failed[:, None], 0.0, out) if any_failed else out
+            predicted_class = safe.argmax(axis=1)
+            assert cache.classes_obj is not None
+            predictions = cache.classes_obj[predicted_class]
+            set_mask, confidence = conformal.set_and_confidence(safe, predicted_class)
+            if any_failed:
+                set_mask[failed] = False
+                confidence[failed] = np.nan
             set_size = set_mask.sum(axis=1)
-            scores = _classification_scores(safe, confidence)
+            scores = _classification_scores(safe, confidence) if cache.needs_scores else {}
             inputs = TierInputs(
-                self.task_,
+                "classification",
                 confidence,
                 set_size=set_size,
                 scores=scores,
@@ -540,57 +567,61 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
         else:
             conformal_r = self.conformal_
             assert isinstance(conformal_r, RegressionConformal)
-            y_pred = out.reshape(-1) if n else np.zeros(0)
+            y_pred = out.reshape(-1)
             predictions = y_pred.astype(object)
-            intervals = conformal_r.interval(X_model, y_pred) if n else np.zeros((0, 2))
-            intervals[failed] = np.nan
+            intervals = self._intervals(conformal_r, X_model, y_pred, failed)
+            any_failed = bool(failed.any())
+            if any_failed:
+                intervals[failed] = np.nan
             confidence = np.full(n, np.nan)
-            width = intervals[:, 1] - intervals[:, 0]
-            inputs = TierInputs(
-                self.task_, confidence, width=width, scores=_regression_scores(width)
-            )
-        predictions[failed] = None
+            widths = intervals[:, 1] - intervals[:, 0]
+            scores_r = _regression_scores(widths) if cache.needs_scores else {}
+            inputs = TierInputs("regression", confidence, width=widths, scores=scores_r)
+        if any_failed:
+            predictions[failed] = None
         latency["conformal"] = time.perf_counter() - t
 
         codes, tier_reasons = assign_tiers(policy, inputs, self.tier_calibration_)
-        actions = np.array([t.action for t in policy.tiers], dtype=object)[codes]
+        actions = cache.actions[codes]
+        reasons: list[tuple[str, ...]] = [()] * n
         for tier_row, extra in tier_reasons.items():
             if skip[tier_row]:  # guards: never scored, so no tier reasons (e.g. empty_set)
                 continue
             reasons[tier_row] = reasons[tier_row] + extra
 
         # Rows that fail a guard or the model go to the guard tier, never "accept".
+        guard_flagged = None
         if guard_reasons:
+            guard_flagged = np.zeros(n, dtype=bool)
+            guard_flagged[list(guard_reasons)] = True
             for guard_row, why in guard_reasons.items():
                 reasons[guard_row] = why + reasons[guard_row]
-        for row in np.flatnonzero(failed & ~skip):  # skipped rows carry their guard reasons
-            reasons[row] = (*reasons[row], "model_error")
-            guard_rank[row] = 2
-        blocked = guard_rank > 0
-        if blocked.any():
+        if any_failed:
+            guard_rank = guard_rank.copy()
+            # skipped rows (the guards kept them from the model) carry their guard reasons
+            for row in np.flatnonzero(failed & ~skip).tolist():
+                reasons[row] = (*reasons[row], "model_error")
+                guard_rank[row] = 2
+        if any_failed or guard_rank.any():
+            blocked = guard_rank > 0
             codes = codes.copy()
-            rank_names = np.array(["accept", "review", "abstain"], dtype=object)
-            current = np.array([_ACTION_RANK[a] for a in actions[blocked]])
-            actions[blocked] = rank_names[np.maximum(current, guard_rank[blocked])]
-            codes[blocked] = guard_tier_code
+            current = np.array([_ACTION_RANK[a] for a in actions[blocked]], dtype=np.intp)
+            actions[blocked] = _RANK_NAMES[np.maximum(current, guard_rank[blocked])]
+            codes[blocked] = len(policy.tiers)
 
         decisions = Decisions(
             predictions=predictions,
             tier_codes=codes,
-            tier_names=tier_names,
+            tier_names=cache.tier_names,
             actions=actions,
             reasons=reasons,
             confidence=confidence,
-            batch_id=uuid.uuid4().hex[:16],
+            batch_id=os.urandom(8).hex(),  # 64 random bits, as uuid4().hex[:16] gave
             set_mask=set_mask,
-            classes=getattr(self, "classes_", None),
+            classes=cache.classes,
             intervals=intervals,
             probabilities=probabilities,
-            guard_flagged=np.array(
-                [bool(guard_reasons and i in guard_reasons) for i in range(n)], dtype=bool
-            )
-            if guard_reasons
-            else np.zeros(n, dtype=bool),
+            guard_flagged=np.zeros(n, dtype=bool) if guard_flagged is None else guard_flagged,
             ood_scores=ood_scores,
             latency_s=latency,
         )
@@ -602,6 +633,47 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
         latency["total"] = time.perf_counter() - t0
         self._emit_decisions(X_model, decisions, request_id=request_id)
         return decisions
+
+    def _intervals(
+        self,
+        conformal: RegressionConformal,
+        X_model: Any,
+        y_pred: NDArray[np.float64],
+        failed: NDArray[np.bool_],
+    ) -> NDArray[np.float64]:
+        """Conformal intervals; rows where an auxiliary model (CQR, residual) fails are marked.
+
+        ``failed`` is updated in place for those rows (they become ``model_error``).
+        """
+        if conformal.method == "absolute":
+            return conformal.interval(X_model, y_pred)
+        try:
+            return conformal.interval(X_model, y_pred)
+        except Exception:  # an auxiliary model failing fails closed per row, never the batch
+            bounds = np.full((len(y_pred), 2), np.nan)
+            for i in range(len(y_pred)):
+                row = X_model.iloc[i : i + 1] if _is_frame(X_model) else X_model[i : i + 1]
+                try:
+                    bounds[i] = conformal.interval(row, y_pred[i : i + 1])[0]
+                except Exception:  # this row fails closed as model_error
+                    failed[i] = True
+            return bounds
+
+    def _decide_cache(self, policy: TierPolicy) -> _DecideCache:
+        """Per-policy constants of the hot path, built once (thread-safe: idempotent)."""
+        cache: _DecideCache | None = self.__dict__.get("_hot")
+        if cache is None or cache.policy is not policy:
+            classes = getattr(self, "classes_", None)
+            cache = _DecideCache(
+                policy=policy,
+                actions=np.array([t.action for t in policy.tiers], dtype=object),
+                tier_names=(*policy.names, policy.guard_tier),
+                classes=classes,
+                classes_obj=None if classes is None else classes.astype(object),
+                needs_scores=any(t.max_error is not None for t in policy.tiers),
+            )
+            self.__dict__["_hot"] = cache
+        return cache
 
     def decide_one(self, x: Any, *, request_id: str | None = None) -> Decision:
         """Decide on a single row (1-D array, dict, pandas Series or one-row frame).
