@@ -18,7 +18,7 @@ jsonl-file     per-row events through the documented recipe: merge_contextvars,
 summary        ``log="summary"``: one ``safepredict.batch`` event per call, same
                JSONL recipe.
 
-Run: ``python benchmarks/bench_events.py [--rows 10000] [--rounds 7]``.
+Run: ``python benchmarks/bench_events.py [--rows 10000] [--rounds 15]``.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def configure(kind: str, fh: Any) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, default=10_000)
-    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--rounds", type=int, default=15)
     args = parser.parse_args()
 
     X, y = make_classification(

@@ -6,6 +6,8 @@ or a real processor chain rendering JSON lines to a file (never a mock).
 
 from __future__ import annotations
 
+import functools
+import gc
 import json
 import pickle
 from collections.abc import Iterator
@@ -35,6 +37,7 @@ MAX_ERROR_POLICY = {
 }
 
 
+@functools.cache
 def validator(name: str) -> jsonschema.Draft202012Validator:
     schema = load_schema(name)
     jsonschema.Draft202012Validator.check_schema(schema)
@@ -313,6 +316,7 @@ def test_a_raising_logger_never_fails_a_decision(iris_lr: Any) -> None:
     assert list(d.actions) == list(reference.decide(iris_lr.X_test).actions)
     assert p.dropped_events_ == 1 + len(d)  # calibration + one per decision
     assert p.event_stats()["emitted"] == 0
+    assert gc.isenabled()  # the emit loop pauses the collector and must restore it
 
 
 def test_a_raising_processor_in_a_real_chain_is_counted(iris_lr: Any, tmp_path: Path) -> None:
@@ -410,3 +414,33 @@ def test_routed_rows_get_route_events_and_the_decision_event_carries_the_status(
     (batch,) = logs
     validate(batch)
     assert batch["routes"] == {"queued": len(routed) - 1, "spooled": 1}
+
+
+def test_guard_and_explanation_fields_are_carried(iris_lr: Any) -> None:
+    """Guard results and explanations set by their hooks reach the event."""
+    p = sp.SafePredictor(iris_lr.model, log="off").calibrate(iris_lr.X_cal, iris_lr.y_cal)
+    d = p.decide(iris_lr.X_test[:3])
+    d.guard_flagged = np.array([True, False, False])
+    d.ood_scores = np.array([0.001, 0.5, np.nan])
+    d.reasons[0] = ("out_of_range:x2", "ood")
+    d.explanations = [
+        sp.Explanation("linear", ("x0", "x1", "x2", "x3"), (0.1, -0.7, 0.05, 0.3), 0.33),
+        None,
+        None,
+    ]
+    with capture_logs() as logs:
+        EventEmitter().decisions(d, p._event_context(), mode="decision")
+    for e in logs:
+        validate(e)
+    assert logs[0]["guard"] == {
+        "status": "flag",
+        "reasons": ["out_of_range:x2", "ood"],
+        "ood_score": 0.001,
+    }
+    assert logs[2]["guard"]["ood_score"] is None
+    assert logs[0]["explanation"] == {
+        "method": "linear",
+        "top": [["x1", -0.7], ["x3", 0.3], ["x0", 0.1], ["x2", 0.05]],
+        "base_value": 0.33,
+    }
+    assert logs[1]["explanation"] is None

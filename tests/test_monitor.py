@@ -349,3 +349,42 @@ def test_html_renders_outcomes(logs: dict[str, Logged]) -> None:
 def _reset_structlog() -> Iterator[None]:
     yield
     structlog.reset_defaults()
+
+
+def test_regression_log_reports_width_drift_and_tolerance_errors(
+    diabetes_ridge: Any, tmp_path: Path
+) -> None:
+    policy = {
+        "tiers": [
+            {"name": "auto", "action": "accept", "max_error": 0.5, "tolerance": 60.0},
+            {"name": "human", "action": "abstain"},
+        ]
+    }
+    s = diabetes_ridge
+
+    def run() -> sp.Decisions:
+        p = sp.SafePredictor(s.model, tiers=policy).calibrate(s.X_cal, s.y_cal)
+        return p.decide(s.X_test)
+
+    log = tmp_path / "reg.jsonl"
+    d = write_log(log, run)
+    labels = dict(zip(d.decision_ids, s.y_test, strict=True))
+    report = monitor(log, window="all", labels=labels)
+    (w,) = report.windows
+    assert w["drift"]["metric"] == "interval_width"
+    # Absolute residual score: every interval has the calibration's width, up to
+    # float noise that the 10-significant-digit rounding absorbs.
+    assert w["drift"]["psi"] == pytest.approx(0.0)
+    assert w["drift"]["ks_d"] == pytest.approx(0.0)
+    residual = np.abs(s.y_test - s.model.predict(s.X_test))
+    rows = {r["tier"]: r for r in report.outcomes["tiers"]}
+    # "auto" is certified (about a third of the calibration errors exceed 60 < 0.5):
+    # its errors are |y - y_hat| > the tier's tolerance; other tiers report MAE only.
+    auto = d.tiers == "auto"
+    row = rows["auto"]
+    assert row["errors"] == int((residual[auto] > 60.0).sum())
+    assert row["mae"] == pytest.approx(residual[auto].mean())
+    for tier, other in rows.items():
+        if tier != "auto":
+            assert other["scored"] == 0
+    assert not row["flagged"]  # about a third of the errors exceed 60: below 0.5

@@ -4,6 +4,7 @@ import safepredict
 
 EXPECTED = [
     "CalibrationError",
+    "CaseNotFoundError",
     "ConfigError",
     "Decision",
     "Decisions",
@@ -11,8 +12,12 @@ EXPECTED = [
     "GuardConfig",
     "GuardReport",
     "InputSchemaError",
+    "JSONLSink",
     "NotCalibratedError",
     "PersistenceError",
+    "ReviewQueueError",
+    "Router",
+    "SQLiteReviewQueue",
     "SafePredictError",
     "SafePredictor",
     "Tier",

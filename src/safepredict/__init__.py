@@ -11,16 +11,20 @@ from safepredict.config import GuardConfig, Tier, TierPolicy
 from safepredict.decisions import Decision, Decisions, Explanation, GuardReport
 from safepredict.exceptions import (
     CalibrationError,
+    CaseNotFoundError,
     ConfigError,
     InputSchemaError,
     NotCalibratedError,
     PersistenceError,
+    ReviewQueueError,
     SafePredictError,
 )
 from safepredict.predictor import SafePredictor
+from safepredict.routing import JSONLSink, Router, SQLiteReviewQueue
 
 __all__ = [
     "CalibrationError",
+    "CaseNotFoundError",
     "ConfigError",
     "Decision",
     "Decisions",
@@ -28,8 +32,12 @@ __all__ = [
     "GuardConfig",
     "GuardReport",
     "InputSchemaError",
+    "JSONLSink",
     "NotCalibratedError",
     "PersistenceError",
+    "ReviewQueueError",
+    "Router",
+    "SQLiteReviewQueue",
     "SafePredictError",
     "SafePredictor",
     "Tier",

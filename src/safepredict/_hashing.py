@@ -16,20 +16,48 @@ from numpy.typing import NDArray
 __all__ = ["row_hashes", "unit_interval"]
 
 
-def _column_bytes(col: Any) -> list[bytes]:
+_NAN = np.float64(np.nan).tobytes()
+
+
+def _value_bytes(v: Any) -> tuple[bytes, bool]:
+    """Bytes of one value and whether it is numeric (missing counts as numeric NaN).
+
+    A number hashes by its float64 value whatever the column's dtype, so a row hashes
+    the same in a batch where its column is ``object`` (because another row holds a
+    ``None`` or a string) as in a batch where the column is ``float64``.
+    """
+    if v is None:
+        return _NAN, True
+    if isinstance(v, int | float | np.number | np.bool_) and not isinstance(v, complex):
+        try:
+            return np.float64(v).tobytes(), True
+        except (OverflowError, TypeError, ValueError):
+            pass
+    return repr(v).encode("utf-8", "surrogatepass"), False
+
+
+def _column_bytes(col: Any) -> list[tuple[bytes, bool]]:
     arr = np.asarray(col)
     if arr.dtype.kind in "biuf":
-        return [v.tobytes() for v in arr.astype(np.float64)]
-    return [
-        ("\x00" if v is None else repr(v)).encode("utf-8", "surrogatepass") for v in arr.tolist()
-    ]
+        return [(v.tobytes(), True) for v in arr.astype(np.float64)]
+    return [_value_bytes(v) for v in arr.tolist()]
+
+
+def _row_digest(parts: list[tuple[bytes, bool]]) -> str:
+    # all-numeric rows hash exactly like the numeric fast path (the float64 row bytes)
+    if all(numeric for _, numeric in parts):
+        data = b"".join(b for b, _ in parts)
+    else:
+        data = b"\x1f".join(b for b, _ in parts)
+    return hashlib.blake2b(data, digest_size=8).hexdigest()
 
 
 def row_hashes(X: Any) -> NDArray[Any]:
     """Hex digest (16 chars) of each row's values.
 
-    Numbers hash by their float64 value (so ``1`` and ``1.0`` agree); anything
-    else by its ``repr``. Works on 2-D numpy arrays and pandas DataFrames.
+    Numbers hash by their float64 value (so ``1`` and ``1.0`` agree, and a number
+    hashes the same whether its column is numeric or ``object``); ``None`` as NaN;
+    anything else by its ``repr``. Works on 2-D numpy arrays and pandas DataFrames.
 
     Examples
     --------
@@ -57,13 +85,7 @@ def row_hashes(X: Any) -> NDArray[Any]:
                 dtype=object,
             )
         cols = [_column_bytes(arr[:, j]) for j in range(arr.shape[1])]
-    return np.array(
-        [
-            hashlib.blake2b(b"\x1f".join(c[i] for c in cols), digest_size=8).hexdigest()
-            for i in range(n)
-        ],
-        dtype=object,
-    )
+    return np.array([_row_digest([c[i] for c in cols]) for i in range(n)], dtype=object)
 
 
 def unit_interval(hashes: NDArray[Any], seed: int) -> NDArray[np.float64]:
@@ -75,12 +97,14 @@ def unit_interval(hashes: NDArray[Any], seed: int) -> NDArray[np.float64]:
     >>> bool(0.0 <= u[0] < 1.0)
     True
     """
-    key = str(seed).encode()
-    return np.array(
-        [
-            int.from_bytes(hashlib.blake2b(h.encode(), digest_size=8, key=key).digest(), "big")
-            / 2.0**64
-            for h in hashes
-        ],
-        dtype=np.float64,
-    )
+    if len(hashes) == 0:
+        return np.zeros(0, dtype=np.float64)
+    # Parse every 16-hex-digit hash at once, then mix with the seed (splitmix64
+    # finalizer, vectorized): no per-row Python work beyond one join.
+    x = np.frombuffer(bytes.fromhex("".join(hashes)), dtype=">u8").astype(np.uint64)
+    with np.errstate(over="ignore"):
+        x = x ^ (np.uint64(seed & 0xFFFFFFFFFFFFFFFF) * np.uint64(0x9E3779B97F4A7C15))
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        x = x ^ (x >> np.uint64(31))
+    return np.asarray((x >> np.uint64(11)).astype(np.float64) / 2.0**53, dtype=np.float64)

@@ -61,6 +61,8 @@ GUARD_ACTIONS: tuple[str, ...] = ("abstain", "review", "ignore")
 #: Scores a risk-controlled tier can threshold (higher means more confident).
 SCORES: tuple[str, ...] = ("conformal", "top_prob", "margin")
 
+_COLUMN_KEYS = ("min", "max", "allow_missing", "categories")
+
 _CONDITIONS = ("min_confidence", "max_set_size", "max_interval_width", "max_error")
 
 
@@ -129,6 +131,15 @@ class Tier:
         if self.max_interval_width is not None:
             _check_positive_number(self.max_interval_width, "max_interval_width", where)
         if self.max_error is not None:
+            if (
+                isinstance(self.max_error, int | float)
+                and not isinstance(self.max_error, bool)
+                and 1 <= self.max_error <= 100
+            ):
+                raise ConfigError(
+                    f"{where}: max_error is a fraction in (0, 1), not a percentage; got "
+                    f"{describe(self.max_error)}. Write e.g. max_error = 0.02 for 2%."
+                )
             check_fraction(self.max_error, "max_error", where=f"{where}: ")
         check_one_of(self.score, "score", SCORES, where=f"{where}: ")
         if not isinstance(self.per_class, bool):
@@ -220,19 +231,27 @@ class GuardConfig:
         reference data, at most this fraction of rows is flagged ``ood``.
     ood_method : {"knn", "none"}, default="knn"
         Out-of-distribution detector; ``"none"`` turns the OOD check off.
+    ood_neighbors : int, default=5
+        Number of nearest reference rows whose mean distance is the OOD score.
+    ood_reference_size : int, default=2000
+        At most this many reference rows are searched for neighbours (the
+        single-row OOD cost grows linearly with it); the rest of the
+        reference (its other half at least) calibrates the p-values.
     range_method : {"minmax", "quantile"}, default="minmax"
         How numeric ranges are learned: observed min/max, or quantiles
         ``range_quantiles`` widened by ``range_margin``.
     range_quantiles : tuple of float, default=(0.001, 0.999)
         Lower and upper quantile for ``range_method="quantile"``.
-    range_margin : float, default=0.0
-        Widen each learned range by this fraction of its width on both sides.
+    range_margin : float, default=0.1
+        Widen each learned range by this fraction of its width on both sides
+        (a small reference's min/max is narrower than the population's).
     missing_policy : {"reference", "never", "always"}, default="reference"
         Whether a missing value is allowed in a column: if it was seen in the
         reference data, never, or always.
     columns : dict, default={}
         Per-column overrides, e.g. ``{"age": {"min": 0, "max": 120,
-        "allow_missing": False}}``.
+        "allow_missing": False}, "country": {"categories": ["FR", "DE"]}}``.
+        Keys: ``min``, ``max``, ``allow_missing``, ``categories``.
 
     Examples
     --------
@@ -248,9 +267,11 @@ class GuardConfig:
     ood: GuardAction = "abstain"
     ood_alpha: float = 0.01
     ood_method: str = "knn"
+    ood_neighbors: int = 5
+    ood_reference_size: int = 2000
     range_method: str = "minmax"
     range_quantiles: tuple[float, float] = (0.001, 0.999)
-    range_margin: float = 0.0
+    range_margin: float = 0.1
     missing_policy: str = "reference"
     columns: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
@@ -282,10 +303,34 @@ class GuardConfig:
             )
         object.__setattr__(self, "range_quantiles", (float(q[0]), float(q[1])))
         _check_positive_number(self.range_margin, "range_margin", "[guards]", allow_zero=True)
+        check_positive_int(self.ood_neighbors, "ood_neighbors", where="[guards] ")
+        check_positive_int(self.ood_reference_size, "ood_reference_size", where="[guards] ")
         if not isinstance(self.columns, Mapping):
             raise ConfigError(
                 f"[guards] columns must be a table/dict; got {describe(self.columns)}."
             )
+        for name, override in self.columns.items():
+            where = f"[guards.columns.{name}]"
+            if not isinstance(override, Mapping):
+                raise ConfigError(f"{where} must be a table/dict; got {describe(override)}.")
+            check_unknown_keys(override.keys(), _COLUMN_KEYS, where=where)
+            for key in ("min", "max"):
+                if key in override and not (
+                    isinstance(override[key], int | float) and not isinstance(override[key], bool)
+                ):
+                    raise ConfigError(
+                        f"{where} {key} must be a number; got {describe(override[key])}."
+                    )
+            if "allow_missing" in override and not isinstance(override["allow_missing"], bool):
+                raise ConfigError(
+                    f"{where} allow_missing must be true or false; got "
+                    f"{describe(override['allow_missing'])}."
+                )
+            cats = override.get("categories", [])
+            if isinstance(cats, str) or not isinstance(cats, Sequence):
+                raise ConfigError(
+                    f'{where} categories must be a list, e.g. ["FR", "DE"]; got {describe(cats)}.'
+                )
 
     def action_for(self, reason: str) -> str:
         """The configured action for a reason code such as ``"out_of_range:age"``."""
@@ -394,15 +439,16 @@ class TierPolicy:
                 raise ConfigError(
                     f"policy: explain must be a list of tier names; got {describe(raw)}."
                 )
-            explain = tuple(raw)
-            for name in explain:
-                check_one_of(name, "explain entry", names, where="policy: ")
-            object.__setattr__(self, "explain", explain)
         if not isinstance(self.guard_tier, str) or not self.guard_tier.strip():
             raise ConfigError(
                 "policy: guard_tier must be a non-empty tier name; got "
                 f"{describe(self.guard_tier)}."
             )
+        if self.explain is not None:
+            explain = tuple(raw)
+            for name in explain:  # the guard tier may be listed too
+                check_one_of(name, "explain entry", (*names, self.guard_tier), where="policy: ")
+            object.__setattr__(self, "explain", explain)
         if not isinstance(self.guards, GuardConfig):
             raise ConfigError(f"policy: guards must be a GuardConfig; got {describe(self.guards)}.")
 

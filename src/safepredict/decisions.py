@@ -88,6 +88,18 @@ class Explanation:
         """``base_value + sum(values)``: the explained model output."""
         return float(self.base_value + math.fsum(self.values))
 
+    def to_shap(self) -> Any:
+        """Convert to a ``shap.Explanation`` (for ``shap.plots.waterfall``/``bar``).
+
+        The conversion lives in :mod:`safepredict.explain`, imported here lazily:
+        ``decisions`` is a layer-1 module and must not import shap (only
+        ``explain`` does; DESIGN.md "Layers"), and the lazy import keeps
+        ``import safepredict`` free of shap's import cost.
+        """
+        from safepredict.explain import to_shap
+
+        return to_shap(self)
+
     def top(self, k: int = 5) -> list[tuple[str, float]]:
         """The ``k`` largest contributions by absolute value, largest first."""
         order = sorted(range(len(self.values)), key=lambda i: -abs(self.values[i]))

@@ -26,6 +26,7 @@ Examples
 
 from __future__ import annotations
 
+import gc
 import math
 import threading
 from collections import Counter
@@ -152,6 +153,11 @@ def _clean(value: Any) -> Any:
     return to_builtin(value)
 
 
+def _needs_clean(value: Any) -> bool:
+    kind = type(value)
+    return kind not in _SIMPLE or (kind is float and not math.isfinite(value))
+
+
 def _finite_list(values: NDArray[np.float64]) -> list[float | None]:
     return [v if v == v and v not in (math.inf, -math.inf) else None for v in values.tolist()]
 
@@ -183,7 +189,14 @@ def confidence_snapshot(values: Any, *, metric: str = "confidence") -> dict[str,
     (101, 0.5, 11)
     """
     v = np.asarray(values, dtype=np.float64).ravel()
-    v = np.sort(v[np.isfinite(v)])
+    v = v[np.isfinite(v)]
+    if metric != "confidence":
+        # Interval widths are recomputed as hi - lo from the events: keep 10
+        # significant digits (as the monitor does), so float noise in e.g. a
+        # constant width cannot split it across bins. Confidence is computed
+        # identically on both sides and kept exact.
+        v = np.array([float(f"{x:.10g}") for x in v.tolist()])
+    v = np.sort(v)
     n = len(v)
     if n == 0:
         return {
@@ -520,7 +533,9 @@ class EventEmitter:
             d.inputs_hash = row_hashes(X_model)
         hashes = d.inputs_hash.tolist() if d.inputs_hash is not None else [None] * n
         ids = d.decision_ids.tolist()
-        preds = [_clean(p) for p in d.predictions.tolist()]
+        preds = d.predictions.tolist()
+        if any(map(_needs_clean, preds)):  # numpy scalars, NaN, other objects
+            preds = [_clean(p) for p in preds]
         tiers = d.tiers.tolist()
         actions = d.actions.tolist()
         audits = d.audit.tolist()
@@ -589,46 +604,55 @@ class EventEmitter:
         no_inputs: list[Any] = [None] * n
         row_inputs = inputs if inputs is not None else no_inputs
         sent = dropped = 0
-        for i in range(n):
-            reasons = d.reasons[i]
-            if reasons:
-                guard_reasons = [r for r in reasons if _is_guard_reason(r)]
-                reason_list = list(reasons)
-            else:
-                guard_reasons = []
-                reason_list = []
-            if inputs is not None:
-                extra = {**extra, "inputs": row_inputs[i]}
-            try:
-                method(
-                    EVENT_DECISION,
-                    decision_id=ids[i],
-                    inputs_hash=hashes[i],
-                    guard={
-                        "status": "flag" if flagged[i] else "pass",
-                        "reasons": guard_reasons,
-                        "ood_score": ood[i],
-                    },
-                    prediction=preds[i],
-                    probabilities=probs[i],
-                    conformal={
-                        "confidence_level": level,
-                        "set": sets[i],
-                        "set_size": sizes[i],
-                        "interval": intervals[i],
-                    },
-                    confidence=conf[i],
-                    tier=tiers[i],
-                    action=actions[i],
-                    reasons=reason_list,
-                    audit=audits[i],
-                    route=routes[i],
-                    explanation=explanations[i],
-                    **extra,
-                )
-                sent += 1
-            except Exception:  # a failing sink never fails a decision; count it
-                dropped += 1
+        # Building ~10 containers per row triggers many cyclic-GC passes, each
+        # walking every tracked object of the process; the events are acyclic, so
+        # pause the collector for the loop (restored even if the loop raises).
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            for i in range(n):
+                reasons = d.reasons[i]
+                if reasons:
+                    guard_reasons = [r for r in reasons if _is_guard_reason(r)]
+                    reason_list = list(reasons)
+                else:
+                    guard_reasons = []
+                    reason_list = []
+                if inputs is not None:
+                    extra = {**extra, "inputs": row_inputs[i]}
+                try:
+                    method(
+                        EVENT_DECISION,
+                        decision_id=ids[i],
+                        inputs_hash=hashes[i],
+                        guard={
+                            "status": "flag" if flagged[i] else "pass",
+                            "reasons": guard_reasons,
+                            "ood_score": ood[i],
+                        },
+                        prediction=preds[i],
+                        probabilities=probs[i],
+                        conformal={
+                            "confidence_level": level,
+                            "set": sets[i],
+                            "set_size": sizes[i],
+                            "interval": intervals[i],
+                        },
+                        confidence=conf[i],
+                        tier=tiers[i],
+                        action=actions[i],
+                        reasons=reason_list,
+                        audit=audits[i],
+                        route=routes[i],
+                        explanation=explanations[i],
+                        **extra,
+                    )
+                    sent += 1
+                except Exception:  # a failing sink never fails a decision; count it
+                    dropped += 1
+        finally:
+            if gc_was_enabled:
+                gc.enable()
         self._count(sent, dropped)
         if d.route is not None:
             sent += self._route_events(d, ctx, request_id, tiers, actions)

@@ -12,10 +12,12 @@ from collections.abc import Sequence
 
 __all__ = [
     "CalibrationError",
+    "CaseNotFoundError",
     "ConfigError",
     "InputSchemaError",
     "NotCalibratedError",
     "PersistenceError",
+    "ReviewQueueError",
     "SafePredictError",
 ]
 
@@ -42,6 +44,21 @@ class CalibrationError(SafePredictError, ValueError):
 
 class PersistenceError(SafePredictError, ValueError):
     """A saved calibration file cannot be loaded safely."""
+
+
+class ReviewQueueError(SafePredictError, ValueError):
+    """A review-queue operation is not allowed in the case's current state.
+
+    For example resolving a case claimed by another reviewer, or claiming a case
+    that is already resolved. The message says who holds the case and what to do.
+    """
+
+
+class CaseNotFoundError(ReviewQueueError, KeyError):
+    """No case with the given ``decision_id`` is in the review queue."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
 
 
 class InputSchemaError(SafePredictError, ValueError):

@@ -348,7 +348,9 @@ def monitor(
     Parameters
     ----------
     paths : path or iterable of paths
-        JSON-lines logs (``.gz`` is decompressed on the fly). Lines that are not
+        JSON-lines logs (``.gz`` is decompressed on the fly), or directories of
+        them (every ``*.jsonl`` / ``*.jsonl.gz`` inside, e.g. one per Dask
+        partition). Lines that are not
         safepredict events (other application logs, broken lines) are counted as
         ``skipped``.
     window : str or float, default="1h"
@@ -464,7 +466,9 @@ def monitor(
                     value = conf
                     if calibrations[cal]["metric"] == "interval_width":
                         iv = (ev.get("conformal") or {}).get("interval")
-                        value = None if not iv else iv[1] - iv[0]
+                        # 10 significant digits, as in the snapshot: float noise in
+                        # a recomputed width must not move it across a bin edge.
+                        value = None if not iv else float(f"{iv[1] - iv[0]:.10g}")
                     if value is not None:
                         slot = w.drift.get(cal)
                         if slot is None:

@@ -9,12 +9,16 @@ routes.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import math
+import os
 import threading
 import time
-import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,11 +43,27 @@ from safepredict.exceptions import (
     InputSchemaError,
     NotCalibratedError,
 )
-from safepredict.tiers import TierCalibration, TierInputs, assign_tiers
+from safepredict.explain import ExplainerState, ModelExplainer, check_request
+from safepredict.guards import InputGuards
+from safepredict.routing import Router, build_cases, row_inputs
+from safepredict.tiers import TierCalibration, TierInputs, assign_tiers, calibrate_tiers
 
 __all__ = ["SafePredictor"]
 
 _ACTION_RANK = {"accept": 0, "review": 1, "abstain": 2}
+_RANK_NAMES = np.array(["accept", "review", "abstain"], dtype=object)
+
+
+@dataclass(frozen=True)
+class _DecideCache:
+    """Constants ``decide`` needs per policy (computed once, not per call)."""
+
+    policy: TierPolicy
+    actions: NDArray[Any]
+    tier_names: tuple[str, ...]
+    classes: NDArray[Any] | None
+    classes_obj: NDArray[Any] | None
+    needs_scores: bool
 
 
 def _is_frame(X: Any) -> bool:
@@ -312,7 +332,14 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
             return self._prepare(_frame_from_records([X]))
         if isinstance(X, list) and X and all(isinstance(r, Mapping) for r in X):
             return self._prepare(_frame_from_records(X))
-        arr = np.asarray(X)
+        try:
+            arr = np.asarray(X)
+        except (ValueError, TypeError) as exc:  # ragged rows, unconvertible objects
+            raise InputSchemaError(
+                f"X cannot be read as a 2-D table of rows x features ({exc}); pass an array, "
+                "a DataFrame, a dict or a list of dicts with equally long rows.",
+                problems=["ragged"],
+            ) from exc
         if arr.ndim == 1:
             arr = arr.reshape(1, -1)
         if arr.ndim != 2:
@@ -334,15 +361,29 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
         return arr
 
     # ------------------------------------------------------------ model calls
-    def _model_output(self, X: Any) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+    def _model_output(
+        self, X: Any, skip: NDArray[np.bool_] | None = None
+    ) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
         """Probabilities (classification) or predictions (regression), and failed rows.
 
         If the model raises on the batch, rows are scored one by one and only the
-        rows that raise (or give non-finite output) are marked failed.
+        rows that raise (or give non-finite output) are marked failed. Rows in
+        ``skip`` (the guards found a value the model may not take) are not sent
+        to the model and come back failed.
         """
         method = "predict_proba" if self.task_ == "classification" else "predict"
         fn = getattr(self.model, method)
         n = len(X)
+        # --- guards: score only the rows the guards did not mark (begin) ---
+        if skip is not None and skip.any():
+            width_ = len(self.classes_) if self.task_ == "classification" else None
+            full = np.full((n, width_) if width_ is not None else (n,), np.nan)
+            keep = np.flatnonzero(~skip)
+            if len(keep):
+                full[keep] = self._model_output(X.iloc[keep] if _is_frame(X) else X[keep])[0]
+            ok = np.isfinite(full).all(axis=1) if full.ndim == 2 else np.isfinite(full)
+            return full, np.asarray(~ok, dtype=bool)
+        # --- guards (end) ---
         try:
             out = np.asarray(fn(X), dtype=np.float64)
         except Exception:  # any model failure becomes per-row model_error, never a crash
@@ -355,6 +396,8 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
                     out[i] = np.asarray(fn(row), dtype=np.float64)[0]
                 except Exception:  # this row fails closed as model_error
                     continue
+        if out.ndim in (1, 2) and out.shape[0] == n and math.isfinite(out.sum()):
+            return out, np.zeros(n, dtype=bool)  # the common case, in one reduction
         finite = np.isfinite(out).all(axis=1) if out.ndim == 2 else np.isfinite(out)
         return out, np.asarray(~finite, dtype=bool)
 
@@ -399,6 +442,15 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
             )
         self._record_schema(X)
         X_model = self._prepare(X)
+        method = "predict_proba" if task == "classification" else "predict"
+        try:  # a model that cannot score the calibration rows is the caller's to fix
+            getattr(self.model, method)(X_model)
+        except Exception as exc:
+            raise CalibrationError(
+                f"the model failed on the calibration rows ({method} raised "
+                f"{type(exc).__name__}: {exc}). Calibrate on rows with the columns and types "
+                "the model was trained on."
+            ) from exc
         self.task_ = task
         self.policy_ = policy
         self.conformity_score_ = score
@@ -433,9 +485,11 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
                 method=score,
                 confidence_level=float(self.confidence_level),
                 random_state=self.random_state,
+                quantile_models=self.quantile_models,
             )
         self.tier_calibration_ = self._calibrate_tiers(X_model, y_arr)
         self._fit_guards(X if reference is None else reference)
+        self._fit_explainer(X_model)
         self.calibration_size_ = len(y_arr)
         self.calibration_id_ = _calibration_hash(X_model, y_arr)
         self._emit_calibration(X_model)
@@ -471,38 +525,40 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
         X_model = self._prepare(X)
         n = len(X_model)
         policy = self.policy_
-        guard_tier_code = len(policy.tiers)
-        tier_names = (*policy.names, policy.guard_tier)
-        reasons: list[tuple[str, ...]] = [()] * n
+        cache = self._decide_cache(policy)
         latency: dict[str, float] = {}
 
         t = time.perf_counter()
-        guard_reasons, guard_rank, ood_scores = self._check_guards(X_model)
-        latency["guard"] = time.perf_counter() - t
+        guard_reasons, guard_rank, ood_scores, skip = self._check_guards(X_model)
+        t_model = time.perf_counter()
+        latency["guard"] = t_model - t
 
+        if n:
+            out, failed = self._model_output(X_model, skip)
+        else:
+            width = () if cache.classes is None else (len(cache.classes),)
+            out, failed = np.zeros((0, *width)), np.zeros(0, dtype=bool)
         t = time.perf_counter()
-        out, failed = self._model_output(X_model) if n else (np.zeros((0,)), np.zeros(0, bool))
-        latency["model"] = time.perf_counter() - t
+        latency["model"] = t - t_model
+        any_failed = bool(failed.any())
 
-        t = time.perf_counter()
         set_mask = intervals = probabilities = None
-        scores: dict[str, NDArray[np.float64]] = {}
-        predicted_class = None
         if self.task_ == "classification":
             conformal = self.conformal_
             assert isinstance(conformal, ClassificationConformal)
-            probabilities = out if n else np.zeros((0, len(self.classes_)))
-            safe = np.where(failed[:, None], 0.0, probabilities) if n else probabilities
-            predicted_class = np.argmax(safe, axis=1) if n else np.zeros(0, dtype=np.intp)
-            predictions = self.classes_[predicted_class].astype(object)
-            set_mask = conformal.predict_set(safe)
-            set_mask[failed] = False
-            confidence = conformal.confidence(safe)
-            confidence[failed] = np.nan
+            probabilities = out
+            safe = np.where(failed[:, None], 0.0, out) if any_failed else out
+            predicted_class = safe.argmax(axis=1)
+            assert cache.classes_obj is not None
+            predictions = cache.classes_obj[predicted_class]
+            set_mask, confidence = conformal.set_and_confidence(safe, predicted_class)
+            if any_failed:
+                set_mask[failed] = False
+                confidence[failed] = np.nan
             set_size = set_mask.sum(axis=1)
-            scores = _classification_scores(safe, confidence)
+            scores = _classification_scores(safe, confidence) if cache.needs_scores else {}
             inputs = TierInputs(
-                self.task_,
+                "classification",
                 confidence,
                 set_size=set_size,
                 scores=scores,
@@ -511,53 +567,61 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
         else:
             conformal_r = self.conformal_
             assert isinstance(conformal_r, RegressionConformal)
-            y_pred = out.reshape(-1) if n else np.zeros(0)
+            y_pred = out.reshape(-1)
             predictions = y_pred.astype(object)
-            intervals = conformal_r.interval(X_model, y_pred) if n else np.zeros((0, 2))
-            intervals[failed] = np.nan
+            intervals = self._intervals(conformal_r, X_model, y_pred, failed)
+            any_failed = bool(failed.any())
+            if any_failed:
+                intervals[failed] = np.nan
             confidence = np.full(n, np.nan)
-            width = intervals[:, 1] - intervals[:, 0]
-            inputs = TierInputs(self.task_, confidence, width=width)
-        predictions[failed] = None
+            widths = intervals[:, 1] - intervals[:, 0]
+            scores_r = _regression_scores(widths) if cache.needs_scores else {}
+            inputs = TierInputs("regression", confidence, width=widths, scores=scores_r)
+        if any_failed:
+            predictions[failed] = None
         latency["conformal"] = time.perf_counter() - t
 
         codes, tier_reasons = assign_tiers(policy, inputs, self.tier_calibration_)
-        actions = np.array([t.action for t in policy.tiers], dtype=object)[codes]
+        actions = cache.actions[codes]
+        reasons: list[tuple[str, ...]] = [()] * n
         for tier_row, extra in tier_reasons.items():
+            if skip[tier_row]:  # guards: never scored, so no tier reasons (e.g. empty_set)
+                continue
             reasons[tier_row] = reasons[tier_row] + extra
 
         # Rows that fail a guard or the model go to the guard tier, never "accept".
+        guard_flagged = None
         if guard_reasons:
+            guard_flagged = np.zeros(n, dtype=bool)
+            guard_flagged[list(guard_reasons)] = True
             for guard_row, why in guard_reasons.items():
                 reasons[guard_row] = why + reasons[guard_row]
-        for row in np.flatnonzero(failed):
-            reasons[row] = (*reasons[row], "model_error")
-            guard_rank[row] = 2
-        blocked = guard_rank > 0
-        if blocked.any():
+        if any_failed:
+            guard_rank = guard_rank.copy()
+            # skipped rows (the guards kept them from the model) carry their guard reasons
+            for row in np.flatnonzero(failed & ~skip).tolist():
+                reasons[row] = (*reasons[row], "model_error")
+                guard_rank[row] = 2
+        if any_failed or guard_rank.any():
+            blocked = guard_rank > 0
             codes = codes.copy()
-            rank_names = np.array(["accept", "review", "abstain"], dtype=object)
-            current = np.array([_ACTION_RANK[a] for a in actions[blocked]])
-            actions[blocked] = rank_names[np.maximum(current, guard_rank[blocked])]
-            codes[blocked] = guard_tier_code
+            current = np.array([_ACTION_RANK[a] for a in actions[blocked]], dtype=np.intp)
+            actions[blocked] = _RANK_NAMES[np.maximum(current, guard_rank[blocked])]
+            codes[blocked] = len(policy.tiers)
 
         decisions = Decisions(
             predictions=predictions,
             tier_codes=codes,
-            tier_names=tier_names,
+            tier_names=cache.tier_names,
             actions=actions,
             reasons=reasons,
             confidence=confidence,
-            batch_id=uuid.uuid4().hex[:16],
+            batch_id=os.urandom(8).hex(),  # 64 random bits, as uuid4().hex[:16] gave
             set_mask=set_mask,
-            classes=getattr(self, "classes_", None),
+            classes=cache.classes,
             intervals=intervals,
             probabilities=probabilities,
-            guard_flagged=np.array(
-                [bool(guard_reasons and i in guard_reasons) for i in range(n)], dtype=bool
-            )
-            if guard_reasons
-            else np.zeros(n, dtype=bool),
+            guard_flagged=np.zeros(n, dtype=bool) if guard_flagged is None else guard_flagged,
             ood_scores=ood_scores,
             latency_s=latency,
         )
@@ -569,6 +633,47 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
         latency["total"] = time.perf_counter() - t0
         self._emit_decisions(X_model, decisions, request_id=request_id)
         return decisions
+
+    def _intervals(
+        self,
+        conformal: RegressionConformal,
+        X_model: Any,
+        y_pred: NDArray[np.float64],
+        failed: NDArray[np.bool_],
+    ) -> NDArray[np.float64]:
+        """Conformal intervals; rows where an auxiliary model (CQR, residual) fails are marked.
+
+        ``failed`` is updated in place for those rows (they become ``model_error``).
+        """
+        if conformal.method == "absolute":
+            return conformal.interval(X_model, y_pred)
+        try:
+            return conformal.interval(X_model, y_pred)
+        except Exception:  # an auxiliary model failing fails closed per row, never the batch
+            bounds = np.full((len(y_pred), 2), np.nan)
+            for i in range(len(y_pred)):
+                row = X_model.iloc[i : i + 1] if _is_frame(X_model) else X_model[i : i + 1]
+                try:
+                    bounds[i] = conformal.interval(row, y_pred[i : i + 1])[0]
+                except Exception:  # this row fails closed as model_error
+                    failed[i] = True
+            return bounds
+
+    def _decide_cache(self, policy: TierPolicy) -> _DecideCache:
+        """Per-policy constants of the hot path, built once (thread-safe: idempotent)."""
+        cache: _DecideCache | None = self.__dict__.get("_hot")
+        if cache is None or cache.policy is not policy:
+            classes = getattr(self, "classes_", None)
+            cache = _DecideCache(
+                policy=policy,
+                actions=np.array([t.action for t in policy.tiers], dtype=object),
+                tier_names=(*policy.names, policy.guard_tier),
+                classes=classes,
+                classes_obj=None if classes is None else classes.astype(object),
+                needs_scores=any(t.max_error is not None for t in policy.tiers),
+            )
+            self.__dict__["_hot"] = cache
+        return cache
 
     def decide_one(self, x: Any, *, request_id: str | None = None) -> Decision:
         """Decide on a single row (1-D array, dict, pandas Series or one-row frame).
@@ -596,24 +701,246 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
             )
         return batch[0]
 
+    async def adecide(self, X: Any, **kwargs: Any) -> Decisions:
+        """:meth:`decide` run in a worker thread, so an event loop is never blocked.
+
+        Keyword arguments are passed on to :meth:`decide`. Use it from async
+        services (FastAPI, aiohttp): ``decisions = await predictor.adecide(rows)``.
+
+        Examples
+        --------
+        >>> import asyncio
+        >>> from sklearn.datasets import load_iris
+        >>> from sklearn.linear_model import LogisticRegression
+        >>> X, y = load_iris(return_X_y=True)
+        >>> model = LogisticRegression(max_iter=500).fit(X[::3], y[::3])
+        >>> sp = SafePredictor(model, log="off").calibrate(X[1::3], y[1::3])
+        >>> len(asyncio.run(sp.adecide(X[:5])))
+        5
+        """
+        return await asyncio.to_thread(self.decide, X, **kwargs)
+
+    # ------------------------------------------------------------ persistence
+    def save(
+        self, path: str | Path, *, model: str | None = None, key: bytes | str | None = None
+    ) -> Path:
+        """Save the calibration as versioned, checksummed JSON (no pickle).
+
+        Parameters
+        ----------
+        path : str or Path
+            Where to write the calibration file (e.g. ``"credit.calibration.json"``).
+        model : {None, "skops"}, default=None
+            ``None`` saves the calibration only (pass the model to :meth:`load`);
+            ``"skops"`` also writes the model next to it as ``<stem>.skops``
+            with :mod:`skops.io` (needs the ``skops`` extra).
+        key : str or bytes, optional
+            Sign the file with HMAC-SHA256; :meth:`load` then needs the same key.
+
+        Returns
+        -------
+        Path
+            The calibration file written.
+
+        Examples
+        --------
+        >>> import tempfile, pathlib
+        >>> from sklearn.datasets import load_iris
+        >>> from sklearn.linear_model import LogisticRegression
+        >>> X, y = load_iris(return_X_y=True)
+        >>> model = LogisticRegression(max_iter=500).fit(X[::3], y[::3])
+        >>> sp = SafePredictor(model, log="off").calibrate(X[1::3], y[1::3])
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "iris.json"
+        >>> back = SafePredictor.load(sp.save(path), model=model)
+        >>> back.decide(X).actions.tolist() == sp.decide(X).actions.tolist()
+        True
+        """
+        from safepredict.persistence import save_predictor
+
+        return save_predictor(self, path, model=model, key=key)
+
+    @classmethod
+    def load(
+        cls,
+        path: str | Path,
+        *,
+        model: Any = None,
+        trusted: Sequence[str] | None = None,
+        key: bytes | str | None = None,
+        verify_model: bool = True,
+        **params: Any,
+    ) -> SafePredictor:
+        """Restore a predictor saved with :meth:`save`; it decides exactly as before.
+
+        Parameters
+        ----------
+        path : str or Path
+            The calibration file.
+        model : estimator, optional
+            The fitted model the predictor was calibrated with. If omitted, the
+            model saved with ``save(path, model="skops")`` is loaded with skops.
+        trusted : sequence of str, optional
+            Types in the skops model file that skops does not trust by default
+            and that you accept (see ``skops.io.get_untrusted_types``).
+        key : str or bytes, optional
+            The HMAC key the file was signed with.
+        verify_model : bool, default=True
+            Check the model's outputs on the fingerprint probe rows.
+        **params
+            Runtime parameters that cannot be saved or that you want to change:
+            ``router``, ``logger``, ``log``, ``model_name``, ... (not the
+            calibration parameters).
+
+        Raises
+        ------
+        PersistenceError
+            Missing file, not a safepredict file, other major schema version,
+            tampered checksum, or a model that differs from the calibrated one.
+        """
+        from safepredict.persistence import load_predictor
+
+        return load_predictor(
+            cls, path, model=model, trusted=trusted, key=key, verify_model=verify_model, **params
+        )
+
     # ------------------------------------------------------------ stage hooks
     def _calibrate_tiers(self, X_model: Any, y: NDArray[Any]) -> TierCalibration:
-        """Certify thresholds for the risk-controlled tiers (none certified yet)."""
-        return TierCalibration()
+        """Certify thresholds for the risk-controlled (``max_error``) tiers.
+
+        Scores the calibration rows exactly as :meth:`decide` does, marks the
+        rows the model gets wrong (classification: wrong label; regression:
+        ``|y - y_hat| > tolerance`` of each tier) and runs
+        :func:`safepredict.tiers.calibrate_tiers`.
+        """
+        policy = self.policy_
+        if not policy.risk_controlled:
+            return TierCalibration()
+        out, failed = self._model_output(X_model)
+        errors: Any
+        if self.task_ == "classification":
+            conformal = self.conformal_
+            assert isinstance(conformal, ClassificationConformal)
+            safe = np.where(failed[:, None], 0.0, out)
+            predicted_class = np.argmax(safe, axis=1)
+            confidence = conformal.confidence(safe)
+            confidence[failed] = np.nan
+            set_size = conformal.predict_set(safe).sum(axis=1)
+            set_size[failed] = 0
+            scores = _classification_scores(safe, confidence)
+            for name in scores:
+                scores[name] = np.where(failed, np.nan, scores[name])
+            inputs = TierInputs(
+                self.task_,
+                confidence,
+                set_size=set_size,
+                scores=scores,
+                predicted_class=predicted_class,
+            )
+            errors = (self.classes_[predicted_class] != y) | failed
+            return calibrate_tiers(
+                policy,
+                inputs,
+                errors,
+                n_classes=len(self.classes_),
+                class_labels=self.classes_.tolist(),
+            )
+        conformal_r = self.conformal_
+        assert isinstance(conformal_r, RegressionConformal)
+        y_pred = out.reshape(-1)
+        intervals = conformal_r.interval(X_model, y_pred)
+        width = np.where(failed, np.nan, intervals[:, 1] - intervals[:, 0])
+        inputs = TierInputs(
+            self.task_, np.full(len(y_pred), np.nan), width=width, scores=_regression_scores(width)
+        )
+        residual = np.abs(np.asarray(y, dtype=np.float64) - y_pred)
+        errors = {
+            t.name: (residual > float(t.tolerance or 0.0)) | failed for t in policy.risk_controlled
+        }
+        return calibrate_tiers(policy, inputs, errors)
 
     def _fit_guards(self, reference: Any) -> None:
-        """Learn normal inputs from the reference data."""
+        """Learn normal inputs from the reference data (same columns as calibration)."""
         self.guard_config_ = None if self.guards in ("off", None) else self.policy_.guards
+        self.guards_: InputGuards | None = None
+        if self.guard_config_ is None:
+            return
+        ref = self._prepare(reference)  # the structural checks decide() applies
+        names = getattr(self, "feature_names_in_", None)
+        self.guards_ = InputGuards.fit(
+            ref,
+            self.guard_config_,
+            feature_names=None if names is None else [str(c) for c in names],
+            random_state=self.random_state,
+        )
 
     def _check_guards(
         self, X_model: Any
-    ) -> tuple[dict[int, tuple[str, ...]], NDArray[np.intp], NDArray[np.float64] | None]:
-        """Guard reasons per flagged row, the action rank per row, and OOD scores."""
+    ) -> tuple[
+        dict[int, tuple[str, ...]],
+        NDArray[np.intp],
+        NDArray[np.float64] | None,
+        NDArray[np.bool_],
+    ]:
+        """Guard reasons per flagged row, action rank per row, OOD p-values, rows to skip.
+
+        The rank is 0 (no reason, or only ``"ignore"``d ones), 1 (review) or 2
+        (abstain); skipped rows are not sent to the model.
+        """
+        guards = getattr(self, "guards_", None)
         n = len(X_model)
-        return {}, np.zeros(n, dtype=np.intp), None
+        if guards is None:
+            return {}, np.zeros(n, dtype=np.intp), None, np.zeros(n, dtype=bool)
+        result = guards.check(X_model)
+        return result.reasons, result.rank, result.ood, result.skip
+
+    def _fit_explainer(self, X_model: Any) -> None:
+        """Keep a background sample for explanations; the explainer itself is built lazily."""
+        self.explainer_: ModelExplainer | None = None
+        if self.explainer is None:
+            return
+        # an explicit explainer that cannot explain this model fails here, not in decide
+        check_request(self.model, str(self.explainer), X_model)
+        state = ExplainerState.fit(
+            X_model,
+            task=self.task_,
+            requested=str(self.explainer),
+            classes=getattr(self, "classes_", None),
+            budget_ms=self.explain_budget_ms,
+            random_state=self.random_state,
+        )
+        self.explainer_ = ModelExplainer(self.model, state)
 
     def _explain(self, X_model: Any, decisions: Decisions) -> None:
-        """Attach explanations to the rows in the policy's explain tiers."""
+        """Attach explanations to the rows in the policy's explain tiers.
+
+        Default (policy ``explain`` unset): every row that is not accepted. Accepted
+        rows (and rows the model could not score) cost nothing; rows whose
+        explanation would exceed ``explain_budget_ms`` get
+        ``explanation_skipped:budget`` instead of waiting for it.
+        """
+        explainer = getattr(self, "explainer_", None)
+        n = len(decisions)
+        if explainer is None or n == 0:
+            return
+        policy = self.policy_
+        if policy.explain is None:
+            wanted = decisions.actions != "accept"
+        else:
+            wanted = np.isin(decisions.tiers, np.array(policy.explain, dtype=object))
+        scored = np.array([p is not None for p in decisions.predictions], dtype=bool)
+        rows = np.flatnonzero(wanted & scored)
+        decisions.explanations = [None] * n
+        if len(rows) == 0:
+            return
+        subset = X_model.iloc[rows] if _is_frame(X_model) else np.asarray(X_model)[rows]
+        class_index = None
+        if decisions.probabilities is not None:
+            class_index = np.argmax(decisions.probabilities[rows], axis=1)
+        explained, skipped = explainer.explain(subset, class_index)
+        for row, explanation, why in zip(rows, explained, skipped, strict=True):
+            decisions.explanations[row] = explanation
+            if why is not None:
+                decisions.reasons[row] = (*decisions.reasons[row], why)
 
     def _sample_audit(self, X_model: Any, decisions: Decisions) -> None:
         """Mark a deterministic ``audit_rate`` sample of accepted rows for audit."""
@@ -695,7 +1022,12 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
             X_ok = X_model[ok] if not _is_frame(X_model) else X_model.loc[ok]
             widths = np.diff(conformal_r.interval(X_ok, out[ok].reshape(-1)), axis=1).ravel()
             values, metric = widths, "interval_width"
-            inputs = TierInputs(self.task_, np.full(len(widths), np.nan), width=widths)
+            inputs = TierInputs(
+                self.task_,
+                np.full(len(widths), np.nan),
+                width=widths,
+                scores=_regression_scores(widths),
+            )
         codes, _ = assign_tiers(policy, inputs, self.tier_calibration_)
         n = max(len(codes), 1)
         tiers = np.bincount(codes, minlength=len(policy.tiers))
@@ -723,8 +1055,12 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
             baseline = {}
         policy = self.policy_
         tier_cal = self.tier_calibration_
+        report = tier_cal.report or {}
         certified = {
-            t.name: tier_cal.is_certified(t.name) for t in policy.tiers if t.is_risk_controlled
+            t.name: tier_cal.is_certified(t.name)
+            and (report.get(t.name) or {}).get("certified", True) is not False
+            for t in policy.tiers
+            if t.is_risk_controlled
         }
         emitter.calibration(
             context,
@@ -755,17 +1091,207 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
             self.events._count(0, 1 if self.log == "summary" else len(decisions))
 
     def _route(self, X_model: Any, decisions: Decisions) -> None:
-        """Hand review/abstain rows and audit samples to the router."""
-        if self.router is None:
+        """Hand review/abstain rows and audit samples to the router, as one batch.
+
+        Sets ``decisions.route[i]`` to the route status of each routed row (None
+        for the others). A sink failure never fails the decision (see ``Router``).
+        """
+        router = self.router_
+        if router is None:
             return
+        n = len(decisions)
+        decisions.route = [None] * n
         rows = np.flatnonzero((decisions.actions != "accept") | decisions.audit)
-        for i in rows:
-            try:
-                self.router(decisions[int(i)])
-            except Exception:  # a failing sink never fails the decision
-                continue
+        if len(rows) == 0:
+            return
+        try:
+            if decisions.inputs_hash is not None:
+                hashes = decisions.inputs_hash[rows]
+            else:
+                hashes = row_hashes(X_model.iloc[rows] if _is_frame(X_model) else X_model[rows])
+            inputs = (
+                row_inputs(X_model, rows, self._input_names(), self.redact)
+                if self.log_inputs
+                else None
+            )
+            cases = build_cases(
+                decisions,
+                rows,
+                model_name=self.model_name,
+                model_version=self.model_version,
+                inputs=inputs,
+                inputs_hash=hashes,
+            )
+            statuses = router.route(cases)
+        except Exception as exc:  # building the cases must not fail the decision either
+            statuses = router.report_failure(decisions.audit[rows].tolist(), exc)
+        for i, status in zip(rows.tolist(), statuses, strict=True):
+            decisions.route[i] = status
+
+    @property
+    def router_(self) -> Router | None:
+        """The :class:`~safepredict.routing.Router` built from ``router`` (None without one).
+
+        Its ``failures`` attribute counts cases the sink refused after retries.
+        """
+        if self.router is None:
+            return None
+        cached = self.__dict__.get("_router_cache")
+        if cached is None or cached[0] is not self.router:
+            with self._thread_lock:
+                cached = self.__dict__.get("_router_cache")
+                if cached is None or cached[0] is not self.router:
+                    cached = (self.router, Router.coerce(self.router))
+                    self.__dict__["_router_cache"] = cached
+        router: Router = cached[1]
+        return router
+
+    def _input_names(self) -> list[str]:
+        names = getattr(self, "feature_names_in_", None)
+        if names is not None:
+            return [str(c) for c in names]
+        return [f"x{j}" for j in range(self.n_features_in_)]
+
+    # ------------------------------------------------------------ outcomes
+    def record_outcome(self, decision_id: str, y_true: Any) -> str:
+        """Record the realized outcome of a decision that arrived by another path.
+
+        Stored in the router's review queue when it has one (the case is
+        resolved, or the outcome kept in its ``external_outcomes`` table for
+        decisions that were never routed); with a JSONL router, appended to
+        ``<stem>.outcomes.jsonl`` next to it.
+
+        Returns
+        -------
+        str
+            ``"case"`` (a queued case was resolved) or ``"external"``.
+
+        Raises
+        ------
+        ConfigError
+            If the predictor has no router able to store outcomes.
+        """
+        router = self.router_
+        if router is None:
+            raise ConfigError(
+                "record_outcome needs somewhere to store outcomes; this SafePredictor has no "
+                "router. Pass SafePredictor(router='reviews.db') (or a .jsonl path)."
+            )
+        return router.record_outcome(str(decision_id), y_true, source="record_outcome")
+
+    def recalibrate_from(
+        self, queue: Any, *, audited_only: bool = True, reference: Any = None
+    ) -> SafePredictor:
+        """Re-run :meth:`calibrate` on the resolved cases of a review queue.
+
+        The resolved cases' logged inputs and outcomes become the calibration
+        set, so the cases must have been routed with ``log_inputs=True`` (and
+        no feature redacted).
+
+        Exchangeability caveat: conformal guarantees need calibration rows
+        exchangeable with future rows. Routed (review/abstain) cases are chosen
+        *because* they were uncertain, so they are not; audited cases are a
+        hash-random sample of the accepted rows, so they are exchangeable with
+        the rows the current policy accepts (not with all traffic). Hence the
+        default ``audited_only=True``.
+
+        Parameters
+        ----------
+        queue : SQLiteReviewQueue, Router or path
+            Where the resolved cases are.
+        audited_only : bool, default=True
+            Use only audit-sampled cases (see the caveat).
+        reference : array-like or DataFrame, optional
+            Passed to :meth:`calibrate` (pass the training data so the guards do
+            not learn from the small review sample).
+
+        Returns
+        -------
+        SafePredictor
+            ``self``, recalibrated.
+        """
+        self._check_calibrated("recalibrate_from")
+        source = Router.coerce(queue).sink if not hasattr(queue, "outcomes") else queue
+        outcomes = getattr(source, "outcomes", None)
+        if outcomes is None:
+            raise ConfigError(
+                f"recalibrate_from needs a SQLiteReviewQueue (or its path); got {describe(queue)}."
+            )
+        items = [o for o in outcomes(audited_only=audited_only) if o.get("outcome") is not None]
+        kind = "audited " if audited_only else ""
+        if not items:
+            hint = " (or pass audited_only=False, see the caveat)" if audited_only else ""
+            raise CalibrationError(
+                f"the queue has no resolved {kind}cases with an outcome; resolve some cases "
+                f"first{hint}."
+            )
+        names = self._input_names()
+        no_inputs = [o["decision_id"] for o in items if not o.get("inputs")]
+        if no_inputs:
+            raise CalibrationError(
+                f"{len(no_inputs)} of {len(items)} resolved {kind}cases have no logged inputs "
+                f"(e.g. {no_inputs[0]!r}), so they cannot be re-scored. Route with "
+                "SafePredictor(log_inputs=True) to make recalibration from the queue possible."
+            )
+        absent = sorted({c for o in items for c in names if c not in o["inputs"]})
+        if absent:
+            raise CalibrationError(
+                f"resolved cases lack the features {absent} (redacted or renamed); "
+                "recalibration needs every calibration feature. Drop them from redact=."
+            )
+        rows = [[o["inputs"][c] for c in names] for o in items]
+        y = np.asarray([o["outcome"] for o in items])
+        X: Any
+        if getattr(self, "feature_names_in_", None) is not None:
+            import pandas as pd
+
+            X = pd.DataFrame(rows, columns=names)
+        else:
+            X = np.asarray(rows, dtype=np.float64)
+        return self.calibrate(X, y, reference=reference)
 
     # ------------------------------------------------------------ reporting
+    def calibration_report(self) -> dict[str, dict[str, Any]]:
+        """What the calibration certified for every risk-controlled (``max_error``) tier.
+
+        Returns
+        -------
+        dict
+            Tier name -> JSON-safe dict with ``threshold`` (``None`` if not
+            certified; a list by class for ``per_class`` tiers), ``certified``,
+            ``n_reaching`` / ``n_accepted`` / ``n_errors`` (calibration rows
+            reaching the tier, accepted by it, wrong among those),
+            ``observed_error``, ``upper_bound`` (one-sided ``1 - delta``
+            Clopper-Pearson bound on the error rate among accepted rows),
+            ``acceptance_rate`` with a 95% ``acceptance_interval``, ``delta``
+            (this tier's share), ``rows_needed`` (accepted rows needed even with
+            zero errors) and ``calibration_rows_needed`` (calibration rows
+            needed in total at the current reach rate), plus ``warning`` when
+            the tier could not be certified.
+
+        Examples
+        --------
+        >>> from sklearn.datasets import load_breast_cancer
+        >>> from sklearn.linear_model import LogisticRegression
+        >>> X, y = load_breast_cancer(return_X_y=True)
+        >>> model = LogisticRegression(max_iter=5000).fit(X[:250], y[:250])
+        >>> policy = {"delta": 0.1, "tiers": [
+        ...     {"name": "auto", "action": "accept", "max_error": 0.05},
+        ...     {"name": "human", "action": "abstain"}]}
+        >>> sp = SafePredictor(model, tiers=policy, log="off").calibrate(X[250:], y[250:])
+        >>> report = sp.calibration_report()["auto"]
+        >>> report["certified"], report["upper_bound"] <= 0.05
+        (True, True)
+        """
+        self._check_calibrated("calibration_report")
+        cal = self.tier_calibration_
+        out = {name: dict(rep) for name, rep in cal.report.items()}
+        for warning in cal.warnings:
+            entry = out.setdefault(warning["tier"], {"tier": warning["tier"]})
+            entry.setdefault("warnings", []).append(warning["message"])
+            entry["warning"] = "; ".join(entry["warnings"])
+        return out
+
     def summary(self) -> dict[str, Any]:
         """What this predictor was calibrated with (JSON-safe)."""
         self._check_calibrated("summary")
@@ -799,6 +1325,11 @@ def _classification_scores(
         top = proba[:, 0] if proba.shape[1] else np.zeros(len(proba))
         second = np.zeros_like(top)
     return {"conformal": confidence, "top_prob": top, "margin": top - second}
+
+
+def _regression_scores(width: NDArray[np.float64]) -> dict[str, NDArray[np.float64]]:
+    """Regression ``max_error`` score: minus the conformal interval width (narrower = surer)."""
+    return {"conformal": -np.asarray(width, dtype=np.float64)}
 
 
 def _frame_from_records(records: Sequence[Mapping[str, Any]]) -> Any:

@@ -17,4 +17,7 @@ def _root() -> None:
     """Run a safepredict command."""
 
 
+from safepredict.cli import bench as _bench  # noqa: E402, F401  # registers `safepredict bench`
 from safepredict.cli import monitor as _monitor  # noqa: E402, F401  # registers `safepredict monitor`
+from safepredict.cli import review as _review  # noqa: E402, F401  # registers `review` on app
+from safepredict.cli import review_serve as _review_serve  # noqa: E402, F401  # registers `review serve`

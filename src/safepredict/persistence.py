@@ -1,0 +1,706 @@
+"""Save and load a calibrated :class:`~safepredict.SafePredictor` as plain JSON.
+
+The calibration file holds everything :meth:`SafePredictor.calibrate` learned
+(the conformal scores and quantile, the certified tier thresholds, the guard
+state, the policy, the calibration id), the JSON-safe constructor parameters,
+the library versions and a fingerprint of the model — but never the model
+itself and never a pickle. Loading parses JSON and rebuilds each fitted object
+through a fixed table of ``from_state`` functions: nothing named in the file is
+ever imported, called or evaluated.
+
+The model is saved by the user's choice. ``save(path, model="skops")`` writes
+it next to the calibration file with :mod:`skops.io` (whose loader refuses
+types not on a trusted list); ``joblib``/``pickle`` files can run arbitrary code
+when loaded and are deliberately not offered.
+
+File layout (``schema_version`` "1.0")::
+
+    {"format": "safepredict.calibration", "schema_version": "1.0",
+     "created_at": ..., "versions": {...}, "model": {fingerprint, file},
+     "params": {...}, "params_not_saved": [...], "fitted": {...},
+     "policy": {...}, "state": {"conformal_": {"type": ..., "state": ...}, ...},
+     "checksum": {"algorithm": "sha256" | "hmac-sha256", "value": hex}}
+
+The checksum covers the canonical JSON (sorted keys, no whitespace) of every
+other key. A plain SHA-256 detects corruption and casual edits; pass ``key=``
+to sign with HMAC-SHA256 so that only holders of the key can produce a file
+that loads.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import functools
+import hashlib
+import hmac
+import json
+import math
+import platform
+import re
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from safepredict._state import array_to_state
+from safepredict._version import __version__
+from safepredict.config import GuardConfig, TierPolicy
+from safepredict.conformal import (
+    CLASSIFICATION_SCORES,
+    REGRESSION_SCORES,
+    ClassificationConformal,
+    RegressionConformal,
+)
+from safepredict.exceptions import ConfigError, PersistenceError
+from safepredict.explain import ModelExplainer
+from safepredict.guards import InputGuards
+from safepredict.tiers import TierCalibration
+
+if TYPE_CHECKING:
+    from safepredict.predictor import SafePredictor
+
+__all__ = [
+    "COMPONENTS",
+    "FORMAT",
+    "SCHEMA_VERSION",
+    "Component",
+    "load_predictor",
+    "model_fingerprint",
+    "read_document",
+    "save_predictor",
+]
+
+FORMAT = "safepredict.calibration"
+SCHEMA_VERSION = "1.0"
+#: Files larger than this are refused before parsing (a calibration file is a few MB).
+MAX_FILE_BYTES = 512 * 1024 * 1024
+#: Number of synthetic probe rows whose model outputs fingerprint the model.
+N_PROBE_ROWS = 8
+
+
+@dataclass(frozen=True)
+class Component:
+    """One fitted attribute of the predictor that is saved through ``to_state``.
+
+    Parameters
+    ----------
+    attr : str
+        Attribute name on the predictor (``"conformal_"``, ``"guards_"``, ...).
+    loaders : mapping of str to callable
+        Class name -> function rebuilding the object from its state. Only these
+        classes can be restored: the class name in the file is a key into this
+        table, never something to import.
+    to_state : callable, optional
+        How to turn the object into its state; default ``obj.to_state()``.
+    with_predictor : bool, default=False
+        Call loaders as ``loader(state, predictor)`` (after the constructor
+        parameters are set), for state that needs runtime objects such as
+        CQR's quantile models.
+    """
+
+    attr: str
+    loaders: Mapping[str, Callable[..., Any]]
+    to_state: Callable[[Any], dict[str, Any]] | None = None
+    with_predictor: bool = False
+
+
+def _classification_conformal(state: Mapping[str, Any], predictor: SafePredictor) -> Any:
+    """``ClassificationConformal.from_state`` (the predictor is not needed)."""
+    return ClassificationConformal.from_state(state)
+
+
+def _regression_conformal(state: Mapping[str, Any], predictor: SafePredictor) -> Any:
+    """``RegressionConformal.from_state``, handing CQR its quantile models back."""
+    models = getattr(predictor, "quantile_models", None)
+    kwargs: dict[str, Any] = {} if models is None else {"quantile_models": models}
+    return RegressionConformal.from_state(state, **kwargs)
+
+
+def _explainer(state: Mapping[str, Any], predictor: SafePredictor) -> Any:
+    """``ModelExplainer.from_state`` bound to the predictor's model (shap rebuilds lazily)."""
+    return ModelExplainer.from_state(dict(state), model=predictor.model)
+
+
+#: Every fitted component saved in the file, in order. To persist a new fitted object,
+#: append a ``Component`` naming its attribute and the loader of its class.
+#: An attribute that is absent or ``None`` on the predictor is saved as ``null``.
+COMPONENTS: tuple[Component, ...] = (
+    Component(
+        "conformal_",
+        {
+            "ClassificationConformal": _classification_conformal,
+            "RegressionConformal": _regression_conformal,
+        },
+        with_predictor=True,
+    ),
+    Component("tier_calibration_", {"TierCalibration": TierCalibration.from_state}),
+    Component("guards_", {"InputGuards": InputGuards.from_state}),
+    Component("explainer_", {"ModelExplainer": _explainer}, with_predictor=True),
+    Component(
+        "guard_config_",
+        {"GuardConfig": GuardConfig.from_dict},
+        to_state=lambda obj: obj.to_dict(),
+    ),
+)
+
+#: Simple fitted attributes saved as JSON values.
+_FITTED_SCALARS = ("task_", "conformity_score_", "calibration_size_", "calibration_id_")
+#: Constructor parameters that change what calibration learned; they cannot be
+#: overridden at load time (recalibrate instead).
+_CALIBRATION_PARAMS = frozenset(
+    {"task", "confidence_level", "conformity_score", "tiers", "guards", "random_state"}
+)
+_SAFE_FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
+_NONFINITE = "$float"
+
+
+# ---------------------------------------------------------------- JSON helpers
+def _encode_floats(value: Any) -> Any:
+    """Replace non-finite floats by ``{"$float": "inf"}`` so the file is strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return {_NONFINITE: "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")}
+    if isinstance(value, Mapping):
+        return {str(k): _encode_floats(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_encode_floats(v) for v in value]
+    return value
+
+
+def _decode_floats(value: Any) -> Any:
+    if isinstance(value, dict):
+        if len(value) == 1 and _NONFINITE in value:
+            token = value[_NONFINITE]
+            if token not in ("nan", "inf", "-inf"):
+                raise PersistenceError(
+                    f"malformed calibration file: {_NONFINITE} must be 'nan', 'inf' or '-inf'; "
+                    f"got {token!r}."
+                )
+            return float(token)
+        return {k: _decode_floats(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_decode_floats(v) for v in value]
+    return value
+
+
+def _check_json_safe(value: Any, where: str) -> None:
+    """Raise ``PersistenceError`` if ``value`` is not made of JSON types only."""
+    if value is None or isinstance(value, bool | int | str):
+        return
+    if isinstance(value, float):
+        return
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise PersistenceError(f"{where}: keys must be strings; got {k!r}.")
+            _check_json_safe(v, f"{where}.{k}")
+        return
+    if isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_json_safe(v, f"{where}[{i}]")
+        return
+    raise PersistenceError(
+        f"{where}: to_state() must return only dict/list/str/int/float/bool/None; got "
+        f"{type(value).__name__}. Fix the component's to_state()."
+    )
+
+
+def _canonical(doc: Mapping[str, Any]) -> bytes:
+    body = {k: v for k, v in doc.items() if k != "checksum"}
+    return json.dumps(
+        body, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
+    ).encode("ascii")
+
+
+def _digest(doc: Mapping[str, Any], key: bytes | None) -> dict[str, str]:
+    data = _canonical(doc)
+    if key is None:
+        return {"algorithm": "sha256", "value": hashlib.sha256(data).hexdigest()}
+    return {"algorithm": "hmac-sha256", "value": hmac.new(key, data, hashlib.sha256).hexdigest()}
+
+
+def _key_bytes(key: bytes | str | None) -> bytes | None:
+    if key is None:
+        return None
+    if isinstance(key, str):
+        key = key.encode("utf-8")
+    if not isinstance(key, bytes) or not key:
+        raise ConfigError("key must be a non-empty str or bytes (the HMAC signing key).")
+    return key
+
+
+@functools.lru_cache(maxsize=1)
+def _installed_versions() -> tuple[tuple[str, str | None], ...]:
+    found: list[tuple[str, str | None]] = []
+    for dist in ("numpy", "scikit-learn", "mapie", "skops"):
+        try:
+            found.append((dist, metadata.version(dist)))
+        except metadata.PackageNotFoundError:
+            found.append((dist, None))
+    return tuple(found)
+
+
+def _versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {"safepredict": __version__, "python": platform.python_version()}
+    out.update(_installed_versions())
+    return out
+
+
+# ---------------------------------------------------------------- fingerprint
+def _probe_rows(n_features: int) -> Any:
+    """Deterministic synthetic rows (no data from the calibration set).
+
+    Values follow a fixed additive-recurrence pattern in [-2, 2], so they are the
+    same on every platform and numpy version and reveal nothing about the data.
+    """
+    i = np.arange(1, N_PROBE_ROWS + 1, dtype=np.float64)[:, None]
+    j = np.arange(1, n_features + 1, dtype=np.float64)[None, :]
+    frac = np.mod(i * 0.6180339887498949 + j * 0.4142135623730951 + i * j * 0.1, 1.0)
+    return 4.0 * frac - 2.0
+
+
+def _probe_digest(model: Any, task: str, n_features: int | None) -> str | None:
+    """SHA-256 of the model's outputs (6 significant digits) on the probe rows.
+
+    ``None`` when the model cannot score synthetic numeric rows (e.g. a pipeline
+    with categorical columns); the fingerprint then relies on the schema only.
+    """
+    if not n_features:
+        return None
+    rows = _probe_rows(n_features)
+    names = getattr(model, "feature_names_in_", None)
+    method = "predict_proba" if task == "classification" else "predict"
+    try:
+        X: Any = rows
+        if names is not None:
+            import pandas as pd
+
+            X = pd.DataFrame(rows, columns=[str(c) for c in names])
+        # The probe is a best-effort fingerprint: a model warning about synthetic
+        # rows (convergence, feature names, ...) must not fail save/load.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            out = np.asarray(getattr(model, method)(X), dtype=np.float64)
+    except Exception:  # any failure on synthetic rows just disables the probe
+        return None
+    text = ",".join(f"{v:.6g}" for v in out.ravel())
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+def model_fingerprint(model: Any, task: str) -> dict[str, Any]:
+    """What identifies the model a calibration belongs to (JSON-safe).
+
+    Holds the class name (compared as text, never imported), ``n_features_in_``,
+    ``feature_names_in_``, ``classes_`` and a hash of the model's outputs on
+    :data:`N_PROBE_ROWS` synthetic rows. No calibration or training rows are
+    stored: probe rows are a fixed pattern, not data.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> X, y = load_iris(return_X_y=True)
+    >>> fp = model_fingerprint(LogisticRegression(max_iter=500).fit(X, y), "classification")
+    >>> fp["class"], fp["n_features"], fp["classes"]["values"]
+    ('sklearn.linear_model._logistic.LogisticRegression', 4, [0, 1, 2])
+    """
+    names = getattr(model, "feature_names_in_", None)
+    classes = getattr(model, "classes_", None) if task == "classification" else None
+    n_features = getattr(model, "n_features_in_", None)
+    n_features = int(n_features) if isinstance(n_features, int | np.integer) else None
+    return {
+        "class": f"{type(model).__module__}.{type(model).__qualname__}",
+        "n_features": n_features,
+        "feature_names": None if names is None else [str(c) for c in names],
+        "classes": None if classes is None else array_to_state(np.asarray(classes)),
+        "probe_sha256": _probe_digest(model, task, n_features),
+    }
+
+
+def _check_model(saved: Mapping[str, Any], model: Any, task: str, *, verify: bool) -> None:
+    now = model_fingerprint(model, task)
+    problems = []
+    if saved.get("class") != now["class"]:
+        problems.append(f"model class: saved {saved.get('class')!r}, given {now['class']!r}")
+    if saved.get("n_features") != now["n_features"]:
+        problems.append(
+            f"n_features_in_: saved {saved.get('n_features')}, given {now['n_features']}"
+        )
+    if saved.get("feature_names") != now["feature_names"]:
+        old, new = saved.get("feature_names") or [], now["feature_names"] or []
+        missing = [c for c in old if c not in new]
+        extra = [c for c in new if c not in old]
+        detail = f"missing {missing}, extra {extra}" if missing or extra else "different order"
+        problems.append(f"feature names differ ({detail})")
+    saved_classes = saved.get("classes")
+    now_classes = now["classes"]
+    if (saved_classes or {}).get("values") != (now_classes or {}).get("values"):
+        problems.append(
+            f"classes: saved {(saved_classes or {}).get('values')}, given "
+            f"{(now_classes or {}).get('values')}"
+        )
+    if problems:
+        raise PersistenceError(
+            "the model passed to load() is not the model this calibration was made for: "
+            + "; ".join(problems)
+            + ". Load with the model the predictor was calibrated with, or recalibrate."
+        )
+    probe = saved.get("probe_sha256")
+    if verify and probe is not None and probe != now["probe_sha256"]:
+        raise PersistenceError(
+            "the model passed to load() gives different outputs than the calibrated model on "
+            "the fingerprint probe rows (same class, features and classes: probably a refit). "
+            "Conformal guarantees do not carry over to a refitted model: recalibrate it, or "
+            "pass verify_model=False if you are sure it is the same model (e.g. only the "
+            "numerical library changed)."
+        )
+
+
+# ---------------------------------------------------------------- save
+def _params(predictor: SafePredictor) -> tuple[dict[str, Any], list[str]]:
+    saved: dict[str, Any] = {}
+    skipped: list[str] = []
+    for name, value in predictor.get_params(deep=False).items():
+        if name == "model":
+            continue
+        if name == "tiers":
+            saved[name] = predictor.policy_.to_dict()
+        elif name == "guards":
+            saved[name] = (
+                {"guard_config": value.to_dict()} if isinstance(value, GuardConfig) else value
+            )
+        elif name == "redact":
+            saved[name] = [str(v) for v in value]
+        elif value is None or isinstance(value, bool | int | float | str):
+            saved[name] = value
+        else:
+            skipped.append(name)
+    return saved, sorted(skipped)
+
+
+def _component_state(predictor: SafePredictor, comp: Component) -> dict[str, Any] | None:
+    obj = getattr(predictor, comp.attr, None)
+    if obj is None:
+        return None
+    kind = type(obj).__name__
+    if kind not in comp.loaders:
+        raise PersistenceError(
+            f"cannot save {comp.attr}: objects of type {kind} have no registered loader "
+            f"(known: {sorted(comp.loaders)}). Register it in safepredict.persistence.COMPONENTS."
+        )
+    state = comp.to_state(obj) if comp.to_state is not None else obj.to_state()
+    _check_json_safe(_encode_floats(state), f"state.{comp.attr}")
+    return {"type": kind, "state": state}
+
+
+def _dump_model(predictor: SafePredictor, path: Path) -> dict[str, Any]:
+    try:
+        import skops.io as sio
+    except ImportError as exc:  # pragma: no cover - skops is in the dev environment
+        raise ConfigError(
+            "save(path, model='skops') needs skops: pip install 'safepredict[skops]'."
+        ) from exc
+    model_path = path.with_name(path.stem + ".skops")
+    sio.dump(predictor.model, model_path)
+    return {
+        "format": "skops",
+        "file": model_path.name,
+        "sha256": hashlib.sha256(model_path.read_bytes()).hexdigest(),
+    }
+
+
+def save_predictor(
+    predictor: SafePredictor,
+    path: str | Path,
+    *,
+    model: str | None = None,
+    key: bytes | str | None = None,
+) -> Path:
+    """Write ``predictor``'s calibration to ``path`` (see :meth:`SafePredictor.save`)."""
+    predictor._check_calibrated("save")
+    if model not in (None, "skops"):
+        raise ConfigError(
+            f"model must be None (save the calibration only) or 'skops'; got {model!r}. joblib "
+            "and pickle are not offered: loading them can execute arbitrary code."
+        )
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise PersistenceError(
+            f"cannot save to {str(path)!r}: the directory {str(path.parent)!r} does not exist; "
+            "create it first."
+        )
+    key_bytes = _key_bytes(key)
+    fingerprint = model_fingerprint(predictor.model, predictor.task_)
+    fingerprint["file"] = None
+    params, skipped = _params(predictor)
+    names = getattr(predictor, "feature_names_in_", None)
+    doc: dict[str, Any] = {
+        "format": FORMAT,
+        "schema_version": SCHEMA_VERSION,
+        "created_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "versions": _versions(),
+        "model": fingerprint,
+        "params": params,
+        "params_not_saved": skipped,
+        "fitted": {
+            **{a: getattr(predictor, a) for a in _FITTED_SCALARS},
+            "n_features_in_": int(predictor.n_features_in_),
+            "feature_names_in_": None if names is None else [str(c) for c in names],
+        },
+        "policy": predictor.policy_.to_dict(),
+        "state": {c.attr: _component_state(predictor, c) for c in COMPONENTS},
+    }
+    if model is not None:  # only once every component's state is known to be saveable
+        fingerprint["file"] = _dump_model(predictor, path)
+    doc = _encode_floats(doc)
+    _check_json_safe(doc, "file")
+    doc["checksum"] = _digest(doc, key_bytes)
+    text = json.dumps(doc, indent=1, sort_keys=True, ensure_ascii=True, allow_nan=False)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(text + "\n", encoding="ascii")
+        tmp.replace(path)  # atomic: a reader never sees a half-written file
+    except OSError as exc:
+        raise PersistenceError(f"cannot write {str(path)!r}: {exc}.") from exc
+    return path
+
+
+# ---------------------------------------------------------------- load
+def _reject_constant(token: str) -> Any:
+    raise ValueError(f"non-standard JSON constant {token}")
+
+
+def read_document(path: str | Path, *, key: bytes | str | None = None) -> dict[str, Any]:
+    """Read and verify a calibration file; return its (decoded) JSON document.
+
+    Checks, in order: the file exists, is JSON, has the safepredict format
+    marker, a readable schema major version, and an intact checksum (or HMAC
+    signature when ``key`` is given).
+
+    Raises
+    ------
+    PersistenceError
+        With a message naming what is wrong and how to fix it.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise PersistenceError(
+            f"no calibration file at {str(p)!r}; save one with predictor.save(path) first."
+        )
+    size = p.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise PersistenceError(
+            f"{p} is {size} bytes, more than the {MAX_FILE_BYTES} a calibration file may have; "
+            "this is not a safepredict calibration file."
+        )
+    try:
+        doc = json.loads(p.read_bytes().decode("utf-8"), parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise PersistenceError(
+            f"{p} is not a safepredict calibration file (not valid JSON: {exc})."
+        ) from exc
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        found = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
+        raise PersistenceError(
+            f"{p} is not a safepredict calibration file: expected format {FORMAT!r}, found "
+            f"{found!r}. Create one with predictor.save(path)."
+        )
+    version = doc.get("schema_version")
+    major = version.split(".", 1)[0] if isinstance(version, str) else None
+    if major != SCHEMA_VERSION.split(".", 1)[0]:
+        raise PersistenceError(
+            f"{p} has schema_version {version!r}; this safepredict ({__version__}) reads "
+            f"{SCHEMA_VERSION.split('.')[0]}.x. Re-save the predictor with a matching "
+            "safepredict version (or recalibrate)."
+        )
+    checksum = doc.get("checksum")
+    if not isinstance(checksum, dict) or not isinstance(checksum.get("value"), str):
+        raise PersistenceError(f"{p} has no checksum; it was not written by predictor.save().")
+    key_bytes = _key_bytes(key)
+    algorithm = checksum.get("algorithm")
+    if key_bytes is None and algorithm == "hmac-sha256":
+        raise PersistenceError(
+            f"{p} is signed (hmac-sha256); pass the signing key: SafePredictor.load(path, key=...)."
+        )
+    if key_bytes is not None and algorithm != "hmac-sha256":
+        raise PersistenceError(
+            f"{p} is not signed (algorithm {algorithm!r}) but a key was given; refusing an "
+            "unsigned file. Re-save it with predictor.save(path, key=...)."
+        )
+    if algorithm not in ("sha256", "hmac-sha256"):
+        raise PersistenceError(f"{p}: unknown checksum algorithm {algorithm!r}.")
+    expected = _digest(doc, key_bytes)["value"]
+    if not hmac.compare_digest(expected, checksum["value"]):
+        raise PersistenceError(
+            f"{p}: checksum mismatch — the file was modified after it was saved (or the key is "
+            "wrong). Do not load it; re-save the predictor from its source."
+        )
+    decoded: dict[str, Any] = _decode_floats(doc)
+    return decoded
+
+
+def _load_model_file(p: Path, entry: Any, trusted: Sequence[str] | None) -> Any:
+    if not isinstance(entry, dict) or entry.get("format") != "skops":
+        raise PersistenceError(
+            f"{p} holds no model (it was saved without model='skops'); pass the fitted model: "
+            "SafePredictor.load(path, model=model)."
+        )
+    name = entry.get("file")
+    if not isinstance(name, str) or not _SAFE_FILE_NAME.match(name) or ".." in name:
+        raise PersistenceError(
+            f"{p}: the model file name {name!r} is not a plain file name next to the "
+            "calibration file; refusing to follow it."
+        )
+    model_path = p.with_name(name)
+    if not model_path.is_file():
+        raise PersistenceError(
+            f"model file {str(model_path)!r} (referenced by {p}) does not exist; copy it next to "
+            "the calibration file or pass model=."
+        )
+    if hashlib.sha256(model_path.read_bytes()).hexdigest() != entry.get("sha256"):
+        raise PersistenceError(
+            f"{model_path}: its SHA-256 differs from the one recorded in {p}; the model file was "
+            "replaced or modified after saving. Do not load it."
+        )
+    try:
+        import skops.io as sio
+    except ImportError as exc:  # pragma: no cover - skops is in the dev environment
+        raise PersistenceError(
+            "loading the model needs skops: pip install 'safepredict[skops]'."
+        ) from exc
+    untrusted = list(sio.get_untrusted_types(file=model_path))
+    allowed = set(trusted or ())
+    refused = [t for t in untrusted if t not in allowed]
+    if refused:
+        raise PersistenceError(
+            f"{model_path} contains types skops does not trust by default: {refused}. Loading "
+            "them may run their code. If you trust this file, pass them explicitly: "
+            f"SafePredictor.load(path, trusted={refused!r})."
+        )
+    return sio.load(model_path, trusted=untrusted)
+
+
+def _param(doc: Mapping[str, Any], name: str) -> Any:
+    value = doc["params"][name]
+    if name == "guards" and isinstance(value, dict):
+        return GuardConfig.from_dict(value["guard_config"])
+    if name == "tiers" and value is not None:
+        return TierPolicy.from_dict(value)
+    if name == "redact":
+        return tuple(value)
+    return value
+
+
+def load_predictor(
+    cls: type[SafePredictor],
+    path: str | Path,
+    *,
+    model: Any = None,
+    trusted: Sequence[str] | None = None,
+    key: bytes | str | None = None,
+    verify_model: bool = True,
+    **params: Any,
+) -> SafePredictor:
+    """Rebuild a calibrated predictor (see :meth:`SafePredictor.load`)."""
+    p = Path(path)
+    doc = read_document(p, key=key)
+    fixed = sorted(set(params) & _CALIBRATION_PARAMS)
+    if fixed:
+        raise ConfigError(
+            f"load() cannot change {fixed}: they shape the saved calibration. Load as saved, "
+            "then set_params(...) and calibrate() again to change them."
+        )
+    try:
+        if model is None:
+            model = _load_model_file(p, doc["model"].get("file"), trusted)
+        task = doc["fitted"]["task_"]
+        if task not in ("classification", "regression"):
+            raise PersistenceError(f"{p}: unknown task {task!r}.")
+        _check_model(doc["model"], model, task, verify=verify_model)
+        known = set(cls._get_param_names())
+        unknown = sorted(set(doc["params"]) - known)
+        if unknown:
+            raise PersistenceError(
+                f"{p} has constructor parameters {unknown} this safepredict ({__version__}) "
+                "does not know; load it with the safepredict version that saved it "
+                f"({doc['versions'].get('safepredict')})."
+            )
+        kwargs = {name: _param(doc, name) for name in doc["params"]}
+        kwargs.update(params)
+        predictor = cls(model, **kwargs)
+        fitted = doc["fitted"]
+        for attr in _FITTED_SCALARS:
+            setattr(predictor, attr, fitted[attr])
+        predictor.n_features_in_ = int(fitted["n_features_in_"])
+        if fitted["feature_names_in_"] is not None:
+            predictor.feature_names_in_ = np.asarray(
+                [str(c) for c in fitted["feature_names_in_"]], dtype=object
+            )
+        predictor.policy_ = TierPolicy.from_dict(doc["policy"])
+        if task == "classification":
+            predictor.classes_ = np.asarray(model.classes_)
+        _restore_components(predictor, doc["state"], p)
+        _check_conformal(predictor, task, p)
+    except PersistenceError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise PersistenceError(
+            f"{p} is malformed ({type(exc).__name__}: {exc}); it cannot be restored. Re-save "
+            "the predictor."
+        ) from exc
+    return predictor
+
+
+def _check_conformal(predictor: SafePredictor, task: str, p: Path) -> None:
+    """The restored conformal state must fit the task, the score and the model."""
+    conformal = predictor.conformal_
+    expected = ClassificationConformal if task == "classification" else RegressionConformal
+    scores = CLASSIFICATION_SCORES if task == "classification" else REGRESSION_SCORES
+    if not isinstance(conformal, expected):
+        raise PersistenceError(f"{p}: a {task} predictor needs a {expected.__name__} state.")
+    method = predictor.conformity_score_
+    if method not in scores or conformal.method != method:
+        raise PersistenceError(
+            f"{p}: conformity score {method!r} (state: {conformal.method!r}) is not one of "
+            f"{list(scores)} for {task}; the file is inconsistent."
+        )
+    if isinstance(conformal, ClassificationConformal):
+        if np.asarray(conformal.classes).tolist() != np.asarray(predictor.model.classes_).tolist():
+            raise PersistenceError(f"{p}: the conformal state's classes differ from the model's.")
+    elif method == "cqr" and getattr(predictor, "quantile_models", None) is None:
+        raise PersistenceError(
+            f"{p} was calibrated with CQR; pass the same fitted quantile models: "
+            "SafePredictor.load(path, model=model, quantile_models=(lower, median, upper))."
+        )
+
+
+def _restore_components(predictor: SafePredictor, states: Any, p: Path) -> None:
+    if not isinstance(states, dict):
+        raise PersistenceError(f"{p}: 'state' must be an object.")
+    registry = {c.attr: c for c in COMPONENTS}
+    unknown = sorted(set(states) - set(registry))
+    if unknown:
+        raise PersistenceError(
+            f"{p} holds fitted state {unknown} that this safepredict ({__version__}) cannot "
+            "restore; load it with the version that saved it."
+        )
+    if states.get("conformal_") is None:
+        raise PersistenceError(f"{p} has no conformal state; it cannot be used to decide.")
+    for attr, comp in registry.items():
+        entry = states.get(attr)
+        if entry is None:
+            setattr(predictor, attr, None)
+            continue
+        if not isinstance(entry, dict) or set(entry) != {"type", "state"}:
+            raise PersistenceError(f"{p}: state.{attr} must be {{'type': ..., 'state': ...}}.")
+        loader = comp.loaders.get(entry["type"]) if isinstance(entry["type"], str) else None
+        if loader is None:
+            raise PersistenceError(
+                f"{p}: state.{attr} has type {entry['type']!r}; only {sorted(comp.loaders)} can "
+                "be restored (types are looked up in a fixed table, never imported)."
+            )
+        state = entry["state"]
+        setattr(predictor, attr, loader(state, predictor) if comp.with_predictor else loader(state))

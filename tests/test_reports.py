@@ -1,0 +1,132 @@
+"""The benchmark report: files, embedded plots, and a real headless-Chromium render."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from matplotlib.image import imread
+
+import safepredict as sp
+from safepredict.evaluation import CostModel, benchmark, threshold_policies
+from safepredict.reports import PLOTS, write_report
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+needs_chromium = pytest.mark.skipif(
+    CHROMIUM is None, reason="Debian 'chromium' is not installed (.ci/run installs it)"
+)
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory, cancer_lr: Any) -> Path:
+    predictor = sp.SafePredictor(cancer_lr.model, log="off", random_state=0).calibrate(
+        cancer_lr.X_cal, cancer_lr.y_cal
+    )
+    policies = threshold_policies([0.95, 0.99])
+    policies.update(threshold_policies([0.05], kind="max_error"))
+    ev = benchmark(
+        predictor,
+        cancer_lr.X_test,
+        cancer_lr.y_test,
+        X_cal=cancer_lr.X_cal,
+        y_cal=cancer_lr.y_cal,
+        policies=policies,
+        cost=CostModel(cost_error=50, cost_review=2),
+    )
+    return write_report(ev, tmp_path_factory.mktemp("report"), title="cancer <report>")
+
+
+def test_report_files(report: Path) -> None:
+    out = report.parent
+    for stem in PLOTS:
+        png = imread(out / f"{stem}.png")
+        assert png.shape[0] > 200
+        assert png.shape[1] > 200
+        assert png.std() > 0.05  # a drawn figure, not a blank canvas
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_test"] == 143
+    assert [p["policy"] for p in summary["policies"]] == [
+        "current",
+        "min_confidence=0.95",
+        "min_confidence=0.99",
+        "max_error=0.05",
+    ]
+
+
+def test_report_is_self_contained(report: Path) -> None:
+    text = report.read_text()
+    assert "cancer &lt;report&gt;" in text  # titles are escaped
+    images = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", text)
+    assert len(images) == len(PLOTS)
+    for data in images:
+        assert base64.b64decode(data).startswith(b"\x89PNG")
+    # nothing is fetched from elsewhere: no external src/href, no scripts
+    assert not re.search(r"(src|href)=['\"](?!data:)", text)
+    assert "<script" not in text
+
+
+@needs_chromium
+def test_report_renders_in_headless_chromium(report: Path, tmp_path: Path) -> None:
+    assert CHROMIUM is not None
+    shot = tmp_path / "shot.png"
+    subprocess.run(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            f"--screenshot={shot}",
+            "--window-size=1200,2000",
+            report.as_uri(),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    pixels = imread(shot)
+    assert pixels.shape[:2] == (2000, 1200)
+    # Not blank: a white page has variance 0; text, tables and plots give far more.
+    assert pixels[..., :3].std() > 0.05
+    # Many distinct colours: the embedded plots rendered, not only text.
+    colours = np.unique((pixels[..., :3] * 255).astype(np.uint8).reshape(-1, 3), axis=0)
+    assert len(colours) > 200
+
+
+@needs_chromium
+def test_report_has_no_console_errors(report: Path) -> None:
+    playwright = pytest.importorskip("playwright.sync_api")
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 2000})
+            errors: list[str] = []
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(report.as_uri())
+            page.wait_for_load_state("load")
+            widths = page.eval_on_selector_all("img", "els => els.map(e => e.naturalWidth)")
+        finally:
+            browser.close()
+    assert errors == []
+    assert len(widths) == len(PLOTS)
+    assert min(widths) > 200  # every embedded PNG decoded
+
+
+def test_docs_figures_exist() -> None:
+    root = Path(__file__).resolve().parents[1] / "docs"
+    for link in re.findall(
+        r"\]\((assets/benchmarking/[^)]+\.png)\)", (root / "benchmarking.md").read_text()
+    ):
+        assert imread(root / link).std() > 0.05

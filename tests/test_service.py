@@ -1,0 +1,374 @@
+"""The service example, run for real: uvicorn on 127.0.0.1, httpx clients, stdout JSON logs."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+import safepredict as sp
+
+ROOT = Path(__file__).resolve().parents[1]
+SERVICE = ROOT / "examples" / "service"
+ACTIONS = {"accept", "review", "abstain"}
+DECISION_KEYS = {
+    "decision_id",
+    "prediction",
+    "prediction_set",
+    "interval",
+    "confidence",
+    "tier",
+    "action",
+    "reasons",
+    "explanation",
+    "audit",
+}
+#: Does this safepredict emit per-decision events? (the events module, once merged)
+EMITS_DECISION_EVENTS = importlib.util.find_spec("safepredict.events") is not None
+
+pytestmark = pytest.mark.xdist_group("service")
+
+
+def _load_train_module() -> Any:
+    spec = importlib.util.spec_from_file_location("service_train", SERVICE / "train.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Service:
+    url: str
+    stdout: Path
+    calibration: Path
+    rows: list[dict[str, Any]]
+    predictor: sp.SafePredictor
+
+    def log_lines(self) -> list[dict[str, Any]]:
+        lines = self.stdout.read_text().splitlines()
+        parsed = [json.loads(line) for line in lines if line.strip()]
+        assert all(isinstance(p, dict) for p in parsed)
+        return parsed
+
+
+# Session scope: under xdist's loadgroup a worker may interleave other modules' tests,
+# which would tear a module-scoped server down and start it again.
+@pytest.fixture(scope="session")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    out = tmp_path_factory.mktemp("service")
+    train = _load_train_module()
+    calibration = train.main(out)
+    X, _ = train.load_data()
+    rows = X.iloc[:60].to_dict(orient="records")
+    stdout, stderr = out / "stdout.log", out / "stderr.log"
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
+        "PYTHONUNBUFFERED": "1",
+        "SAFEPREDICT_CALIBRATION": str(calibration),
+        "SAFEPREDICT_MAX_ROWS": "100",
+        "SAFEPREDICT_MAX_BODY_BYTES": "200000",
+    }
+    env.pop("SAFEPREDICT_REVIEW_DB", None)
+    for _attempt in range(3):  # the free port may be taken between probe and bind
+        port = _free_port()
+        with stdout.open("w") as out_fh, stderr.open("w") as err_fh:
+            proc = subprocess.Popen(
+                [
+                    *(sys.executable, "-m", "uvicorn", "app:app", "--host", "127.0.0.1"),
+                    *("--port", str(port), "--no-access-log", "--timeout-keep-alive", "60"),
+                ],
+                cwd=SERVICE,
+                env=env,
+                stdout=out_fh,
+                stderr=err_fh,
+            )
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        up = False
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                up = httpx.get(f"{url}/health", timeout=2).status_code == 200
+            except httpx.TransportError:
+                up = False
+            if up:
+                break
+            time.sleep(0.2)
+        if up:
+            break
+        proc.terminate()
+        proc.wait(timeout=10)
+    else:
+        pytest.fail(f"the service did not start:\n{stderr.read_text()}")
+    try:
+        yield Service(url, stdout, calibration, rows, sp.SafePredictor.load(calibration))
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def _check_decision(d: dict[str, Any]) -> None:
+    assert set(d) == DECISION_KEYS
+    assert d["action"] in ACTIONS
+    assert isinstance(d["tier"], str)
+    assert d["tier"]
+    assert isinstance(d["reasons"], list)
+    if d["action"] == "accept":
+        assert d["prediction"] in (0, 1)
+        assert d["prediction_set"] == [d["prediction"]]
+        assert 0.0 <= d["confidence"] <= 1.0
+
+
+def _check_response(r: httpx.Response, n_rows: int | None = None) -> None:
+    """A decision list, or a 4xx that says why; never a 5xx."""
+    assert r.status_code < 500, r.text
+    body = r.json()
+    assert body["request_id"] == r.headers["x-request-id"]
+    if r.status_code == 200:
+        assert n_rows is None or len(body["decisions"]) == n_rows
+        for d in body["decisions"]:
+            _check_decision(d)
+    else:
+        assert 400 <= r.status_code < 500
+        assert body["error"]
+        assert body["detail"]
+
+
+def test_health(service: Service) -> None:
+    r = httpx.get(f"{service.url}/health")
+    assert r.status_code == 200
+    body = r.json()
+    assert body["status"] == "ok"
+    assert body["calibration_id"] == service.predictor.calibration_id_
+    assert body["model_name"] == "diabetes-progression"
+
+
+def test_predict_matches_the_library(service: Service) -> None:
+    r = httpx.post(f"{service.url}/predict", json={"rows": service.rows[:40]})
+    _check_response(r, 40)
+    served = r.json()["decisions"]
+    local = service.predictor.decide(service.rows[:40])
+    for got, want in zip(served, local, strict=True):
+        expected = want.to_dict()
+        for key in ("prediction", "prediction_set", "confidence", "tier", "action", "reasons"):
+            assert got[key] == expected[key]
+    # List rows in feature order give the same decisions.
+    names = list(service.predictor.feature_names_in_)
+    as_lists = [[row[c] for c in names] for row in service.rows[:40]]
+    r2 = httpx.post(f"{service.url}/predict", json={"rows": as_lists})
+    _check_response(r2, 40)
+    assert [d["action"] for d in r2.json()["decisions"]] == [d["action"] for d in served]
+
+
+def test_request_id_propagated(service: Service) -> None:
+    r = httpx.post(
+        f"{service.url}/predict", json={"rows": service.rows[:2]}, headers={"X-Request-ID": "rq-1"}
+    )
+    assert r.headers["x-request-id"] == "rq-1"
+    assert r.json()["request_id"] == "rq-1"
+    bogus = httpx.post(
+        f"{service.url}/predict", json={"rows": service.rows[:1]}, headers={"X-Request-ID": "a b"}
+    )
+    generated = bogus.headers["x-request-id"]
+    assert generated != "a b"
+    assert len(generated) == 32
+    events = [e for e in service.log_lines() if e.get("request_id") == "rq-1"]
+    assert [e["event"] for e in events if e["event"] == "service.request"] == ["service.request"]
+
+
+MALFORMED: list[tuple[str, Any, int, str]] = [
+    ("not json", b"{rows: [", 422, "invalid_request"),
+    ("empty object", b"{}", 422, "invalid_request"),
+    ("no rows", b'{"rows": []}', 422, "invalid_request"),
+    ("rows not a list", b'{"rows": "age=3"}', 422, "invalid_request"),
+    ("scalar rows", b'{"rows": [1, 2]}', 422, "invalid_request"),
+    ("mixed rows", b'{"rows": [{"age": 1}, [1]]}', 422, "invalid_request"),
+    ("extra key", b'{"rows": [[1]], "evil": "os.system"}', 422, "invalid_request"),
+    ("json array", b"[1, 2, 3]", 422, "invalid_request"),
+    ("too many rows", json.dumps({"rows": [[0] * 10] * 101}).encode(), 422, "invalid_request"),
+    ("short list row", b'{"rows": [[1, 2, 3]]}', 422, "input_schema"),
+    ("deep nesting", b'{"rows": ' + b"[" * 50_000 + b"]" * 50_000 + b"}", 400, "http"),
+]
+
+
+@pytest.mark.parametrize(("name", "content", "status", "error"), MALFORMED)
+def test_malformed_bodies_are_4xx_with_reasons(
+    service: Service, name: str, content: bytes, status: int, error: str
+) -> None:
+    r = httpx.post(
+        f"{service.url}/predict", content=content, headers={"content-type": "application/json"}
+    )
+    _check_response(r)
+    assert r.status_code == status, name
+    assert r.json()["error"] == error
+
+
+def test_schema_errors_name_the_columns(service: Service) -> None:
+    row = dict(service.rows[0])
+    row.pop("bmi")
+    row["bmii"] = 30.0
+    r = httpx.post(f"{service.url}/predict", json={"rows": [row]})
+    _check_response(r)
+    assert r.status_code == 422
+    body = r.json()
+    assert body["error"] == "input_schema"
+    assert body["missing"] == ["bmi"]
+    assert body["extra"] == ["bmii"]
+    big = json.dumps({"rows": [service.rows[0]] * 90, "pad": "x" * 250_000}).encode()
+    r = httpx.post(
+        f"{service.url}/predict", content=big, headers={"content-type": "application/json"}
+    )
+    _check_response(r)
+    assert r.status_code == 413
+    assert r.json()["error"] == "body_too_large"
+
+
+def test_wrong_method_and_path(service: Service) -> None:
+    for r, status in ((httpx.get(f"{service.url}/predict"), 405), (httpx.get(service.url), 404)):
+        _check_response(r)
+        assert r.status_code == status
+        assert r.json()["error"] == "http"
+
+
+@pytest.mark.parametrize(
+    ("edit", "label"),
+    [
+        ({"age": float("nan")}, "nan"),
+        ({"bmi": float("inf")}, "inf"),
+        ({"s1": None}, "null"),
+        ({"bp": "high"}, "text in a numeric column"),
+        ({"sex": "3"}, "unseen category"),
+        ({"sex": 2}, "category of the wrong type"),
+        ({"s5": [1, 2]}, "nested value"),
+    ],
+)
+def test_bad_values_are_never_accepted(service: Service, edit: dict[str, Any], label: str) -> None:
+    good = service.rows[0]
+    bad = {**good, **edit}
+    # NaN/Infinity are not standard JSON; clients that send them get them parsed.
+    content = json.dumps({"rows": [good, bad, good]}, allow_nan=True).encode()
+    r = httpx.post(
+        f"{service.url}/predict", content=content, headers={"content-type": "application/json"}
+    )
+    _check_response(r, 3)
+    decisions = r.json()["decisions"]
+    assert decisions[1]["action"] != "accept", label
+    assert decisions[1]["reasons"], label
+    assert decisions[0] == {**decisions[2], "decision_id": decisions[0]["decision_id"]}
+
+
+def test_review_pending(service: Service) -> None:
+    r = httpx.get(f"{service.url}/review/pending")
+    # 501 Not Implemented is the one deliberate 5xx: the feature is absent, not broken.
+    assert r.json()["request_id"] == r.headers["x-request-id"]
+    if hasattr(sp, "SQLiteReviewQueue"):
+        # The example only enables the queue with SAFEPREDICT_REVIEW_DB (unset here).
+        assert r.status_code == 501
+        assert "SAFEPREDICT_REVIEW_DB" in r.json()["detail"]
+    else:
+        assert r.status_code == 501
+        assert "SQLiteReviewQueue" in r.json()["detail"]
+
+
+def _payloads(rows: list[dict[str, Any]]) -> list[tuple[bytes, int, int | None]]:
+    """Request bodies for the burst, rows each decides (0: a 4xx), the bad row if any."""
+    nan_row = {**rows[1], "age": math.nan}
+    unseen = {**rows[2], "sex": "9"}
+    missing = {k: v for k, v in rows[3].items() if k != "s6"}
+    cases: list[tuple[dict[str, Any], int, int | None]] = [
+        ({"rows": rows[:1]}, 1, None),
+        ({"rows": rows[5:10]}, 5, None),
+        ({"rows": [rows[4], nan_row]}, 2, 1),
+        ({"rows": [unseen]}, 1, 0),
+        ({"rows": [missing]}, 0, None),
+        ({"rows": []}, 0, None),
+    ]
+    out = [(json.dumps(c, allow_nan=True).encode(), n, bad) for c, n, bad in cases]
+    out.append((b'{"rows": [', 0, None))
+    return out
+
+
+@pytest.mark.slow
+def test_concurrent_burst_is_served_and_logged_once(service: Service) -> None:
+    n_clients, per_client = 16, 200
+    payloads = _payloads(service.rows)
+    results: list[tuple[str, int, int, list[str]]] = []
+    never_accepted: list[str] = []
+
+    async def client(c: int, http: httpx.AsyncClient) -> None:
+        for i in range(per_client):
+            content, n_rows, bad_row = payloads[(c + i) % len(payloads)]
+            rid = f"burst-{c}-{i}"
+            r = await http.post(
+                "/predict",
+                content=content,
+                headers={"content-type": "application/json", "X-Request-ID": rid},
+            )
+            _check_response(r, n_rows or None)
+            assert (r.status_code == 200) == (n_rows > 0), r.text
+            assert r.headers["x-request-id"] == rid
+            actions = [d["action"] for d in r.json().get("decisions", [])]
+            results.append((rid, r.status_code, n_rows, actions))
+            if bad_row is not None:
+                never_accepted.append(actions[bad_row])
+
+    async def main() -> None:
+        limits = httpx.Limits(max_connections=n_clients)
+        async with httpx.AsyncClient(base_url=service.url, timeout=60, limits=limits) as http:
+            await asyncio.wait_for(
+                asyncio.gather(*(client(c, http) for c in range(n_clients))), timeout=400
+            )
+
+    t0 = time.perf_counter()
+    asyncio.run(main())
+    elapsed = time.perf_counter() - t0
+    assert len(results) == n_clients * per_client
+    assert all(status < 500 for _, status, _, _ in results)
+    # The NaN row and the unseen category are never accepted, even under load.
+    assert len(never_accepted) >= 2 * n_clients * per_client // len(payloads) - n_clients
+    assert "accept" not in never_accepted
+    events = service.log_lines()
+    burst = [e for e in events if str(e.get("request_id", "")).startswith("burst-")]
+    per_request = Counter(e["request_id"] for e in burst if e["event"] == "service.request")
+    assert set(per_request) == {rid for rid, *_ in results}
+    assert set(per_request.values()) == {1}
+    status_logged = {e["request_id"]: e["status"] for e in burst if e["event"] == "service.request"}
+    assert status_logged == {rid: status for rid, status, _, _ in results}
+    decision_events = Counter(
+        e["request_id"] for e in burst if e["event"] == "safepredict.decision"
+    )
+    if EMITS_DECISION_EVENTS:
+        # One decision event per decided row, attributed to its request; none for a 4xx.
+        assert decision_events == Counter(
+            {rid: n for rid, status, n, _ in results if status == 200}
+        )
+    else:
+        assert not decision_events
+    rate = len(results) / elapsed
+    print(f"\nburst: {len(results)} requests in {elapsed:.1f} s ({rate:.0f} req/s)")
