@@ -15,7 +15,8 @@ from sklearn.datasets import load_breast_cancer, load_diabetes
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 
 from safepredict import ConfigError, NotCalibratedError, SafePredictor
-from safepredict.integrations.dask import DECISION_COLUMNS, decide_dask, decisions_frame
+from safepredict.decisions import FRAME_COLUMNS
+from safepredict.integrations.dask import decide_dask
 
 dd = pytest.importorskip("dask.dataframe")
 distributed = pytest.importorskip("distributed")
@@ -43,11 +44,35 @@ def cancer_predictor() -> tuple[SafePredictor, pd.DataFrame]:
 def cluster() -> Iterator[object]:
     with (
         distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
         ) as lc,
-        distributed.Client(lc) as client,
+        distributed.Client(lc, set_as_default=False) as client,
     ):
-        yield client
+        yield client  # tests enter client.as_current() to run on the cluster
+
+
+def _graph_bytes(collection: object) -> int:
+    return len(cloudpickle.dumps(dict(collection.__dask_graph__())))  # type: ignore[attr-defined]
+
+
+def test_predictor_is_one_shared_graph_node_without_a_client(cancer_predictor) -> None:
+    sp, X = cancer_predictor
+    ddf = dd.from_pandas(X, npartitions=16)
+    added = _graph_bytes(decide_dask(sp, ddf)) - _graph_bytes(ddf)
+    predictor_bytes = len(pickle.dumps(sp))
+    assert predictor_bytes * 0.9 < added < predictor_bytes * 1.5  # once, not 16 times
+
+
+def test_predictor_is_scattered_once_with_a_client(cancer_predictor, cluster) -> None:
+    sp, X = cancer_predictor
+    ddf = dd.from_pandas(X, npartitions=16)
+    with cluster.as_current():
+        out = decide_dask(sp, ddf)
+        added = _graph_bytes(out) - _graph_bytes(ddf)
+        assert added < len(pickle.dumps(sp)) / 4  # the graph holds a future, not the model
+        holders = [w for w, keys in cluster.has_what().items() if keys]
+        assert len(holders) == 2  # broadcast to both workers
+        _same(out.compute(), sp.decide(X).to_frame(set_format="string"))
 
 
 def _shifted_rows(X: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
@@ -58,7 +83,7 @@ def _shifted_rows(X: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
 
 
 def _same(a: pd.DataFrame, b: pd.DataFrame) -> None:
-    cols = [c for c in DECISION_COLUMNS if c != "decision_id"]  # ids are unique per batch
+    cols = [c for c in FRAME_COLUMNS if c != "decision_id"]  # ids are unique per batch
     for c in cols:
         left, right = a[c].to_numpy(), b[c].to_numpy()
         if left.dtype.kind == "f":
@@ -67,16 +92,24 @@ def _same(a: pd.DataFrame, b: pd.DataFrame) -> None:
             assert list(left) == list(right), c
 
 
+# The frames are built in the test and shipped in the graph (the worker processes cannot
+# import test-module functions); dask warns about the graph size, which is the point here.
+LARGE_GRAPH = pytest.mark.filterwarnings("ignore:Sending large graph:UserWarning")
+
+
 @pytest.mark.slow
+@LARGE_GRAPH
 def test_local_cluster_200k_rows_identical_to_in_process(cancer_predictor, cluster, tmp_path):
     sp, X = cancer_predictor
-    seeds = list(range(8))  # 8 partitions of 25,000 rows, generated on the workers
-    ddf = dd.from_map(_shifted_rows, [X] * 8, [25_000] * 8, seeds, meta=X.iloc[:0])
-    frame = pd.concat([_shifted_rows(X, 25_000, s) for s in seeds], ignore_index=True)
-    expected = decisions_frame(sp.decide(frame), regression=False)
-    got = decide_dask(sp, ddf, events_dir=tmp_path / "events").compute()
+    frame = _shifted_rows(X, 200_000, seed=1)
+    ddf = dd.from_pandas(frame, npartitions=8)
+    expected = sp.decide(frame).to_frame(set_format="string")
+    with cluster.as_current():
+        got = decide_dask(sp, ddf, events_dir=tmp_path / "events").compute()
     assert len(got) == 200_000
-    _same(got.reset_index(drop=True), expected)
+    assert got.index.equals(frame.index)  # each partition keeps its rows' index
+    assert dict(got.dtypes) == dict(expected.dtypes)
+    _same(got, expected)
     assert got["decision_id"].is_unique
     files = sorted((tmp_path / "events").glob("part-*.jsonl"))
     assert len(files) == 8
@@ -100,7 +133,8 @@ def test_regression_columns(cluster) -> None:
     X, y = load_diabetes(return_X_y=True, as_frame=True)
     model = HistGradientBoostingRegressor(max_iter=30, random_state=0).fit(X[::2], y[::2])
     sp = SafePredictor(model, log="off").calibrate(X[1::2], y[1::2])
-    out = decide_dask(sp, dd.from_pandas(X, npartitions=2)).compute()
+    with cluster.as_current():
+        out = decide_dask(sp, dd.from_pandas(X, npartitions=2)).compute()
     ref = sp.decide(X)
     np.testing.assert_array_equal(out["interval_lower"].to_numpy(), ref.intervals[:, 0])
     np.testing.assert_array_equal(out["prediction"].to_numpy(), ref.predictions.astype(float))
@@ -128,3 +162,102 @@ def test_pickle_round_trip_gives_identical_decisions(cancer_predictor, dumps) ->
     np.testing.assert_array_equal(a.set_mask, b.set_mask)
     np.testing.assert_array_equal(a.confidence, b.confidence)
     np.testing.assert_array_equal(a.audit, b.audit)
+
+
+def _scores_frame(n: int, seed: int) -> pd.DataFrame:
+    """Scores and outcomes as a production join would give them (ties included)."""
+    rng = np.random.default_rng(seed)
+    conformal = np.round(rng.uniform(0, 1, n), 3)  # rounded: many tied scores
+    top = np.clip(conformal + rng.normal(0, 0.05, n), 0, 1)
+    error = rng.uniform(0, 1, n) > conformal * 0.9 + 0.1
+    return pd.DataFrame(
+        {
+            "error": error,
+            "conformal": conformal,
+            "top_prob": top,
+            "margin": top - rng.uniform(0, 0.3, n),
+            "set_size": np.where(conformal > 0.5, 1, 2),
+        }
+    )
+
+
+@pytest.mark.slow
+@LARGE_GRAPH
+def test_benchmark_on_cluster_matches_in_memory(cluster) -> None:
+    from safepredict.evaluation import (
+        CostModel,
+        ScoredData,
+        calibrate_policy,
+        evaluate_policy,
+        risk_coverage,
+    )
+    from safepredict.integrations.dask import benchmark_dask
+    from safepredict.tiers import TierPolicy
+
+    frame = _scores_frame(200_000, 1)
+    ddf = dd.from_pandas(frame, npartitions=8)
+    cal_frame = _scores_frame(5_000, 99)
+    policies = {
+        "conf": TierPolicy.from_dict(
+            {
+                "tiers": [
+                    {"name": "auto", "action": "accept", "min_confidence": 0.8},
+                    {"name": "human", "action": "abstain"},
+                ]
+            }
+        ),
+        "risk": TierPolicy.from_dict(
+            {
+                "delta": 0.1,
+                "tiers": [
+                    {"name": "auto", "action": "accept", "max_error": 0.1},
+                    {"name": "suggest", "action": "review", "max_set_size": 2},
+                    {"name": "human", "action": "abstain"},
+                ],
+            }
+        ),
+    }
+
+    def scored(f: pd.DataFrame) -> ScoredData:
+        return ScoredData.from_arrays(
+            f["error"],
+            {s: f[s] for s in ("conformal", "top_prob", "margin")},
+            set_size=f["set_size"],
+        )
+
+    calibration = {k: calibrate_policy(p, scored(cal_frame)) for k, p in policies.items()}
+    cost = CostModel(cost_error=50, cost_review=2)
+    with cluster.as_current():
+        got = benchmark_dask(ddf, policies=policies, calibration=calibration, cost=cost)
+    assert got.n == 200_000
+    for s in ("conformal", "top_prob", "margin"):
+        want = risk_coverage(frame[s], frame["error"], name=s)
+        c = got.curves[s]
+        np.testing.assert_array_equal(c.thresholds, want.thresholds)  # exact
+        np.testing.assert_array_equal(c.n_accepted, want.n_accepted)
+        np.testing.assert_array_equal(c.n_errors, want.n_errors)
+        assert c.aurc == pytest.approx(want.aurc, rel=1e-12)
+    data = scored(frame)
+    for name, policy in policies.items():
+        want = evaluate_policy(policy, data, calibration=calibration[name], cost=cost, name=name)
+        res = got.policies[name]
+        assert [(t.tier, t.n, t.n_errors) for t in res.tiers] == [
+            (t.tier, t.n, t.n_errors) for t in want.tiers
+        ]
+        assert res.coverage == want.coverage
+        assert res.cost_per_1000 == pytest.approx(want.cost_per_1000, rel=1e-12)
+    assert got.policies["risk"].tiers[0].certified
+
+
+def test_benchmark_errors_name_the_columns() -> None:
+    from safepredict.integrations.dask import benchmark_dask
+
+    ddf = dd.from_pandas(_scores_frame(100, 0), npartitions=2)
+    with pytest.raises(ConfigError, match="no 'wrong' column"):
+        benchmark_dask(ddf, error="wrong")
+    with pytest.raises(ConfigError, match="not in the frame"):
+        benchmark_dask(ddf, scores=["entropy"])
+    unlabeled = _scores_frame(100, 0).astype({"error": object})
+    unlabeled.loc[3, "error"] = None
+    with pytest.raises(ConfigError, match="dropna"):
+        benchmark_dask(dd.from_pandas(unlabeled, npartitions=2))

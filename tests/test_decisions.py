@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from safepredict import Decision, Decisions, Explanation
+from safepredict import ConfigError, Decision, Decisions, Explanation
 
 
 def make_batch() -> Decisions:
@@ -64,6 +64,31 @@ def test_to_frame() -> None:
         "audit",
     ]
     assert frame["tier"].tolist() == ["auto", "human", "guard"]
+
+
+@pytest.mark.parametrize("set_format", ["tuple", "list", "string"])
+def test_to_frame_set_formats_and_fixed_dtypes(set_format: str) -> None:
+    batch = make_batch()
+    frame = batch.to_frame(set_format=set_format)
+    encode = {"tuple": tuple, "list": list, "string": lambda s: json.dumps(list(s))}[set_format]
+    sets = [None if d.prediction_set is None else encode(d.prediction_set) for d in batch]
+    assert frame["prediction_set"].tolist() == sets
+    assert sets[-1] is None  # the guard-blocked row has no set
+    assert frame["reasons"].tolist() == [encode(r) for r in batch.reasons]
+    empty = batch.take([]).to_frame(set_format=set_format)
+    assert dict(empty.dtypes) == dict(frame.dtypes)  # usable as a Dask meta
+    assert frame["audit"].dtype == bool and frame["confidence"].dtype == np.float64
+
+
+def test_to_frame_lists_are_not_shared_between_rows() -> None:
+    frame = make_batch().to_frame(set_format="list")
+    frame["reasons"][0].append("edited")
+    assert "edited" not in frame["reasons"][1]
+
+
+def test_to_frame_rejects_unknown_set_format() -> None:
+    with pytest.raises(ConfigError, match=r"set_format must be one of .*'csv'"):
+        make_batch().to_frame(set_format="csv")
 
 
 def test_explanation_top_and_dict() -> None:

@@ -7,6 +7,7 @@ demand.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -15,10 +16,19 @@ from typing import TYPE_CHECKING, Any, overload
 import numpy as np
 from numpy.typing import NDArray
 
+from safepredict.exceptions import ConfigError
+
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["Decision", "Decisions", "Explanation", "GuardReport", "to_builtin"]
+__all__ = [
+    "FRAME_COLUMNS",
+    "Decision",
+    "Decisions",
+    "Explanation",
+    "GuardReport",
+    "to_builtin",
+]
 
 
 def to_builtin(value: Any) -> Any:
@@ -397,29 +407,80 @@ class Decisions(Sequence[Decision]):
         """Every decision as a JSON-safe dict."""
         return [d.to_dict() for d in self]
 
-    def to_frame(self) -> pd.DataFrame:
-        """The batch as a pandas DataFrame, one row per decision.
+    def to_frame(self, *, set_format: str = "tuple") -> pd.DataFrame:
+        """The batch as a pandas DataFrame, one row per decision, with fixed dtypes.
 
-        Columns: ``decision_id, prediction, prediction_set, interval_lower,
-        interval_upper, confidence, tier, action, reasons, audit``.
+        Parameters
+        ----------
+        set_format : {"tuple", "list", "string"}, default="tuple"
+            How prediction sets and reasons are written: tuples, lists, or JSON
+            text (``'[0, 2]'``, for Parquet, CSV or a database column).
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns :data:`FRAME_COLUMNS`. ``prediction`` is ``float64`` for a
+            regressor (``nan`` where there is none) and ``object`` for a classifier;
+            ``interval_*`` and ``confidence`` are ``float64``, ``audit`` is ``bool``,
+            the others ``object``. The dtypes do not depend on the rows, so frames
+            of different batches concatenate cleanly.
+
+        Examples
+        --------
+        >>> from sklearn.datasets import load_iris
+        >>> from sklearn.linear_model import LogisticRegression
+        >>> from safepredict import SafePredictor
+        >>> X, y = load_iris(return_X_y=True)
+        >>> model = LogisticRegression(max_iter=500).fit(X[::2], y[::2])
+        >>> sp = SafePredictor(model, log="off").calibrate(X[1::2], y[1::2])
+        >>> frame = sp.decide(X[:2]).to_frame(set_format="string")
+        >>> frame["prediction_set"].tolist()
+        ['[0]', '[0]']
         """
         import pandas as pd
 
+        if set_format not in _SET_FORMATS:
+            raise ConfigError(
+                f"set_format must be one of {list(_SET_FORMATS)}; got {set_format!r}."
+            )
+        def objects(values: Any) -> pd.Series:
+            # Explicit object dtype: pandas would otherwise infer str columns only when
+            # there are rows, and an empty batch's dtypes would differ.
+            return pd.Series(_objects(values), dtype=object)
+
+        n = len(self)
+        regression = self.intervals is not None
+        bounds = self.intervals if regression else np.full((n, 2), np.nan)
+        prediction = (
+            np.array([np.nan if p is None else float(p) for p in self.predictions], dtype=float)
+            if regression
+            else objects(self.predictions)
+        )
         data: dict[str, Any] = {
-            "decision_id": self.decision_ids,
-            "prediction": self.predictions,
-            "prediction_set": [self.prediction_set(i) for i in range(len(self))]
-            if self.set_mask is not None
-            else [None] * len(self),
-            "interval_lower": self.intervals[:, 0] if self.intervals is not None else np.nan,
-            "interval_upper": self.intervals[:, 1] if self.intervals is not None else np.nan,
-            "confidence": self.confidence,
-            "tier": self.tiers,
-            "action": self.actions,
-            "reasons": self.reasons,
-            "audit": self.audit,
+            "decision_id": objects(self.decision_ids),
+            "prediction": prediction,
+            "prediction_set": objects(self._set_column(set_format)),
+            "interval_lower": np.asarray(bounds[:, 0], dtype=np.float64),
+            "interval_upper": np.asarray(bounds[:, 1], dtype=np.float64),
+            "confidence": np.asarray(self.confidence, dtype=np.float64),
+            "tier": objects(self.tiers),
+            "action": objects(self.actions),
+            "reasons": objects(_encoded(self.reasons, set_format)),
+            "audit": np.asarray(self.audit, dtype=bool),
         }
-        return pd.DataFrame(data)
+        return pd.DataFrame(data, columns=FRAME_COLUMNS)
+
+    def _set_column(self, set_format: str) -> list[Any]:
+        """Prediction sets per row (``None`` without a prediction), each distinct set encoded once."""
+        if self.set_mask is None or self.classes is None:
+            return [None] * len(self)
+        if not len(self):
+            return []
+        patterns, inverse = np.unique(self.set_mask, axis=0, return_inverse=True)
+        labels = [tuple(self.classes[p].tolist()) for p in patterns]
+        encoded = _encoded([labels[k] for k in inverse.reshape(-1)], set_format)
+        # No prediction (guard or model failure): no set, as in ``Decision.prediction_set``.
+        return [None if p is None else e for p, e in zip(self.predictions, encoded, strict=True)]
 
     def counts(self) -> dict[str, dict[str, int]]:
         """Row counts per tier and per action.
@@ -446,6 +507,45 @@ class Decisions(Sequence[Decision]):
 
 
 _GUARD_PREFIXES = ("missing", "non_finite", "out_of_range", "unseen_category", "type", "ood")
+
+
+#: Columns of :meth:`Decisions.to_frame`, in order.
+FRAME_COLUMNS = (
+    "decision_id",
+    "prediction",
+    "prediction_set",
+    "interval_lower",
+    "interval_upper",
+    "confidence",
+    "tier",
+    "action",
+    "reasons",
+    "audit",
+)
+_SET_FORMATS = ("tuple", "list", "string")
+
+
+def _objects(values: Any) -> NDArray[Any]:
+    """A 1-d object array (no nested-sequence broadcasting)."""
+    out = np.empty(len(values), dtype=object)
+    out[:] = list(values)
+    return out
+
+
+def _encoded(rows: Sequence[tuple[Any, ...]], set_format: str) -> list[Any]:
+    """Tuples as tuples, fresh lists, or JSON text (each distinct value encoded once)."""
+    if set_format == "tuple":
+        return list(rows)
+    if set_format == "list":
+        return [list(r) for r in rows]
+    memo: dict[tuple[Any, ...], str] = {}
+    out = []
+    for r in rows:
+        text = memo.get(r)
+        if text is None:
+            text = memo[r] = json.dumps(to_builtin(list(r)))
+        out.append(text)
+    return out
 
 
 def _is_guard_reason(reason: str) -> bool:

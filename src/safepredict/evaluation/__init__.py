@@ -37,6 +37,7 @@ from safepredict.evaluation._curves import (
     apply_threshold,
     binomial_interval,
     certified_threshold,
+    curve_from_counts,
     risk_coverage,
 )
 from safepredict.evaluation._data import ScoredData, score_predictor
@@ -70,6 +71,7 @@ __all__ = [
     "certified_threshold",
     "compare_policies",
     "cost_curve",
+    "curve_from_counts",
     "evaluate",
     "evaluate_policy",
     "load_decision_log",

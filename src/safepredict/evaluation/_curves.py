@@ -320,21 +320,60 @@ def risk_coverage(
     ([0.9, 0.5, 0.2], [2, 3, 4], [1, 1, 2])
     """
     s, e = _as_scores_errors(scores, errors)
-    n = len(s)
-    if n == 0:
-        empty_i = np.zeros(0, dtype=np.int64)
-        empty_f = np.zeros(0, dtype=np.float64)
-        return RiskCoverageCurve(name, empty_f, empty_i, empty_i, 0, confidence, band)
+    if len(s) == 0:
+        return curve_from_counts([], [], [], name=name, band=band, confidence=confidence)
     order = np.argsort(-s)  # ties are grouped below, so their order does not matter
     s_sorted = s[order]
     cum_errors = np.cumsum(e[order], dtype=np.int64)
     # Last row of each group of tied scores: accepting a score accepts the whole group.
     ends = np.flatnonzero(np.append(s_sorted[1:] != s_sorted[:-1], True))
-    n_acc = (ends + 1).astype(np.int64)
-    n_err = cum_errors[ends]
+    n_rows = np.diff(ends + 1, prepend=0)
+    n_errs = np.diff(cum_errors[ends], prepend=0)
+    return curve_from_counts(
+        s_sorted[ends], n_rows, n_errs, name=name, band=band, confidence=confidence
+    )
+
+
+def curve_from_counts(
+    values: ArrayLike,
+    n_rows: ArrayLike,
+    n_errors: ArrayLike,
+    *,
+    name: str = "score",
+    band: str = "wilson",
+    confidence: float = 0.95,
+) -> RiskCoverageCurve:
+    """Risk-coverage curve from per-score counts: how many rows, and errors, have each score.
+
+    The exact curve of the rows those counts summarize, so partial counts computed
+    on shards (e.g. Dask partitions) and summed give the in-memory curve.
+
+    Parameters
+    ----------
+    values : array-like of shape (k,)
+        Distinct scores (any order; ``nan`` ranks last).
+    n_rows, n_errors : array-like of int of shape (k,)
+        Rows, and wrong rows among them, with each score.
+    name, band, confidence
+        As in :func:`risk_coverage`.
+
+    Examples
+    --------
+    >>> c = curve_from_counts([0.5, 0.9, 0.2], [1, 2, 1], [0, 1, 1])
+    >>> c.n_accepted.tolist(), c.n_errors.tolist()
+    ([2, 3, 4], [1, 1, 2])
+    """
     check_fraction(confidence, "confidence")
     check_one_of(band, "band", _BANDS)
-    return RiskCoverageCurve(name, s_sorted[ends], n_acc, n_err, n, float(confidence), band)
+    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    v = np.where(np.isnan(v), -np.inf, v)
+    rows = np.asarray(n_rows, dtype=np.int64).reshape(-1)
+    errs = np.asarray(n_errors, dtype=np.int64).reshape(-1)
+    order = np.argsort(-v, kind="stable")
+    n_acc = np.cumsum(rows[order], dtype=np.int64)
+    n_err = np.cumsum(errs[order], dtype=np.int64)
+    n = int(n_acc[-1]) if len(n_acc) else 0
+    return RiskCoverageCurve(name, v[order], n_acc, n_err, n, float(confidence), band)
 
 
 @dataclass(frozen=True)

@@ -184,10 +184,42 @@ def _policy_result(
     confidence: float = 0.95,
 ) -> PolicyResult:
     """Aggregate per-row tier codes into a :class:`PolicyResult` (bincount, O(n))."""
-    n = len(codes)
-    m = len(labels)
-    counts = np.bincount(codes, minlength=m)[:m]
-    errs = np.bincount(codes, weights=errors.astype(np.float64), minlength=m)[:m].astype(np.int64)
+    counts, errs = tier_counts(codes, errors, len(labels))
+    return policy_result_from_counts(
+        name,
+        counts,
+        errs,
+        labels,
+        cost,
+        calibration=calibration,
+        policy_hash=policy_hash,
+        confidence=confidence,
+    )
+
+
+def tier_counts(
+    codes: NDArray[np.intp], errors: NDArray[np.bool_], n_labels: int
+) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Rows and errors per tier code (the sufficient statistics of a policy's result)."""
+    counts = np.bincount(codes, minlength=n_labels)[:n_labels].astype(np.int64)
+    weights = errors.astype(np.float64)
+    errs = np.bincount(codes, weights=weights, minlength=n_labels)[:n_labels].astype(np.int64)
+    return counts, errs
+
+
+def policy_result_from_counts(
+    name: str,
+    counts: NDArray[np.int64],
+    errs: NDArray[np.int64],
+    labels: Sequence[tuple[str, str, Tier | None]],
+    cost: CostModel | None,
+    *,
+    calibration: TierCalibration | None = None,
+    policy_hash: str | None = None,
+    confidence: float = 0.95,
+) -> PolicyResult:
+    """A :class:`PolicyResult` from rows and errors per tier label (summable across shards)."""
+    n = int(np.sum(counts))
     _, upper = binomial_interval(errs, counts, confidence=confidence)
     rows = []
     fractions = {"accept": 0, "review": 0, "abstain": 0}
@@ -241,6 +273,20 @@ def _policy_result(
     )
 
 
+def policy_codes(
+    policy: TierPolicy, test: ScoredData, calibration: TierCalibration | None
+) -> tuple[NDArray[np.intp], list[tuple[str, str, Tier | None]]]:
+    """Tier label index of each row (``assign_tiers``; guard-blocked rows kept apart)."""
+    codes, _ = assign_tiers(policy, test.tier_inputs(), calibration)
+    labels: list[tuple[str, str, Tier | None]] = [(t.name, t.action, t) for t in policy.tiers]
+    if test.blocked_action is not None:
+        n_tiers = len(policy.tiers)
+        labels += [(test.guard_tier, "review", None), (test.guard_tier, "abstain", None)]
+        codes = np.where(test.blocked_action == "review", n_tiers, codes)
+        codes = np.where(test.blocked_action == "abstain", n_tiers + 1, codes)
+    return np.asarray(codes, dtype=np.intp), labels
+
+
 def evaluate_policy(
     policy: TierPolicy,
     test: ScoredData,
@@ -291,16 +337,10 @@ def evaluate_policy(
             "these regression data have no errors; pass tolerance= to score_predictor so an "
             "error is |y - y_hat| > tolerance."
         )
-    codes, _ = assign_tiers(policy, test.tier_inputs(), calibration)
-    labels: list[tuple[str, str, Tier | None]] = [(t.name, t.action, t) for t in policy.tiers]
-    if test.blocked_action is not None:
-        n_tiers = len(policy.tiers)
-        labels += [(test.guard_tier, "review", None), (test.guard_tier, "abstain", None)]
-        codes = np.where(test.blocked_action == "review", n_tiers, codes)
-        codes = np.where(test.blocked_action == "abstain", n_tiers + 1, codes)
+    codes, labels = policy_codes(policy, test, calibration)
     return _policy_result(
         name or policy.policy_hash,
-        np.asarray(codes, dtype=np.intp),
+        codes,
         labels,
         test.errors,
         cost,

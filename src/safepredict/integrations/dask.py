@@ -18,88 +18,32 @@ Install the ``dask`` extra (``dask[dataframe]``, ``distributed``, ``cloudpickle`
 from __future__ import annotations
 
 import copy
-import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from safepredict.config import TierPolicy
+from safepredict.evaluation import (
+    CostModel,
+    PolicyResult,
+    RiskCoverageCurve,
+    ScoredData,
+    cost_curve,
+    curve_from_counts,
+)
+from safepredict.evaluation._policies import (
+    policy_codes,
+    policy_result_from_counts,
+    tier_counts,
+)
 from safepredict.exceptions import ConfigError, NotCalibratedError
 from safepredict.predictor import SafePredictor
+from safepredict.tiers import TierCalibration
 
-__all__ = ["DECISION_COLUMNS", "decide_dask", "decisions_frame"]
-
-#: Columns of the frame :func:`decide_dask` returns, in order.
-DECISION_COLUMNS = (
-    "decision_id",
-    "prediction",
-    "prediction_set",
-    "interval_lower",
-    "interval_upper",
-    "confidence",
-    "tier",
-    "action",
-    "reasons",
-    "audit",
-)
-
-
-def _set_text(labels: tuple[Any, ...] | None) -> str | None:
-    if labels is None:
-        return None
-    return json.dumps([v.item() if isinstance(v, np.generic) else v for v in labels])
-
-
-def decisions_frame(decisions: Any, *, set_format: str = "string", regression: bool) -> Any:
-    """A pandas DataFrame of decision columns with fixed dtypes (also Dask's ``meta``).
-
-    Parameters
-    ----------
-    decisions : Decisions
-        A batch from :meth:`SafePredictor.decide`.
-    set_format : {"string", "list"}, default="string"
-        Prediction sets (and reasons) as JSON text, or as Python lists.
-    regression : bool
-        Whether predictions are numbers (``float64``) or labels (``object``).
-
-    Returns
-    -------
-    pandas.DataFrame
-        Columns :data:`DECISION_COLUMNS`.
-    """
-    import pandas as pd
-
-    n = len(decisions)
-    sets = [decisions.prediction_set(i) for i in range(n)]
-    if set_format == "string":
-        set_col: list[Any] = [_set_text(s) for s in sets]
-        reasons: list[Any] = [json.dumps(list(r)) for r in decisions.reasons]
-    else:
-        set_col = [None if s is None else list(s) for s in sets]
-        reasons = [list(r) for r in decisions.reasons]
-    intervals = decisions.intervals
-    lower = intervals[:, 0] if intervals is not None else np.full(n, np.nan)
-    upper = intervals[:, 1] if intervals is not None else np.full(n, np.nan)
-    preds = decisions.predictions
-    prediction = (
-        np.array([np.nan if p is None else float(p) for p in preds], dtype=np.float64)
-        if regression
-        else pd.array(list(preds), dtype=object)
-    )
-    return pd.DataFrame(
-        {
-            "decision_id": pd.array(list(decisions.decision_ids), dtype=object),
-            "prediction": prediction,
-            "prediction_set": pd.array(set_col, dtype=object),
-            "interval_lower": np.asarray(lower, dtype=np.float64),
-            "interval_upper": np.asarray(upper, dtype=np.float64),
-            "confidence": np.asarray(decisions.confidence, dtype=np.float64),
-            "tier": pd.array(list(decisions.tiers), dtype=object),
-            "action": pd.array(list(decisions.actions), dtype=object),
-            "reasons": pd.array(reasons, dtype=object),
-            "audit": np.asarray(decisions.audit, dtype=bool),
-        }
-    )
+__all__ = ["DaskBenchmark", "benchmark_dask", "decide_dask"]
 
 
 def _decide_partition(
@@ -109,22 +53,22 @@ def _decide_partition(
     events_dir: str | None,
     partition_info: dict[str, Any] | None = None,
 ) -> Any:
-    regression = predictor.task_ == "regression"
     if events_dir is None:
-        return decisions_frame(
-            predictor.decide(frame), set_format=set_format, regression=regression
-        )
-    from safepredict.events import jsonl_file_logger
+        decisions = predictor.decide(frame)
+    else:
+        from safepredict.events import jsonl_file_logger
 
-    number = 0 if partition_info is None else int(partition_info.get("number", 0))
-    path = Path(events_dir) / f"part-{number:05d}.jsonl"
-    worker = copy.copy(predictor)  # same fitted state, own logger
-    with open(path, "w", encoding="utf-8") as fh:
-        worker.logger = jsonl_file_logger(fh)
+        number = 0 if partition_info is None else int(partition_info.get("number", 0))
+        worker = copy.copy(predictor)  # same fitted state, own logger
         if worker.log == "off":
             worker.log = "decision"
-        decisions = worker.decide(frame)
-    return decisions_frame(decisions, set_format=set_format, regression=regression)
+        # "w": a retried task rewrites its file, so the events match the returned rows.
+        with open(Path(events_dir) / f"part-{number:05d}.jsonl", "w", encoding="utf-8") as fh:
+            worker.logger = jsonl_file_logger(fh)
+            decisions = worker.decide(frame)
+    out = decisions.to_frame(set_format=set_format)
+    out.index = frame.index  # the partition's index, so the divisions still hold
+    return out
 
 
 def _active_client(client: Any) -> Any:
@@ -156,8 +100,9 @@ def decide_dask(
         A calibrated predictor. Its ``router`` must be None (see Notes).
     ddf : dask.dataframe.DataFrame
         Rows with the calibration columns.
-    set_format : {"string", "list"}, default="string"
-        Prediction sets and reasons as JSON text (``'[0, 2]'``) or Python lists.
+    set_format : {"string", "list", "tuple"}, default="string"
+        Prediction sets and reasons as JSON text (``'[0, 2]'``), lists or tuples
+        (see :meth:`Decisions.to_frame`).
     events_dir : str or path, optional
         Directory where each partition writes its decision events as
         ``part-<n>.jsonl`` (created if missing). Default: no events.
@@ -167,7 +112,8 @@ def decide_dask(
     Returns
     -------
     dask.dataframe.DataFrame
-        Columns :data:`DECISION_COLUMNS`, one row per input row, same partitions.
+        The columns of :meth:`Decisions.to_frame`, one row per input row, same
+        partitions and index.
 
     Raises
     ------
@@ -198,15 +144,12 @@ def decide_dask(
     """
     import dask
     from dask.delayed import delayed
-    import pandas as pd
 
     if not hasattr(predictor, "conformal_"):
         raise NotCalibratedError(
             "decide_dask needs a calibrated predictor; call predictor.calibrate(X_cal, y_cal) "
             "first."
         )
-    if set_format not in ("string", "list"):
-        raise ConfigError(f"set_format must be 'string' or 'list'; got {set_format!r}.")
     if predictor.router is not None:
         raise ConfigError(
             "decide_dask does not route from workers: a worker may run on another machine, "
@@ -219,8 +162,7 @@ def decide_dask(
         events_dir = str(Path(events_dir).resolve())
     probe = copy.copy(predictor)  # decide on the empty meta frame, without events
     probe.log = "off"
-    empty = probe.decide(ddf._meta)
-    meta = decisions_frame(empty, set_format=set_format, regression=predictor.task_ == "regression")
+    meta = probe.decide(ddf._meta).to_frame(set_format=set_format)  # checks set_format
     active = _active_client(client)
     shared: Any = (
         active.scatter(predictor, broadcast=True, hash=False)
@@ -236,5 +178,192 @@ def decide_dask(
             meta=meta,
             align_dataframes=False,
         )
-    assert isinstance(meta, pd.DataFrame)
     return out
+
+
+# ------------------------------------------------------------------ offline benchmark
+@dataclass
+class DaskBenchmark:
+    """Risk-coverage curves and policy results computed on a Dask DataFrame.
+
+    Attributes
+    ----------
+    n : int
+        Rows analysed.
+    curves : dict of str to RiskCoverageCurve
+        One curve per score column.
+    policies : dict of str to PolicyResult
+        Per-tier acceptance, realized error and cost of each policy.
+    costs : dict of str to CostCurve
+        Cost per 1,000 cases along each curve (when a cost model is given).
+    """
+
+    n: int
+    curves: dict[str, RiskCoverageCurve]
+    policies: dict[str, PolicyResult] = field(default_factory=dict)
+    costs: dict[str, Any] = field(default_factory=dict)
+
+
+def _scored(frame: Any, scores: Sequence[str], error: str) -> ScoredData:
+    set_size = frame["set_size"].to_numpy() if "set_size" in frame.columns else None
+    predicted = frame["predicted_class"].to_numpy() if "predicted_class" in frame.columns else None
+    return ScoredData.from_arrays(
+        frame[error].to_numpy(),
+        {s: frame[s].to_numpy() for s in scores},
+        set_size=set_size,
+        predicted_class=predicted,
+    )
+
+
+def _partition_stats(
+    frame: Any,
+    scores: Sequence[str],
+    error: str,
+    policies: Mapping[str, tuple[TierPolicy, TierCalibration | None]],
+) -> dict[str, Any]:
+    """Sufficient statistics of one partition: per-score value counts, per-policy tier counts."""
+    import pandas as pd
+
+    if frame[error].isna().any():
+        raise ConfigError(
+            f"column {error!r} has rows without an outcome (null); the benchmark needs "
+            f"whether each answer was wrong. Drop them first: ddf.dropna(subset=[{error!r}])."
+        )
+    errors = frame[error].to_numpy().astype(bool)
+    out: dict[str, Any] = {"n": len(frame), "curves": {}, "policies": {}}
+    for s in scores:
+        values = frame[s].to_numpy(dtype=np.float64)
+        values = np.where(np.isnan(values), -np.inf, values)  # as risk_coverage ranks nan
+        grouped = (
+            pd.DataFrame({"v": values, "e": errors.astype(np.int64)})
+            .groupby("v", sort=False)["e"]
+            .agg(["size", "sum"])
+        )
+        out["curves"][s] = grouped
+    if policies:
+        data = _scored(frame, scores, error)
+        for name, (policy, calibration) in policies.items():
+            codes, labels = policy_codes(policy, data, calibration)
+            out["policies"][name] = tier_counts(codes, errors, len(labels))
+    return out
+
+
+def _combine(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    import pandas as pd
+
+    first = parts[0]
+    curves = {
+        s: pd.concat([p["curves"][s] for p in parts]).groupby(level=0).sum()
+        for s in first["curves"]
+    }
+    policies = {
+        name: (
+            np.sum([p["policies"][name][0] for p in parts], axis=0),
+            np.sum([p["policies"][name][1] for p in parts], axis=0),
+        )
+        for name in first["policies"]
+    }
+    return {"n": sum(p["n"] for p in parts), "curves": curves, "policies": policies}
+
+
+def benchmark_dask(
+    ddf: Any,
+    *,
+    error: str = "error",
+    scores: Sequence[str] | None = None,
+    policies: Mapping[str, TierPolicy] | None = None,
+    calibration: Mapping[str, TierCalibration] | None = None,
+    cost: CostModel | None = None,
+    band: str = "wilson",
+    confidence: float = 0.95,
+) -> DaskBenchmark:
+    """The offline abstention benchmark on a Dask DataFrame of scores and outcomes.
+
+    Each partition reduces its rows to sufficient statistics (rows and errors per
+    distinct score, rows and errors per tier), which are summed; the curves and
+    policy results are then built from the totals. Counts are exactly those of
+    the in-memory :func:`~safepredict.evaluation.risk_coverage` /
+    :func:`~safepredict.evaluation.evaluate_policy` on the same rows.
+
+    Parameters
+    ----------
+    ddf : dask.dataframe.DataFrame
+        One row per decision: a boolean ``error`` column, score columns (higher
+        is more confident), optionally ``set_size`` and ``predicted_class``.
+    error : str, default="error"
+        Column saying whether the answer was wrong.
+    scores : sequence of str, optional
+        Score columns; default: those of ``conformal, top_prob, margin, entropy``
+        present.
+    policies : dict of str to TierPolicy, optional
+        Policies to compare (tier conditions read ``conformal`` as confidence).
+    calibration : dict of str to TierCalibration, optional
+        Certified thresholds of each policy's ``max_error`` tiers (e.g. from
+        :func:`safepredict.evaluation.calibrate_policy` on calibration rows).
+    cost : CostModel, optional
+        Prices curves and tiers.
+    band, confidence
+        Pointwise confidence band of the curves.
+
+    Returns
+    -------
+    DaskBenchmark
+
+    Examples
+    --------
+    >>> import dask.dataframe as dd, pandas as pd
+    >>> frame = pd.DataFrame({"error": [False, True, False, True],
+    ...                       "conformal": [0.99, 0.6, 0.9, 0.9]})
+    >>> result = benchmark_dask(dd.from_pandas(frame, npartitions=2))
+    >>> result.curves["conformal"].n_accepted.tolist()
+    [1, 3, 4]
+    """
+    from dask.base import compute
+    from dask.delayed import delayed
+
+    columns = list(ddf.columns)
+    if error not in columns:
+        raise ConfigError(
+            f"the frame has no {error!r} column (whether each answer was wrong); columns are "
+            f"{columns}. Pass error=<column name>."
+        )
+    if scores is None:
+        scores = [s for s in ("conformal", "top_prob", "margin", "entropy") if s in columns]
+    missing = [s for s in scores if s not in columns]
+    if missing or not scores:
+        raise ConfigError(
+            f"score columns {missing or list(scores)} are not in the frame (columns: {columns}); "
+            "pass scores=[...] naming columns where higher means more confident."
+        )
+    calibration = dict(calibration or {})
+    plan = {name: (p, calibration.get(name)) for name, p in (policies or {}).items()}
+    parts = ddf.to_delayed()
+    stats = [delayed(_partition_stats)(part, list(scores), error, plan) for part in parts]
+    (total,) = compute(delayed(_combine)(stats))  # type: ignore[no-untyped-call]  # dask is untyped
+    curves = {
+        s: curve_from_counts(
+            table.index.to_numpy(),
+            table["size"].to_numpy(),
+            table["sum"].to_numpy(),
+            name=s,
+            band=band,
+            confidence=confidence,
+        )
+        for s, table in total["curves"].items()
+    }
+    results: dict[str, PolicyResult] = {}
+    for name, (policy, cal) in plan.items():
+        counts, errs = total["policies"][name]
+        labels = [(t.name, t.action, t) for t in policy.tiers]
+        results[name] = policy_result_from_counts(
+            name,
+            counts[: len(labels)],
+            errs[: len(labels)],
+            labels,
+            cost,
+            calibration=cal,
+            policy_hash=policy.policy_hash,
+            confidence=confidence,
+        )
+    costs = {} if cost is None else {s: cost_curve(c, cost) for s, c in curves.items()}
+    return DaskBenchmark(n=int(total["n"]), curves=curves, policies=results, costs=costs)
