@@ -26,7 +26,7 @@ from numpy.typing import NDArray
 from sklearn.base import BaseEstimator, is_classifier, is_regressor
 
 from safepredict._hashing import row_hashes, unit_interval
-from safepredict._validation import check_fraction, check_one_of, describe
+from safepredict._validation import check_fraction, check_one_of, describe, is_frame
 from safepredict._version import __version__
 from safepredict.config import GuardConfig, TierPolicy
 from safepredict.conformal import (
@@ -64,10 +64,6 @@ class _DecideCache:
     classes: NDArray[Any] | None
     classes_obj: NDArray[Any] | None
     needs_scores: bool
-
-
-def _is_frame(X: Any) -> bool:
-    return hasattr(X, "columns") and hasattr(X, "iloc")
 
 
 class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no type stubs
@@ -275,7 +271,7 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
 
     # ------------------------------------------------------------ input schema
     def _record_schema(self, X: Any) -> None:
-        if _is_frame(X):
+        if is_frame(X):
             self.feature_names_in_ = np.asarray([str(c) for c in X.columns], dtype=object)
             self.n_features_in_ = len(X.columns)
         else:
@@ -293,7 +289,7 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
     def _prepare(self, X: Any) -> Any:
         """Check a batch's structure and return what the model should receive."""
         names = getattr(self, "feature_names_in_", None)
-        if _is_frame(X):
+        if is_frame(X):
             cols = [str(c) for c in X.columns]
             if names is None:
                 if len(cols) != self.n_features_in_:
@@ -380,7 +376,7 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
             full = np.full((n, width_) if width_ is not None else (n,), np.nan)
             keep = np.flatnonzero(~skip)
             if len(keep):
-                full[keep] = self._model_output(X.iloc[keep] if _is_frame(X) else X[keep])[0]
+                full[keep] = self._model_output(X.iloc[keep] if is_frame(X) else X[keep])[0]
             ok = np.isfinite(full).all(axis=1) if full.ndim == 2 else np.isfinite(full)
             return full, np.asarray(~ok, dtype=bool)
         # --- guards (end) ---
@@ -391,7 +387,7 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
             shape: tuple[int, ...] = (n, width) if width is not None else (n,)
             out = np.full(shape, np.nan)
             for i in range(n):
-                row = X.iloc[i : i + 1] if _is_frame(X) else X[i : i + 1]
+                row = X.iloc[i : i + 1] if is_frame(X) else X[i : i + 1]
                 try:
                     out[i] = np.asarray(fn(row), dtype=np.float64)[0]
                 except Exception:  # this row fails closed as model_error
@@ -681,7 +677,7 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
         except Exception:  # an auxiliary model failing fails closed per row, never the batch
             bounds = np.full((len(y_pred), 2), np.nan)
             for i in range(len(y_pred)):
-                row = X_model.iloc[i : i + 1] if _is_frame(X_model) else X_model[i : i + 1]
+                row = X_model.iloc[i : i + 1] if is_frame(X_model) else X_model[i : i + 1]
                 try:
                     bounds[i] = conformal.interval(row, y_pred[i : i + 1])[0]
                 except Exception:  # this row fails closed as model_error
@@ -720,7 +716,7 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
         >>> bool(lo < hi)
         True
         """
-        if hasattr(x, "to_frame") and hasattr(x, "index") and not _is_frame(x):  # a Series
+        if hasattr(x, "to_frame") and hasattr(x, "index") and not is_frame(x):  # a Series
             x = x.to_frame().T
         batch = self.decide(x, request_id=request_id)
         if len(batch) != 1:
@@ -941,7 +937,7 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
         decisions.explanations = [None] * n
         if len(rows) == 0:
             return
-        subset = X_model.iloc[rows] if _is_frame(X_model) else np.asarray(X_model)[rows]
+        subset = X_model.iloc[rows] if is_frame(X_model) else np.asarray(X_model)[rows]
         class_index = None
         if decisions.probabilities is not None:
             class_index = np.argmax(decisions.probabilities[rows], axis=1)
@@ -1114,7 +1110,7 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
             if decisions.inputs_hash is not None:
                 hashes = decisions.inputs_hash[rows]
             else:
-                hashes = row_hashes(X_model.iloc[rows] if _is_frame(X_model) else X_model[rows])
+                hashes = row_hashes(X_model.iloc[rows] if is_frame(X_model) else X_model[rows])
             inputs = (
                 row_inputs(X_model, rows, self._input_names(), self.redact)
                 if self.log_inputs
