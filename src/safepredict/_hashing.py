@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from safepredict._validation import is_frame
+
 __all__ = ["row_hashes", "unit_interval"]
 
 
@@ -66,7 +68,7 @@ def row_hashes(X: Any) -> NDArray[Any]:
     >>> bool(a[1] == b[0]), len(a[0])
     (True, 16)
     """
-    if hasattr(X, "columns") and hasattr(X, "iloc"):
+    if is_frame(X):
         if all(np.dtype(t).kind in "biuf" for t in X.dtypes if isinstance(t, np.dtype)) and all(
             isinstance(t, np.dtype) for t in X.dtypes
         ):

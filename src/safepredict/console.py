@@ -229,26 +229,32 @@ class _Console:
         name = request.cookies.get("sp_reviewer", "").strip()
         return name or None
 
-    async def claim_next(self, request: Request) -> Response:
+    async def _reviewer_post(self, request: Request) -> tuple[dict[str, str], str] | Response:
+        """The form of a CSRF-checked POST and its reviewer, or the response refusing it."""
         data = await self.check_post(request)
         if isinstance(data, Response):
             return data
         reviewer = self._reviewer(request)
         if reviewer is None:
             return RedirectResponse("/?" + urlencode({"need": "reviewer"}), status_code=303)
+        return data, reviewer
+
+    async def claim_next(self, request: Request) -> Response:
+        checked = await self._reviewer_post(request)
+        if isinstance(checked, Response):
+            return checked
+        data, reviewer = checked
         case = self.queue.claim(reviewer, tier=data.get("tier") or None)
         if case is None:
             return RedirectResponse("/?" + urlencode({"empty": "1"}), status_code=303)
         return RedirectResponse(f"/case/{_quote(case['decision_id'])}", status_code=303)
 
     async def claim_case(self, request: Request) -> Response:
-        data = await self.check_post(request)
-        if isinstance(data, Response):
-            return data
+        checked = await self._reviewer_post(request)
+        if isinstance(checked, Response):
+            return checked
+        reviewer = checked[1]
         decision_id = request.path_params["decision_id"]
-        reviewer = self._reviewer(request)
-        if reviewer is None:
-            return RedirectResponse("/?" + urlencode({"need": "reviewer"}), status_code=303)
         try:
             self.queue.claim_case(decision_id, reviewer)
         except SafePredictError as exc:
@@ -256,13 +262,11 @@ class _Console:
         return RedirectResponse(f"/case/{_quote(decision_id)}", status_code=303)
 
     async def resolve(self, request: Request) -> Response:
-        data = await self.check_post(request)
-        if isinstance(data, Response):
-            return data
+        checked = await self._reviewer_post(request)
+        if isinstance(checked, Response):
+            return checked
+        data, reviewer = checked
         decision_id = request.path_params["decision_id"]
-        reviewer = self._reviewer(request)
-        if reviewer is None:
-            return RedirectResponse("/?" + urlencode({"need": "reviewer"}), status_code=303)
         outcome_text = data.get("outcome", "").strip()
         if not outcome_text:
             return _back(decision_id, "Enter the outcome (e.g. the true label) before resolving.")

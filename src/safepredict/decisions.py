@@ -41,7 +41,7 @@ def to_builtin(value: Any) -> Any:
     >>> to_builtin({"a": np.float64(1.5), "b": np.array([1, 2]), "c": float("nan")})
     {'a': 1.5, 'b': [1, 2], 'c': None}
     """
-    if isinstance(value, dict):
+    if isinstance(value, Mapping):
         return {str(k): to_builtin(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [to_builtin(v) for v in value]

@@ -41,6 +41,7 @@ import structlog
 from numpy.typing import NDArray
 
 from safepredict._hashing import row_hashes
+from safepredict._validation import is_frame
 from safepredict._version import __version__
 from safepredict.decisions import Decisions, _is_guard_reason, to_builtin
 from safepredict.exceptions import ConfigError
@@ -711,7 +712,7 @@ def _explanation(e: Any) -> dict[str, Any] | None:
 def _input_rows(
     X_model: Any, feature_names: Sequence[str], redact: Sequence[str | int]
 ) -> list[dict[str, Any]]:
-    if hasattr(X_model, "columns") and hasattr(X_model, "iloc"):
+    if is_frame(X_model):
         names = [str(c) for c in X_model.columns]
         columns = [X_model[c].tolist() for c in X_model.columns]
     else:

@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from safepredict._validation import describe
+from safepredict._validation import describe, is_frame
 from safepredict.config import GuardConfig
 from safepredict.exceptions import CalibrationError, ConfigError, InputSchemaError
 
@@ -132,13 +132,9 @@ def _numeric_column(col: NDArray[Any]) -> tuple[NDArray[np.float64], NDArray[np.
     return values, wrong
 
 
-def _is_frame(X: Any) -> bool:
-    return hasattr(X, "columns") and hasattr(X, "iloc")
-
-
 def _split_columns(X: Any, d: int) -> tuple[NDArray[np.float64] | None, list[NDArray[Any]]]:
     """A float matrix when every column is numeric, else the columns as arrays."""
-    if _is_frame(X):
+    if is_frame(X):
         # Building the dtypes Series or per-column Series costs tens of microseconds, which
         # would dominate a single-row check: look at pandas' blocks (private, guarded).
         blocks = getattr(getattr(X, "_mgr", None), "blocks", None)
@@ -488,7 +484,7 @@ class InputGuards:
         InputGuards
         """
         config = GuardConfig() if config is None else config
-        if _is_frame(reference):
+        if is_frame(reference):
             names = [str(c) for c in reference.columns]
             dtypes = list(reference.dtypes)
             cols = [np.asarray(reference.iloc[:, j].to_numpy()) for j in range(len(names))]

@@ -26,7 +26,7 @@ from numpy.typing import NDArray
 from sklearn.base import BaseEstimator, is_classifier, is_regressor
 
 from safepredict._hashing import row_hashes, unit_interval
-from safepredict._validation import check_fraction, check_one_of, describe
+from safepredict._validation import check_fraction, check_one_of, describe, is_frame
 from safepredict._version import __version__
 from safepredict.config import GuardConfig, TierPolicy
 from safepredict.conformal import (
@@ -64,10 +64,6 @@ class _DecideCache:
     classes: NDArray[Any] | None
     classes_obj: NDArray[Any] | None
     needs_scores: bool
-
-
-def _is_frame(X: Any) -> bool:
-    return hasattr(X, "columns") and hasattr(X, "iloc")
 
 
 class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no type stubs
@@ -275,7 +271,7 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
 
     # ------------------------------------------------------------ input schema
     def _record_schema(self, X: Any) -> None:
-        if _is_frame(X):
+        if is_frame(X):
             self.feature_names_in_ = np.asarray([str(c) for c in X.columns], dtype=object)
             self.n_features_in_ = len(X.columns)
         else:
@@ -293,7 +289,7 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
     def _prepare(self, X: Any) -> Any:
         """Check a batch's structure and return what the model should receive."""
         names = getattr(self, "feature_names_in_", None)
-        if _is_frame(X):
+        if is_frame(X):
             cols = [str(c) for c in X.columns]
             if names is None:
                 if len(cols) != self.n_features_in_:
@@ -380,7 +376,7 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
             full = np.full((n, width_) if width_ is not None else (n,), np.nan)
             keep = np.flatnonzero(~skip)
             if len(keep):
-                full[keep] = self._model_output(X.iloc[keep] if _is_frame(X) else X[keep])[0]
+                full[keep] = self._model_output(X.iloc[keep] if is_frame(X) else X[keep])[0]
             ok = np.isfinite(full).all(axis=1) if full.ndim == 2 else np.isfinite(full)
             return full, np.asarray(~ok, dtype=bool)
         # --- guards (end) ---
@@ -391,15 +387,12 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
             shape: tuple[int, ...] = (n, width) if width is not None else (n,)
             out = np.full(shape, np.nan)
             for i in range(n):
-                row = X.iloc[i : i + 1] if _is_frame(X) else X[i : i + 1]
+                row = X.iloc[i : i + 1] if is_frame(X) else X[i : i + 1]
                 try:
                     out[i] = np.asarray(fn(row), dtype=np.float64)[0]
                 except Exception:  # this row fails closed as model_error
                     continue
-        if out.ndim in (1, 2) and out.shape[0] == n and math.isfinite(out.sum()):
-            return out, np.zeros(n, dtype=bool)  # the common case, in one reduction
-        finite = np.isfinite(out).all(axis=1) if out.ndim == 2 else np.isfinite(out)
-        return out, np.asarray(~finite, dtype=bool)
+        return _with_failed_rows(out, n)
 
     def predict(self, X: Any) -> Any:
         """The wrapped model's ``predict`` (scikit-learn semantics, no guards)."""
@@ -444,7 +437,7 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
         X_model = self._prepare(X)
         method = "predict_proba" if task == "classification" else "predict"
         try:  # a model that cannot score the calibration rows is the caller's to fix
-            getattr(self.model, method)(X_model)
+            raw = getattr(self.model, method)(X_model)
         except Exception as exc:
             raise CalibrationError(
                 f"the model failed on the calibration rows ({method} raised "
@@ -487,12 +480,17 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
                 random_state=self.random_state,
                 quantile_models=self.quantile_models,
             )
-        self.tier_calibration_ = self._calibrate_tiers(X_model, y_arr)
+        try:  # the model runs once on the calibration rows for tiers and baseline
+            out, failed = _with_failed_rows(np.asarray(raw, dtype=np.float64), len(X_model))
+        except Exception:  # output not numeric: score row by row, as decide does
+            out, failed = self._model_output(X_model)
+        inputs = self._score_rows(X_model, out, failed)[0] if policy.risk_controlled else None
+        self.tier_calibration_ = self._calibrate_tiers(y_arr, out, failed, inputs)
         self._fit_guards(X if reference is None else reference)
         self._fit_explainer(X_model)
         self.calibration_size_ = len(y_arr)
         self.calibration_id_ = _calibration_hash(X_model, y_arr)
-        self._emit_calibration(X_model)
+        self._emit_calibration(X_model, out, failed, inputs)
         return self
 
     # ------------------------------------------------------------ decide
@@ -540,43 +538,19 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
             out, failed = np.zeros((0, *width)), np.zeros(0, dtype=bool)
         t = time.perf_counter()
         latency["model"] = t - t_model
-        any_failed = bool(failed.any())
-
-        set_mask = intervals = probabilities = None
-        if self.task_ == "classification":
-            conformal = self.conformal_
-            assert isinstance(conformal, ClassificationConformal)
+        inputs, set_mask, intervals = self._score_rows(
+            X_model, out, failed, needs_scores=cache.needs_scores
+        )
+        any_failed = bool(failed.any())  # _score_rows may add rows (auxiliary model failed)
+        probabilities = None
+        if set_mask is not None:
             probabilities = out
-            safe = np.where(failed[:, None], 0.0, out) if any_failed else out
-            predicted_class = safe.argmax(axis=1)
             assert cache.classes_obj is not None
-            predictions = cache.classes_obj[predicted_class]
-            set_mask, confidence = conformal.set_and_confidence(safe, predicted_class)
-            if any_failed:
-                set_mask[failed] = False
-                confidence[failed] = np.nan
-            set_size = set_mask.sum(axis=1)
-            scores = _classification_scores(safe, confidence) if cache.needs_scores else {}
-            inputs = TierInputs(
-                "classification",
-                confidence,
-                set_size=set_size,
-                scores=scores,
-                predicted_class=predicted_class,
-            )
+            assert inputs.predicted_class is not None
+            predictions = cache.classes_obj[inputs.predicted_class]
         else:
-            conformal_r = self.conformal_
-            assert isinstance(conformal_r, RegressionConformal)
-            y_pred = out.reshape(-1)
-            predictions = y_pred.astype(object)
-            intervals = self._intervals(conformal_r, X_model, y_pred, failed)
-            any_failed = bool(failed.any())
-            if any_failed:
-                intervals[failed] = np.nan
-            confidence = np.full(n, np.nan)
-            widths = intervals[:, 1] - intervals[:, 0]
-            scores_r = _regression_scores(widths) if cache.needs_scores else {}
-            inputs = TierInputs("regression", confidence, width=widths, scores=scores_r)
+            predictions = out.reshape(-1).astype(object)
+        confidence = inputs.confidence
         if any_failed:
             predictions[failed] = None
         latency["conformal"] = time.perf_counter() - t
@@ -634,6 +608,57 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
         self._emit_decisions(X_model, decisions, request_id=request_id)
         return decisions
 
+    def _score_rows(
+        self,
+        X_model: Any,
+        out: NDArray[np.float64],
+        failed: NDArray[np.bool_],
+        *,
+        needs_scores: bool = True,
+    ) -> tuple[TierInputs, NDArray[np.bool_] | None, NDArray[np.float64] | None]:
+        """Turn model output into what the tier rule reads: ``(inputs, set_mask, intervals)``.
+
+        The one scoring rule shared by :meth:`decide` and calibration (so the
+        tiers are certified on exactly what decide assigns). Failed rows get an
+        empty set / ``nan`` interval, ``nan`` confidence and ``nan`` scores.
+        ``failed`` is updated in place for rows where an auxiliary regression
+        model (CQR, residual) fails. ``set_mask`` is ``None`` for regression,
+        ``intervals`` is ``None`` for classification.
+        """
+        any_failed = bool(failed.any())
+        if self.task_ == "classification":
+            conformal = self.conformal_
+            assert isinstance(conformal, ClassificationConformal)
+            safe = np.where(failed[:, None], 0.0, out) if any_failed else out
+            predicted_class = safe.argmax(axis=1)
+            set_mask, confidence = conformal.set_and_confidence(safe, predicted_class)
+            if any_failed:
+                set_mask[failed] = False
+                confidence[failed] = np.nan
+            scores = _classification_scores(safe, confidence) if needs_scores else {}
+            if any_failed:
+                scores = {k: np.where(failed, np.nan, v) for k, v in scores.items()}
+            inputs = TierInputs(
+                "classification",
+                confidence,
+                set_size=set_mask.sum(axis=1),
+                scores=scores,
+                predicted_class=predicted_class,
+            )
+            return inputs, set_mask, None
+        conformal_r = self.conformal_
+        assert isinstance(conformal_r, RegressionConformal)
+        y_pred = out.reshape(-1)
+        intervals = self._intervals(conformal_r, X_model, y_pred, failed)
+        if failed.any():
+            intervals[failed] = np.nan
+        widths = intervals[:, 1] - intervals[:, 0]
+        scores_r = _regression_scores(widths) if needs_scores else {}
+        inputs = TierInputs(
+            "regression", np.full(len(y_pred), np.nan), width=widths, scores=scores_r
+        )
+        return inputs, None, intervals
+
     def _intervals(
         self,
         conformal: RegressionConformal,
@@ -652,7 +677,7 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
         except Exception:  # an auxiliary model failing fails closed per row, never the batch
             bounds = np.full((len(y_pred), 2), np.nan)
             for i in range(len(y_pred)):
-                row = X_model.iloc[i : i + 1] if _is_frame(X_model) else X_model[i : i + 1]
+                row = X_model.iloc[i : i + 1] if is_frame(X_model) else X_model[i : i + 1]
                 try:
                     bounds[i] = conformal.interval(row, y_pred[i : i + 1])[0]
                 except Exception:  # this row fails closed as model_error
@@ -691,7 +716,7 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
         >>> bool(lo < hi)
         True
         """
-        if hasattr(x, "to_frame") and hasattr(x, "index") and not _is_frame(x):  # a Series
+        if hasattr(x, "to_frame") and hasattr(x, "index") and not is_frame(x):  # a Series
             x = x.to_frame().T
         batch = self.decide(x, request_id=request_id)
         if len(batch) != 1:
@@ -804,39 +829,27 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
         )
 
     # ------------------------------------------------------------ stage hooks
-    def _calibrate_tiers(self, X_model: Any, y: NDArray[Any]) -> TierCalibration:
+    def _calibrate_tiers(
+        self,
+        y: NDArray[Any],
+        out: NDArray[np.float64],
+        failed: NDArray[np.bool_],
+        inputs: TierInputs | None,
+    ) -> TierCalibration:
         """Certify thresholds for the risk-controlled (``max_error``) tiers.
 
-        Scores the calibration rows exactly as :meth:`decide` does, marks the
-        rows the model gets wrong (classification: wrong label; regression:
-        ``|y - y_hat| > tolerance`` of each tier) and runs
+        ``out``, ``failed`` and ``inputs`` are the calibration rows scored by
+        :meth:`_score_rows`, the rule :meth:`decide` applies. Marks the rows the
+        model gets wrong (classification: wrong label or failed; regression:
+        ``|y - y_hat| > tolerance`` of each tier, or failed) and runs
         :func:`safepredict.tiers.calibrate_tiers`.
         """
         policy = self.policy_
-        if not policy.risk_controlled:
+        if not policy.risk_controlled or inputs is None:
             return TierCalibration()
-        out, failed = self._model_output(X_model)
-        errors: Any
         if self.task_ == "classification":
-            conformal = self.conformal_
-            assert isinstance(conformal, ClassificationConformal)
-            safe = np.where(failed[:, None], 0.0, out)
-            predicted_class = np.argmax(safe, axis=1)
-            confidence = conformal.confidence(safe)
-            confidence[failed] = np.nan
-            set_size = conformal.predict_set(safe).sum(axis=1)
-            set_size[failed] = 0
-            scores = _classification_scores(safe, confidence)
-            for name in scores:
-                scores[name] = np.where(failed, np.nan, scores[name])
-            inputs = TierInputs(
-                self.task_,
-                confidence,
-                set_size=set_size,
-                scores=scores,
-                predicted_class=predicted_class,
-            )
-            errors = (self.classes_[predicted_class] != y) | failed
+            assert inputs.predicted_class is not None
+            errors = (self.classes_[inputs.predicted_class] != y) | failed
             return calibrate_tiers(
                 policy,
                 inputs,
@@ -844,19 +857,11 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
                 n_classes=len(self.classes_),
                 class_labels=self.classes_.tolist(),
             )
-        conformal_r = self.conformal_
-        assert isinstance(conformal_r, RegressionConformal)
-        y_pred = out.reshape(-1)
-        intervals = conformal_r.interval(X_model, y_pred)
-        width = np.where(failed, np.nan, intervals[:, 1] - intervals[:, 0])
-        inputs = TierInputs(
-            self.task_, np.full(len(y_pred), np.nan), width=width, scores=_regression_scores(width)
-        )
-        residual = np.abs(np.asarray(y, dtype=np.float64) - y_pred)
-        errors = {
+        residual = np.abs(np.asarray(y, dtype=np.float64) - out.reshape(-1))
+        by_tier = {
             t.name: (residual > float(t.tolerance or 0.0)) | failed for t in policy.risk_controlled
         }
-        return calibrate_tiers(policy, inputs, errors)
+        return calibrate_tiers(policy, inputs, by_tier)
 
     def _fit_guards(self, reference: Any) -> None:
         """Learn normal inputs from the reference data (same columns as calibration)."""
@@ -932,7 +937,7 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
         decisions.explanations = [None] * n
         if len(rows) == 0:
             return
-        subset = X_model.iloc[rows] if _is_frame(X_model) else np.asarray(X_model)[rows]
+        subset = X_model.iloc[rows] if is_frame(X_model) else np.asarray(X_model)[rows]
         class_index = None
         if decisions.probabilities is not None:
             class_index = np.argmax(decisions.probabilities[rows], axis=1)
@@ -998,37 +1003,22 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
             else tuple(f"x{j}" for j in range(n_features)),
         )
 
-    def _calibration_baseline(self, X_model: Any) -> dict[str, Any]:
-        """Confidence (or interval width) snapshot and action mix on the calibration rows."""
-        out, failed = self._model_output(X_model)
+    def _calibration_baseline(
+        self, inputs: TierInputs, failed: NDArray[np.bool_]
+    ) -> dict[str, Any]:
+        """Confidence (or interval width) snapshot and action mix on the calibration rows.
+
+        ``inputs`` are the calibration rows scored by :meth:`_score_rows`; rows
+        the model failed on are left out.
+        """
         ok = ~failed
         policy = self.policy_
         if self.task_ == "classification":
-            conformal = self.conformal_
-            assert isinstance(conformal, ClassificationConformal)
-            proba = out[ok]
-            confidence = conformal.confidence(proba)
-            values, metric = confidence, "confidence"
-            inputs = TierInputs(
-                self.task_,
-                confidence,
-                set_size=conformal.predict_set(proba).sum(axis=1),
-                scores=_classification_scores(proba, confidence),
-                predicted_class=np.argmax(proba, axis=1),
-            )
+            values, metric = inputs.confidence[ok], "confidence"
         else:
-            conformal_r = self.conformal_
-            assert isinstance(conformal_r, RegressionConformal)
-            X_ok = X_model[ok] if not _is_frame(X_model) else X_model.loc[ok]
-            widths = np.diff(conformal_r.interval(X_ok, out[ok].reshape(-1)), axis=1).ravel()
-            values, metric = widths, "interval_width"
-            inputs = TierInputs(
-                self.task_,
-                np.full(len(widths), np.nan),
-                width=widths,
-                scores=_regression_scores(widths),
-            )
-        codes, _ = assign_tiers(policy, inputs, self.tier_calibration_)
+            assert inputs.width is not None
+            values, metric = inputs.width[ok], "interval_width"
+        codes = assign_tiers(policy, inputs, self.tier_calibration_)[0][ok]
         n = max(len(codes), 1)
         tiers = np.bincount(codes, minlength=len(policy.tiers))
         actions: dict[str, float] = {}
@@ -1041,8 +1031,18 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
         snapshot["action_rates"] = {a: actions.get(a, 0.0) for a in ("accept", "review", "abstain")}
         return snapshot
 
-    def _emit_calibration(self, X_model: Any = None) -> None:
-        """Log the calibration event (with the monitor's drift baseline)."""
+    def _emit_calibration(
+        self,
+        X_model: Any,
+        out: NDArray[np.float64],
+        failed: NDArray[np.bool_],
+        inputs: TierInputs | None,
+    ) -> None:
+        """Log the calibration event (with the monitor's drift baseline).
+
+        ``out`` and ``failed`` are the model's output on the calibration rows,
+        ``inputs`` their scoring by :meth:`_score_rows` (``None``: not scored yet).
+        """
         context = self._event_context()
         emitter = self.events
         if self.log_inputs:
@@ -1050,7 +1050,9 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
         if self.log == "off":
             return
         try:
-            baseline = {} if X_model is None else self._calibration_baseline(X_model)
+            if inputs is None:
+                inputs = self._score_rows(X_model, out, failed)[0]
+            baseline = self._calibration_baseline(inputs, failed)
         except Exception:  # the baseline is monitoring help; never fail calibration on it
             baseline = {}
         policy = self.policy_
@@ -1108,7 +1110,7 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
             if decisions.inputs_hash is not None:
                 hashes = decisions.inputs_hash[rows]
             else:
-                hashes = row_hashes(X_model.iloc[rows] if _is_frame(X_model) else X_model[rows])
+                hashes = row_hashes(X_model.iloc[rows] if is_frame(X_model) else X_model[rows])
             inputs = (
                 row_inputs(X_model, rows, self._input_names(), self.redact)
                 if self.log_inputs
@@ -1330,6 +1332,16 @@ def _classification_scores(
 def _regression_scores(width: NDArray[np.float64]) -> dict[str, NDArray[np.float64]]:
     """Regression ``max_error`` score: minus the conformal interval width (narrower = surer)."""
     return {"conformal": -np.asarray(width, dtype=np.float64)}
+
+
+def _with_failed_rows(
+    out: NDArray[np.float64], n: int
+) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+    """``out`` and its rows with non-finite output (failed)."""
+    if out.ndim in (1, 2) and out.shape[0] == n and math.isfinite(out.sum()):
+        return out, np.zeros(n, dtype=bool)  # the common case, in one reduction
+    finite = np.isfinite(out).all(axis=1) if out.ndim == 2 else np.isfinite(out)
+    return out, np.asarray(~finite, dtype=bool)
 
 
 def _frame_from_records(records: Sequence[Mapping[str, Any]]) -> Any:

@@ -21,6 +21,7 @@ from numpy.typing import NDArray
 from scipy import stats
 
 from safepredict.config import Tier, TierPolicy
+from safepredict.decisions import to_builtin
 from safepredict.exceptions import ConfigError
 
 __all__ = [
@@ -32,7 +33,6 @@ __all__ = [
     "calibrate_tiers",
     "certify_threshold",
     "clopper_pearson",
-    "json_safe",
     "rows_needed",
 ]
 
@@ -438,8 +438,8 @@ class TierCalibration:
         """JSON-safe state (``inf`` thresholds become ``None``)."""
         return {
             "thresholds": {k: _json_threshold(v) for k, v in self.thresholds.items()},
-            "report": json_safe(self.report),
-            "warnings": json_safe(self.warnings),
+            "report": to_builtin(self.report),
+            "warnings": to_builtin(self.warnings),
         }
 
     @classmethod
@@ -450,22 +450,6 @@ class TierCalibration:
             report={k: dict(v) for k, v in state.get("report", {}).items()},
             warnings=[dict(w) for w in state.get("warnings", [])],
         )
-
-
-def json_safe(value: Any) -> Any:
-    """Recursively turn numpy scalars/arrays and non-finite floats into JSON-safe values."""
-    if isinstance(value, Mapping):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | np.ndarray):
-        return [json_safe(v) for v in value]
-    if isinstance(value, np.bool_ | bool):
-        return bool(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, float | np.floating):
-        v = float(value)
-        return v if math.isfinite(v) else None
-    return value
 
 
 def _base_mask(tier: Tier, inputs: TierInputs) -> NDArray[np.bool_]:
@@ -653,7 +637,7 @@ def calibrate_tiers(
             report.update({"tier": tier.name, "per_class": False, "n_reaching": n_reaching})
             if not res.certified:
                 out.warnings.append(_warning(tier, res, n, n_reaching))
-        out.report[tier.name] = json_safe(report)
+        out.report[tier.name] = to_builtin(report)
         open_rows &= ~hit
     return out
 
