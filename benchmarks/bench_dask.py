@@ -1,17 +1,25 @@
 """Rows/second of decisions in-process vs on a local Dask cluster with 1 and 2 workers.
 
 Run: ``python benchmarks/bench_dask.py [--rows 400000]``. Prints the median of a few
-runs per setting and the ratio to in-process ``decide``. Every setting does the same
-job: build the rows (on the workers, as a read from storage would), decide, and return
-the decision table (``Decisions.to_frame(set_format="string")``) to the caller. The
-predictor is scattered to the workers once per run.
+runs per setting and the ratio to the in-process run of the same job. Two jobs:
+
+- **return**: build the rows, decide, and hand the decision table
+  (``Decisions.to_frame(set_format="string")``) to the caller;
+- **parquet**: the nightly-batch shape: build the rows, decide, and write the table
+  to Parquet (one file in-process; one file per partition, from the workers, on Dask).
+
+On Dask the rows are built on the workers (as a read from storage would be) and the
+predictor is scattered to them once per run.
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import tempfile
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 import dask.dataframe as dd
 import numpy as np
@@ -30,6 +38,15 @@ def rows(X: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
     return out + rng.normal(0, 0.02, out.shape) * X.std().to_numpy()
 
 
+def timed(fn: Callable[[], object], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=400_000)
@@ -42,38 +59,41 @@ def main() -> None:
     k = args.partitions
     size = args.rows // k
     seeds = list(range(k))
+    out_dir = Path(tempfile.mkdtemp(prefix="bench_dask_"))
 
-    def in_process() -> None:  # the same job in one process: build the rows, decide, tabulate
+    def table() -> pd.DataFrame:
         frame = pd.concat([rows(X, size, s) for s in seeds], ignore_index=True)
-        sp.decide(frame).to_frame(set_format="string")
+        return sp.decide(frame).to_frame(set_format="string")
 
-    def timed(fn) -> float:
-        times = []
-        for _ in range(args.repeats):
-            t = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t)
-        return statistics.median(times)
-
-    results = {"in-process decide": timed(in_process)}
+    results: dict[str, dict[str, float]] = {"return": {}, "parquet": {}}
+    results["return"]["in-process"] = timed(table, args.repeats)
+    results["parquet"]["in-process"] = timed(
+        lambda: table().to_parquet(out_dir / "in-process.parquet"), args.repeats
+    )
     for workers in (1, 2):
         with (
             LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=":0") as lc,
             Client(lc),
         ):
             ddf = dd.from_map(rows, [X] * k, [size] * k, seeds, meta=X.iloc[:0])
-            results[f"dask, {workers} worker(s)"] = timed(
-                lambda ddf=ddf: decide_dask(sp, ddf).compute()
+            name = f"dask, {workers} worker{'s' if workers > 1 else ''}"
+            results["return"][name] = timed(
+                lambda ddf=ddf: decide_dask(sp, ddf).compute(), args.repeats
             )
-    base = results["in-process decide"]
+            results["parquet"][name] = timed(
+                lambda ddf=ddf, w=workers: decide_dask(sp, ddf).to_parquet(out_dir / f"w{w}"),
+                args.repeats,
+            )
     n = size * k
     print(
-        f"{n:,} rows, {k} partitions, HistGradientBoosting on breast cancer (median of "
-        f"{args.repeats})"
+        f"{n:,} rows, {k} partitions, HistGradientBoosting on breast cancer, "
+        f"median of {args.repeats}"
     )
-    print(f"{'setting':<22} {'seconds':>8} {'rows/s':>10} {'vs in-process':>14}")
-    for name, sec in results.items():
-        print(f"{name:<22} {sec:8.2f} {n / sec:10,.0f} {sec / base:13.2f}x")
+    print(f"{'job':<8} {'setting':<16} {'seconds':>8} {'rows/s':>10} {'vs in-process':>14}")
+    for job, by_setting in results.items():
+        base = by_setting["in-process"]
+        for name, sec in by_setting.items():
+            print(f"{job:<8} {name:<16} {sec:8.2f} {n / sec:10,.0f} {sec / base:13.2f}x")
 
 
 if __name__ == "__main__":

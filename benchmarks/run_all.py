@@ -20,6 +20,7 @@ def main() -> None:
         if only and script.stem not in only:
             continue
         print(f"\n===== {script.name} =====", flush=True)
+        sys.argv = [str(script)]  # each script parses its own (default) arguments
         runpy.run_path(str(script), run_name="__main__")
 
 

@@ -84,12 +84,7 @@ def _shifted_rows(X: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
 
 def _same(a: pd.DataFrame, b: pd.DataFrame) -> None:
     cols = [c for c in FRAME_COLUMNS if c != "decision_id"]  # ids are unique per batch
-    for c in cols:
-        left, right = a[c].to_numpy(), b[c].to_numpy()
-        if left.dtype.kind == "f":
-            np.testing.assert_array_equal(left, right)
-        else:
-            assert list(left) == list(right), c
+    pd.testing.assert_frame_equal(a[cols], b[cols], check_exact=True)
 
 
 # The frames are built in the test and shipped in the graph (the worker processes cannot
@@ -119,14 +114,21 @@ def test_local_cluster_200k_rows_identical_to_in_process(cancer_predictor, clust
     assert {e["event"] for e in lines} == {"safepredict.decision"}
 
 
-def test_local_scheduler_and_list_format(cancer_predictor) -> None:
+def test_local_scheduler_list_format_and_monitor_reads_the_event_directory(
+    cancer_predictor, tmp_path: Path
+) -> None:
+    from safepredict.monitor import monitor
+
     sp, X = cancer_predictor
-    out = decide_dask(sp, dd.from_pandas(X, npartitions=3), set_format="list").compute()
+    ddf = dd.from_pandas(X, npartitions=3)
+    out = decide_dask(sp, ddf, set_format="list", events_dir=tmp_path / "ev").compute()
     ref = sp.decide(X)
-    assert [list(s) for s in out["prediction_set"]] == [
-        list(ref.prediction_set(i)) for i in range(len(ref))
-    ]
+    assert out["prediction_set"].tolist() == [list(d.prediction_set) for d in ref]
     assert list(out["action"]) == list(ref.actions)
+    report = monitor(tmp_path / "ev", window=None)
+    assert len(report.sources) == 3
+    assert report.events["decision"] == len(X)
+    assert sum(w["n"] for w in report.windows) == len(X)
 
 
 def test_regression_columns(cluster) -> None:
@@ -151,6 +153,11 @@ def test_refuses_routing_and_uncalibrated(cancer_predictor, tmp_path: Path) -> N
         decide_dask(SafePredictor(sp.model), ddf)
     with pytest.raises(ConfigError, match="set_format"):
         decide_dask(sp, ddf, set_format="csv")
+    used = tmp_path / "events"
+    used.mkdir()
+    (used / "part-00000.jsonl").write_text("{}\n")
+    with pytest.raises(ConfigError, match="from another run"):
+        decide_dask(sp, ddf, events_dir=used)
 
 
 @pytest.mark.parametrize("dumps", [pickle.dumps, cloudpickle.dumps])

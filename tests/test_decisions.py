@@ -1,6 +1,8 @@
 import json
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from safepredict import ConfigError, Decision, Decisions, Explanation
@@ -67,17 +69,26 @@ def test_to_frame() -> None:
 
 
 @pytest.mark.parametrize("set_format", ["tuple", "list", "string"])
-def test_to_frame_set_formats_and_fixed_dtypes(set_format: str) -> None:
+def test_to_frame_set_formats_and_fixed_dtypes(set_format: str, tmp_path: Path) -> None:
     batch = make_batch()
     frame = batch.to_frame(set_format=set_format)
     encode = {"tuple": tuple, "list": list, "string": lambda s: json.dumps(list(s))}[set_format]
     sets = [None if d.prediction_set is None else encode(d.prediction_set) for d in batch]
-    assert frame["prediction_set"].tolist() == sets
-    assert sets[-1] is None  # the guard-blocked row has no set
+    assert frame["prediction_set"].iloc[:2].tolist() == sets[:2]
+    assert sets[-1] is None
+    assert pd.isna(frame["prediction_set"].iloc[2])
     assert frame["reasons"].tolist() == [encode(r) for r in batch.reasons]
+    assert frame["prediction"].dtype == "string"
+    assert pd.isna(frame["prediction"].iloc[2])
     empty = batch.take([]).to_frame(set_format=set_format)
     assert dict(empty.dtypes) == dict(frame.dtypes)  # usable as a Dask meta
-    assert frame["audit"].dtype == bool and frame["confidence"].dtype == np.float64
+    assert frame["audit"].dtype == bool
+    assert frame["confidence"].dtype == np.float64
+    assert frame["tier"].dtype == "string"
+    if set_format == "string":
+        frame.to_parquet(tmp_path / "decisions.parquet")  # writes as is
+        back = pd.read_parquet(tmp_path / "decisions.parquet")
+        assert back["prediction_set"].iloc[0] == '["a"]'
 
 
 def test_to_frame_lists_are_not_shared_between_rows() -> None:

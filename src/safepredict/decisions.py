@@ -419,11 +419,15 @@ class Decisions(Sequence[Decision]):
         Returns
         -------
         pandas.DataFrame
-            Columns :data:`FRAME_COLUMNS`. ``prediction`` is ``float64`` for a
-            regressor (``nan`` where there is none) and ``object`` for a classifier;
-            ``interval_*`` and ``confidence`` are ``float64``, ``audit`` is ``bool``,
-            the others ``object``. The dtypes do not depend on the rows, so frames
-            of different batches concatenate cleanly.
+            Columns :data:`FRAME_COLUMNS`. ``decision_id``, ``tier`` and ``action``
+            are ``string``; ``prediction`` is ``float64`` for a regressor and
+            follows the class labels for a classifier (``Int64``, ``boolean``,
+            ``Float64``, ``string``, else ``object``), missing where there is no
+            prediction; ``prediction_set`` and ``reasons`` are ``string`` as JSON
+            text, else ``object``; ``interval_*`` and ``confidence`` are
+            ``float64``; ``audit`` is ``bool``. The dtypes depend only on the
+            model, not on the rows, so batches concatenate cleanly, an empty batch
+            is an exact Dask ``meta``, and the frame writes to Parquet as is.
 
         Examples
         --------
@@ -443,35 +447,37 @@ class Decisions(Sequence[Decision]):
             raise ConfigError(
                 f"set_format must be one of {list(_SET_FORMATS)}; got {set_format!r}."
             )
-        def objects(values: Any) -> pd.Series:
-            # Explicit object dtype: pandas would otherwise infer str columns only when
-            # there are rows, and an empty batch's dtypes would differ.
-            return pd.Series(_objects(values), dtype=object)
+
+        def column(values: Any, dtype: Any) -> pd.Series:
+            # Explicit dtypes: pandas would infer them from the values, so an empty
+            # batch (a Dask meta) would get different ones.
+            return pd.Series(pd.array(_objects(values), dtype=dtype))
 
         n = len(self)
         regression = self.intervals is not None
-        bounds = self.intervals if regression else np.full((n, 2), np.nan)
+        bounds = np.full((n, 2), np.nan) if self.intervals is None else self.intervals
         prediction = (
             np.array([np.nan if p is None else float(p) for p in self.predictions], dtype=float)
             if regression
-            else objects(self.predictions)
+            else column(self.predictions, _label_dtype(self.classes))
         )
+        listed = "string" if set_format == "string" else object
         data: dict[str, Any] = {
-            "decision_id": objects(self.decision_ids),
+            "decision_id": column(self.decision_ids, "string"),
             "prediction": prediction,
-            "prediction_set": objects(self._set_column(set_format)),
+            "prediction_set": column(self._set_column(set_format), listed),
             "interval_lower": np.asarray(bounds[:, 0], dtype=np.float64),
             "interval_upper": np.asarray(bounds[:, 1], dtype=np.float64),
             "confidence": np.asarray(self.confidence, dtype=np.float64),
-            "tier": objects(self.tiers),
-            "action": objects(self.actions),
-            "reasons": objects(_encoded(self.reasons, set_format)),
+            "tier": column(self.tiers, "string"),
+            "action": column(self.actions, "string"),
+            "reasons": column(_encoded(self.reasons, set_format), listed),
             "audit": np.asarray(self.audit, dtype=bool),
         }
         return pd.DataFrame(data, columns=FRAME_COLUMNS)
 
     def _set_column(self, set_format: str) -> list[Any]:
-        """Prediction sets per row (``None`` without a prediction), each distinct set encoded once."""
+        """Prediction sets per row (``None`` without a prediction), each set encoded once."""
         if self.set_mask is None or self.classes is None:
             return [None] * len(self)
         if not len(self):
@@ -523,6 +529,22 @@ FRAME_COLUMNS = (
     "audit",
 )
 _SET_FORMATS = ("tuple", "list", "string")
+
+
+def _label_dtype(classes: NDArray[Any] | None) -> Any:
+    """The nullable pandas dtype that holds these class labels (``object`` if none does)."""
+    if classes is None:
+        return object
+    kind = classes.dtype.kind
+    if kind in "iu":
+        return "Int64"
+    if kind == "b":
+        return "boolean"
+    if kind == "f":
+        return "Float64"
+    if kind in "US" or (len(classes) and all(isinstance(c, str) for c in classes)):
+        return "string"
+    return object
 
 
 def _objects(values: Any) -> NDArray[Any]:

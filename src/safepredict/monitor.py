@@ -328,6 +328,25 @@ def _same(pred: Any, y: Any) -> bool:
     return str(pred) == str(y)
 
 
+def _log_files(paths: Iterable[str | Path]) -> list[Path]:
+    """The log files named, with each directory replaced by its ``*.jsonl[.gz]`` files."""
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted([*p.glob("*.jsonl"), *p.glob("*.jsonl.gz")])
+            if not found:
+                raise ConfigError(
+                    f"directory {str(p)!r} has no *.jsonl or *.jsonl.gz log files; pass the "
+                    "directory the events were written to (e.g. decide_dask's events_dir)."
+                )
+            files += found
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise ConfigError(f"log file {str(p)!r} does not exist; check the path.")
+    return files
+
+
 def monitor(
     paths: str | Path | Iterable[str | Path],
     *,
@@ -387,10 +406,7 @@ def monitor(
     window_s = parse_window(window)
     if isinstance(paths, str | Path):
         paths = [paths]
-    sources = [Path(p) for p in paths]
-    for p in sources:
-        if not p.is_file():
-            raise ConfigError(f"log file {str(p)!r} does not exist.")
+    sources = _log_files(paths)
     joined: dict[str, Any] = {}
     if labels is not None:
         joined.update(labels if isinstance(labels, Mapping) else read_labels(labels))

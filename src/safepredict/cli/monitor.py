@@ -116,7 +116,10 @@ def print_report(report: MonitorReport, console: Console) -> None:
 
 @app.command("monitor")
 def monitor_command(
-    log: Annotated[list[Path], typer.Argument(help="JSON-lines event log(s); .gz is fine.")],
+    log: Annotated[
+        list[Path],
+        typer.Argument(help="JSON-lines event log(s), .gz is fine, or directories of them."),
+    ],
     feedback: Annotated[
         Path | None,
         typer.Option(help="Outcomes keyed by decision_id (CSV or JSONL with y_true)."),

@@ -105,7 +105,8 @@ def decide_dask(
         (see :meth:`Decisions.to_frame`).
     events_dir : str or path, optional
         Directory where each partition writes its decision events as
-        ``part-<n>.jsonl`` (created if missing). Default: no events.
+        ``part-<n>.jsonl`` (created if missing; one directory per run: it must
+        not hold ``part-*.jsonl`` files already). Default: no events.
     client : distributed.Client, optional
         Client to scatter the predictor with. Default: the active client, if any.
 
@@ -120,8 +121,8 @@ def decide_dask(
     NotCalibratedError
         If the predictor is not calibrated.
     ConfigError
-        If the predictor routes to a sink (route from the driver instead), or
-        ``set_format`` is unknown.
+        If the predictor routes to a sink (route from the driver instead),
+        ``events_dir`` holds another run's files, or ``set_format`` is unknown.
 
     Notes
     -----
@@ -158,8 +159,15 @@ def decide_dask(
             "action is not 'accept' (or audit is True) from the driver."
         )
     if events_dir is not None:
-        Path(events_dir).mkdir(parents=True, exist_ok=True)
-        events_dir = str(Path(events_dir).resolve())
+        events_dir = Path(events_dir).resolve()
+        old = sorted(events_dir.glob("part-*.jsonl"))
+        if old:
+            raise ConfigError(
+                f"events_dir {str(events_dir)!r} already holds {len(old)} part-*.jsonl files "
+                "from another run, which the monitor would count with this one. Pass a new "
+                "directory per run (e.g. events/<date>/) or delete the old files."
+            )
+        events_dir.mkdir(parents=True, exist_ok=True)
     probe = copy.copy(predictor)  # decide on the empty meta frame, without events
     probe.log = "off"
     meta = probe.decide(ddf._meta).to_frame(set_format=set_format)  # checks set_format
@@ -170,7 +178,7 @@ def decide_dask(
         else delayed(predictor, pure=False)
     )
     with dask.config.set({"dataframe.convert-string": False}):
-        out = ddf.map_partitions(
+        return ddf.map_partitions(
             _decide_partition,
             shared,
             set_format,
@@ -178,7 +186,6 @@ def decide_dask(
             meta=meta,
             align_dataframes=False,
         )
-    return out
 
 
 # ------------------------------------------------------------------ offline benchmark
