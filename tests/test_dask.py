@@ -171,6 +171,38 @@ def test_pickle_round_trip_gives_identical_decisions(cancer_predictor, dumps) ->
     np.testing.assert_array_equal(a.audit, b.audit)
 
 
+def test_pickled_predictor_rebuilds_explainers_and_decide_dask_leaves_the_logger(
+    tmp_path: Path,
+) -> None:
+    from safepredict.events import jsonl_file_logger
+
+    X, y = load_breast_cancer(return_X_y=True, as_frame=True)
+    model = HistGradientBoostingClassifier(max_iter=30, random_state=0).fit(X[::2], y[::2])
+    policy = {**POLICY, "explain": ["suggest", "human"]}
+    with open(tmp_path / "driver.jsonl", "w", encoding="utf-8") as fh:
+        sp = SafePredictor(
+            model, tiers=policy, explainer="auto", logger=jsonl_file_logger(fh), random_state=0
+        )
+        sp.calibrate(X[1::2], y[1::2], reference=X[::2])
+        a = sp.decide(X)
+        explained = [i for i, e in enumerate(a.explanations or []) if e is not None]
+        assert explained  # some rows go to humans, with explanations
+        with pytest.raises(pickle.PicklingError):  # the file logger cannot travel...
+            pickle.dumps(sp)
+        # ...but decide_dask ships it without the logger, and workers write their own files
+        out = decide_dask(sp, dd.from_pandas(X, npartitions=2), events_dir=tmp_path / "ev")
+        got = out.compute(scheduler="processes", num_workers=2)
+    _same(got, a.to_frame(set_format="string"))
+    assert len(list((tmp_path / "ev").glob("part-*.jsonl"))) == 2
+    twin = cloudpickle.loads(cloudpickle.dumps(sp.set_params(logger=None)))
+    b = twin.decide(X)
+    for i in explained:
+        e, f = a.explanations[i], b.explanations[i]
+        assert f is not None
+        assert (e.method, e.feature_names, e.output) == (f.method, f.feature_names, f.output)
+        np.testing.assert_allclose(f.values, e.values, rtol=1e-9, atol=1e-12)
+
+
 def _scores_frame(n: int, seed: int) -> pd.DataFrame:
     """Scores and outcomes as a production join would give them (ties included)."""
     rng = np.random.default_rng(seed)

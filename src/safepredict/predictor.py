@@ -176,7 +176,8 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state.pop("_lock", None)
+        for derived in ("_lock", "_events", "_events_key"):  # rebuilt on first use
+            state.pop(derived, None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:

@@ -106,7 +106,9 @@ def decide_dask(
     events_dir : str or path, optional
         Directory where each partition writes its decision events as
         ``part-<n>.jsonl`` (created if missing; one directory per run: it must
-        not hold ``part-*.jsonl`` files already). Default: no events.
+        not hold ``part-*.jsonl`` files already), at the predictor's ``log``
+        level (``"decision"`` if it is ``"off"``). Without it the workers emit no
+        events. The predictor's own ``logger`` is never sent to the workers.
     client : distributed.Client, optional
         Client to scatter the predictor with. Default: the active client, if any.
 
@@ -171,11 +173,17 @@ def decide_dask(
     probe = copy.copy(predictor)  # decide on the empty meta frame, without events
     probe.log = "off"
     meta = probe.decide(ddf._meta).to_frame(set_format=set_format)  # checks set_format
+    # What travels: the fitted state without the driver's logger (it may hold an open
+    # file or a socket); workers log only to events_dir.
+    shipped = copy.copy(predictor)
+    shipped.logger = None
+    if events_dir is None:
+        shipped.log = "off"
     active = _active_client(client)
     shared: Any = (
-        active.scatter(predictor, broadcast=True, hash=False)
+        active.scatter(shipped, broadcast=True, hash=False)
         if active is not None
-        else delayed(predictor, pure=False)
+        else delayed(shipped, pure=False)
     )
     with dask.config.set({"dataframe.convert-string": False}):
         return ddf.map_partitions(
