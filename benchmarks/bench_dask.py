@@ -15,15 +15,13 @@ predictor is scattered to them once per run.
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import dask.dataframe as dd
 import numpy as np
 import pandas as pd
+from _timing import median_seconds
 from distributed import Client, LocalCluster
 from sklearn.datasets import load_breast_cancer
 from sklearn.ensemble import HistGradientBoostingClassifier
@@ -36,15 +34,6 @@ def rows(X: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     out = X.iloc[rng.integers(0, len(X), n)].reset_index(drop=True)
     return out + rng.normal(0, 0.02, out.shape) * X.std().to_numpy()
-
-
-def timed(fn: Callable[[], object], repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -66,8 +55,8 @@ def main() -> None:
         return sp.decide(frame).to_frame(set_format="string")
 
     results: dict[str, dict[str, float]] = {"return": {}, "parquet": {}}
-    results["return"]["in-process"] = timed(table, args.repeats)
-    results["parquet"]["in-process"] = timed(
+    results["return"]["in-process"] = median_seconds(table, args.repeats)
+    results["parquet"]["in-process"] = median_seconds(
         lambda: table().to_parquet(out_dir / "in-process.parquet"), args.repeats
     )
     for workers in (1, 2):
@@ -77,10 +66,10 @@ def main() -> None:
         ):
             ddf = dd.from_map(rows, [X] * k, [size] * k, seeds, meta=X.iloc[:0])
             name = f"dask, {workers} worker{'s' if workers > 1 else ''}"
-            results["return"][name] = timed(
+            results["return"][name] = median_seconds(
                 lambda ddf=ddf: decide_dask(sp, ddf).compute(), args.repeats
             )
-            results["parquet"][name] = timed(
+            results["parquet"][name] = median_seconds(
                 lambda ddf=ddf, w=workers: decide_dask(sp, ddf).to_parquet(out_dir / f"w{w}"),
                 args.repeats,
             )

@@ -13,12 +13,11 @@ Run: ``python benchmarks/bench_evaluation.py`` (``--rows``, ``--repeats``).
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from _timing import median_seconds
 
 from safepredict.evaluation import (
     CostModel,
@@ -56,15 +55,6 @@ def policies() -> dict[str, Any]:
     return out
 
 
-def median_time(fn: Callable[[], Any], repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -89,15 +79,17 @@ def main() -> None:
     rows = [
         (
             "np.argsort (floor)",
-            median_time(lambda: np.argsort(test.scores["top_prob"]), args.repeats),
+            median_seconds(lambda: np.argsort(test.scores["top_prob"]), args.repeats),
         ),
         (
             "risk_coverage, 1 score",
-            median_time(lambda: risk_coverage(test.scores["top_prob"], test.errors), args.repeats),
+            median_seconds(
+                lambda: risk_coverage(test.scores["top_prob"], test.errors), args.repeats
+            ),
         ),
         (
             "compare_policies, 20",
-            median_time(
+            median_seconds(
                 lambda: (
                     cal._orders.clear(),
                     compare_policies(pols, test, calibration=cal, cost=cost),
@@ -107,9 +99,9 @@ def main() -> None:
         ),
         (
             f"full evaluate, {n // 10:,} rows",
-            median_time(full(small_test, small_cal), args.repeats),
+            median_seconds(full(small_test, small_cal), args.repeats),
         ),
-        (f"full evaluate, {n:,} rows", median_time(full(test, cal), args.repeats)),
+        (f"full evaluate, {n:,} rows", median_seconds(full(test, cal), args.repeats)),
     ]
     floor = rows[0][1]
     print(f"safepredict evaluation benchmark: {n:,} test + {n:,} calibration rows, 20 policies,")

@@ -9,13 +9,12 @@ rates on real data. Run:
 
 from __future__ import annotations
 
-import statistics
-import time
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from _timing import median_seconds
 from sklearn.compose import ColumnTransformer
 from sklearn.datasets import load_breast_cancer, load_wine
 from sklearn.linear_model import LogisticRegression
@@ -30,14 +29,7 @@ REPEATS = 2000
 
 
 def median_us(fn: Callable[[], Any], repeats: int = REPEATS) -> float:
-    for _ in range(50):  # warm up
-        fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter_ns()
-        fn()
-        times.append(time.perf_counter_ns() - t)
-    return statistics.median(times) / 1e3
+    return median_seconds(fn, repeats, warmup=50) * 1e6
 
 
 def cancer_rows() -> dict[str, Any]:

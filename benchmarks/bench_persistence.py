@@ -15,10 +15,10 @@ import asyncio
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from _timing import median_seconds
 from sklearn.datasets import load_breast_cancer, load_diabetes
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.model_selection import train_test_split
@@ -30,15 +30,6 @@ import safepredict as sp
 REPEATS = 15
 
 
-def median_s(fn: Callable[[], Any], repeats: int = REPEATS) -> float:
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
-
-
 def case(name: str, X: Any, y: Any, model: Any, out: Path) -> list[tuple[str, float, str]]:
     X_tr, X_cal, y_tr, y_cal = train_test_split(X, y, test_size=0.5, random_state=0)
     model = model.fit(X_tr, y_tr)
@@ -48,12 +39,14 @@ def case(name: str, X: Any, y: Any, model: Any, out: Path) -> list[tuple[str, fl
     skops_path = out / f"{slug}-skops.json"
     predictor.save(skops_path, model="skops")
 
-    t_cal = median_s(lambda: sp.SafePredictor(model, log="off").calibrate(X_cal, y_cal))
-    t_save = median_s(lambda: predictor.save(path))
-    t_load = median_s(lambda: sp.SafePredictor.load(path, model=model))
-    t_load_skops = median_s(lambda: sp.SafePredictor.load(skops_path))
-    t_decide = median_s(lambda: predictor.decide(X_cal))
-    t_one = median_s(lambda: predictor.decide(X_cal[:1]), repeats=200)
+    t_cal = median_seconds(
+        lambda: sp.SafePredictor(model, log="off").calibrate(X_cal, y_cal), REPEATS
+    )
+    t_save = median_seconds(lambda: predictor.save(path), REPEATS)
+    t_load = median_seconds(lambda: sp.SafePredictor.load(path, model=model), REPEATS)
+    t_load_skops = median_seconds(lambda: sp.SafePredictor.load(skops_path), REPEATS)
+    t_decide = median_seconds(lambda: predictor.decide(X_cal), REPEATS)
+    t_one = median_seconds(lambda: predictor.decide(X_cal[:1]), 200)
 
     async def timed_adecide(batch: Any, repeats: int) -> float:
         times = []

@@ -462,6 +462,16 @@ def test_ood_flags_most_shifted_rows() -> None:
             assert np.mean(res.ood <= 0.01) > 0.9
 
 
+def test_ood_score_of_a_row_does_not_depend_on_its_batch() -> None:
+    X, _ = load_breast_cancer(return_X_y=True)
+    ref, test = train_test_split(X, train_size=400, random_state=0)
+    det = KnnDetector.fit(ref, k=5, max_fit=2000, rng=np.random.default_rng(0))
+    alone = np.concatenate([det.scores(test[i : i + 1]) for i in range(len(test))])
+    np.testing.assert_allclose(alone, det.scores(test), rtol=1e-6)  # float32 BLAS rounding
+    p_alone = np.concatenate([det.pvalues(test[i : i + 1]) for i in range(len(test))])
+    np.testing.assert_array_equal(p_alone, det.pvalues(test))
+
+
 # ------------------------------------------------------------------ property-based
 # >= 10,000 generated bad inputs in total: 2,000 mixed-frame batches + 5,500 numpy
 # batches + 2,500 structurally wrong inputs, each thrown at a calibrated predictor.

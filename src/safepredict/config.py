@@ -32,6 +32,7 @@ import math
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -490,9 +491,9 @@ class TierPolicy:
             out["explain"] = list(self.explain)
         return out
 
-    @property
+    @cached_property
     def policy_hash(self) -> str:
-        """A stable short hash of the policy, logged with every decision."""
+        """A stable short hash of the policy, logged with every decision (computed once)."""
         blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

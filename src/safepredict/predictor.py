@@ -1082,6 +1082,8 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
         self, X_model: Any, decisions: Decisions, *, request_id: str | None = None
     ) -> None:
         """Log one event per decision (or one per batch); never raises."""
+        if self.log == "off":
+            return
         try:
             self.events.decisions(
                 decisions,
