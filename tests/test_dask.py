@@ -21,6 +21,9 @@ from safepredict.integrations.dask import decide_dask
 dd = pytest.importorskip("dask.dataframe")
 distributed = pytest.importorskip("distributed")
 
+# One worker of the test run holds every test here, so one LocalCluster serves them all.
+pytestmark = pytest.mark.xdist_group("dask")
+
 POLICY = {
     "audit_rate": 0.05,
     "tiers": [
