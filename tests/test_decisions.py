@@ -107,3 +107,23 @@ def test_explanation_top_and_dict() -> None:
     assert e.top(1) == [("x2", -2.0)]
     assert e.to_dict(top_k=2)["top"] == [["x2", -2.0], ["x1", 0.5]]
     assert e.output_value == pytest.approx(-0.4)
+
+
+@pytest.mark.parametrize(
+    ("classes", "dtype"),
+    [
+        (np.array([3, 7]), "Int64"),
+        (np.array([3, 7], dtype=np.uint8), "UInt64"),
+        (np.array([False, True]), "boolean"),
+        (np.array(["no", "yes"], dtype=object), "string"),
+        (np.array(["no", "yes"]), "string"),  # numpy unicode labels
+    ],
+)
+def test_to_frame_prediction_dtype_follows_the_labels(classes: np.ndarray, dtype: str) -> None:
+    batch = make_batch()
+    batch.classes = classes
+    batch.predictions = np.array([classes[0], classes[1], None], dtype=object)
+    frame = batch.to_frame()
+    assert frame["prediction"].dtype == dtype
+    assert frame["prediction"].iloc[:2].tolist() == classes.tolist()
+    assert pd.isna(frame["prediction"].iloc[2])

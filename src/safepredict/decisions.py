@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, overload
 import numpy as np
 from numpy.typing import NDArray
 
-from safepredict.exceptions import ConfigError
+from safepredict._validation import check_one_of
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -443,10 +443,7 @@ class Decisions(Sequence[Decision]):
         """
         import pandas as pd
 
-        if set_format not in _SET_FORMATS:
-            raise ConfigError(
-                f"set_format must be one of {list(_SET_FORMATS)}; got {set_format!r}."
-            )
+        check_one_of(set_format, "set_format", _SET_FORMATS)
 
         def column(values: Any, dtype: Any) -> pd.Series:
             # Explicit dtypes: pandas would infer them from the values, so an empty
@@ -537,7 +534,7 @@ def _label_dtype(classes: NDArray[Any] | None) -> Any:
         return object
     kind = classes.dtype.kind
     if kind in "iu":
-        return "Int64"
+        return "Int64" if kind == "i" else "UInt64"
     if kind == "b":
         return "boolean"
     if kind == "f":
