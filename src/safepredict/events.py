@@ -26,11 +26,12 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import math
 import threading
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import compress
@@ -92,6 +93,23 @@ def get_logger(logger: Any = None) -> Any:
     True
     """
     return structlog.get_logger("safepredict") if logger is None else logger
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector, restoring it even if the body raises.
+
+    Building the events of a batch (``tolist`` of the columns, then ~10 containers
+    per row) triggers many GC passes, each walking every tracked object of the
+    process; the events are acyclic, so nothing is left for the collector.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def jsonl_file_logger(stream: Any) -> Any:
@@ -522,7 +540,8 @@ class EventEmitter:
             return int(
                 self._emit("info", EVENT_BATCH, _batch_event(decisions, context, request_id))
             )
-        return self._decision_events(decisions, context, X_model, request_id)
+        with _gc_paused():
+            return self._decision_events(decisions, context, X_model, request_id)
 
     def _decision_events(
         self, d: Decisions, ctx: EventContext, X_model: Any, request_id: str | None
@@ -605,55 +624,46 @@ class EventEmitter:
         no_inputs: list[Any] = [None] * n
         row_inputs = inputs if inputs is not None else no_inputs
         sent = dropped = 0
-        # Building ~10 containers per row triggers many cyclic-GC passes, each
-        # walking every tracked object of the process; the events are acyclic, so
-        # pause the collector for the loop (restored even if the loop raises).
-        gc_was_enabled = gc.isenabled()
-        gc.disable()
-        try:
-            for i in range(n):
-                reasons = d.reasons[i]
-                if reasons:
-                    guard_reasons = [r for r in reasons if _is_guard_reason(r)]
-                    reason_list = list(reasons)
-                else:
-                    guard_reasons = []
-                    reason_list = []
-                if inputs is not None:
-                    extra = {**extra, "inputs": row_inputs[i]}
-                try:
-                    method(
-                        EVENT_DECISION,
-                        decision_id=ids[i],
-                        inputs_hash=hashes[i],
-                        guard={
-                            "status": "flag" if flagged[i] else "pass",
-                            "reasons": guard_reasons,
-                            "ood_score": ood[i],
-                        },
-                        prediction=preds[i],
-                        probabilities=probs[i],
-                        conformal={
-                            "confidence_level": level,
-                            "set": sets[i],
-                            "set_size": sizes[i],
-                            "interval": intervals[i],
-                        },
-                        confidence=conf[i],
-                        tier=tiers[i],
-                        action=actions[i],
-                        reasons=reason_list,
-                        audit=audits[i],
-                        route=routes[i],
-                        explanation=explanations[i],
-                        **extra,
-                    )
-                    sent += 1
-                except Exception:  # a failing sink never fails a decision; count it
-                    dropped += 1
-        finally:
-            if gc_was_enabled:
-                gc.enable()
+        for i in range(n):
+            reasons = d.reasons[i]
+            if reasons:
+                guard_reasons = [r for r in reasons if _is_guard_reason(r)]
+                reason_list = list(reasons)
+            else:
+                guard_reasons = []
+                reason_list = []
+            if inputs is not None:
+                extra = {**extra, "inputs": row_inputs[i]}
+            try:
+                method(
+                    EVENT_DECISION,
+                    decision_id=ids[i],
+                    inputs_hash=hashes[i],
+                    guard={
+                        "status": "flag" if flagged[i] else "pass",
+                        "reasons": guard_reasons,
+                        "ood_score": ood[i],
+                    },
+                    prediction=preds[i],
+                    probabilities=probs[i],
+                    conformal={
+                        "confidence_level": level,
+                        "set": sets[i],
+                        "set_size": sizes[i],
+                        "interval": intervals[i],
+                    },
+                    confidence=conf[i],
+                    tier=tiers[i],
+                    action=actions[i],
+                    reasons=reason_list,
+                    audit=audits[i],
+                    route=routes[i],
+                    explanation=explanations[i],
+                    **extra,
+                )
+                sent += 1
+            except Exception:  # a failing sink never fails a decision; count it
+                dropped += 1
         self._count(sent, dropped)
         if d.route is not None:
             sent += self._route_events(d, ctx, request_id, tiers, actions)
