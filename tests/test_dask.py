@@ -156,6 +156,8 @@ def test_refuses_routing_and_uncalibrated(cancer_predictor, tmp_path: Path) -> N
         decide_dask(SafePredictor(sp.model), ddf)
     with pytest.raises(ConfigError, match="set_format"):
         decide_dask(sp, ddf, set_format="csv")
+    with pytest.raises(ConfigError, match=r"needs a dask\.dataframe\.DataFrame.*from_pandas"):
+        decide_dask(sp, X)  # a pandas frame: use sp.decide, or wrap it
     used = tmp_path / "events"
     used.mkdir()
     (used / "part-00000.jsonl").write_text("{}\n")
@@ -299,6 +301,8 @@ def test_benchmark_errors_name_the_columns() -> None:
         benchmark_dask(ddf, error="wrong")
     with pytest.raises(ConfigError, match="not in the frame"):
         benchmark_dask(ddf, scores=["entropy"])
+    with pytest.raises(ConfigError, match=r"needs a dask\.dataframe\.DataFrame"):
+        benchmark_dask(_scores_frame(100, 0))
     unlabeled = _scores_frame(100, 0).astype({"error": object})
     unlabeled.loc[3, "error"] = None
     with pytest.raises(ConfigError, match="dropna"):

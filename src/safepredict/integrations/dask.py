@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from safepredict._validation import describe
 from safepredict.config import TierPolicy
 from safepredict.evaluation import (
     CostModel,
@@ -69,6 +70,17 @@ def _decide_partition(
     out = decisions.to_frame(set_format=set_format)
     out.index = frame.index  # the partition's index, so the divisions still hold
     return out
+
+
+def _check_dask_frame(ddf: Any, where: str) -> None:
+    import dask.dataframe as dd
+
+    if not isinstance(ddf, dd.DataFrame):
+        raise ConfigError(
+            f"{where} needs a dask.dataframe.DataFrame; got {describe(ddf)}. Convert with "
+            "dd.from_pandas(frame, npartitions=...) or dd.from_dask_array(array, "
+            "columns=[...])."
+        )
 
 
 def _active_client(client: Any) -> Any:
@@ -148,6 +160,7 @@ def decide_dask(
     import dask
     from dask.delayed import delayed
 
+    _check_dask_frame(ddf, "decide_dask")
     if not hasattr(predictor, "conformal_"):
         raise NotCalibratedError(
             "decide_dask needs a calibrated predictor; call predictor.calibrate(X_cal, y_cal) "
@@ -336,6 +349,7 @@ def benchmark_dask(
     from dask.base import compute
     from dask.delayed import delayed
 
+    _check_dask_frame(ddf, "benchmark_dask")
     columns = list(ddf.columns)
     if error not in columns:
         raise ConfigError(
