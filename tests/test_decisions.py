@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from safepredict import ConfigError, Decision, Decisions, Explanation
+from safepredict.decisions import FRAME_COLUMNS
 
 
 def make_batch() -> Decisions:
@@ -53,18 +54,7 @@ def test_decision_is_frozen_and_json_safe() -> None:
 
 def test_to_frame() -> None:
     frame = make_batch().to_frame()
-    assert list(frame.columns) == [
-        "decision_id",
-        "prediction",
-        "prediction_set",
-        "interval_lower",
-        "interval_upper",
-        "confidence",
-        "tier",
-        "action",
-        "reasons",
-        "audit",
-    ]
+    assert tuple(frame.columns) == FRAME_COLUMNS
     assert frame["tier"].tolist() == ["auto", "human", "guard"]
 
 
