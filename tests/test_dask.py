@@ -134,6 +134,30 @@ def test_local_scheduler_list_format_and_monitor_reads_the_event_directory(
     assert sum(w["n"] for w in report.windows) == len(X)
 
 
+def test_mixed_dtype_pipeline_survives_dasks_string_conversion() -> None:
+    from sklearn.compose import ColumnTransformer
+    from sklearn.datasets import load_wine
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    X, y = load_wine(return_X_y=True, as_frame=True)
+    X = X[["alcohol", "malic_acid", "hue", "proline"]].copy()
+    X["alcohol_band"] = pd.cut(X["alcohol"], 3, labels=["low", "mid", "high"])
+    X["hue_band"] = np.where(X["hue"] > X["hue"].median(), "pale", "deep").astype(object)
+    cats = ["alcohol_band", "hue_band"]
+    nums = [c for c in X.columns if c not in cats]
+    pre = ColumnTransformer([("cat", OneHotEncoder(), cats), ("num", StandardScaler(), nums)])
+    model = make_pipeline(pre, LogisticRegression(max_iter=2000)).fit(X[::2], y[::2])
+    sp = SafePredictor(model, log="off").calibrate(X[1::2], y[1::2], reference=X[::2])
+    import dask
+
+    with dask.config.set({"dataframe.convert-string": True}):  # dask's default
+        ddf = dd.from_pandas(X, npartitions=3)
+    assert isinstance(ddf.dtypes["hue_band"], pd.StringDtype)  # no longer object
+    _same(decide_dask(sp, ddf).compute(), sp.decide(X).to_frame(set_format="string"))
+
+
 def test_regression_columns(cluster) -> None:
     X, y = load_diabetes(return_X_y=True, as_frame=True)
     model = HistGradientBoostingRegressor(max_iter=30, random_state=0).fit(X[::2], y[::2])
