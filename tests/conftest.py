@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import pytest
+import structlog
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris, load_wine
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestRegressor
 from sklearn.linear_model import LogisticRegression, Ridge
@@ -26,6 +31,26 @@ class Split:
     y_cal: Any
     X_test: Any
     y_test: Any
+
+
+@contextmanager
+def json_lines_logging(path: Path) -> Iterator[Path]:
+    """structlog writing JSON lines to ``path`` (the recipe docs/events.md documents)."""
+    with path.open("ab") as fh:
+        structlog.configure(
+            processors=[
+                structlog.contextvars.merge_contextvars,
+                structlog.processors.add_log_level,
+                structlog.processors.JSONRenderer(serializer=orjson.dumps),
+            ],
+            logger_factory=structlog.BytesLoggerFactory(fh),
+            cache_logger_on_first_use=True,
+        )
+        try:
+            yield path
+        finally:
+            structlog.reset_defaults()
+            structlog.contextvars.clear_contextvars()
 
 
 def three_way(X: Any, y: Any, seed: int = 0) -> tuple[Any, ...]:

@@ -24,6 +24,7 @@ from sklearn.base import clone
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 from structlog.testing import capture_logs
+from tests.conftest import json_lines_logging
 
 import safepredict as sp
 from safepredict.events import EventEmitter, confidence_snapshot, load_schema
@@ -60,22 +61,8 @@ def validate(event: dict[str, Any]) -> None:
 @pytest.fixture
 def json_log(tmp_path: Path) -> Iterator[Path]:
     """The documented recipe: JSON lines to a file via orjson, cached loggers."""
-    path = tmp_path / "events.jsonl"
-    with path.open("ab") as fh:
-        structlog.configure(
-            processors=[
-                structlog.contextvars.merge_contextvars,
-                structlog.processors.add_log_level,
-                structlog.processors.JSONRenderer(serializer=orjson.dumps),
-            ],
-            logger_factory=structlog.BytesLoggerFactory(fh),
-            cache_logger_on_first_use=True,
-        )
-        try:
-            yield path
-        finally:
-            structlog.reset_defaults()
-            structlog.contextvars.clear_contextvars()
+    with json_lines_logging(tmp_path / "events.jsonl") as path:
+        yield path
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

@@ -19,6 +19,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from tests.conftest import json_lines_logging
 from typer.testing import CliRunner
 
 import safepredict as sp
@@ -46,20 +47,8 @@ class Logged:
 
 def write_log(path: Path, run: Any) -> Any:
     """Run ``run()`` with structlog writing JSON lines to ``path`` (the documented recipe)."""
-    with path.open("ab") as fh:
-        structlog.configure(
-            processors=[
-                structlog.contextvars.merge_contextvars,
-                structlog.processors.add_log_level,
-                structlog.processors.JSONRenderer(serializer=orjson.dumps),
-            ],
-            logger_factory=structlog.BytesLoggerFactory(fh),
-            cache_logger_on_first_use=True,
-        )
-        try:
-            return run()
-        finally:
-            structlog.reset_defaults()
+    with json_lines_logging(path):
+        return run()
 
 
 @pytest.fixture(scope="module")
