@@ -40,7 +40,7 @@ mode, path = sys.argv[1], sys.argv[2]
 t, c = time.perf_counter(), time.process_time()
 if mode == "import":
     import scipy.stats  # noqa: F401  # what the monitor imports before reading a line
-    from safepredict.monitor import monitor  # noqa: F401
+    from safepredict.monitoring.monitor import monitor  # noqa: F401
     n = 0
 elif mode == "floor":
     import orjson
@@ -50,7 +50,7 @@ elif mode == "floor":
             orjson.loads(line)
             n += 1
 else:
-    from safepredict.monitor import monitor
+    from safepredict.monitoring.monitor import monitor
     report = monitor(path, window="1h")
     n = report.events["decision"]
 wall, cpu = time.perf_counter() - t, time.process_time() - c

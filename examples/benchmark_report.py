@@ -21,7 +21,7 @@ from sklearn.preprocessing import StandardScaler
 
 import safepredict as sp
 from safepredict.evaluation import CostModel, benchmark, threshold_policies
-from safepredict.reports import write_report
+from safepredict.evaluation.report import write_report
 
 STRICT = """
 delta = 0.05

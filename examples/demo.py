@@ -25,9 +25,9 @@ from sklearn.model_selection import train_test_split
 
 import safepredict as sp
 from safepredict.evaluation import CostModel, benchmark, threshold_policies
-from safepredict.events import jsonl_file_logger
-from safepredict.monitor import monitor
-from safepredict.reports import write_report
+from safepredict.evaluation.report import write_report
+from safepredict.monitoring.events import jsonl_file_logger
+from safepredict.monitoring.monitor import monitor
 
 POLICY = """
 delta = 0.05

@@ -15,7 +15,7 @@ from sklearn.preprocessing import StandardScaler
 from typer.testing import CliRunner
 
 from safepredict.cli._app import app
-from safepredict.reports import PLOTS
+from safepredict.evaluation.report import PLOTS
 
 runner = CliRunner()
 

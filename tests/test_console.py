@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import uvicorn
 
-from safepredict.console import create_app, describe_reason, realized_error
-from safepredict.routing import SQLiteReviewQueue
+from safepredict.review import SQLiteReviewQueue
+from safepredict.review.console import create_app, describe_reason, realized_error
 
 TOKEN = "test-token-123456"
 

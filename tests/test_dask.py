@@ -120,7 +120,7 @@ def test_local_cluster_200k_rows_identical_to_in_process(cancer_predictor, clust
 def test_local_scheduler_list_format_and_monitor_reads_the_event_directory(
     cancer_predictor, tmp_path: Path
 ) -> None:
-    from safepredict.monitor import monitor
+    from safepredict.monitoring.monitor import monitor
 
     sp, X = cancer_predictor
     ddf = dd.from_pandas(X, npartitions=3)
@@ -203,7 +203,7 @@ def test_pickle_round_trip_gives_identical_decisions(cancer_predictor, dumps) ->
 def test_pickled_predictor_rebuilds_explainers_and_decide_dask_leaves_the_logger(
     tmp_path: Path,
 ) -> None:
-    from safepredict.events import jsonl_file_logger
+    from safepredict.monitoring.events import jsonl_file_logger
 
     X, y = load_breast_cancer(return_X_y=True, as_frame=True)
     model = HistGradientBoostingClassifier(max_iter=30, random_state=0).fit(X[::2], y[::2])

@@ -27,7 +27,7 @@ from structlog.testing import capture_logs
 from tests.conftest import json_lines_logging
 
 import safepredict as sp
-from safepredict.events import EventEmitter, confidence_snapshot, load_schema
+from safepredict.monitoring.events import EventEmitter, confidence_snapshot, load_schema
 
 MAX_ERROR_POLICY = {
     "tiers": [

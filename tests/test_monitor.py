@@ -24,8 +24,9 @@ from typer.testing import CliRunner
 
 import safepredict as sp
 from safepredict.cli._app import app
-from safepredict.events import confidence_snapshot
-from safepredict.monitor import (
+from safepredict.monitoring.events import confidence_snapshot
+from safepredict.monitoring.html import render_html
+from safepredict.monitoring.monitor import (
     clopper_pearson,
     ks_from_snapshot,
     monitor,
@@ -33,7 +34,6 @@ from safepredict.monitor import (
     psi_from_snapshot,
     read_labels,
 )
-from safepredict.monitor_html import render_html
 from safepredict.tiers import TierCalibration
 
 
@@ -250,7 +250,7 @@ def test_queue_outcomes(digits: dict[str, Any], tmp_path: Path) -> None:
     log = tmp_path / "log.jsonl"
     logged = run_and_log(log, digits, 0.0)
     try:
-        from safepredict.routing import SQLiteReviewQueue  # type: ignore[import-not-found,unused-ignore]
+        from safepredict.review import SQLiteReviewQueue  # type: ignore[import-not-found,unused-ignore]
     except ImportError:
         with pytest.raises(sp.ConfigError, match="routing"):
             monitor(log, queue=tmp_path / "reviews.db")

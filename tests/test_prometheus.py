@@ -11,7 +11,7 @@ import structlog
 from prometheus_client import CollectorRegistry, generate_latest
 
 import safepredict as sp
-from safepredict.prometheus import PrometheusMetrics
+from safepredict.monitoring.prometheus import PrometheusMetrics
 
 
 @pytest.fixture

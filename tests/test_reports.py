@@ -16,7 +16,7 @@ from matplotlib.image import imread
 
 import safepredict as sp
 from safepredict.evaluation import CostModel, benchmark, threshold_policies
-from safepredict.reports import PLOTS, write_report
+from safepredict.evaluation.report import PLOTS, write_report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 needs_chromium = pytest.mark.skipif(

@@ -30,7 +30,7 @@ from safepredict import (
 )
 from safepredict._hashing import row_hashes
 from safepredict.exceptions import CalibrationError
-from safepredict.routing import CallableSink
+from safepredict.review import CallableSink
 
 SRC = str(Path(safepredict.__file__).resolve().parents[1])
 

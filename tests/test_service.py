@@ -38,7 +38,7 @@ DECISION_KEYS = {
     "audit",
 }
 #: Does this safepredict emit per-decision events? (the events module, once merged)
-EMITS_DECISION_EVENTS = importlib.util.find_spec("safepredict.events") is not None
+EMITS_DECISION_EVENTS = importlib.util.find_spec("safepredict.monitoring.events") is not None
 
 pytestmark = pytest.mark.xdist_group("service")
 

@@ -20,7 +20,7 @@ from safepredict.exceptions import (
     SafePredictError,
 )
 from safepredict.predictor import SafePredictor
-from safepredict.routing import JSONLSink, Router, SQLiteReviewQueue
+from safepredict.review import JSONLSink, Router, SQLiteReviewQueue
 
 __all__ = [
     "CalibrationError",

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, overload
 import numpy as np
 from numpy.typing import NDArray
 
+from safepredict._jsonl import to_builtin
 from safepredict._validation import check_one_of
 
 if TYPE_CHECKING:
@@ -27,33 +28,7 @@ __all__ = [
     "Decisions",
     "Explanation",
     "GuardReport",
-    "to_builtin",
 ]
-
-
-def to_builtin(value: Any) -> Any:
-    """Convert numpy scalars/arrays (recursively) to JSON-safe Python values.
-
-    Non-finite floats become ``None`` so the result is strict JSON.
-
-    Examples
-    --------
-    >>> to_builtin({"a": np.float64(1.5), "b": np.array([1, 2]), "c": float("nan")})
-    {'a': 1.5, 'b': [1, 2], 'c': None}
-    """
-    if isinstance(value, Mapping):
-        return {str(k): to_builtin(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [to_builtin(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return [to_builtin(v) for v in value.tolist()]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    return str(value)
 
 
 @dataclass(frozen=True)

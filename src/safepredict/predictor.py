@@ -36,7 +36,6 @@ from safepredict.conformal import (
     RegressionConformal,
 )
 from safepredict.decisions import Decision, Decisions
-from safepredict.events import EventContext, EventEmitter, confidence_snapshot
 from safepredict.exceptions import (
     CalibrationError,
     ConfigError,
@@ -45,7 +44,8 @@ from safepredict.exceptions import (
 )
 from safepredict.explain import ExplainerState, ModelExplainer, check_request
 from safepredict.guards import InputGuards
-from safepredict.routing import Router, build_cases, row_inputs
+from safepredict.monitoring.events import EventContext, EventEmitter, confidence_snapshot
+from safepredict.review import Router, build_cases, row_inputs
 from safepredict.tiers import TierCalibration, TierInputs, assign_tiers, calibrate_tiers
 
 __all__ = ["SafePredictor"]
@@ -1135,7 +1135,7 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
 
     @property
     def router_(self) -> Router | None:
-        """The :class:`~safepredict.routing.Router` built from ``router`` (None without one).
+        """The :class:`~safepredict.review.Router` built from ``router`` (None without one).
 
         Its ``failures`` attribute counts cases the sink refused after retries.
         """

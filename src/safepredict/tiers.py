@@ -20,8 +20,8 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import stats
 
+from safepredict._jsonl import to_builtin
 from safepredict.config import Tier, TierPolicy
-from safepredict.decisions import to_builtin
 from safepredict.exceptions import ConfigError
 
 __all__ = [

@@ -1,7 +1,7 @@
 """The ``safepredict`` command line (layer 4): ``monitor``, ``review``, ``bench``.
 
-Each command lives in its own module in this package and registers itself on the
-Typer app in :mod:`safepredict.cli._app`.
+Each command lives in its own module in this package; :mod:`safepredict.cli._app`
+registers them all on the Typer app, explicitly.
 """
 
 from __future__ import annotations

@@ -1,8 +1,15 @@
-"""The Typer application; each command module adds itself here."""
+"""The Typer application: every command is registered here, explicitly."""
 
 from __future__ import annotations
 
 import typer
+
+from safepredict.cli.bench import BENCH_COMMAND, bench
+from safepredict.cli.monitor import monitor_command
+from safepredict.cli.review import review_app
+from safepredict.cli.review_serve import serve
+
+__all__ = ["app"]
 
 app = typer.Typer(
     name="safepredict",
@@ -17,7 +24,7 @@ def _root() -> None:
     """Run a safepredict command."""
 
 
-from safepredict.cli import bench as _bench  # noqa: E402, F401  # registers `safepredict bench`
-from safepredict.cli import monitor as _monitor  # noqa: E402, F401  # registers `safepredict monitor`
-from safepredict.cli import review as _review  # noqa: E402, F401  # registers `review` on app
-from safepredict.cli import review_serve as _review_serve  # noqa: E402, F401  # registers `review serve`
+app.command("bench", **BENCH_COMMAND)(bench)
+app.command("monitor")(monitor_command)
+review_app.command("serve")(serve)
+app.add_typer(review_app, name="review")

@@ -19,12 +19,11 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from safepredict.cli._app import app
 from safepredict.config import TierPolicy
 from safepredict.evaluation import CostModel, Evaluation, benchmark, threshold_policies
+from safepredict.evaluation.report import PLOTS, write_report
 from safepredict.exceptions import ConfigError, InputSchemaError, SafePredictError
 from safepredict.predictor import SafePredictor
-from safepredict.reports import PLOTS, write_report
 
 __all__ = ["bench", "load_table", "match_model_columns"]
 
@@ -199,12 +198,14 @@ def _summary_table(ev: Evaluation) -> Table:
     return table
 
 
-@app.command(
-    "bench",
-    context_settings={"allow_extra_args": True},
-    epilog="Security: --model is loaded with joblib, which runs code stored in the file. "
+#: How :mod:`safepredict.cli._app` registers :func:`bench`.
+BENCH_COMMAND: dict[str, Any] = {
+    "context_settings": {"allow_extra_args": True},
+    "epilog": "Security: --model is loaded with joblib, which runs code stored in the file. "
     "Only load model files you trust.",
-)
+}
+
+
 def bench(
     ctx: typer.Context,
     model: Annotated[Path, typer.Option(help="Fitted model saved with joblib.dump (trusted!).")],

@@ -12,9 +12,8 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from safepredict.cli._app import app
 from safepredict.exceptions import SafePredictError
-from safepredict.monitor import MonitorReport, monitor
+from safepredict.monitoring.monitor import MonitorReport, monitor
 
 __all__ = ["monitor_command", "print_report"]
 
@@ -114,7 +113,6 @@ def print_report(report: MonitorReport, console: Console) -> None:
         console.print("[green]No alerts.[/green]")
 
 
-@app.command("monitor")
 def monitor_command(
     log: Annotated[
         list[Path],
@@ -166,7 +164,7 @@ def monitor_command(
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from exc
     if html_out is not None:
-        from safepredict.monitor_html import render_html
+        from safepredict.monitoring.html import render_html
 
         html_out.write_text(render_html(report), encoding="utf-8")
     if json_out:

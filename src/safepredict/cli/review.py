@@ -1,7 +1,7 @@
 """``safepredict review``: work the embedded review queue from a terminal.
 
-Commands: ``list``, ``show``, ``claim``, ``resolve``, ``counts``, ``export``. Other
-modules may add more commands to :data:`review_app` (e.g. ``serve``).
+Commands: ``list``, ``show``, ``claim``, ``resolve``, ``counts``, ``export``; ``serve`` is
+added to :data:`review_app` in :mod:`safepredict.cli._app`.
 """
 
 from __future__ import annotations
@@ -15,9 +15,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from safepredict.cli._app import app
 from safepredict.exceptions import SafePredictError
-from safepredict.routing import SQLiteReviewQueue
+from safepredict.review import SQLiteReviewQueue
 
 __all__ = ["open_queue", "review_app"]
 
@@ -26,7 +25,6 @@ review_app = typer.Typer(
     help="Work the human review queue (a SQLite file written by SafePredictor(router=...)).",
     no_args_is_help=True,
 )
-app.add_typer(review_app, name="review")
 
 QueueOpt = Annotated[
     Path,

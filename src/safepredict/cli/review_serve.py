@@ -9,12 +9,11 @@ from typing import Annotated
 
 import typer
 
-from safepredict.cli.review import QueueOpt, open_queue, review_app
+from safepredict.cli.review import QueueOpt, open_queue
 
 __all__ = ["serve"]
 
 
-@review_app.command("serve")
 def serve(
     queue: QueueOpt = Path("reviews.db"),
     host: Annotated[str, typer.Option(help="Interface to bind (default: this machine only).")] = (
@@ -32,7 +31,7 @@ def serve(
     """Serve the reviewer console (pending list, case pages, claim / resolve)."""
     import uvicorn
 
-    from safepredict.console import TOKEN_ENV, create_app
+    from safepredict.review.console import TOKEN_ENV, create_app
 
     q = open_queue(queue)
     token = token or os.environ.get(TOKEN_ENV) or secrets.token_urlsafe(24)

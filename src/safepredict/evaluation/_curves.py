@@ -12,8 +12,8 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import stats
 
+from safepredict._jsonl import to_builtin
 from safepredict._validation import check_fraction, check_one_of
-from safepredict.decisions import to_builtin
 from safepredict.exceptions import ConfigError
 from safepredict.tiers import (
     certify_threshold,

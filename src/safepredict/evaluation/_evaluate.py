@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import ArrayLike
 
+from safepredict._jsonl import to_builtin
 from safepredict._validation import check_fraction
 from safepredict.config import TierPolicy
-from safepredict.decisions import to_builtin
 from safepredict.evaluation._costs import CostCurve, CostModel, cost_curve
 from safepredict.evaluation._curves import (
     OperatingPoint,

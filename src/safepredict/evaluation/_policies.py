@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
+from safepredict._jsonl import to_builtin
 from safepredict._validation import check_one_of
 from safepredict.config import Tier, TierPolicy
-from safepredict.decisions import to_builtin
 from safepredict.evaluation._costs import CostModel
 from safepredict.evaluation._curves import binomial_interval
 from safepredict.evaluation._data import ScoredData

@@ -57,7 +57,7 @@ def _decide_partition(
     if events_dir is None:
         decisions = predictor.decide(frame)
     else:
-        from safepredict.events import jsonl_file_logger
+        from safepredict.monitoring.events import jsonl_file_logger
 
         number = 0 if partition_info is None else int(partition_info.get("number", 0))
         worker = copy.copy(predictor)  # same fitted state, own logger

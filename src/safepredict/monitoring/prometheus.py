@@ -1,0 +1,157 @@
+"""Prometheus metrics from safepredict events (optional extra ``prometheus``).
+
+:class:`PrometheusMetrics` is a structlog processor: put it in the application's
+processor chain and every ``safepredict.decision`` / ``safepredict.batch`` /
+``safepredict.route`` event updates counters and histograms. Labels are only
+low-cardinality values (model name, tier, action, guard-reason kind, route
+status); request and decision ids never become labels.
+
+Examples
+--------
+>>> from prometheus_client import CollectorRegistry
+>>> registry = CollectorRegistry()
+>>> metrics = PrometheusMetrics(registry=registry)
+>>> _ = metrics(None, "info", {"event": "safepredict.decision", "model_name": "m",
+...     "tier": "auto", "action": "accept", "guard": {"reasons": []}, "confidence": 0.99,
+...     "batch_id": "b", "latency_s": {"total": 0.01}})
+>>> registry.get_sample_value("safepredict_decisions_total",
+...     {"model": "m", "tier": "auto", "action": "accept"})
+1.0
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import MutableMapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+__all__ = ["PrometheusMetrics"]
+
+#: Bucket bounds (seconds) of the per-call latency histograms.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+#: Bucket bounds of the confidence histogram.
+CONFIDENCE_BUCKETS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 1.0)
+_STAGES = ("total", "guard", "model", "conformal", "explain")
+
+
+class PrometheusMetrics:
+    """A structlog processor that counts decisions into Prometheus metrics.
+
+    Parameters
+    ----------
+    registry : CollectorRegistry, optional
+        Where the metrics are registered. Default: a new private registry
+        (pass ``prometheus_client.REGISTRY`` to expose them on the default
+        ``/metrics``).
+    namespace : str, default="safepredict"
+        Metric name prefix.
+
+    Notes
+    -----
+    Metrics: ``<ns>_decisions_total{model,tier,action}``,
+    ``<ns>_guard_reasons_total{model,reason}`` (reason kind such as
+    ``out_of_range``, without the column), ``<ns>_confidence{model}``
+    (histogram), ``<ns>_decide_latency_seconds{model,stage}`` (histogram, one
+    observation per ``decide`` call), ``<ns>_routes_total{model,status}`` and
+    ``<ns>_dropped_events_total`` is left to the predictor's ``event_stats()``.
+    The processor never raises: a malformed event is passed on unchanged.
+    """
+
+    def __init__(
+        self, registry: CollectorRegistry | None = None, *, namespace: str = "safepredict"
+    ) -> None:
+        self.registry = CollectorRegistry() if registry is None else registry
+        self.decisions = Counter(
+            "decisions",
+            "Decisions by tier and action.",
+            ["model", "tier", "action"],
+            namespace=namespace,
+            registry=self.registry,
+        )
+        self.guard_reasons = Counter(
+            "guard_reasons",
+            "Guard reasons raised, by kind.",
+            ["model", "reason"],
+            namespace=namespace,
+            registry=self.registry,
+        )
+        self.confidence = Histogram(
+            "confidence",
+            "Conformal confidence of classification decisions.",
+            ["model"],
+            buckets=CONFIDENCE_BUCKETS,
+            namespace=namespace,
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "decide_latency_seconds",
+            "Seconds per decide() call, by stage.",
+            ["model", "stage"],
+            buckets=LATENCY_BUCKETS,
+            namespace=namespace,
+            registry=self.registry,
+        )
+        self.routes = Counter(
+            "routes",
+            "Cases handed to the router, by status.",
+            ["model", "status"],
+            namespace=namespace,
+            registry=self.registry,
+        )
+        self._last_batch: str | None = None
+        self._lock = threading.Lock()
+
+    def _latency(self, model: str, event: MutableMapping[str, Any]) -> None:
+        latency = event.get("latency_s") or {}
+        for stage in _STAGES:
+            value = latency.get(stage)
+            if value is not None:
+                self.latency.labels(model, stage).observe(float(value))
+
+    def __call__(
+        self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        """Update the metrics from one event and pass it on unchanged."""
+        try:
+            self._observe(event_dict)
+        except Exception:  # metrics must never break logging (or a decision)
+            return event_dict
+        return event_dict
+
+    def _observe(self, ev: MutableMapping[str, Any]) -> None:
+        name = ev.get("event")
+        if not isinstance(name, str) or not name.startswith("safepredict."):
+            return
+        model = str(ev.get("model_name") or "")
+        if name == "safepredict.decision":
+            self.decisions.labels(model, str(ev.get("tier")), str(ev.get("action"))).inc()
+            for reason in (ev.get("guard") or {}).get("reasons") or ():
+                self.guard_reasons.labels(model, str(reason).split(":", 1)[0]).inc()
+            conf = ev.get("confidence")
+            if conf is not None:
+                self.confidence.labels(model).observe(float(conf))
+            batch = ev.get("batch_id")
+            with self._lock:  # latency is per decide() call: observe it once per batch
+                new = batch is None or batch != self._last_batch
+                self._last_batch = batch
+            if new:
+                self._latency(model, ev)
+        elif name == "safepredict.batch":
+            for tier_action, count in _tier_action_counts(ev).items():
+                self.decisions.labels(model, *tier_action).inc(count)
+            for reason, count in (ev.get("guard_reasons") or {}).items():
+                self.guard_reasons.labels(model, str(reason)).inc(int(count))
+            self._latency(model, ev)
+        elif name == "safepredict.route":
+            self.routes.labels(model, str(ev.get("status"))).inc()
+
+
+def _tier_action_counts(ev: MutableMapping[str, Any]) -> dict[tuple[str, str], int]:
+    pairs: dict[str, dict[str, int]] = ev.get("tier_actions") or {}
+    return {
+        (str(tier), str(action)): int(count)
+        for tier, actions in pairs.items()
+        for action, count in actions.items()
+    }

@@ -1,0 +1,35 @@
+"""Human review: cases, sinks, the router and the SQLite review queue.
+
+A decision the model should not take alone becomes a JSON-safe *case*
+(:func:`~safepredict.review.cases.build_cases`); a :class:`Router` hands each
+batch to a *sink*:
+
+- :class:`SQLiteReviewQueue` -- the embedded default (stdlib ``sqlite3``, WAL
+  mode), with the reviewer API (``pending``, ``claim``, ``resolve``, ...);
+- :class:`JSONLSink` -- one JSON object per case appended to a file;
+- :class:`CallableSink` -- any Python callable.
+
+A sink failure never fails a decision: the router retries a bounded number of
+times, then spools the batch to a local JSONL file (replayed with
+:meth:`Router.flush_spool`) and reports ``"spooled"`` (or ``"failed"`` when even
+the spool cannot be written) as the route status of each case.
+
+The writers here import layers 0-1 only (never a decide stage); the reviewer
+console (:mod:`safepredict.review.console`, layer 4) is imported on demand.
+"""
+
+from safepredict.review.cases import build_cases, row_inputs, utc_now
+from safepredict.review.queue import SQLiteReviewQueue
+from safepredict.review.router import Router
+from safepredict.review.sinks import CallableSink, JSONLSink, Sink
+
+__all__ = [
+    "CallableSink",
+    "JSONLSink",
+    "Router",
+    "SQLiteReviewQueue",
+    "Sink",
+    "build_cases",
+    "row_inputs",
+    "utc_now",
+]
