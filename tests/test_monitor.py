@@ -23,11 +23,11 @@ from tests.conftest import json_lines_logging
 from typer.testing import CliRunner
 
 import safepredict as sp
+from safepredict._stats import clopper_pearson
 from safepredict.cli._app import app
 from safepredict.monitoring.events import confidence_snapshot
 from safepredict.monitoring.html import render_html
 from safepredict.monitoring.monitor import (
-    clopper_pearson,
     ks_from_snapshot,
     monitor,
     parse_window,
@@ -268,7 +268,7 @@ def test_queue_outcomes(digits: dict[str, Any], tmp_path: Path) -> None:
 def test_clopper_pearson_matches_scipy() -> None:
     for k, n in [(0, 10), (3, 10), (10, 10), (17, 400)]:
         lo, hi = binomtest(k, n).proportion_ci(0.95, "exact")
-        assert clopper_pearson(k, n) == pytest.approx((lo, hi))
+        assert clopper_pearson(k, n, 0.95, two_sided=True) == pytest.approx((lo, hi))
 
 
 def test_ks_and_psi_against_scipy() -> None:

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from safepredict._validation import is_frame
+from safepredict._frames import is_frame
 
 __all__ = ["row_hashes", "unit_interval"]
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["append_jsonl", "dumps", "read_jsonl", "to_builtin"]
+__all__ = ["append_jsonl", "dumps", "read_jsonl", "safe_text", "to_builtin"]
 
 
 def to_builtin(value: Any) -> Any:
@@ -43,9 +43,33 @@ def to_builtin(value: Any) -> Any:
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
         return None
-    if value is None or isinstance(value, bool | int | float | str):
+    if isinstance(value, str):
+        return safe_text(value)
+    if value is None or isinstance(value, bool | int | float):
         return value
-    return str(value)
+    return safe_text(str(value))
+
+
+def safe_text(text: str) -> str:
+    r"""``text`` with what UTF-8 cannot encode (lone surrogates) escaped, never dropped.
+
+    Valid JSON such as ``"\ud800"`` decodes to a lone surrogate that no UTF-8
+    writer (a file, SQLite, a socket) accepts; it is stored as the six characters
+    ``\ud800`` instead.
+
+    Examples
+    --------
+    >>> lone = chr(0xD800)  # what json.loads('"\ud800"') returns
+    >>> safe_text("ok " + lone)
+    'ok \\ud800'
+    """
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
 
 
 def dumps(value: Any) -> str:

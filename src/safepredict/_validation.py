@@ -20,7 +20,6 @@ __all__ = [
     "check_positive_int",
     "check_unknown_keys",
     "describe",
-    "is_frame",
 ]
 
 
@@ -36,18 +35,6 @@ def describe(value: Any) -> str:
     if len(text) > 60:
         text = text[:57] + "..."
     return f"{text} ({type(value).__name__})"
-
-
-def is_frame(X: Any) -> bool:
-    """Whether ``X`` is a pandas-like frame (has ``columns`` and ``iloc``).
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> is_frame(np.zeros((2, 2)))
-    False
-    """
-    return hasattr(X, "columns") and hasattr(X, "iloc")
 
 
 def check_fraction(

@@ -42,7 +42,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from safepredict._validation import describe, is_frame
+from safepredict._frames import is_frame
+from safepredict._validation import describe
 from safepredict.config import GuardConfig
 from safepredict.exceptions import CalibrationError, ConfigError, InputSchemaError
 

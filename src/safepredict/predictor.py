@@ -25,8 +25,9 @@ import numpy as np
 from numpy.typing import NDArray
 from sklearn.base import BaseEstimator, is_classifier, is_regressor
 
+from safepredict._frames import default_feature_names, input_rows, is_frame, resolve_redact
 from safepredict._hashing import row_hashes, unit_interval
-from safepredict._validation import check_fraction, check_one_of, describe, is_frame
+from safepredict._validation import check_fraction, check_one_of, describe
 from safepredict._version import __version__
 from safepredict.config import GuardConfig, TierPolicy
 from safepredict.conformal import (
@@ -45,7 +46,7 @@ from safepredict.exceptions import (
 from safepredict.explain import ExplainerState, ModelExplainer, check_request
 from safepredict.guards import InputGuards
 from safepredict.monitoring.events import EventContext, EventEmitter, confidence_snapshot
-from safepredict.review import Router, build_cases, row_inputs
+from safepredict.review import Router, build_cases
 from safepredict.tiers import TierCalibration, TierInputs, assign_tiers, calibrate_tiers
 
 __all__ = ["SafePredictor"]
@@ -1001,7 +1002,7 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
             confidence_level=float(self.confidence_level),
             feature_names=tuple(names)
             if names is not None
-            else tuple(f"x{j}" for j in range(n_features)),
+            else tuple(default_feature_names(n_features)),
         )
 
     def _calibration_baseline(
@@ -1110,12 +1111,13 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
         if len(rows) == 0:
             return
         try:
+            names = self._input_names()
             if decisions.inputs_hash is not None:
                 hashes = decisions.inputs_hash[rows]
             else:
                 hashes = row_hashes(X_model.iloc[rows] if is_frame(X_model) else X_model[rows])
             inputs = (
-                row_inputs(X_model, rows, self._input_names(), self.redact)
+                input_rows(X_model, rows, names, resolve_redact(self.redact, names))
                 if self.log_inputs
                 else None
             )
@@ -1155,7 +1157,7 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
         names = getattr(self, "feature_names_in_", None)
         if names is not None:
             return [str(c) for c in names]
-        return [f"x{j}" for j in range(self.n_features_in_)]
+        return default_feature_names(self.n_features_in_)
 
     # ------------------------------------------------------------ outcomes
     def record_outcome(self, decision_id: str, y_true: Any) -> str:

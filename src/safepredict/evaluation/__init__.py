@@ -29,13 +29,13 @@ Examples
 
 from __future__ import annotations
 
+from safepredict._stats import binomial_interval
 from safepredict.evaluation._costs import CostCurve, CostModel, cost_curve
 from safepredict.evaluation._curves import (
     CLASSIFICATION_SCORES,
     OperatingPoint,
     RiskCoverageCurve,
     apply_threshold,
-    binomial_interval,
     certified_threshold,
     curve_from_counts,
     risk_coverage,

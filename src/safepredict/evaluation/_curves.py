@@ -10,9 +10,9 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy import stats
 
 from safepredict._jsonl import to_builtin
+from safepredict._stats import binomial_interval
 from safepredict._validation import check_fraction, check_one_of
 from safepredict.exceptions import ConfigError
 from safepredict.tiers import (
@@ -25,56 +25,6 @@ _BANDS = ("wilson", "clopper-pearson")
 
 
 # --------------------------------------------------------------------------- intervals
-def binomial_interval(
-    n_errors: ArrayLike,
-    n: ArrayLike,
-    *,
-    confidence: float = 0.95,
-    method: str = "wilson",
-) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Two-sided confidence interval of an error rate, elementwise.
-
-    Parameters
-    ----------
-    n_errors, n : array-like of int
-        Errors and trials (``n == 0`` gives ``nan`` bounds).
-    confidence : float, default=0.95
-        Coverage of the interval.
-    method : {"wilson", "clopper-pearson"}, default="wilson"
-        Wilson score interval or the exact (conservative) Clopper-Pearson one.
-
-    Returns
-    -------
-    lower, upper : ndarray of float
-
-    Examples
-    --------
-    >>> lo, hi = binomial_interval([0, 5], [10, 10], method="clopper-pearson")
-    >>> lo.round(3).tolist(), hi.round(3).tolist()
-    ([0.0, 0.187], [0.308, 0.813])
-    """
-    check_fraction(confidence, "confidence")
-    check_one_of(method, "band", _BANDS)
-    e = np.asarray(n_errors, dtype=np.float64)
-    k = np.asarray(n, dtype=np.float64)
-    alpha = 1.0 - confidence
-    with np.errstate(divide="ignore", invalid="ignore"):
-        if method == "wilson":
-            z = float(stats.norm.ppf(1 - alpha / 2))
-            p = e / k
-            denom = 1 + z * z / k
-            center = (p + z * z / (2 * k)) / denom
-            half = z / denom * np.sqrt(p * (1 - p) / k + z * z / (4 * k * k))
-            lower, upper = np.clip(center - half, 0, 1), np.clip(center + half, 0, 1)
-        else:
-            lower = np.where(e > 0, stats.beta.ppf(alpha / 2, e, k - e + 1), 0.0)
-            upper = np.where(e < k, stats.beta.ppf(1 - alpha / 2, e + 1, k - e), 1.0)
-    empty = k <= 0
-    lower = np.where(empty, np.nan, lower)
-    upper = np.where(empty, np.nan, upper)
-    return np.asarray(lower, dtype=np.float64), np.asarray(upper, dtype=np.float64)
-
-
 # --------------------------------------------------------------------------- curves
 def _as_scores_errors(
     scores: ArrayLike, errors: ArrayLike

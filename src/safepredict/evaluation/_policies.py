@@ -11,10 +11,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from safepredict._jsonl import to_builtin
+from safepredict._stats import binomial_interval
 from safepredict._validation import check_one_of
 from safepredict.config import Tier, TierPolicy
 from safepredict.evaluation._costs import CostModel
-from safepredict.evaluation._curves import binomial_interval
 from safepredict.evaluation._data import ScoredData
 from safepredict.exceptions import ConfigError
 from safepredict.tiers import (

@@ -41,9 +41,9 @@ import numpy as np
 import structlog
 from numpy.typing import NDArray
 
+from safepredict._frames import input_rows, resolve_redact
 from safepredict._hashing import row_hashes
 from safepredict._jsonl import to_builtin
-from safepredict._validation import is_frame
 from safepredict._version import __version__
 from safepredict.decisions import Decisions, _is_guard_reason
 from safepredict.exceptions import ConfigError
@@ -355,30 +355,17 @@ class EventEmitter:
         self._count(1, 0)
         return True
 
-    def check_redact(self, feature_names: Sequence[str]) -> None:
-        """Raise if ``redact`` names a column that does not exist (a typo would leak it).
+    def check_redact(self, feature_names: Sequence[str]) -> frozenset[str]:
+        """The hidden column names; raises if ``redact`` names no input (a typo would leak it).
 
         Examples
         --------
         >>> EventEmitter(redact=["agee"]).check_redact(["age", "income"])
         Traceback (most recent call last):
         ...
-        safepredict.exceptions.ConfigError: redact names columns that are not inputs: ['agee']...
+        safepredict.exceptions.ConfigError: redact: 'agee' is not an input column. Did you mean ...?
         """
-        names = list(feature_names)
-        unknown = [
-            c
-            for c in self.redact
-            if not (
-                (isinstance(c, str) and c in names)
-                or (isinstance(c, int) and not isinstance(c, bool) and 0 <= c < len(names))
-            )
-        ]
-        if unknown:
-            raise ConfigError(
-                f"redact names columns that are not inputs: {unknown}; the inputs are "
-                f"{names}. Fix the names in SafePredictor(redact=[...]) (positions are 0-based)."
-            )
+        return resolve_redact(self.redact, feature_names)
 
     # --------------------------------------------------------------- calibration
     def calibration(
@@ -596,7 +583,8 @@ class EventEmitter:
             routes = [None if r is None else to_builtin(dict(r)) for r in d.route]
         inputs: list[Any] | None = None
         if self.log_inputs and X_model is not None:
-            inputs = _input_rows(X_model, ctx.feature_names, self.redact)
+            hidden = resolve_redact(self.redact, ctx.feature_names)
+            inputs = input_rows(X_model, None, ctx.feature_names, hidden)
         latency = {k: float(v) for k, v in d.latency_s.items()}
         for stage in ("total", "guard", "model", "conformal", "explain"):
             latency.setdefault(stage, 0.0)
@@ -722,25 +710,6 @@ def _explanation(e: Any) -> dict[str, Any] | None:
         "top": [[str(f), _clean(v)] for f, v in e.top(TOP_K)],
         "base_value": _clean(float(e.base_value)),
     }
-
-
-def _input_rows(
-    X_model: Any, feature_names: Sequence[str], redact: Sequence[str | int]
-) -> list[dict[str, Any]]:
-    if is_frame(X_model):
-        names = [str(c) for c in X_model.columns]
-        columns = [X_model[c].tolist() for c in X_model.columns]
-    else:
-        arr = np.asarray(X_model)
-        names = list(feature_names) or [f"x{j}" for j in range(arr.shape[1])]
-        columns = [arr[:, j].tolist() for j in range(arr.shape[1])]
-    hidden = {names[c] if isinstance(c, int) else c for c in redact}
-    keep = [(name, col) for name, col in zip(names, columns, strict=True) if name not in hidden]
-    rows: list[dict[str, Any]] = [{} for _ in range(len(columns[0]) if columns else 0)]
-    for name, col in keep:
-        for row, value in zip(rows, col, strict=True):
-            row[name] = _clean(value)
-    return rows
 
 
 def _batch_event(d: Decisions, ctx: EventContext, request_id: str | None) -> dict[str, Any]:

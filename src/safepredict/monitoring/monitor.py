@@ -38,6 +38,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
+from safepredict._stats import clopper_pearson
 from safepredict.exceptions import ConfigError
 from safepredict.review.queue import SQLiteReviewQueue
 
@@ -52,7 +53,6 @@ except ImportError:  # pragma: no cover - orjson is installed in CI
 
 __all__ = [
     "MonitorReport",
-    "clopper_pearson",
     "ks_from_snapshot",
     "monitor",
     "parse_window",
@@ -89,24 +89,6 @@ def parse_window(window: str | float | None) -> float:
             f"window must look like '30s', '15m', '1h', '1d' or 'all'; got {window!r}."
         )
     return float(match.group(1)) * _UNITS[match.group(2)]
-
-
-def clopper_pearson(k: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
-    """Exact two-sided ``1 - alpha`` binomial interval for ``k`` errors in ``n`` rows.
-
-    Examples
-    --------
-    >>> lo, hi = clopper_pearson(0, 100)
-    >>> lo, round(hi, 4)
-    (0.0, 0.0362)
-    """
-    from scipy.stats import beta
-
-    if n <= 0:
-        return 0.0, 1.0
-    lo = 0.0 if k == 0 else float(beta.ppf(alpha / 2, k, n - k + 1))
-    hi = 1.0 if k == n else float(beta.ppf(1 - alpha / 2, k + 1, n - k))
-    return lo, hi
 
 
 def psi_from_snapshot(snapshot: Mapping[str, Any], counts: Sequence[int]) -> float:
@@ -635,7 +617,9 @@ def _outcome_report(
             "mae": o.abs_err_sum / o.n if o.abs_err_sum and o.n else None,
         }
         if o.scored:
-            row["ci_low"], row["ci_high"] = clopper_pearson(o.errors, o.scored, ci_alpha)
+            row["ci_low"], row["ci_high"] = clopper_pearson(
+                o.errors, o.scored, 1.0 - ci_alpha, two_sided=True
+            )
             if max_error is not None and row["ci_low"] > float(max_error):
                 row["flagged"] = True
                 alerts.append(

@@ -18,7 +18,7 @@ The writers here import layers 0-1 only (never a decide stage); the reviewer
 console (:mod:`safepredict.review.console`, layer 4) is imported on demand.
 """
 
-from safepredict.review.cases import build_cases, row_inputs, utc_now
+from safepredict.review.cases import build_cases, utc_now
 from safepredict.review.queue import SQLiteReviewQueue
 from safepredict.review.router import Router
 from safepredict.review.sinks import CallableSink, JSONLSink, Sink
@@ -30,6 +30,5 @@ __all__ = [
     "SQLiteReviewQueue",
     "Sink",
     "build_cases",
-    "row_inputs",
     "utc_now",
 ]

@@ -25,38 +25,6 @@ def utc_now() -> str:
 
 
 # ---------------------------------------------------------------------- cases
-def row_inputs(
-    X: Any, rows: NDArray[np.intp], feature_names: Sequence[str], redact: Sequence[str] = ()
-) -> list[dict[str, Any]]:
-    """The raw inputs of ``rows`` as JSON-safe dicts, without the ``redact`` columns.
-
-    Parameters
-    ----------
-    X : ndarray or DataFrame
-        The batch as the model received it.
-    rows : ndarray of int
-        Row positions to extract.
-    feature_names : sequence of str
-        Column names (``x0, x1, ...`` for unnamed arrays).
-    redact : sequence of str
-        Columns never written.
-
-    Examples
-    --------
-    >>> row_inputs(np.array([[1.0, 2.0], [3.0, 4.0]]), np.array([1]), ["a", "b"], ["b"])
-    [{'a': 3.0}]
-    """
-    hidden = set(redact)
-    keep = [j for j, name in enumerate(feature_names) if name not in hidden]
-    if hasattr(X, "iloc"):
-        values = X.iloc[rows].to_numpy(dtype=object)
-    else:
-        values = np.asarray(X, dtype=object)[rows]
-    return [
-        {str(feature_names[j]): to_builtin(values[r, j]) for j in keep} for r in range(len(rows))
-    ]
-
-
 def build_cases(
     decisions: Decisions,
     rows: NDArray[np.intp],

@@ -29,12 +29,12 @@ from typing import Any
 from urllib.parse import urlencode
 
 from jinja2 import Environment, PackageLoader, select_autoescape
-from scipy.stats import beta
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from safepredict._stats import clopper_pearson
 from safepredict.exceptions import SafePredictError
 from safepredict.review import SQLiteReviewQueue
 
@@ -87,8 +87,7 @@ def realized_error(cases: list[dict[str, Any]]) -> dict[str, Any]:
     errors = sum(1 for c in cases if c.get("prediction") != c.get("outcome"))
     if n == 0:
         return {"n": 0, "errors": 0, "rate": None, "low": None, "high": None}
-    low = 0.0 if errors == 0 else float(beta.ppf(0.025, errors, n - errors + 1))
-    high = 1.0 if errors == n else float(beta.ppf(0.975, errors + 1, n - errors))
+    low, high = clopper_pearson(errors, n, 0.95, two_sided=True)
     return {"n": n, "errors": errors, "rate": errors / n, "low": low, "high": high}
 
 
