@@ -16,6 +16,7 @@ from matplotlib.image import imread
 
 import safepredict as sp
 from safepredict.evaluation import CostModel, benchmark, threshold_policies
+from safepredict.evaluation.recommend import recommend
 from safepredict.evaluation.report import PLOTS, write_report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -40,6 +41,9 @@ def report(tmp_path_factory: pytest.TempPathFactory, cancer_lr: Any) -> Path:
         policies=policies,
         cost=CostModel(cost_error=50, cost_review=2),
     )
+    rec = recommend(ev.policies.results, max_error=0.05)
+    assert rec is not None
+    ev.meta["recommendation"] = rec.to_dict()
     return write_report(ev, tmp_path_factory.mktemp("report"), title="cancer <report>")
 
 
@@ -117,9 +121,14 @@ def test_report_has_no_console_errors(report: Path) -> None:
             page.goto(report.as_uri())
             page.wait_for_load_state("load")
             widths = page.eval_on_selector_all("img", "els => els.map(e => e.naturalWidth)")
+            headline = page.inner_text("#recommendation h2")
+            cards = page.eval_on_selector_all("#recommendation .kpi div", "els => els.length")
         finally:
             browser.close()
     assert errors == []
+    summary = json.loads((report.parent / "summary.json").read_text())
+    assert headline == f"Recommendation: {summary['meta']['recommendation']['policy']}"
+    assert cards == 6
     assert len(widths) == len(PLOTS)
     assert min(widths) > 200  # every embedded PNG decoded
 
@@ -130,3 +139,84 @@ def test_docs_figures_exist() -> None:
         r"\]\((assets/benchmarking/[^)]+\.png)\)", (root / "benchmarking.md").read_text()
     ):
         assert imread(root / link).std() > 0.05
+
+
+# --------------------------------------------------------------------------- explorer
+@pytest.fixture(scope="module")
+def evaluation(cancer_lr: Any) -> Any:
+    predictor = sp.SafePredictor(cancer_lr.model, log="off", random_state=0).calibrate(
+        cancer_lr.X_cal, cancer_lr.y_cal
+    )
+    return benchmark(
+        predictor,
+        cancer_lr.X_test,
+        cancer_lr.y_test,
+        X_cal=cancer_lr.X_cal,
+        y_cal=cancer_lr.y_cal,
+        policies=threshold_policies([0.95, 0.99]),
+        cost=CostModel(cost_error=50, cost_review=2),
+    )
+
+
+def test_explorer_is_self_contained_and_embeds_the_curve(evaluation: Any, tmp_path: Path) -> None:
+    from safepredict.evaluation.explorer import explorer_data, write_explorer
+
+    path = write_explorer(evaluation, tmp_path, title="explore <this>")
+    text = path.read_text()
+    assert "explore &lt;this&gt;" in text
+    assert not re.search(r"(src|href)=['\"]", text)  # nothing loaded from anywhere
+    assert "http://" not in text
+    assert "https://" not in text
+    embedded = json.loads(
+        re.search(r'<script id="explorer-data" type="application/json">(.*?)</script>', text, re.S)
+        .group(1)  # type: ignore[union-attr]
+        .replace("<\\/", "</")
+    )
+    curve = evaluation.curves["conformal"]
+    assert embedded["n"] == curve.n == evaluation.n_test
+    assert embedded["n_accepted"] == curve.n_accepted.tolist()
+    assert embedded == explorer_data(evaluation)
+
+
+def _explorer_figures(page: Any) -> dict[str, str]:
+    return {k: page.inner_text(f"#kpi-{k}") for k in ("accept", "error", "reviews", "cost")}
+
+
+@needs_chromium
+def test_explorer_sliders_update_figures_and_toml(evaluation: Any, tmp_path: Path) -> None:
+    from safepredict.config import TierPolicy
+    from safepredict.evaluation.explorer import write_explorer
+
+    playwright = pytest.importorskip("playwright.sync_api")
+    path = write_explorer(evaluation, tmp_path)
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 1400})
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(path.as_uri())
+            before = _explorer_figures(page)
+            # Move the accept tier to a strict threshold: fewer accepted, more reviews.
+            page.eval_on_selector(
+                "#t0", "el => { el.value = 0.999; el.dispatchEvent(new Event('input')); }"
+            )
+            after = _explorer_figures(page)
+            toml_text = page.input_value("#toml")
+            page.eval_on_selector(
+                "#cost-review", "el => { el.value = 40; el.dispatchEvent(new Event('input')); }"
+            )
+            costlier = _explorer_figures(page)
+        finally:
+            browser.close()
+    assert errors == []
+    assert after["accept"] != before["accept"]
+    assert int(after["reviews"].replace(",", "")) > int(before["reviews"].replace(",", ""))
+    assert float(costlier["cost"].replace(",", "")) > float(after["cost"].replace(",", ""))
+    # The copied TOML is a valid policy with the slider's threshold, and the page's
+    # figures agree with safepredict's own evaluation of that policy on the same rows.
+    policy = TierPolicy.from_toml(toml_text)
+    assert policy.tiers[0].min_confidence == 0.999
+    curve = evaluation.curves["conformal"]
+    accepted = int(curve.n_accepted[curve.thresholds >= 0.999].max(initial=0))
+    assert after["accept"] == f"{100 * accepted / curve.n:.1f}%"

@@ -27,6 +27,7 @@ from safepredict.evaluation import (
     score_predictor,
     threshold_policies,
 )
+from safepredict.evaluation.explorer import write_explorer
 from safepredict.evaluation.recommend import certification_gaps, fallback_action, recommend
 from safepredict.evaluation.report import PLOTS, write_report
 from safepredict.exceptions import ConfigError, InputSchemaError, SafePredictError
@@ -280,6 +281,13 @@ def bench(
         float | None,
         typer.Option(help="Recommend only policies accepting at least this share of rows."),
     ] = None,
+    explore: Annotated[
+        bool,
+        typer.Option(
+            "--explore",
+            help="Also write explorer.html: sliders for thresholds and costs, TOML to copy.",
+        ),
+    ] = False,
 ) -> None:
     """Benchmark abstention offline: risk-coverage, guaranteed points, tiers, costs.
 
@@ -383,6 +391,10 @@ def bench(
                 }
             )
             report = write_report(ev, out, title=title, progress=lambda s: advance(f"plot {s}"))
+            explorer = None
+            if explore:
+                start = policies[rec.policy] if rec is not None else next(iter(policies.values()))
+                explorer = write_explorer(ev, out, policy=start, title=f"{title}: policy explorer")
     except SafePredictError as exc:
         console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
@@ -393,6 +405,8 @@ def bench(
         stdout.print(f"[yellow]{gap['policy']}:[/yellow] {gap['message']}", highlight=False)
     stdout.print(_recommendation_text(rec, ev.meta["constraints"]), highlight=False)
     stdout.print(f"report: {report}", highlight=False, soft_wrap=True)
+    if explorer is not None:
+        stdout.print(f"explorer: {explorer}", highlight=False, soft_wrap=True)
 
 
 def _recommendation_text(rec: Any, constraints: dict[str, Any]) -> str:
