@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PLOTS",
+    "REPORT_CSS",
     "plot_calibration",
     "plot_conformal",
     "plot_cost",
@@ -316,7 +317,8 @@ def _table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-_CSS = """
+#: The stylesheet of every safepredict HTML report (bench, monitor).
+REPORT_CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;
 max-width:1100px;color:#222;padding:0 1em}
 h1{font-size:1.6em;margin-bottom:.2em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;
@@ -416,7 +418,7 @@ def _html(ev: Evaluation, images: dict[str, bytes], title: str) -> str:
     ]
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
-        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
+        f"<title>{html.escape(title)}</title><style>{REPORT_CSS}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
         f"<p class='note'>safepredict {html.escape(__version__)} · task {ev.task} · "
         f"source {html.escape(str(ev.meta.get('source', 'arrays')))}</p>",
