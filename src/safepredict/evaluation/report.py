@@ -228,7 +228,7 @@ def plot_cost(ev: Evaluation) -> Figure:
         j = cc.best
         ax.plot(cc.coverage[j], cc.cost_per_1000[j], "v", color=color, ms=9, mec="black")
     # Policies as numbered markers explained in the legend: names never overlap.
-    markers = "DsP^vXhp*o"
+    markers = "DsP^XhpdoH"  # not "v": triangles down mark the optimum
     for i, r in enumerate(ev.policies.results):
         if not math.isnan(r.cost_per_1000):
             ax.plot(
