@@ -61,6 +61,7 @@ LAYERS: dict[str, tuple[int, str]] = {
     # L2 writers: turn decisions into events and review cases; never import a stage.
     "safepredict.monitoring": (2, "writer"),
     "safepredict.monitoring.events": (2, "writer"),
+    "safepredict.monitoring.feature_drift": (2, "writer"),
     "safepredict.review": (2, "writer"),
     "safepredict.review._sqlite": (2, "writer"),
     "safepredict.review.cases": (2, "writer"),
@@ -76,6 +77,7 @@ LAYERS: dict[str, tuple[int, str]] = {
     "safepredict.evaluation._evaluate": (3, "app"),
     "safepredict.evaluation._policies": (3, "app"),
     "safepredict.evaluation._replay": (3, "app"),
+    "safepredict.evaluation.recommend": (3, "app"),
     "safepredict.persistence": (3, "app"),
     "safepredict.pipeline": (3, "app"),
     "safepredict.predictor": (3, "app"),
@@ -83,6 +85,7 @@ LAYERS: dict[str, tuple[int, str]] = {
     "safepredict.__main__": (4, "edge"),
     "safepredict.cli": (4, "edge"),
     "safepredict.cli.*": (4, "edge"),
+    "safepredict.evaluation.explorer": (4, "edge"),
     "safepredict.evaluation.report": (4, "edge"),
     "safepredict.integrations": (4, "edge"),
     "safepredict.integrations.*": (4, "edge"),
