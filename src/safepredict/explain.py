@@ -56,6 +56,7 @@ from safepredict._frames import default_feature_names
 from safepredict._validation import check_one_of
 from safepredict.decisions import Explanation
 from safepredict.exceptions import ConfigError
+from safepredict.reasons import reason_code
 
 __all__ = [
     "EXACT_MAX_FEATURES",
@@ -85,9 +86,9 @@ AGNOSTIC_BACKGROUND_SIZE = 20
 #: Antithetic permutations per row for the permutation explainer.
 N_PERMUTATIONS = 10
 #: Reason added to a row whose explanation would exceed ``explain_budget_ms``.
-SKIPPED_BUDGET = "explanation_skipped:budget"
+SKIPPED_BUDGET = reason_code("explanation_skipped", "budget")
 #: Reason added to a row whose explanation failed (the decision still stands).
-SKIPPED_ERROR = "explanation_skipped:error"
+SKIPPED_ERROR = reason_code("explanation_skipped", "error")
 
 _TREE_MODULES = ("xgboost", "lightgbm", "catboost")
 _TREE_CLASSES = (
