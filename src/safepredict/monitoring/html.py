@@ -11,6 +11,7 @@ import html
 import io
 from typing import Any
 
+from safepredict._extras import require
 from safepredict.monitoring.monitor import MonitorReport
 
 __all__ = ["render_html"]
@@ -23,6 +24,7 @@ def _png(fig: Any) -> str:
 
 
 def _figures(report: MonitorReport) -> list[tuple[str, str]]:
+    require("matplotlib", "plots", "the HTML monitor report (monitor --html)")
     from matplotlib.figure import Figure
 
     out: list[tuple[str, str]] = []

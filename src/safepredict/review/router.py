@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -11,7 +12,8 @@ from typing import Any
 
 from safepredict._jsonl import append_jsonl, read_jsonl
 from safepredict._validation import describe
-from safepredict.exceptions import ConfigError
+from safepredict.exceptions import ConfigError, QueueLockedError
+from safepredict.review.outcomes import OutcomeSpace
 from safepredict.review.queue import SQLiteReviewQueue
 from safepredict.review.sinks import CallableSink, JSONLSink, Sink
 
@@ -28,7 +30,10 @@ class Router:
     sink : Sink, callable or path
         Where cases go (see :meth:`coerce` for what is accepted).
     retries : int, default=2
-        Extra attempts after a failed write (so ``retries + 1`` in total).
+        Extra attempts after a failed write (so ``retries + 1`` in total). A
+        locked :class:`SQLiteReviewQueue` is not retried: its busy timeout
+        (``timeout=1.0`` s by default) already waited, so a locked queue stalls a
+        decision by at most that long before the batch is spooled.
     retry_delay_s : float, default=0.01
         Sleep before the first retry; doubled before each further one.
     spool : str or path, optional
@@ -124,6 +129,8 @@ class Router:
                 self.sink.write_batch(cases)
             except Exception as exc:  # any sink failure is retried, then spooled
                 error = exc
+                if isinstance(exc, QueueLockedError):
+                    break  # the queue's busy timeout already waited: spool now, stall no more
                 if attempt < self.retries:
                     time.sleep(delay)
                     delay *= 2
@@ -143,6 +150,22 @@ class Router:
                 self.spooled += len(cases)
             self.last_error = message
         return [self._status(c, status, message) for c in cases]
+
+    def set_context(
+        self, space: OutcomeSpace | None, tiers: Sequence[Mapping[str, Any]] | None = None
+    ) -> None:
+        """Tell a queue sink what a valid outcome is and the tiers' rules (never raises).
+
+        The predictor calls this before each routed batch; the queue writes only
+        what changed. Sinks without ``set_outcome_space`` / ``set_tiers`` are skipped.
+        """
+        with contextlib.suppress(Exception):  # a failed write is retried on the next batch
+            set_space = getattr(self.sink, "set_outcome_space", None)
+            if space is not None and set_space is not None:
+                set_space(space)
+            set_tiers = getattr(self.sink, "set_tiers", None)
+            if tiers is not None and set_tiers is not None:
+                set_tiers(tiers)
 
     def report_failure(self, audits: Sequence[bool], error: BaseException) -> list[dict[str, Any]]:
         """Count cases that could not even be built and return their ``"failed"`` statuses."""
