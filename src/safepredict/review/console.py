@@ -333,7 +333,7 @@ class _Console:
             if not math.isfinite(minutes) or minutes < 0:
                 error = f"min_age_minutes must be a finite number >= 0; got {age[:40]!r}."
             else:
-                older = minutes * 60.0
+                older = min(minutes, 1e300) * 60.0  # beyond the calendar matches nothing
 
         def load() -> tuple[list[dict[str, Any]], dict[str, Any]]:
             cases = [] if error else self.queue.pending(200, tier, reason, older)
