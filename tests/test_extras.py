@@ -18,7 +18,10 @@ from safepredict.exceptions import MissingExtraError, SafePredictError
 
 
 def hide(monkeypatch: pytest.MonkeyPatch, *modules: str, reload: str | None = None) -> None:
+    """Make ``import m`` (and of every already imported ``m.sub``) raise ModuleNotFoundError."""
     for name in modules:
+        for loaded in [m for m in sys.modules if m.startswith(name + ".")]:
+            monkeypatch.setitem(sys.modules, loaded, None)
         monkeypatch.setitem(sys.modules, name, None)
     if reload is not None and reload in sys.modules:
         monkeypatch.delitem(sys.modules, reload)

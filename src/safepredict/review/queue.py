@@ -41,6 +41,10 @@ from safepredict.review._sqlite import (
 from safepredict.review.cases import utc_now
 from safepredict.review.outcomes import OutcomeSpace, check_outcome
 
+_UPSERT_META = (
+    "INSERT INTO meta (key, value) VALUES (?, ?) "
+    "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+)
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
@@ -136,6 +140,7 @@ class SQLiteReviewQueue:
         self._conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
         self._meta_cache: dict[str, str] = {}
+        self._staged: dict[str, str] = {}
         # close this object's connections when it is garbage collected
         weakref.finalize(self, _close_all, self._conns)
 
@@ -238,8 +243,15 @@ class SQLiteReviewQueue:
         if not cases:
             return
         params = [_case_params(c) for c in cases]
+        staged = dict(self._staged)
         with self._write() as conn:
             conn.executemany(_INSERT, params)
+            for key, text in staged.items():  # in the same transaction: one lock wait
+                conn.execute(_UPSERT_META, (key, text))
+        for key, text in staged.items():
+            self._meta_cache[key] = text
+            if self._staged.get(key) == text:
+                del self._staged[key]
 
     def enqueue(self, case: Mapping[str, Any]) -> None:
         """Insert one case (its own transaction)."""
@@ -438,13 +450,25 @@ class SQLiteReviewQueue:
             return value
         return None
 
+    def set_context(
+        self, space: OutcomeSpace | None, tiers: Sequence[Mapping[str, Any]] | None
+    ) -> None:
+        """Stage the outcome space and tiers; the next :meth:`write_batch` stores them.
+
+        No I/O here: the router calls this before each batch, and the metadata is
+        written (only when it changed) in the batch's own transaction, so a locked
+        queue costs one busy timeout, not two.
+        """
+        if space is not None and self._meta_cache.get("outcome_space") != space.to_json():
+            self._staged["outcome_space"] = space.to_json()
+        if tiers is not None:
+            text = dumps([dict(t) for t in tiers])
+            if self._meta_cache.get("tiers") != text:
+                self._staged["tiers"] = text
+
     def _set_meta(self, key: str, text: str) -> None:
         with self._write() as conn:
-            conn.execute(
-                "INSERT INTO meta (key, value) VALUES (?, ?) "
-                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (key, text),
-            )
+            conn.execute(_UPSERT_META, (key, text))
         self._meta_cache[key] = text
 
     def _get_meta(self, key: str) -> str | None:

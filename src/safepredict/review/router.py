@@ -156,16 +156,15 @@ class Router:
     ) -> None:
         """Tell a queue sink what a valid outcome is and the tiers' rules (never raises).
 
-        The predictor calls this before each routed batch; the queue writes only
-        what changed. Sinks without ``set_outcome_space`` / ``set_tiers`` are skipped.
+        The predictor calls this before each routed batch. A sink with
+        ``set_context`` (the SQLite queue) stores them with the next batch, in the
+        same transaction; other sinks are skipped.
         """
-        with contextlib.suppress(Exception):  # a failed write is retried on the next batch
-            set_space = getattr(self.sink, "set_outcome_space", None)
-            if space is not None and set_space is not None:
-                set_space(space)
-            set_tiers = getattr(self.sink, "set_tiers", None)
-            if tiers is not None and set_tiers is not None:
-                set_tiers(tiers)
+        setter = getattr(self.sink, "set_context", None)
+        if setter is None:
+            return
+        with contextlib.suppress(Exception):  # context is best effort, never a failed decision
+            setter(space, tiers)
 
     def report_failure(self, audits: Sequence[bool], error: BaseException) -> list[dict[str, Any]]:
         """Count cases that could not even be built and return their ``"failed"`` statuses."""
