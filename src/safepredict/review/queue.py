@@ -251,7 +251,7 @@ class SQLiteReviewQueue:
         for key, text in staged.items():
             self._meta_cache[key] = text
             if self._staged.get(key) == text:
-                del self._staged[key]
+                self._staged.pop(key, None)  # another thread may have done it
 
     def enqueue(self, case: Mapping[str, Any]) -> None:
         """Insert one case (its own transaction)."""
