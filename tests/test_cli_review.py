@@ -69,7 +69,7 @@ def test_list_show_resolve_export(filled: tuple[Path, list[str]], tmp_path: Path
     claimed = run("claim", "--queue", str(path), "--reviewer", "bob")
     assert claimed.exit_code == 0
     assert json.loads(claimed.stdout)["decision_id"] == ids[1]
-    steal = run("resolve", ids[1], "--queue", str(path), "--outcome", "cat", "--reviewer", "eve")
+    steal = run("resolve", ids[1], "--queue", str(path), "--outcome", "1", "--reviewer", "eve")
     assert steal.exit_code == 1
     assert "claimed by 'bob'" in steal.stderr
 
@@ -104,3 +104,49 @@ def test_help_lists_the_review_commands() -> None:
     assert result.exit_code == 0
     for command in ("list", "show", "claim", "resolve", "counts", "export"):
         assert command in result.stdout
+
+
+@pytest.mark.parametrize("outcome", ["maybe", "cat", "3", "1.5", "NaN", "null", "[1]", "[" * 3000])
+def test_resolve_refuses_an_outcome_that_is_not_a_label(
+    filled: tuple[Path, list[str]], outcome: str
+) -> None:
+    """Issue 21: `--outcome maybe` was stored for a 0/1/2 model; now one line with the choices."""
+    path, ids = filled
+    result = run("resolve", ids[0], "--queue", str(path), "--outcome", outcome, "--reviewer", "ana")
+    assert result.exit_code == 1
+    assert result.stderr.count("\n") == 1
+    assert "expected one of [0, 1, 2]" in result.stderr
+    case = SQLiteReviewQueue(path).get(ids[0])
+    assert case is not None
+    assert (case["status"], case["outcome"]) == ("pending", None)  # not even claimed
+
+
+def test_a_label_given_as_text_is_stored_as_the_label(filled: tuple[Path, list[str]]) -> None:
+    path, ids = filled
+    assert (
+        run("resolve", ids[0], "--queue", str(path), "--outcome", "1", "-r", "ana").exit_code == 0
+    )
+    assert SQLiteReviewQueue(path).get(ids[0])["outcome"] == 1  # type: ignore[index]
+
+
+@pytest.mark.parametrize("command", ["list", "counts", "export"])
+def test_a_corrupt_or_newer_file_is_one_line_not_a_traceback(
+    filled: tuple[Path, list[str]], tmp_path: Path, command: str
+) -> None:
+    """Issue 21: `review list` on a corrupt file printed a full traceback."""
+    import sqlite3
+
+    corrupt = tmp_path / "corrupt.db"
+    corrupt.write_bytes(b"this is not a database " * 200)
+    newer = tmp_path / "newer.db"
+    conn = sqlite3.connect(newer)
+    conn.execute("PRAGMA user_version = 99")
+    conn.close()
+    extra = ["--out", "-"] if command == "export" else []
+    for path, words in ((corrupt, "not a readable SQLite review queue"), (newer, "version 99")):
+        result = runner.invoke(app, ["review", command, "--queue", str(path), *extra])
+        assert result.exit_code == 1, result.output
+        assert result.exception is None or isinstance(result.exception, SystemExit)
+        assert words in result.stderr
+        assert "Traceback" not in result.output
+        assert result.stderr.count("\n") == 1

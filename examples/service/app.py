@@ -12,7 +12,8 @@ Configuration (environment variables):
   defaults (see ``skops.io.get_untrusted_types``); empty by default.
 - ``SAFEPREDICT_KEY`` — HMAC key if the calibration file was signed.
 - ``SAFEPREDICT_REVIEW_DB`` — SQLite file of the review queue (needs
-  ``safepredict.SQLiteReviewQueue``); without it ``/review/pending`` answers 501.
+  ``safepredict.SQLiteReviewQueue``); without it ``/review/pending`` answers 404
+  (the resource does not exist in this deployment; a client never gets a 5xx).
 - ``SAFEPREDICT_MAX_ROWS`` (default 1000), ``SAFEPREDICT_MAX_BODY_BYTES``
   (default 5 MB) — request limits.
 
@@ -256,8 +257,11 @@ async def review_pending(request: Request, limit: int = 50) -> dict[str, Any] | 
             if hasattr(sp, "SQLiteReviewQueue")
             else "this safepredict has no SQLiteReviewQueue (the routing module)"
         )
-        return _error(request, 501, "review_queue_unavailable", f"no review queue: {why}.")
-    items = await asyncio.to_thread(queue.pending, limit=max(1, min(limit, 500)))
+        return _error(request, 404, "review_queue_unavailable", f"no review queue: {why}.")
+    try:
+        items = await asyncio.to_thread(queue.pending, limit=max(1, min(limit, 500)))
+    except sp.ReviewQueueError as exc:  # locked, read-only, corrupt: the file, not the client
+        return _error(request, 503, type(exc).__name__, str(exc))
     return {
         "request_id": request.state.request_id,
         "items": [item.to_dict() if hasattr(item, "to_dict") else item for item in items],

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["array_from_state", "array_to_state", "require_keys"]
+__all__ = ["array_from_state", "array_to_state", "check_array", "check_unit_level", "require_keys"]
 
 #: dtype names a saved array may declare; anything else is refused on load.
 _NUMERIC_DTYPES = frozenset(
@@ -121,3 +121,59 @@ def require_keys(state: Any, keys: tuple[str, ...], what: str) -> None:
     missing = [k for k in keys if k not in state]
     if missing:
         raise ValueError(f"{what} is missing key(s) {missing}.")
+
+
+def check_array(
+    values: Any,
+    what: str,
+    *,
+    length: int | None = None,
+    finite: bool = True,
+    allow_nan: bool = False,
+) -> None:
+    """Raise ``ValueError`` unless ``values`` is a 1-D float array of the expected length.
+
+    ``finite=False`` allows infinities (e.g. an uncertified threshold); ``allow_nan``
+    allows NaN.
+
+    Examples
+    --------
+    >>> check_array(np.array([1.0, 2.0]), "scores", length=2)
+    >>> check_array(np.array([[1.0]]), "scores")
+    Traceback (most recent call last):
+    ...
+    ValueError: scores must be a 1-D array of numbers; got shape (1, 1).
+    >>> check_array(np.array([1.0, np.inf]), "scores")
+    Traceback (most recent call last):
+    ...
+    ValueError: scores must hold finite numbers only.
+    """
+    arr = np.asarray(values)
+    if arr.ndim != 1 or arr.dtype.kind not in "biuf":
+        raise ValueError(
+            f"{what} must be a 1-D array of numbers; got shape {arr.shape}"
+            + ("." if arr.dtype.kind in "biuf" else f" of dtype {arr.dtype}.")
+        )
+    if length is not None and len(arr) != length:
+        raise ValueError(f"{what} must have {length} values (one per feature); got {len(arr)}.")
+    a = arr.astype(np.float64)
+    bad = np.isnan(a) if not allow_nan else np.zeros(len(a), dtype=bool)
+    if finite:
+        bad |= np.isinf(a)
+    if bad.any():
+        raise ValueError(f"{what} must hold {'finite numbers' if finite else 'numbers'} only.")
+
+
+def check_unit_level(value: Any, what: str) -> None:
+    """Raise ``ValueError`` unless ``value`` is a number strictly between 0 and 1.
+
+    Examples
+    --------
+    >>> check_unit_level(0.9, "confidence_level")
+    >>> check_unit_level(1.5, "confidence_level")
+    Traceback (most recent call last):
+    ...
+    ValueError: confidence_level must be a number in (0, 1); got 1.5.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1:
+        raise ValueError(f"{what} must be a number in (0, 1); got {value!r}.")

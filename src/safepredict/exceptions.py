@@ -15,8 +15,15 @@ __all__ = [
     "CaseNotFoundError",
     "ConfigError",
     "InputSchemaError",
+    "InvalidOutcomeError",
+    "MissingExtraError",
     "NotCalibratedError",
     "PersistenceError",
+    "QueueCorruptError",
+    "QueueFullError",
+    "QueueLockedError",
+    "QueueReadOnlyError",
+    "QueueVersionError",
     "ReviewQueueError",
     "SafePredictError",
 ]
@@ -59,6 +66,52 @@ class CaseNotFoundError(ReviewQueueError, KeyError):
 
     def __str__(self) -> str:  # KeyError would repr() the message
         return str(self.args[0]) if self.args else ""
+
+
+class QueueLockedError(ReviewQueueError):
+    """Another connection held the review queue's write lock longer than the busy timeout."""
+
+
+class QueueReadOnlyError(ReviewQueueError):
+    """The review queue file (or its directory) cannot be written."""
+
+
+class QueueFullError(ReviewQueueError):
+    """The disk (or quota) holding the review queue is full."""
+
+
+class QueueCorruptError(ReviewQueueError):
+    """The file is not a SQLite database, or its pages are damaged."""
+
+
+class QueueVersionError(ReviewQueueError):
+    """The queue's schema version is newer than this safepredict understands."""
+
+
+class InvalidOutcomeError(SafePredictError, ValueError):
+    """An outcome is not one of the model's labels (classification) or not a finite number.
+
+    Parameters
+    ----------
+    message : str
+        What was expected, what came, how to fix it.
+    choices : sequence, optional
+        The valid labels, when the label set is known.
+
+    Examples
+    --------
+    >>> err = InvalidOutcomeError("unknown label 'stya'", choices=["churn", "stay"])
+    >>> err.choices
+    ('churn', 'stay')
+    """
+
+    def __init__(self, message: str, *, choices: Sequence[object] = ()) -> None:
+        super().__init__(message)
+        self.choices: tuple[object, ...] = tuple(choices)
+
+
+class MissingExtraError(SafePredictError, ImportError):
+    """An optional feature's dependency is not installed; the message names the extra."""
 
 
 class InputSchemaError(SafePredictError, ValueError):

@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from safepredict._state import array_to_state
+from safepredict._state import array_to_state, check_array, check_unit_level
 from safepredict._version import __version__
 from safepredict.config import GuardConfig, TierPolicy
 from safepredict.conformal import (
@@ -80,6 +80,8 @@ SCHEMA_VERSION = "1.0"
 MAX_FILE_BYTES = 512 * 1024 * 1024
 #: Number of synthetic probe rows whose model outputs fingerprint the model.
 N_PROBE_ROWS = 8
+#: Deepest nesting a calibration file may have (real files nest about 8 levels).
+MAX_DEPTH = 64
 
 
 @dataclass(frozen=True)
@@ -100,12 +102,18 @@ class Component:
         Call loaders as ``loader(state, predictor)`` (after the constructor
         parameters are set), for state that needs runtime objects such as
         CQR's quantile models.
+    validate : callable, optional
+        ``validate(obj, predictor)`` checks the restored object against the rest of
+        the state (shapes against the feature count, finite values, ...) and raises
+        ``ValueError`` (or ``PersistenceError``) when it is inconsistent. Runs after
+        every component is restored, before the trial ``decide``.
     """
 
     attr: str
     loaders: Mapping[str, Callable[..., Any]]
     to_state: Callable[[Any], dict[str, Any]] | None = None
     with_predictor: bool = False
+    validate: Callable[[Any, Any], None] | None = None
 
 
 def _classification_conformal(state: Mapping[str, Any], predictor: SafePredictor) -> Any:
@@ -125,6 +133,28 @@ def _explainer(state: Mapping[str, Any], predictor: SafePredictor) -> Any:
     return ModelExplainer.from_state(dict(state), model=predictor.model)
 
 
+def _validate_conformal(obj: Any, predictor: SafePredictor) -> None:
+    check_unit_level(obj.confidence_level, "conformal confidence_level")
+    check_array(obj.calibration_scores, "conformal calibration_scores", finite=False)
+    if len(obj.calibration_scores) == 0:
+        raise ValueError("conformal calibration_scores is empty.")
+    for name in ("quantile", "quantile_upper", "k_star", "lambda_star"):
+        value = getattr(obj, name, None)
+        if value is not None and math.isnan(float(value)):
+            raise ValueError(f"conformal {name} is NaN.")
+
+
+def _validate_guards(obj: Any, predictor: SafePredictor) -> None:
+    n = int(predictor.n_features_in_)
+    for name in ("columns", "kinds", "low", "high", "allow_missing", "categories"):
+        value = getattr(obj, name)
+        if len(value) != n:
+            raise ValueError(f"guards {name} has {len(value)} entries for {n} features.")
+    for name in ("low", "high"):
+        values = [v for v in getattr(obj, name) if v is not None]
+        check_array(np.asarray(values, dtype=np.float64), f"guards {name}", finite=False)
+
+
 #: Every fitted component saved in the file, in order. To persist a new fitted object,
 #: append a ``Component`` naming its attribute and the loader of its class.
 #: An attribute that is absent or ``None`` on the predictor is saved as ``null``.
@@ -136,9 +166,10 @@ COMPONENTS: tuple[Component, ...] = (
             "RegressionConformal": _regression_conformal,
         },
         with_predictor=True,
+        validate=_validate_conformal,
     ),
     Component("tier_calibration_", {"TierCalibration": TierCalibration.from_state}),
-    Component("guards_", {"InputGuards": InputGuards.from_state}),
+    Component("guards_", {"InputGuards": InputGuards.from_state}, validate=_validate_guards),
     Component("explainer_", {"ModelExplainer": _explainer}, with_predictor=True),
     Component(
         "guard_config_",
@@ -538,8 +569,26 @@ def read_document(path: str | Path, *, key: bytes | str | None = None) -> dict[s
             f"{p}: checksum mismatch — the file was modified after it was saved (or the key is "
             "wrong). Do not load it; re-save the predictor from its source."
         )
+    depth = _depth(doc)
+    if depth > MAX_DEPTH:
+        raise PersistenceError(
+            f"{p} nests {depth} levels deep; a calibration file nests at most {MAX_DEPTH}. It "
+            "was not written by predictor.save(): do not load it."
+        )
     decoded: dict[str, Any] = _decode_floats(doc)
     return decoded
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of a parsed JSON value, without recursion."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        deepest = max(deepest, level)
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((v, level + 1) for v in children if isinstance(v, dict | list))
+    return deepest if isinstance(value, dict | list) else 0
 
 
 def _load_model_file(p: Path, entry: Any, trusted: Sequence[str] | None) -> Any:
@@ -644,14 +693,54 @@ def load_predictor(
             predictor.classes_ = np.asarray(model.classes_)
         _restore_components(predictor, doc["state"], p)
         _check_conformal(predictor, task, p)
+        _trial_decide(predictor)
     except PersistenceError:
         raise
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+    except Exception as exc:  # any inconsistency of the file is a load error, never a decide one
         raise PersistenceError(
-            f"{p} is malformed ({type(exc).__name__}: {exc}); it cannot be restored. Re-save "
-            "the predictor."
+            f"{p} is malformed ({type(exc).__name__}: {_short(exc)}); it cannot be restored. "
+            "Re-save the predictor from its source."
         ) from exc
     return predictor
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc)
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _trial_decide(predictor: SafePredictor) -> None:
+    """Decide on a few synthetic rows, with no router and no events.
+
+    A restored state that cannot decide then fails here, at load, and never in a
+    later ``decide``. The rows are the fingerprint's probe pattern (no data); what they decide is
+    discarded. Values the guards flag or the model cannot score are fine: only an
+    exception means the state is inconsistent.
+    """
+    n = int(predictor.n_features_in_)
+    if not 0 < n <= 100_000:
+        raise PersistenceError(f"n_features_in_ must be in 1..100000; got {n}.")
+    probe = _probe_rows(n)[:4]
+    rows: Any = np.vstack([probe, np.full((1, n), np.nan)])  # and a row of missing values
+    names = getattr(predictor, "feature_names_in_", None)
+    if names is not None:
+        if len(names) != n:
+            raise PersistenceError(
+                f"feature_names_in_ has {len(names)} names for n_features_in_={n}."
+            )
+        rows = [dict(zip((str(c) for c in names), r.tolist(), strict=True)) for r in probe]
+        rows.append(dict.fromkeys((str(c) for c in names), None))
+    predictor.router_  # noqa: B018  # a saved router that is no sink fails now, not in decide
+    predictor.events  # noqa: B018  # likewise the logger / log settings
+    saved = {k: predictor.__dict__.get(k) for k in ("router", "log", "logger")}
+    predictor.__dict__.update(router=None, log="off", logger=None)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a model warning about synthetic rows is fine,
+            warnings.simplefilter("error", RuntimeWarning)  # overflow / NaN from the state is not
+            predictor.decide(rows)
+    finally:
+        predictor.__dict__.update(saved)
 
 
 def _check_conformal(predictor: SafePredictor, task: str, p: Path) -> None:
@@ -704,3 +793,7 @@ def _restore_components(predictor: SafePredictor, states: Any, p: Path) -> None:
             )
         state = entry["state"]
         setattr(predictor, attr, loader(state, predictor) if comp.with_predictor else loader(state))
+    for attr, comp in registry.items():
+        obj = getattr(predictor, attr, None)
+        if obj is not None and comp.validate is not None:
+            comp.validate(obj, predictor)

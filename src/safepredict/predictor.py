@@ -47,6 +47,7 @@ from safepredict.explain import ExplainerState, ModelExplainer, check_request
 from safepredict.guards import InputGuards
 from safepredict.monitoring.events import EventContext, EventEmitter, confidence_snapshot
 from safepredict.review import Router, build_cases
+from safepredict.review.outcomes import check_outcome, outcome_space
 from safepredict.tiers import TierCalibration, TierInputs, assign_tiers, calibrate_tiers
 
 __all__ = ["SafePredictor"]
@@ -1138,6 +1139,8 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
                 inputs=inputs,
                 inputs_hash=hashes,
             )
+            space = outcome_space(self.task_, getattr(self, "classes_", None))
+            router.set_context(space, self.policy_.to_dict()["tiers"])
             statuses = router.route(cases)
         except Exception as exc:  # building the cases must not fail the decision either
             statuses = router.report_failure(decisions.audit[rows].tolist(), exc)
@@ -1186,6 +1189,9 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
         ------
         ConfigError
             If the predictor has no router able to store outcomes.
+        InvalidOutcomeError
+            If ``y_true`` is not one of the model's labels (classification) or
+            not a finite number (regression); the message lists the choices.
         """
         router = self.router_
         if router is None:
@@ -1193,6 +1199,8 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
                 "record_outcome needs somewhere to store outcomes; this SafePredictor has no "
                 "router. Pass SafePredictor(router='reviews.db') (or a .jsonl path)."
             )
+        space = outcome_space(getattr(self, "task_", None), getattr(self, "classes_", None))
+        y_true = check_outcome(y_true, space)
         return router.record_outcome(str(decision_id), y_true, source="record_outcome")
 
     def recalibrate_from(

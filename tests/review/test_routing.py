@@ -337,8 +337,8 @@ def test_claim_resolve_lifecycle(queue: SQLiteReviewQueue) -> None:
         queue.resolve("zzz", outcome=1, reviewer="ana")
     assert isinstance(err.value, KeyError)
 
-    done = queue.resolve("a", outcome={"label": 2}, reviewer="ana", note="checked")
-    assert (done["status"], done["outcome"], done["note"]) == ("resolved", {"label": 2}, "checked")
+    done = queue.resolve("a", outcome=2, reviewer="ana", note="checked")
+    assert (done["status"], done["outcome"], done["note"]) == ("resolved", 2, "checked")
     assert done["resolved_at"] >= done["claimed_at"]
     with pytest.raises(ReviewQueueError, match="already resolved by 'ana'"):
         queue.resolve("a", outcome=1, reviewer="ana")
@@ -362,7 +362,7 @@ def test_claim_resolve_lifecycle(queue: SQLiteReviewQueue) -> None:
 
     (out,) = list(queue.outcomes())
     assert out["decision_id"] == "a"
-    assert out["outcome"] == {"label": 2}
+    assert out["outcome"] == 2
     assert {"tier", "action", "audit", "prediction", "confidence", "resolved_at"} <= set(out)
     assert queue.get("nope") is None
 

@@ -20,4 +20,9 @@ def main(argv: list[str] | None = None) -> None:
             f"the safepredict command line needs the 'cli' extra ({exc.name} is missing): "
             "pip install 'safepredict[cli]'"
         )
-    app(args=argv)
+    from safepredict.exceptions import MissingExtraError
+
+    try:
+        app(args=argv)
+    except MissingExtraError as exc:  # an optional feature's extra: one line, not a traceback
+        sys.exit(f"error: {exc}")

@@ -6,17 +6,21 @@ added to :data:`review_app` in :mod:`safepredict.cli._app`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from safepredict.exceptions import SafePredictError
 from safepredict.review import SQLiteReviewQueue
+from safepredict.review.outcomes import check_outcome, parse_outcome
 
 __all__ = ["open_queue", "review_app"]
 
@@ -47,22 +51,23 @@ def open_queue(path: Path) -> SQLiteReviewQueue:
     return SQLiteReviewQueue(path)
 
 
-def _fail(exc: Exception) -> typer.Exit:
-    _err.print(f"[red]error:[/red] {exc}")
+def fail(exc: Exception) -> typer.Exit:
+    _err.print(f"[red]error:[/red] {escape(str(exc))}")
     return typer.Exit(1)
+
+
+@contextlib.contextmanager
+def _one_line_errors() -> Iterator[None]:
+    """A SafePredictError (bad file, bad outcome, locked queue, ...) ends in one line, exit 1."""
+    try:
+        yield
+    except SafePredictError as exc:
+        raise fail(exc) from exc
 
 
 def _short(value: Any, width: int = 28) -> str:
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
     return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def _parse_outcome(text: str) -> Any:
-    """JSON if it parses (``1``, ``2.5``, ``[1, 2]``, ``"a"``), else the plain string."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
 
 
 def _list_title(
@@ -136,15 +141,13 @@ def list_cases(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
 ) -> None:
     """List cases, oldest first."""
-    q = open_queue(queue)
-    try:
+    with _one_line_errors():
+        q = open_queue(queue)
         if status == "pending":
             cases = q.pending(limit, tier=tier, reason=reason)
         else:
             cases = q.cases(None if status == "all" else status, limit=limit, tier=tier,
                             reason=reason)  # fmt: skip
-    except SafePredictError as exc:
-        raise _fail(exc) from exc
     if as_json:
         for case in cases:
             sys.stdout.write(json.dumps(case, ensure_ascii=False) + "\n")
@@ -177,7 +180,8 @@ def show(
     as_json: Annotated[bool, typer.Option("--json", help="Print the case as JSON.")] = False,
 ) -> None:
     """Show every field of one case."""
-    case = open_queue(queue).get(decision_id)
+    with _one_line_errors():
+        case = open_queue(queue).get(decision_id)
     if case is None:
         _err.print(f"[red]error:[/red] no case with decision_id {decision_id!r} in {queue}.")
         raise typer.Exit(1)
@@ -195,10 +199,8 @@ def claim(
     tier: Annotated[str | None, typer.Option(help="Only from this tier.")] = None,
 ) -> None:
     """Claim the oldest pending case and show it."""
-    try:
+    with _one_line_errors():
         case = open_queue(queue).claim(reviewer, tier=tier)
-    except SafePredictError as exc:
-        raise _fail(exc) from exc
     if case is None:
         _console.print("no pending case")
         raise typer.Exit(3)
@@ -209,21 +211,24 @@ def claim(
 def resolve(
     decision_id: str,
     outcome: Annotated[
-        str, typer.Option(help='The true outcome: JSON (1, 2.5, "cat") or plain text.')
+        str,
+        typer.Option(
+            help="The true outcome: one of the model's labels (e.g. 1 or cat) or, for "
+            "regression, a number. Anything else is refused with the valid choices."
+        ),
     ],
     reviewer: ReviewerOpt,
     queue: QueueOpt = Path("reviews.db"),
     note: Annotated[str | None, typer.Option(help="Free-text note.")] = None,
 ) -> None:
     """Resolve a case (a pending case is claimed for REVIEWER first)."""
-    q = open_queue(queue)
-    try:
+    with _one_line_errors():
+        q = open_queue(queue)
+        value = check_outcome(parse_outcome(outcome), q.outcome_space())  # before claiming
         current = q.get(decision_id)
         if current is not None and current["status"] == "pending":
             q.claim_case(decision_id, reviewer)
-        case = q.resolve(decision_id, _parse_outcome(outcome), reviewer, note=note)
-    except SafePredictError as exc:
-        raise _fail(exc) from exc
+        case = q.resolve(decision_id, value, reviewer, note=note)
     _console.print(
         f"resolved {case['decision_id']!r} with outcome {json.dumps(case['outcome'])} "
         f"by {case['reviewer']}"
@@ -233,7 +238,8 @@ def resolve(
 @review_app.command("counts")
 def counts(queue: QueueOpt = Path("reviews.db")) -> None:
     """Cases per tier and status."""
-    data = open_queue(queue).counts()
+    with _one_line_errors():
+        data = open_queue(queue).counts()
     table = Table(title=f"cases in {queue}")
     for col in ("tier", "pending", "claimed", "resolved"):
         table.add_column(col, justify="left" if col == "tier" else "right")
@@ -249,10 +255,10 @@ def export(
     fmt: Annotated[str, typer.Option("--format", help="jsonl or csv.")] = "jsonl",
 ) -> None:
     """Export every case (any status)."""
-    q = open_queue(queue)
-    try:
-        n = q.export(sys.stdout if out == "-" else out, format=fmt)
-    except SafePredictError as exc:
-        raise _fail(exc) from exc
+    with _one_line_errors():
+        try:
+            n = open_queue(queue).export(sys.stdout if out == "-" else out, format=fmt)
+        except OSError as exc:
+            raise fail(exc) from exc
     if out != "-":
         _err.print(f"exported {n} case(s) to {out}")

@@ -9,7 +9,9 @@ from typing import Annotated
 
 import typer
 
-from safepredict.cli.review import QueueOpt, open_queue
+from safepredict._extras import require
+from safepredict.cli.review import QueueOpt, fail, open_queue
+from safepredict.exceptions import SafePredictError
 
 __all__ = ["serve"]
 
@@ -29,11 +31,14 @@ def serve(
     ] = None,
 ) -> None:
     """Serve the reviewer console (pending list, case pages, claim / resolve)."""
-    import uvicorn
-
+    uvicorn = require("uvicorn", "review", "safepredict review serve")
     from safepredict.review.console import TOKEN_ENV, create_app
 
     q = open_queue(queue)
+    try:
+        q.counts()  # a corrupt, locked or newer file: one line now, not a failing page later
+    except SafePredictError as exc:
+        raise fail(exc) from exc
     token = token or os.environ.get(TOKEN_ENV) or secrets.token_urlsafe(24)
     if len(token) < 8:
         typer.echo("error: the token must have at least 8 characters.", err=True)

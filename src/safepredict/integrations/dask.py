@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from safepredict._extras import require
 from safepredict._validation import describe
 from safepredict.config import TierPolicy
 from safepredict.evaluation import (
@@ -157,6 +158,7 @@ def decide_dask(
     >>> len(out), list(out.columns)[:3]
     (50, ['decision_id', 'prediction', 'prediction_set'])
     """
+    require("dask.dataframe", "dask", "decide_dask")
     import dask
     from dask.delayed import delayed
 
@@ -346,6 +348,7 @@ def benchmark_dask(
     >>> result.curves["conformal"].n_accepted.tolist()
     [1, 3, 4]
     """
+    require("dask.dataframe", "dask", "benchmark_dask")
     from dask.base import compute
     from dask.delayed import delayed
 

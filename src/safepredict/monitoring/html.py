@@ -16,6 +16,7 @@ import math
 from datetime import datetime
 from typing import Any
 
+from safepredict._extras import require
 from safepredict._version import __version__
 from safepredict.evaluation.report import REPORT_CSS
 from safepredict.monitoring.monitor import MonitorReport
@@ -335,6 +336,7 @@ def render_html(report: MonitorReport, *, title: str = "safepredict monitor") ->
     >>> page.startswith("<!doctype html>")
     True
     """
+    require("matplotlib", "plots", "the HTML monitor report (monitor --html)")
     guards = guard_summary(report)
     windows = _table(
         ["window", "n", "accept", "review", "abstain", "abstain (cal)", "guard flags",

@@ -25,7 +25,12 @@ import threading
 from collections.abc import MutableMapping
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from safepredict._extras import missing_extra
+
+try:
+    from prometheus_client import CollectorRegistry, Counter, Histogram
+except ImportError as _exc:  # the optional 'prometheus' extra
+    raise missing_extra(_exc, "prometheus", "safepredict.monitoring.prometheus") from _exc
 
 from safepredict.reasons import reason_name
 

@@ -15,34 +15,104 @@ Security model
   ``SameSite=Strict``.
 - Everything from the queue is HTML-escaped by Jinja2's autoescaping.
 - A reviewer can only resolve a case they claimed (enforced by the queue).
+- Whatever a client sends (any header, cookie, query, body or encoding) gets a
+  2xx, 3xx or 4xx answer; redirects go only to same-site relative paths.
+- Outcomes are checked on the server against the model's labels (or must be a
+  finite number for regression); a refused outcome comes back with the choices.
+- SQLite work runs in a worker thread, never on the event loop; every page reads
+  O(tiers) counters kept by the queue, not the resolved cases.
 """
 
 from __future__ import annotations
 
 import hmac
-import json
 import math
 import secrets
-from datetime import UTC, datetime, timedelta
+import unicodedata
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, unquote, urlencode, urlsplit
 
-from jinja2 import Environment, PackageLoader, select_autoescape
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response
-from starlette.routing import Route
+from safepredict._extras import missing_extra
+
+try:
+    from jinja2 import Environment, PackageLoader, select_autoescape
+    from starlette.applications import Starlette
+    from starlette.concurrency import run_in_threadpool
+    from starlette.requests import Request
+    from starlette.responses import HTMLResponse, RedirectResponse, Response
+    from starlette.routing import Route
+except ImportError as _exc:  # the optional 'review' extra
+    raise missing_extra(_exc, "review", "the reviewer console") from _exc
 
 from safepredict._stats import clopper_pearson
-from safepredict.exceptions import SafePredictError
-from safepredict.reasons import describe_reason as describe_reason  # moved to reasons
+from safepredict.exceptions import (
+    CaseNotFoundError,
+    ConfigError,
+    InvalidOutcomeError,
+    QueueCorruptError,
+    QueueFullError,
+    QueueLockedError,
+    QueueReadOnlyError,
+    QueueVersionError,
+    SafePredictError,
+)
+from safepredict.reasons import describe_reason
 from safepredict.review import SQLiteReviewQueue
+from safepredict.review.outcomes import OutcomeSpace, check_outcome, parse_outcome
 
-__all__ = ["TOKEN_ENV", "create_app", "realized_error"]
+__all__ = ["TOKEN_ENV", "create_app", "describe_tier", "realized_error"]
 
 #: Environment variable the token is read from when ``--token`` is not given.
 TOKEN_ENV = "SAFEPREDICT_REVIEW_TOKEN"
+
+
+def describe_tier(tier: str, action: str, tiers: Sequence[Mapping[str, Any]] | None) -> str:
+    """Why a row landed in ``tier``, worded from the tier policy's rules.
+
+    Tiers are tried in order and a row takes the first whose conditions it meets,
+    so a row in ``tier`` missed every earlier tier's rule (and met this one's).
+
+    Examples
+    --------
+    >>> tiers = [{"name": "auto", "action": "accept", "min_confidence": 0.95},
+    ...          {"name": "review", "action": "review"}]
+    >>> describe_tier("review", "review", tiers)
+    "Tier 'review' (review): it did not meet tier 'auto' (needs confidence >= 0.95)."
+    >>> describe_tier("human", "abstain", None)
+    "Tier 'human' (abstain): routed there by the tier policy."
+    """
+    head = f"Tier {tier!r} ({action})"
+    names = [t.get("name") for t in tiers or ()]
+    if not tiers or tier not in names:
+        return f"{head}: routed there by the tier policy."
+    here = names.index(tier)
+    missed = [
+        f"tier {t.get('name')!r} (needs {_rule(t)})" for t in tiers[:here] if _rule(t) is not None
+    ]
+    own = _rule(tiers[here])
+    parts = []
+    if missed:
+        parts.append("it did not meet " + "; nor ".join(missed))
+    if own is not None:
+        parts.append(f"it met this tier's rule ({own})")
+    if not parts:
+        parts.append("the first tier of the policy")
+    return f"{head}: " + ", and ".join(parts) + "."
+
+
+_CONDITION_WORDS = {
+    "min_confidence": "confidence >= {v}",
+    "max_set_size": "a prediction set of at most {v} label(s)",
+    "max_interval_width": "an interval at most {v} wide",
+    "max_error": "a certified error rate <= {v}",
+}
+
+
+def _rule(tier: Mapping[str, Any]) -> str | None:
+    words = [w.format(v=tier[k]) for k, w in _CONDITION_WORDS.items() if tier.get(k) is not None]
+    return " and ".join(words) if words else None
 
 
 def realized_error(cases: list[dict[str, Any]]) -> dict[str, Any]:
@@ -54,38 +124,97 @@ def realized_error(cases: list[dict[str, Any]]) -> dict[str, Any]:
     >>> r["n"], r["errors"], round(r["rate"], 2)
     (2, 1, 0.5)
     """
-    n = len(cases)
     errors = sum(1 for c in cases if c.get("prediction") != c.get("outcome"))
-    if n == 0:
+    return _error_rate(len(cases), errors)
+
+
+def _error_rate(n: int, errors: int) -> dict[str, Any]:
+    if n <= 0:
         return {"n": 0, "errors": 0, "rate": None, "low": None, "high": None}
+    errors = min(max(errors, 0), n)
     low, high = clopper_pearson(errors, n, 0.95, two_sided=True)
     return {"n": n, "errors": errors, "rate": errors / n, "low": low, "high": high}
-
-
-def _parse_outcome(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
 
 
 def _bars(explanation: Any) -> list[dict[str, Any]]:
     """Top contributions as bar geometry (percent of the largest magnitude)."""
     if not isinstance(explanation, dict):
         return []
-    top = [(str(f), float(v)) for f, v in explanation.get("top") or [] if v is not None]
+    top: list[tuple[str, float]] = []
+    for item in explanation.get("top") or []:
+        if not isinstance(item, list | tuple) or len(item) != 2:
+            continue
+        f, v = item
+        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
+            top.append((str(f), float(v)))
     biggest = max((abs(v) for _, v in top), default=0.0) or 1.0
     return [
         {"feature": f, "value": v, "width": round(100 * abs(v) / biggest, 1), "positive": v >= 0}
         for f, v in top
-        if math.isfinite(v)
     ]
+
+
+#: Longest reviewer name kept (characters).
+MAX_REVIEWER = 80
+#: Largest form body read (bytes); a bigger POST is refused with 413.
+MAX_FORM_BYTES = 64 * 1024
+_INFRA = (QueueLockedError, QueueReadOnlyError, QueueFullError, QueueCorruptError)
+
+
+def _clean_name(value: str | None) -> str | None:
+    """A reviewer name in any script, without control characters; None if empty or too long."""
+    if value is None:
+        return None
+    name = "".join(c for c in value if unicodedata.category(c)[0] != "C").strip()
+    if not name or len(name) > MAX_REVIEWER:
+        return None
+    return name
+
+
+def _safe_next(value: str | None) -> str:
+    r"""``value`` if it is a same-site relative path (``/...``), else ``/``.
+
+    Examples
+    --------
+    >>> _safe_next("/case/d-1"), _safe_next("https://evil.example"), _safe_next("//evil")
+    ('/case/d-1', '/', '/')
+    >>> _safe_next("/\\evil"), _safe_next(None)
+    ('/', '/')
+    """
+    if not value or not value.startswith("/") or value.startswith(("//", "/\\")):
+        return "/"
+    if any(c in value for c in "\\\r\n\t") or any(unicodedata.category(c)[0] == "C" for c in value):
+        return "/"
+    parts = urlsplit(value)
+    if parts.scheme or parts.netloc:
+        return "/"
+    return value
+
+
+def _quote(decision_id: str) -> str:
+    return quote(str(decision_id), safe="")
+
+
+def _back(decision_id: str, error: str) -> Response:
+    return RedirectResponse(
+        f"/case/{_quote(decision_id)}?" + urlencode({"error": error[:500]}), status_code=303
+    )
+
+
+def _text(message: str, status: int) -> Response:
+    return HTMLResponse(f"<p>{_escape(message)}</p>", status_code=status)
+
+
+def _escape(text: str) -> str:
+    return (
+        text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+    )
 
 
 class _Console:
     def __init__(self, queue: SQLiteReviewQueue, token: str) -> None:
         self.queue = queue
-        self.token = token
+        self.token = token.encode("utf-8")
         self.env = Environment(
             loader=PackageLoader("safepredict.review", "templates"),
             autoescape=select_autoescape(default=True, default_for_string=True),
@@ -94,117 +223,158 @@ class _Console:
     # ------------------------------------------------------------ helpers
     def authorized(self, request: Request) -> bool:
         header = request.headers.get("authorization", "")
-        given = header[7:] if header.lower().startswith("bearer ") else None
+        given = header[7:] if header[:7].lower() == "bearer " else None
         given = given or request.cookies.get("sp_token") or request.query_params.get("token")
-        return bool(given) and hmac.compare_digest(str(given), self.token)
+        if not given:
+            return False
+        # bytes, so a token in any script compares (str compare_digest wants ASCII)
+        return hmac.compare_digest(given.encode("utf-8", "surrogatepass"), self.token)
 
-    def render(self, request: Request, name: str, status: int = 200, **ctx: Any) -> HTMLResponse:
-        csrf = request.cookies.get("sp_csrf") or secrets.token_urlsafe(24)
-        template = self.env.get_template(name)
-        html = template.render(
-            reviewer=request.cookies.get("sp_reviewer", ""),
-            csrf=csrf,
-            stats=self.stats(),
-            **ctx,
+    def reviewer(self, request: Request) -> str | None:
+        return _clean_name(unquote(request.cookies.get("sp_reviewer", "")))
+
+    def stats(self) -> dict[str, Any]:
+        """Header numbers: O(tiers) counters kept by the queue (call in a worker thread)."""
+        summary = self.queue.summary()
+        counts = summary["counts"]
+        return {
+            "pending": counts["*"]["pending"],
+            "claimed": counts["*"]["claimed"],
+            "resolved_today": summary["resolved_today"],
+            "audit": _error_rate(summary["audit_n"], summary["audit_errors"]),
+            "tiers": {t: c for t, c in counts.items() if t != "*"},
+        }
+
+    def render(
+        self, request: Request, name: str, stats: dict[str, Any], status: int = 200, **ctx: Any
+    ) -> HTMLResponse:
+        csrf = request.cookies.get("sp_csrf") or ""
+        if not (
+            16 <= len(csrf) <= 64
+            and csrf.isascii()
+            and csrf.replace("-", "").replace("_", "").isalnum()
+        ):
+            csrf = secrets.token_urlsafe(24)
+        html = self.env.get_template(name).render(
+            reviewer=self.reviewer(request) or "", csrf=csrf, stats=stats, **ctx
         )
         response = HTMLResponse(html, status_code=status)
         if request.cookies.get("sp_csrf") != csrf:
             response.set_cookie("sp_csrf", csrf, httponly=True, samesite="strict")
         return response
 
-    def stats(self) -> dict[str, Any]:
-        counts = self.queue.counts()
-        today = datetime.now(UTC).date().isoformat()
-        resolved = list(self.queue.outcomes())
-        audited = [c for c in resolved if c.get("audit") and c.get("action") == "accept"]
-        return {
-            "pending": counts["*"]["pending"],
-            "claimed": counts["*"]["claimed"],
-            "resolved_today": sum(1 for c in resolved if str(c.get("resolved_at", "")) >= today),
-            "audit": realized_error(audited),
-            "tiers": {t: c for t, c in counts.items() if t != "*"},
-        }
-
-    async def check_post(self, request: Request) -> dict[str, str] | Response:
-        form = await request.form()
-        data = {k: str(v) for k, v in form.items()}
+    async def form(self, request: Request) -> dict[str, str] | Response:
+        """The CSRF-checked form of a POST, or the 4xx response refusing it."""
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > MAX_FORM_BYTES):
+            return _text(f"Forms are limited to {MAX_FORM_BYTES} bytes.", 413)
+        try:
+            form = await request.form(max_files=0, max_fields=50, max_part_size=MAX_FORM_BYTES)
+            data = {k: v for k, v in form.items() if isinstance(v, str)}
+        except Exception:  # any unparsable body (bad multipart, bad encoding) is the client's
+            return _text("Unreadable form body; submit the page's own form.", 400)
         cookie = request.cookies.get("sp_csrf", "")
-        if not cookie or not hmac.compare_digest(data.get("csrf", ""), cookie):
-            return HTMLResponse(
-                "403 Forbidden: missing or stale CSRF token; reload the page and try again.",
-                status_code=403,
+        given = data.get("csrf", "")
+        if not cookie or not hmac.compare_digest(
+            given.encode("utf-8", "surrogatepass"), cookie.encode("utf-8", "surrogatepass")
+        ):
+            return _text(
+                "403 Forbidden: missing or stale CSRF token; reload the page and try again.", 403
             )
         return data
 
+    async def call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run queue work in a worker thread (SQLite blocks; the event loop must not)."""
+        return await run_in_threadpool(fn, *args, **kwargs)
+
     # ------------------------------------------------------------ pages
     async def index(self, request: Request) -> Response:
-        tier = request.query_params.get("tier") or None
-        reason = request.query_params.get("reason") or None
-        age = request.query_params.get("min_age_minutes") or ""
-        older = None
+        params = request.query_params
+        tier = params.get("tier") or None
+        reason = params.get("reason") or None
+        age = params.get("min_age_minutes") or ""
+        filters = {"tier": tier or "", "reason": reason or "", "min_age_minutes": age}
+        older: float | None = None
+        error = None
         if age:
             try:
-                older = timedelta(minutes=float(age))
+                minutes = float(age)
             except ValueError:
-                return self.render(
-                    request,
-                    "console_list.html",
-                    status=400,
-                    cases=[],
-                    error=f"min_age_minutes must be a number; got {age!r}.",
-                    filters={"tier": tier, "reason": reason, "min_age_minutes": age},
-                )
-        cases = self.queue.pending(200, tier=tier, reason=reason, older_than=older)
+                minutes = math.nan
+            if not math.isfinite(minutes) or minutes < 0:
+                error = f"min_age_minutes must be a finite number >= 0; got {age[:40]!r}."
+            else:
+                older = min(minutes, 1e300) * 60.0  # beyond the calendar matches nothing
+
+        def load() -> tuple[list[dict[str, Any]], dict[str, Any]]:
+            cases = [] if error else self.queue.pending(200, tier, reason, older)
+            return cases, self.stats()
+
+        cases, stats = await self.call(load)
         return self.render(
             request,
             "console_list.html",
+            stats,
+            status=400 if error else 200,
             cases=cases,
-            error=None,
-            filters={"tier": tier or "", "reason": reason or "", "min_age_minutes": age},
+            error=error,
+            filters=filters,
+            need=params.get("need"),
         )
 
     async def case(self, request: Request) -> Response:
         decision_id = request.path_params["decision_id"]
-        case = self.queue.get(decision_id)
+
+        def load() -> tuple[Any, ...]:
+            return (
+                self.queue.get(decision_id),
+                self.stats(),
+                self.queue.outcome_space(),
+                self.queue.tiers(),
+            )
+
+        case, stats, space, tiers = await self.call(load)
         if case is None:
             return self.render(
                 request,
                 "console_list.html",
+                stats,
                 status=404,
                 cases=[],
-                error=f"No case {decision_id!r} in the queue.",
+                error=f"No case {decision_id[:200]!r} in the queue.",
                 filters={},
             )
+        reasons = case.get("reasons") if isinstance(case.get("reasons"), list) else []
         return self.render(
             request,
             "console_case.html",
+            stats,
             case=case,
-            reasons=[(r, describe_reason(r)) for r in case.get("reasons") or []],
+            reasons=[(str(r), describe_reason(str(r))) for r in reasons],
+            why=describe_tier(str(case.get("tier")), str(case.get("action")), tiers),
             bars=_bars(case.get("explanation")),
-            inputs=case.get("inputs"),
-            error=request.query_params.get("error"),
+            inputs=case.get("inputs") if isinstance(case.get("inputs"), dict) else None,
+            labels=_labels(space),
+            numeric=space is not None and space.task == "regression",
+            error=request.query_params.get("error", "")[:500] or None,
         )
 
     async def set_reviewer(self, request: Request) -> Response:
-        data = await self.check_post(request)
+        data = await self.form(request)
         if isinstance(data, Response):
             return data
-        name = data.get("reviewer", "").strip()
-        response = RedirectResponse(data.get("next") or "/", status_code=303)
+        name = _clean_name(data.get("reviewer"))
+        response = RedirectResponse(_safe_next(data.get("next")), status_code=303)
         if name:
-            response.set_cookie("sp_reviewer", name, httponly=True, samesite="strict")
+            _set_reviewer_cookie(response, name)
         return response
-
-    def _reviewer(self, request: Request) -> str | None:
-        name = request.cookies.get("sp_reviewer", "").strip()
-        return name or None
 
     async def _reviewer_post(self, request: Request) -> tuple[dict[str, str], str] | Response:
         """The form of a CSRF-checked POST and its reviewer, or the response refusing it."""
-        data = await self.check_post(request)
+        data = await self.form(request)
         if isinstance(data, Response):
             return data
-        reviewer = self._reviewer(request)
+        reviewer = self.reviewer(request)
         if reviewer is None:
             return RedirectResponse("/?" + urlencode({"need": "reviewer"}), status_code=303)
         return data, reviewer
@@ -214,7 +384,7 @@ class _Console:
         if isinstance(checked, Response):
             return checked
         data, reviewer = checked
-        case = self.queue.claim(reviewer, tier=data.get("tier") or None)
+        case = await self.call(self.queue.claim, reviewer, data.get("tier") or None)
         if case is None:
             return RedirectResponse("/?" + urlencode({"empty": "1"}), status_code=303)
         return RedirectResponse(f"/case/{_quote(case['decision_id'])}", status_code=303)
@@ -226,8 +396,12 @@ class _Console:
         reviewer = checked[1]
         decision_id = request.path_params["decision_id"]
         try:
-            self.queue.claim_case(decision_id, reviewer)
+            await self.call(self.queue.claim_case, decision_id, reviewer)
+        except CaseNotFoundError as exc:
+            return _text(str(exc), 404)
         except SafePredictError as exc:
+            if isinstance(exc, _INFRA):
+                raise
             return _back(decision_id, str(exc))
         return RedirectResponse(f"/case/{_quote(decision_id)}", status_code=303)
 
@@ -237,32 +411,39 @@ class _Console:
             return checked
         data, reviewer = checked
         decision_id = request.path_params["decision_id"]
-        outcome_text = data.get("outcome", "").strip()
-        if not outcome_text:
+        text = data.get("outcome", "").strip()
+        if not text:
             return _back(decision_id, "Enter the outcome (e.g. the true label) before resolving.")
+        note = data.get("note") or None
+
+        def work() -> dict[str, Any] | None:
+            outcome = check_outcome(parse_outcome(text), self.queue.outcome_space())
+            self.queue.resolve(decision_id, outcome, reviewer, note)
+            return self.queue.claim(reviewer) if data.get("next") == "1" else None
+
         try:
-            self.queue.resolve(
-                decision_id, _parse_outcome(outcome_text), reviewer, data.get("note") or None
-            )
+            nxt = await self.call(work)
+        except CaseNotFoundError as exc:
+            return _text(str(exc), 404)
         except SafePredictError as exc:
+            if isinstance(exc, _INFRA):
+                raise
             return _back(decision_id, str(exc))
-        if data.get("next") == "1":  # resolve and move on in one submit
-            nxt = self.queue.claim(reviewer)
-            if nxt is not None:
-                return RedirectResponse(f"/case/{_quote(nxt['decision_id'])}", status_code=303)
+        if nxt is not None:
+            return RedirectResponse(f"/case/{_quote(nxt['decision_id'])}", status_code=303)
         return RedirectResponse("/", status_code=303)
 
 
-def _quote(decision_id: str) -> str:
-    from urllib.parse import quote
+def _labels(space: OutcomeSpace | None) -> list[tuple[str, str]] | None:
+    """(value, text) options for the outcome control, or None for a free field."""
+    if space is None or space.task != "classification" or space.labels is None:
+        return None
+    return [(str(v), str(v)) for v in space.labels]
 
-    return quote(str(decision_id), safe="")
 
-
-def _back(decision_id: str, error: str) -> Response:
-    return RedirectResponse(
-        f"/case/{_quote(decision_id)}?" + urlencode({"error": error}), status_code=303
-    )
+def _set_reviewer_cookie(response: Response, name: str) -> None:
+    # percent-encoded UTF-8: a cookie header is latin-1, a name may be in any script
+    response.set_cookie("sp_reviewer", quote(name, safe=""), httponly=True, samesite="strict")
 
 
 def create_app(queue: SQLiteReviewQueue | str | Path, token: str) -> Starlette:
@@ -273,12 +454,17 @@ def create_app(queue: SQLiteReviewQueue | str | Path, token: str) -> Starlette:
     queue : SQLiteReviewQueue or path
         The queue (a path opens it).
     token : str
-        Access token every request must carry.
+        Access token every request must carry (at least 8 characters).
 
     Returns
     -------
     starlette.applications.Starlette
         The app; serve it with uvicorn.
+
+    Raises
+    ------
+    ConfigError
+        If the token is not a string of at least 8 characters.
 
     Examples
     --------
@@ -288,7 +474,10 @@ def create_app(queue: SQLiteReviewQueue | str | Path, token: str) -> Starlette:
     ['/', '/case/{decision_id:path}']
     """
     if not isinstance(token, str) or len(token) < 8:
-        raise ValueError("the console token must be a string of at least 8 characters.")
+        raise ConfigError(
+            "the console token must be a string of at least 8 characters; got "
+            f"{type(token).__name__} of length {len(token) if isinstance(token, str) else 0}."
+        )
     q = queue if isinstance(queue, SQLiteReviewQueue) else SQLiteReviewQueue(queue)
     console = _Console(q, token)
 
@@ -302,15 +491,24 @@ def create_app(queue: SQLiteReviewQueue | str | Path, token: str) -> Starlette:
                     status_code=401,
                 )
             if request.method == "GET" and "token" in request.query_params:
-                params = {k: v for k, v in request.query_params.items() if k != "token"}
-                target = request.url.path + ("?" + urlencode(params) if params else "")
-                response: Response = RedirectResponse(target, status_code=303)
+                params = [(k, v) for k, v in request.query_params.multi_items() if k != "token"]
+                params = [(k, v) for k, v in params if k != "reviewer"]
+                path = quote(request.url.path, safe="/:@!$&'()*+,;=-._~")
+                target = path + ("?" + urlencode(params) if params else "")
+                response: Response = RedirectResponse(_safe_next(target), status_code=303)
                 response.set_cookie("sp_token", token, httponly=True, samesite="strict")
-                reviewer = request.query_params.get("reviewer")
+                reviewer = _clean_name(request.query_params.get("reviewer"))
                 if reviewer:
-                    response.set_cookie("sp_reviewer", reviewer, httponly=True, samesite="strict")
+                    _set_reviewer_cookie(response, reviewer)
                 return response
-            result: Response = await endpoint(request)
+            try:
+                result: Response = await endpoint(request)
+            except _INFRA as exc:  # the queue file, not the request: say so, retry later
+                return _text(str(exc), 503)
+            except QueueVersionError as exc:
+                return _text(str(exc), 503)
+            except InvalidOutcomeError as exc:  # pragma: no cover - caught per endpoint
+                return _text(str(exc), 400)
             return result
 
         return wrapper

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -11,7 +12,8 @@ from typing import Any
 
 from safepredict._jsonl import append_jsonl, read_jsonl
 from safepredict._validation import describe
-from safepredict.exceptions import ConfigError
+from safepredict.exceptions import ConfigError, QueueLockedError
+from safepredict.review.outcomes import OutcomeSpace
 from safepredict.review.queue import SQLiteReviewQueue
 from safepredict.review.sinks import CallableSink, JSONLSink, Sink
 
@@ -28,7 +30,10 @@ class Router:
     sink : Sink, callable or path
         Where cases go (see :meth:`coerce` for what is accepted).
     retries : int, default=2
-        Extra attempts after a failed write (so ``retries + 1`` in total).
+        Extra attempts after a failed write (so ``retries + 1`` in total). A
+        locked :class:`SQLiteReviewQueue` is not retried: its busy timeout
+        (``timeout=1.0`` s by default) already waited, so a locked queue stalls a
+        decision by at most that long before the batch is spooled.
     retry_delay_s : float, default=0.01
         Sleep before the first retry; doubled before each further one.
     spool : str or path, optional
@@ -121,6 +126,8 @@ class Router:
                 self.sink.write_batch(cases)
             except Exception as exc:  # any sink failure is retried, then spooled
                 error = exc
+                if isinstance(exc, QueueLockedError):
+                    break  # the queue's busy timeout already waited: spool now, stall no more
                 if attempt < self.retries:
                     time.sleep(delay)
                     delay *= 2
@@ -139,6 +146,21 @@ class Router:
             if status == "spooled":
                 self.spooled += len(cases)
         return [self._status(c, status, message) for c in cases]
+
+    def set_context(
+        self, space: OutcomeSpace | None, tiers: Sequence[Mapping[str, Any]] | None = None
+    ) -> None:
+        """Tell a queue sink what a valid outcome is and the tiers' rules (never raises).
+
+        The predictor calls this before each routed batch. A sink with
+        ``set_context`` (the SQLite queue) stores them with the next batch, in the
+        same transaction; other sinks are skipped.
+        """
+        setter = getattr(self.sink, "set_context", None)
+        if setter is None:
+            return
+        with contextlib.suppress(Exception):  # context is best effort, never a failed decision
+            setter(space, tiers)
 
     def report_failure(self, audits: Sequence[bool], error: BaseException) -> list[dict[str, Any]]:
         """Count cases that could not even be built and return their ``"failed"`` statuses."""
