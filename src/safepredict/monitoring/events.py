@@ -680,6 +680,8 @@ class EventEmitter:
             return int(
                 self._emit("info", EVENT_BATCH, _batch_event(decisions, context, request_id))
             )
+        if len(decisions) <= _SMALL_BATCH:  # too few objects for the collector to matter
+            return self._decision_events(decisions, context, X_model, request_id)
         with _gc_paused():
             return self._decision_events(decisions, context, X_model, request_id)
 
@@ -926,7 +928,8 @@ class _Columns:
         self.n = n = len(d)
         self.ids: list[Any] = _texts(d.decision_ids.tolist())
         self.hashes: list[Any] = d.inputs_hash.tolist() if d.inputs_hash is not None else [None] * n
-        self.tiers: list[Any] = _texts(d.tiers.tolist())
+        names = [safe_text(str(t)) for t in d.tier_names]
+        self.tiers: list[Any] = [names[c] for c in d.tier_codes.tolist()]
         self.actions: list[Any] = _texts(d.actions.tolist())
         self.audits: list[bool] = d.audit.tolist()
         self.flagged: list[bool] = d.guard_flagged.tolist()
@@ -948,18 +951,19 @@ class _Columns:
         assert self.d.classes is not None
         return [_clean(c) for c in self.d.classes.tolist()]
 
-    def bad_probability_rows(self) -> list[bool]:
-        assert self.d.probabilities is not None
-        return np.logical_not(np.isfinite(self.d.probabilities).all(axis=1)).tolist()  # type: ignore[no-any-return]
-
     def probability_dicts(self) -> list[Any]:
         d = self.d
         if d.probabilities is None or d.classes is None:
             return [None] * self.n
         keys = [safe_text(str(c)) for c in d.classes.tolist()]
+        rows = d.probabilities.tolist()
+        if self.n <= _SMALL_BATCH:
+            ok: list[Any] = [all(map(math.isfinite, row)) for row in rows]
+        else:
+            ok = np.isfinite(d.probabilities).all(axis=1).tolist()  # type: ignore[assignment]
         return [
-            None if b else dict(zip(keys, row, strict=True))
-            for b, row in zip(self.bad_probability_rows(), d.probabilities.tolist(), strict=True)
+            dict(zip(keys, row, strict=True)) if good else None
+            for good, row in zip(ok, rows, strict=True)
         ]
 
     def sets(self) -> tuple[list[Any], list[Any]]:
@@ -967,10 +971,8 @@ class _Columns:
         if d.set_mask is None or d.classes is None:
             return [None] * self.n, [None] * self.n
         labels = self.labels()
-        return (
-            [list(compress(labels, row)) for row in d.set_mask.tolist()],
-            d.set_mask.sum(axis=1).tolist(),
-        )
+        rows = d.set_mask.tolist()
+        return [list(compress(labels, row)) for row in rows], [sum(row) for row in rows]
 
     def intervals(self) -> list[Any]:
         if self.d.intervals is None:
