@@ -459,3 +459,21 @@ def test_guard_shares_count_rows_not_reason_codes(digits: dict[str, Any], tmp_pa
     assert per_code > per_row.sum() >= 10  # the two counts differ: the test can fail
     (w,) = monitor(tmp_path / "guards.jsonl", window="all").windows
     assert w["guard_reason_rates"]["out_of_range"] == per_row.mean()
+
+
+def test_buffer_flushes_do_not_change_the_report(
+    logs: dict[str, Logged], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Confidences are binned in batches; the batch size must not matter."""
+    import safepredict.monitoring.monitor as monitor_module
+
+    lines = [json.loads(x) for x in logs["shifted"].path.read_bytes().splitlines()]
+    for i, e in enumerate(lines[1:]):  # three windows, so buffers span windows
+        e["timestamp"] = f"2026-03-01T1{i % 3}:00:00Z"
+    out = tmp_path / "three.jsonl"
+    out.write_bytes(b"\n".join(orjson.dumps(e) for e in lines))
+    whole = [monitor(p, window="1h").to_dict() for p in (out, logs["same"].path)]
+    monkeypatch.setattr(monitor_module, "_FLUSH_VALUES", 7)
+    pieces = [monitor(p, window="1h").to_dict() for p in (out, logs["same"].path)]
+    assert pieces == whole
+    assert sum(w["confidence"]["n"] for w in whole[0]["windows"]) == len(lines) - 1

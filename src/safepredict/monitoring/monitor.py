@@ -147,7 +147,7 @@ def ks_from_snapshot(snapshot: Mapping[str, Any], counts: Sequence[int]) -> tupl
 
 # ---------------------------------------------------------------- reading
 #: Bytes read per block (lines are split in C, a block at a time).
-_BLOCK = 1 << 22
+_BLOCK = 1 << 20
 
 
 def _gunzip(raw: IO[bytes]) -> Iterator[bytes]:
@@ -158,7 +158,7 @@ def _gunzip(raw: IO[bytes]) -> Iterator[bytes]:
     every complete line before the cut.
     """
     d = zlib.decompressobj(wbits=31)
-    while chunk := raw.read(_BLOCK):
+    while chunk := raw.read(_BLOCK >> 3):  # about a block once decompressed
         while chunk:
             out = d.decompress(chunk)
             if out:
@@ -680,6 +680,7 @@ class _Aggregator:
                     if n_buffered >= _FLUSH_VALUES:
                         self.flush()
                         n_buffered = 0
+                        cur_key = None  # the flushed lists are gone
             if joined:
                 did = ev.get("decision_id")
                 if type(did) is str and did in joined:
@@ -707,7 +708,7 @@ class _Aggregator:
             v = np.asarray(vals, dtype=np.float64)
             if not drift or self.calibrations[cal]["metric"] == "confidence":
                 w.conf_n += len(v)
-                w.conf_sum += float(v.sum())
+                w.conf_sum = sum(vals, w.conf_sum)  # in file order, as one running sum
                 idx = np.minimum((v * HIST_BINS).astype(np.intp), HIST_BINS - 1)
                 hist = np.bincount(idx, minlength=HIST_BINS).tolist()
                 w.hist = [a + b for a, b in zip(w.hist, hist, strict=True)]
