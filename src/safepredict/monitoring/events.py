@@ -6,10 +6,13 @@ one ``safepredict.decision`` event per row (schema v1, see ``docs/events.md`` an
 batch, and writes ``safepredict.calibration`` and ``safepredict.route`` events.
 
 The library never configures structlog: it logs through
-``structlog.get_logger("safepredict")`` or the logger it is given, so the
-application decides where and how events are rendered. Every event is a dict of
-JSON-safe builtins (no numpy types, no NaN), so any JSON renderer works. A logger
-or sink that raises never fails a decision: the event is counted as dropped.
+``structlog.get_logger("safepredict")`` once the application has configured
+structlog (and writes nothing at all before that), or through the logger it is
+given. A file path as the logger selects :class:`JsonlEventLog`, which renders a
+batch's decision events column by column and appends them with one write. Every
+event is a dict of JSON-safe builtins (no numpy types, no NaN, no string UTF-8
+cannot encode), so any JSON renderer works. A logger or sink that raises never
+fails a decision: the event is counted as dropped.
 
 Examples
 --------
