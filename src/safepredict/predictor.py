@@ -233,10 +233,13 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
                     "predictor is a classifier (use min_confidence or max_set_size)."
                 )
             if task == "regression" and (
-                tier.min_confidence is not None or tier.max_set_size is not None
+                tier.min_confidence is not None
+                or tier.max_set_size is not None
+                or tier.min_credibility is not None
             ):
                 raise ConfigError(
-                    f"tier {tier.name!r}: min_confidence/max_set_size apply to classification; "
+                    f"tier {tier.name!r}: min_confidence/min_credibility/max_set_size apply to "
+                    "classification; "
                     "this predictor is a regressor (use max_interval_width or max_error)."
                 )
             if task == "regression" and tier.max_error is not None and tier.tolerance is None:
@@ -513,8 +516,10 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
         Returns
         -------
         Decisions
-            One decision per row. Rows failing a guard, rows the model cannot
-            score and rows with empty sets are never accepted.
+            One decision per row. Rows failing a guard and rows the model
+            cannot score are never accepted; rows with an empty conformal set
+            carry the reason ``empty_set`` and go to the first tier whose
+            conditions they meet (``min_credibility`` asks for typicality).
 
         Raises
         ------
@@ -636,10 +641,13 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
             assert isinstance(conformal, ClassificationConformal)
             safe = np.where(failed[:, None], 0.0, out) if any_failed else out
             predicted_class = safe.argmax(axis=1)
-            set_mask, confidence = conformal.set_and_confidence(safe, predicted_class)
+            set_mask, confidence, credibility = conformal.set_confidence_credibility(
+                safe, predicted_class
+            )
             if any_failed:
                 set_mask[failed] = False
                 confidence[failed] = np.nan
+                credibility[failed] = np.nan
             scores = _classification_scores(safe, confidence) if needs_scores else {}
             if any_failed:
                 scores = {k: np.where(failed, np.nan, v) for k, v in scores.items()}
@@ -649,6 +657,7 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
                 set_size=set_mask.sum(axis=1),
                 scores=scores,
                 predicted_class=predicted_class,
+                credibility=credibility,
             )
             return inputs, set_mask, None
         conformal_r = self.conformal_

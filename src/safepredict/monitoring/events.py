@@ -51,8 +51,9 @@ from safepredict._frames import input_rows, resolve_redact
 from safepredict._hashing import row_hashes
 from safepredict._jsonl import safe_text, to_builtin
 from safepredict._version import __version__
-from safepredict.decisions import Decisions, _is_guard_reason
+from safepredict.decisions import Decisions
 from safepredict.exceptions import ConfigError
+from safepredict.reasons import is_guard_reason
 
 try:  # orjson renders an event in about a microsecond; the stdlib is the fallback
     import orjson
@@ -820,7 +821,7 @@ def _batch_event(d: Decisions, ctx: EventContext, request_id: str | None) -> dic
     for reasons in d.reasons:
         reason_counts.update(reasons)
         # Rows per guard kind: two out_of_range columns in one row count once.
-        guard_counts.update({r.split(":", 1)[0] for r in reasons if _is_guard_reason(r)})
+        guard_counts.update({r.split(":", 1)[0] for r in reasons if is_guard_reason(r)})
     pairs: dict[str, dict[str, int]] = {}
     for (tier, action), count in Counter(
         zip(d.tiers.tolist(), d.actions.tolist(), strict=True)
@@ -919,7 +920,7 @@ class _ReasonFragments(dict[Any, tuple[list[str], list[str]]]):
 
     def __missing__(self, key: Any) -> tuple[list[str], list[str]]:
         reasons = [safe_text(str(r)) for r in key]
-        value = self[key] = (reasons, [r for r in reasons if _is_guard_reason(r)])
+        value = self[key] = (reasons, [r for r in reasons if is_guard_reason(r)])
         return value
 
 
@@ -1066,7 +1067,7 @@ class _ReasonJson(dict[Any, bytes]):
     def __missing__(self, key: Any) -> bytes:
         reasons = [safe_text(str(r)) for r in key]
         if self.guard_only:
-            reasons = [r for r in reasons if _is_guard_reason(r)]
+            reasons = [r for r in reasons if is_guard_reason(r)]
         value = self[key] = _dumps(reasons)
         return value
 

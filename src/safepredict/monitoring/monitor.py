@@ -37,18 +37,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
+from safepredict._jsonl import iter_lines
+from safepredict._jsonl import loads as _loads
 from safepredict._stats import clopper_pearson
 from safepredict.exceptions import ConfigError
 from safepredict.review.queue import SQLiteReviewQueue
-
-try:  # orjson is ~5x faster on long logs; the stdlib parser is the fallback
-    import orjson
-
-    _loads: Callable[[bytes], Any] = orjson.loads
-except ImportError:  # pragma: no cover - orjson is installed in CI
-    import json
-
-    _loads = json.loads
 
 __all__ = [
     "MonitorReport",
@@ -200,18 +193,13 @@ def _blocks(path: Path, progress: Callable[[int, int], None] | None) -> Iterator
         progress(size, size)
 
 
-def _lines(path: Path, progress: Callable[[int, int], None] | None) -> Iterator[bytes]:
-    for block in _blocks(path, progress):
-        yield from block
-
-
 def _records(path: Path) -> Iterator[dict[str, Any]]:
     if path.suffix in (".csv",) or path.name.endswith(".csv.gz"):
         opener = gzip.open if path.suffix == ".gz" else open
         with opener(path, "rt", newline="", encoding="utf-8") as fh:
             yield from csv.DictReader(fh)
         return
-    for line in _lines(path, None):
+    for line in iter_lines(path):
         if line.strip():
             yield _loads(line)
 
