@@ -1,7 +1,8 @@
 """Cost of decision events: ``decide`` on 10,000 rows with and without logging.
 
 Every configuration runs in this one process, interleaved round by round, and the
-table reports MEDIAN times, the per-row event cost (median with logging minus
+table reports MEDIAN times (guards off in every configuration, so only the events
+differ), the per-row event cost (median with logging minus
 median without, divided by the rows) and the ratio to ``log="off"``. Both the
 process CPU time (``time.process_time``; the cost the events add, robust to other
 jobs on a shared machine) and the wall time (``time.perf_counter``; inflated by
@@ -15,10 +16,16 @@ build-only     per-row events into structlog with no processors and a
 jsonl-file     per-row events through the documented recipe: merge_contextvars,
                add_log_level, orjson JSONRenderer, BytesLogger to a file,
                ``cache_logger_on_first_use=True``.
+jsonl-fast     ``SafePredictor(logger="events.jsonl")``: the same lines written by
+               the library's column-wise JSON-lines writer (structlog unconfigured).
 summary        ``log="summary"``: one ``safepredict.batch`` event per call, same
                JSONL recipe.
 
-Run: ``python benchmarks/bench_events.py [--rows 10000] [--rounds 15]``.
+A second table times single-row ``decide_one`` calls (``--single`` calls per
+configuration, interleaved) and reports the median per call and its difference
+to ``off``: the cost of one event.
+
+Run: ``python benchmarks/bench_events.py [--rows 10000] [--rounds 15] [--single 2000]``.
 """
 
 from __future__ import annotations
@@ -63,6 +70,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--single", type=int, default=2000)
     args = parser.parse_args()
 
     X, y = make_classification(
@@ -70,17 +78,21 @@ def main() -> None:
     )
     model = LogisticRegression(max_iter=1000).fit(X[:2000], y[:2000])
     X_cal, y_cal, X_run = X[2000:4000], y[2000:4000], X[4000:]
-    kinds = ("off", "build-only", "jsonl-file", "summary")
+    kinds = ("off", "build-only", "jsonl-file", "jsonl-fast", "summary")
     times: dict[str, list[float]] = {k: [] for k in kinds}
     cpu: dict[str, list[float]] = {k: [] for k in kinds}
     with tempfile.TemporaryDirectory() as tmp:
         log_path = Path(tmp) / "events.jsonl"
+        fast_path = Path(tmp) / "fast.jsonl"
         with log_path.open("ab") as fh:
             predictors = {}
             for kind in kinds:
                 configure(kind, fh)
                 log = {"off": "off", "summary": "summary"}.get(kind, "decision")
-                predictors[kind] = sp.SafePredictor(model, log=log).calibrate(X_cal, y_cal)
+                logger = str(fast_path) if kind == "jsonl-fast" else None
+                predictors[kind] = sp.SafePredictor(
+                    model, log=log, logger=logger, guards="off"
+                ).calibrate(X_cal, y_cal)
             for _ in range(args.rounds):
                 for kind in kinds:
                     configure(kind, fh)
@@ -90,8 +102,17 @@ def main() -> None:
                     p.decide(X_run)
                     cpu[kind].append(time.process_time() - c)
                     times[kind].append(time.perf_counter() - t)
+            single_kinds = ("off", "jsonl-file", "jsonl-fast")
+            single: dict[str, list[float]] = {k: [] for k in single_kinds}
+            row = X_run[0]
+            for _ in range(args.single):
+                for kind in single_kinds:
+                    configure(kind, fh)
+                    t = time.perf_counter()
+                    predictors[kind].decide_one(row)
+                    single[kind].append(time.perf_counter() - t)
             structlog.reset_defaults()
-        size = log_path.stat().st_size
+        size = log_path.stat().st_size + fast_path.stat().st_size
         dropped = sum(p.dropped_events_ for p in predictors.values())
 
     print(f"decide on {args.rows} rows, {args.rounds} rounds, medians")
@@ -107,6 +128,11 @@ def main() -> None:
             f"{mw:>8.4f} {mw / base_w:>6.2f} {(mw - base_w) / args.rows * 1e6:>12.2f}"
         )
     print(f"JSONL written: {size / 1e6:.1f} MB, dropped events: {dropped}")
+    print(f"decide_one, {args.single} calls each, interleaved, medians")
+    base = statistics.median(single["off"])
+    for kind in ("off", "jsonl-file", "jsonl-fast"):
+        med = statistics.median(single[kind])
+        print(f"{kind:<12} {med * 1e6:>8.1f} us/call  event: {(med - base) * 1e6:>6.1f} us")
     print(f"load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
 
 

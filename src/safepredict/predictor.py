@@ -95,8 +95,11 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
         How rows in the policy's ``explain`` tiers are explained.
     router : callable, path or queue, optional
         Where review/abstain cases (and audit samples) go.
-    logger : structlog-style logger, optional
-        Defaults to ``structlog.get_logger("safepredict")``.
+    logger : structlog-style logger, str or path-like, optional
+        Where events go. A path appends them to that file as JSON lines (the fast
+        path; no structlog setup needed). Default: ``structlog.get_logger("safepredict")``,
+        written to only once the application has configured structlog (until then
+        the library is silent: nothing on stdout or stderr).
     model_name, model_version : str, optional
         Recorded in every event.
     random_state : int, optional

@@ -10,6 +10,7 @@ import functools
 import gc
 import json
 import pickle
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -431,3 +432,227 @@ def test_guard_and_explanation_fields_are_carried(iris_lr: Any) -> None:
         "base_value": 0.33,
     }
     assert logs[1]["explanation"] is None
+
+
+# ------------------------------------------------------------------ quiet by default
+@pytest.fixture
+def unconfigured_structlog() -> Iterator[None]:
+    """structlog as an application that never configured it leaves it."""
+    structlog.reset_defaults()
+    assert not structlog.is_configured()
+    try:
+        yield
+    finally:
+        structlog.reset_defaults()
+
+
+@pytest.mark.usefixtures("unconfigured_structlog")
+def test_unconfigured_structlog_means_nothing_on_stdout_or_stderr(
+    iris_lr: Any, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # Negative control: structlog's own default does print to stdout (the
+    # capture can see it), which is what the library must not trigger.
+    structlog.get_logger("someone-else").info("hello")
+    assert "hello" in capfd.readouterr().out
+    structlog.reset_defaults()
+
+    p = sp.SafePredictor(iris_lr.model).calibrate(iris_lr.X_cal, iris_lr.y_cal)
+    d = p.decide(np.vstack([iris_lr.X_test, iris_lr.X_test + 3.0]))
+    p.decide_one(iris_lr.X_test[0])
+    out, err = capfd.readouterr()
+    assert (out, err) == ("", "")
+    assert (d.actions != "accept").any()  # abstain/review rows too: still silent
+    assert p.event_stats() == {"emitted": 0, "dropped": 0}
+
+
+@pytest.mark.usefixtures("unconfigured_structlog")
+def test_events_flow_once_the_application_configures_structlog(
+    iris_lr: Any, capfd: pytest.CaptureFixture[str]
+) -> None:
+    p = sp.SafePredictor(iris_lr.model).calibrate(iris_lr.X_cal, iris_lr.y_cal)  # silent
+    capture = structlog.testing.LogCapture()
+    structlog.configure(processors=[capture])  # the application opts in, after construction
+    q = sp.SafePredictor(iris_lr.model, tiers=MAX_ERROR_POLICY).calibrate(
+        iris_lr.X_cal, iris_lr.y_cal
+    )
+    d1 = p.decide(iris_lr.X_test)
+    d2 = q.decide(iris_lr.X_test[:7])
+    p.decide_one(iris_lr.X_test[0])
+    kinds = Counter(e["event"] for e in capture.entries)
+    (cal,) = [e for e in capture.entries if e["event"] == "safepredict.calibration"]
+    uncertified = sum(not ok for ok in cal["certified"].values())
+    assert kinds["safepredict.decision"] == len(d1) + len(d2) + 1
+    assert kinds["safepredict.calibration"] == 1  # q's; p calibrated before the opt-in
+    assert kinds["safepredict.tier_uncertified"] == uncertified
+    assert p.event_stats() == {"emitted": len(d1) + 1, "dropped": 0}
+    assert q.event_stats()["emitted"] == 1 + uncertified + len(d2)
+    assert capfd.readouterr() == ("", "")  # the LogCapture chain prints nothing
+
+
+# ------------------------------------------------------------------ JSONL file fast path
+def _decoded(raw: bytes) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in raw.splitlines()]
+
+
+def _comparable(e: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in e.items() if k not in ("timestamp", "level", "log_level")}
+
+
+def _both_paths(
+    d: sp.Decisions, ctx: Any, tmp_path: Path, X_model: Any = None, **kw: Any
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The same batch through the JSONL fast path and through the structlog recipe."""
+    fast = tmp_path / "fast.jsonl"
+    emitter = EventEmitter(fast, **kw)
+    sent = emitter.decisions(d, ctx, X_model=X_model, mode="decision")
+    assert emitter.stats() == {"emitted": sent, "dropped": 0}
+    slow = tmp_path / "recipe.jsonl"
+    with json_lines_logging(slow):
+        assert EventEmitter(**kw).decisions(d, ctx, X_model=X_model, mode="decision") == sent
+    a, b = _decoded(fast.read_bytes()), _decoded(slow.read_bytes())
+    assert len(a) == len(b) == sent
+    for e in a:
+        validate(e)
+        assert e["level"] in ("info", "warning")
+    return a, b
+
+
+def test_jsonl_fast_path_writes_the_same_events_as_the_structlog_recipe(
+    iris_lr: Any, wine_hgb: Any, diabetes_rf: Any, tmp_path: Path
+) -> None:
+    cases = []
+    p = sp.SafePredictor(iris_lr.model, log="off").calibrate(iris_lr.X_cal, iris_lr.y_cal)
+    X = np.vstack([iris_lr.X_test, iris_lr.X_test + 3.0])
+    X[1, 2] = np.nan  # a row the model cannot score: null probabilities/prediction
+    d = p.decide(X)
+    d.guard_flagged[:3] = True
+    d.ood_scores = np.linspace(0.0, 1.0, len(d))
+    d.ood_scores[4] = np.nan
+    d.reasons[0] = ("out_of_range:x2", "out_of_range:x3", "ood")
+    d.explanations = [None] * len(d)
+    d.explanations[5] = sp.Explanation("linear", ("x0", "x1"), (0.25, -1.5), 0.5)
+    d.route = [None] * len(d)
+    d.route[6] = {"sink": "callable", "status": "queued", "audit": False}
+    cases.append((d, p._event_context(), X))
+    q = sp.SafePredictor(wine_hgb.model, log="off").calibrate(wine_hgb.X_cal, wine_hgb.y_cal)
+    cases.append((q.decide(wine_hgb.X_test), q._event_context(), wine_hgb.X_test))
+    r = sp.SafePredictor(diabetes_rf.model, log="off").calibrate(
+        diabetes_rf.X_cal, diabetes_rf.y_cal
+    )
+    dr = r.decide(diabetes_rf.X_test)
+    dr.intervals[2] = np.nan
+    cases.append((dr, r._event_context(), diabetes_rf.X_test))
+    Xi, yi = load_iris(return_X_y=True)
+    names = np.array(["setosa, the small one", 'versi"color', "virginica"])[yi]
+    s = sp.SafePredictor(LogisticRegression(max_iter=1000).fit(Xi[::2], names[::2]), log="off")
+    s.calibrate(Xi[1::2], names[1::2])
+    cases.append((s.decide(Xi[:40]), s._event_context(), Xi[:40]))
+    for i, (batch, ctx, X_batch) in enumerate(cases):
+        sub = tmp_path / str(i)
+        sub.mkdir()
+        fast, recipe = _both_paths(batch, ctx, sub, X_model=X_batch)
+        assert [_comparable(e) for e in fast] == [_comparable(e) for e in recipe]
+    one = cases[0][0][3:4]
+    fast, recipe = _both_paths(one, cases[0][1], tmp_path)  # a single row
+    assert [_comparable(e) for e in fast] == [_comparable(e) for e in recipe][-1:]
+
+
+def test_jsonl_fast_path_with_inputs_keeps_redaction(
+    secret_split: dict[str, Any], tmp_path: Path
+) -> None:
+    X, y = secret_split["X"], secret_split["y"]
+    p = sp.SafePredictor(secret_split["model"], log="off").calibrate(X.iloc[1::3], y.iloc[1::3])
+    d = p.decide(X.iloc[2::3])
+    for redact in (["ssn"], [4]):
+        sub = tmp_path / str(redact[0])
+        sub.mkdir()
+        fast, recipe = _both_paths(
+            d, p._event_context(), sub, X.iloc[2::3], log_inputs=True, redact=redact
+        )
+        raw = (sub / "fast.jsonl").read_bytes()
+        for value in X["ssn"]:
+            assert str(int(value)).encode() not in raw
+        assert [_comparable(e) for e in fast] == [_comparable(e) for e in recipe]
+        assert set(fast[0]["inputs"]) == {
+            "sepal_length",
+            "sepal_width",
+            "petal_length",
+            "petal_width",
+        }
+
+
+def test_logger_path_is_the_one_argument_file_sink(iris_lr: Any, tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    p = sp.SafePredictor(iris_lr.model, logger=str(path), model_name="iris")
+    p.calibrate(iris_lr.X_cal, iris_lr.y_cal)
+    structlog.contextvars.bind_contextvars(request_id="ctx-9", tenant="acme")
+    try:
+        d = p.decide(iris_lr.X_test)
+    finally:
+        structlog.contextvars.clear_contextvars()
+    p.decide_one(iris_lr.X_test[0], request_id="explicit")
+    events = read_jsonl(path)
+    for e in events:
+        validate(e)
+    kinds = Counter(e["event"] for e in events)
+    assert kinds == {"safepredict.calibration": 1, "safepredict.decision": len(d) + 1}
+    rows = [e for e in events if e["event"] == "safepredict.decision"]
+    assert [e["decision_id"] for e in rows[:-1]] == list(d.decision_ids)
+    assert [e["action"] for e in rows[:-1]] == list(d.actions)
+    assert {e["request_id"] for e in rows[:-1]} == {"ctx-9"}
+    assert {e["tenant"] for e in rows[:-1]} == {"acme"}  # contextvars merged, like the recipe
+    assert rows[-1]["request_id"] == "explicit"
+    assert p.event_stats() == {"emitted": len(events), "dropped": 0}
+    q = pickle.loads(pickle.dumps(p))  # the path travels, the open file does not
+    q.decide(iris_lr.X_test[:2])
+    assert len(read_jsonl(path)) == len(events) + 2
+
+
+def test_jsonl_file_that_cannot_be_written_drops_and_counts(iris_lr: Any, tmp_path: Path) -> None:
+    p = sp.SafePredictor(iris_lr.model, logger=tmp_path / "missing-dir" / "events.jsonl")
+    reference = sp.SafePredictor(iris_lr.model, log="off").calibrate(iris_lr.X_cal, iris_lr.y_cal)
+    p.calibrate(iris_lr.X_cal, iris_lr.y_cal)
+    d = p.decide(iris_lr.X_test)
+    assert list(d.actions) == list(reference.decide(iris_lr.X_test).actions)
+    assert p.event_stats() == {"emitted": 0, "dropped": 1 + len(d)}
+
+
+def test_unencodable_strings_are_escaped_not_dropped(iris_lr: Any, tmp_path: Path) -> None:
+    """A lone surrogate (valid JSON "\\ud800") in any string an event carries."""
+    lone = json.loads('"bad \\ud800 name"')
+    p = sp.SafePredictor(iris_lr.model, log="off", model_name=lone)
+    p.calibrate(iris_lr.X_cal, iris_lr.y_cal)
+    d = p.decide(iris_lr.X_test[:5])
+    d.reasons[0] = (f"out_of_range:{lone}",)
+    d.guard_flagged[0] = True
+    (tmp_path / "inputs").mkdir()
+    for fast, recipe in (
+        _both_paths(d, p._event_context(), tmp_path),
+        _both_paths(
+            d, p._event_context(), tmp_path / "inputs", iris_lr.X_test[:5], log_inputs=True
+        ),
+    ):
+        assert [_comparable(e) for e in fast] == [_comparable(e) for e in recipe]
+        assert fast[0]["model_name"] == "bad \\ud800 name"
+        assert fast[0]["guard"]["reasons"] == ["out_of_range:bad \\ud800 name"]
+    emitter = EventEmitter(tmp_path / "route.jsonl")
+    assert emitter.route(
+        decision_id="b-0", sink="s", status="failed", audit=False, tier="t", error=lone
+    )
+    (route,) = read_jsonl(tmp_path / "route.jsonl")
+    validate(route)
+    assert route["error"] == "bad \\ud800 name"
+
+
+def test_batch_event_guard_counts_are_rows_not_reason_codes(iris_lr: Any) -> None:
+    p = sp.SafePredictor(iris_lr.model, log="off").calibrate(iris_lr.X_cal, iris_lr.y_cal)
+    d = p.decide(iris_lr.X_test[:4])
+    d.guard_flagged[:2] = True
+    d.reasons[0] = ("out_of_range:x0", "out_of_range:x1", "out_of_range:x3", "ood")
+    d.reasons[1] = ("out_of_range:x2",)
+    with capture_logs() as logs:
+        EventEmitter().decisions(d, p._event_context(), mode="summary")
+    (batch,) = logs
+    validate(batch)
+    assert batch["guard_reasons"] == {"out_of_range": 2, "ood": 1}
+    assert batch["guard_flagged"] == 2

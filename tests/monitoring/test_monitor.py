@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -377,3 +378,102 @@ def test_regression_log_reports_width_drift_and_tolerance_errors(
         if tier != "auto":
             assert other["scored"] == 0
     assert not row["flagged"]  # about a third of the errors exceed 60: below 0.5
+
+
+# ------------------------------------------------------------ malformed and truncated logs
+MALFORMED = [
+    {"confidence": "high"},
+    {"confidence": 1e308},
+    {"confidence": -0.5},
+    {"tier": ["auto"]},
+    {"action": None},
+    {"guard": ["flag"]},
+    {"guard": {"status": "flag", "reasons": "out_of_range"}},
+    {"reasons": 7},
+    {"calibration_id": {"a": 1}},
+]
+
+
+def test_malformed_events_are_counted_and_skipped(logs: dict[str, Logged], tmp_path: Path) -> None:
+    lines = logs["same"].path.read_bytes().splitlines()
+    decision = next(json.loads(x) for x in lines if b'"safepredict.decision"' in x)
+    bad = [
+        json.dumps({**decision, **patch, "decision_id": f"bad-{i}"}).encode()
+        for i, patch in enumerate(MALFORMED)
+    ]
+    bad.append(b'{"event": "safepredict.batch", "n": "many"}')
+    bad.append(b'{"event": "safepredict.calibration", "baseline": [1, 2]}')
+    bad.append(b'{"event": "safepredict.route", "status": ["queued"]}')
+    out = tmp_path / "mixed.jsonl"
+    out.write_bytes(b"\n".join(lines[:50] + bad + lines[50:]) + b"\n")
+    clean = monitor(logs["same"].path, window="all")
+    report = monitor(out, window="all")
+    assert report.events["malformed"] == len(bad)
+    assert clean.events["malformed"] == 0  # control: the clean log has none
+    assert report.windows == clean.windows  # skipped whole: no partial counts
+    assert report.malformed[0]["decision_id"] == "bad-0"
+    assert "confidence" in report.malformed[0]["problem"]
+    res = CliRunner().invoke(app, ["monitor", str(out), "--window", "all"])
+    assert res.exit_code == 0, res.output
+    assert f"{len(bad)} malformed events skipped" in res.stderr
+    assert "Traceback" not in res.output
+    res = CliRunner().invoke(app, ["monitor", str(out), "--json"])
+    assert json.loads(res.stdout)["events"]["malformed"] == len(bad)
+
+
+def test_truncated_gzip_reports_the_events_read(logs: dict[str, Logged], tmp_path: Path) -> None:
+    raw = logs["same"].path.read_bytes()
+    whole = gzip.compress(raw)
+    cut = tmp_path / "cut.jsonl.gz"
+    cut.write_bytes(whole[: len(whole) // 2])
+    # What a reader can recover: the complete lines of the decompressible prefix.
+    prefix = zlib.decompressobj(wbits=31).decompress(whole[: len(whole) // 2])
+    complete = prefix[: prefix.rfind(b"\n") + 1].count(b"\n")
+    assert 0 < complete < raw.count(b"\n")
+    report = monitor(cut, window="all")
+    (issue,) = report.issues
+    read = sum(report.events[k] for k in ("decision", "calibration", "malformed"))
+    assert issue["events_read"] == read == complete
+    assert f"{complete:,} events" in issue["detail"]
+    res = CliRunner().invoke(app, ["monitor", str(cut), "--window", "all"])
+    assert res.exit_code == 0, res.output
+    assert f"after {complete:,} events were read" in res.stderr
+    assert "Aborted" not in res.output
+    intact = monitor(logs["same"].path, window="all")
+    assert intact.issues == []  # control
+
+
+def test_guard_shares_count_rows_not_reason_codes(digits: dict[str, Any], tmp_path: Path) -> None:
+    """Rows with several out-of-range columns count once for ``out_of_range``."""
+
+    def run() -> tuple[sp.SafePredictor, sp.Decisions]:
+        p = sp.SafePredictor(digits["model"], random_state=0)
+        p.calibrate(digits["X_cal"], digits["y_cal"], reference=digits["X_tr"])
+        X = digits["X_te"].copy()
+        X[:10, 20:23] = 1e6  # three columns far out of range in 10 rows
+        return p, p.decide(X)
+
+    _, d = write_log(tmp_path / "guards.jsonl", run)
+    per_row = np.array([any(r.startswith("out_of_range") for r in rs) for rs in d.reasons])
+    per_code = sum(r.startswith("out_of_range") for rs in d.reasons for r in rs)
+    assert per_code > per_row.sum() >= 10  # the two counts differ: the test can fail
+    (w,) = monitor(tmp_path / "guards.jsonl", window="all").windows
+    assert w["guard_reason_rates"]["out_of_range"] == per_row.mean()
+
+
+def test_buffer_flushes_do_not_change_the_report(
+    logs: dict[str, Logged], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Confidences are binned in batches; the batch size must not matter."""
+    import safepredict.monitoring.monitor as monitor_module
+
+    lines = [json.loads(x) for x in logs["shifted"].path.read_bytes().splitlines()]
+    for i, e in enumerate(lines[1:]):  # three windows, so buffers span windows
+        e["timestamp"] = f"2026-03-01T1{i % 3}:00:00Z"
+    out = tmp_path / "three.jsonl"
+    out.write_bytes(b"\n".join(orjson.dumps(e) for e in lines))
+    whole = [monitor(p, window="1h").to_dict() for p in (out, logs["same"].path)]
+    monkeypatch.setattr(monitor_module, "_FLUSH_VALUES", 7)
+    pieces = [monitor(p, window="1h").to_dict() for p in (out, logs["same"].path)]
+    assert pieces == whole
+    assert sum(w["confidence"]["n"] for w in whole[0]["windows"]) == len(lines) - 1

@@ -9,13 +9,14 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from safepredict.exceptions import SafePredictError
 from safepredict.monitoring.monitor import MonitorReport, monitor
 
-__all__ = ["monitor_command", "print_report"]
+__all__ = ["monitor_command", "print_report", "summary_lines"]
 
 #: Logs at least this big get a progress bar (on a terminal).
 PROGRESS_MIN_BYTES = 32 * 1024 * 1024
@@ -27,6 +28,30 @@ def _pct(v: Any) -> str:
 
 def _num(v: Any, spec: str = ".3f") -> str:
     return "-" if v is None else format(v, spec)
+
+
+def summary_lines(report: MonitorReport) -> list[str]:
+    """One line per reading problem: malformed events skipped, files cut short.
+
+    Examples
+    --------
+    >>> report = MonitorReport(["a.jsonl"], 0.0, {"decision": 9, "malformed": 1}, [], [], None,
+    ...     [], malformed=[{"source": "a.jsonl", "event": "safepredict.decision",
+    ...     "decision_id": "b-3", "problem": "'tier' must be a string"}])
+    >>> summary_lines(report)
+    ["1 malformed event skipped (first: a.jsonl, decision b-3: 'tier' must be a string)"]
+    """
+    lines = []
+    n = int(report.events.get("malformed", 0))
+    if n:
+        first = report.malformed[0] if report.malformed else None
+        where = ""
+        if first is not None:
+            ref = f", decision {first['decision_id']}" if first.get("decision_id") else ""
+            where = f" (first: {first['source']}{ref}: {first['problem']})"
+        lines.append(f"{n:,} malformed event{'s' if n != 1 else ''} skipped{where}")
+    lines += [str(issue["detail"]) for issue in report.issues]
+    return lines
 
 
 def print_report(report: MonitorReport, console: Console) -> None:
@@ -167,6 +192,8 @@ def monitor_command(
     except SafePredictError as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from exc
+    for line in summary_lines(report):  # on stderr: --json output stays parseable
+        err.print(f"[yellow]warning:[/yellow] {escape(line)}", highlight=False, soft_wrap=True)
     if html_out is not None:
         from safepredict.monitoring.html import render_html
 

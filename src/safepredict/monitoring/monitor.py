@@ -25,19 +25,20 @@ Examples
 
 from __future__ import annotations
 
-import bisect
 import csv
 import gzip
 import math
 import re
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-from safepredict._jsonl import iter_lines, loads
+from safepredict._jsonl import iter_lines
+from safepredict._jsonl import loads as _loads
 from safepredict._stats import clopper_pearson
 from safepredict.exceptions import ConfigError
 from safepredict.review.queue import SQLiteReviewQueue
@@ -138,6 +139,60 @@ def ks_from_snapshot(snapshot: Mapping[str, Any], counts: Sequence[int]) -> tupl
 
 
 # ---------------------------------------------------------------- reading
+#: Bytes read per block (lines are split in C, a block at a time).
+_BLOCK = 1 << 20
+
+
+def _gunzip(raw: IO[bytes]) -> Iterator[bytes]:
+    """Decompressed chunks of a gzip stream (several members too).
+
+    Everything decompressible is yielded before ``EOFError`` reports a stream
+    cut short (``zlib.error`` a corrupt one), so a truncated log still gives
+    every complete line before the cut.
+    """
+    d = zlib.decompressobj(wbits=31)
+    while chunk := raw.read(_BLOCK >> 3):  # about a block once decompressed
+        while chunk:
+            out = d.decompress(chunk)
+            if out:
+                yield out
+            if not d.eof:
+                break
+            chunk = d.unused_data  # the next gzip member, if any
+            if not chunk:
+                break
+            d = zlib.decompressobj(wbits=31)
+    tail = d.flush()
+    if tail:
+        yield tail
+    if not d.eof:
+        raise EOFError("compressed file ended before the end-of-stream marker was reached")
+
+
+def _blocks(path: Path, progress: Callable[[int, int], None] | None) -> Iterator[list[bytes]]:
+    """The lines of a log (``.gz`` decompressed on the fly), a block of lines at a time.
+
+    Raises ``EOFError`` / ``zlib.error`` when a gzip stream is cut short or
+    corrupt, after yielding every complete line before the damage.
+    """
+    size = path.stat().st_size
+    with path.open("rb") as raw:
+        chunks: Iterator[bytes] = (
+            _gunzip(raw) if path.suffix == ".gz" else iter(lambda: raw.read(_BLOCK), b"")
+        )
+        rest = b""
+        for chunk in chunks:
+            lines = (rest + chunk).split(b"\n") if rest else chunk.split(b"\n")
+            rest = lines.pop()
+            yield lines
+            if progress is not None:
+                progress(raw.tell(), size)
+        if rest:
+            yield [rest]
+    if progress is not None:
+        progress(size, size)
+
+
 def _records(path: Path) -> Iterator[dict[str, Any]]:
     if path.suffix in (".csv",) or path.name.endswith(".csv.gz"):
         opener = gzip.open if path.suffix == ".gz" else open
@@ -146,7 +201,7 @@ def _records(path: Path) -> Iterator[dict[str, Any]]:
         return
     for line in iter_lines(path):
         if line.strip():
-            yield loads(line)
+            yield _loads(line)
 
 
 def read_labels(path: str | Path) -> dict[str, Any]:
@@ -203,7 +258,7 @@ class _Window:
     hist: list[int] = field(default_factory=lambda: [0] * HIST_BINS)
     # calibration_id -> (cdf-point counts, psi-bin counts)
     drift: dict[str, tuple[list[int], list[int]]] = field(default_factory=dict)
-    ids: Counter[str] = field(default_factory=Counter)
+    ids: Counter[str | None] = field(default_factory=Counter)
     latency_sum: float = 0.0
     batches: set[str] = field(default_factory=set)
 
@@ -227,6 +282,12 @@ class MonitorReport:
     windows: list[dict[str, Any]]
     outcomes: dict[str, Any] | None
     alerts: list[dict[str, Any]]
+    #: The first few malformed events (``events["malformed"]`` counts them all):
+    #: safepredict events whose fields have the wrong type, skipped.
+    malformed: list[dict[str, Any]] = field(default_factory=list)
+    #: Files that could not be read to the end (e.g. a truncated ``.gz``), with
+    #: how many events were read from each before the damage.
+    issues: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict of the whole report."""
@@ -238,6 +299,8 @@ class MonitorReport:
             "windows": self.windows,
             "outcomes": self.outcomes,
             "alerts": self.alerts,
+            "malformed": self.malformed,
+            "issues": self.issues,
         }
 
     @property
@@ -367,14 +430,7 @@ def monitor(
             if o.get("outcome") is not None:
                 joined[str(o["decision_id"])] = o["outcome"]
 
-    events: Counter[str] = Counter()
-    windows: dict[int, _Window] = {}
-    calibrations: dict[str, dict[str, Any]] = {}
-    bins: dict[str, tuple[list[float], list[float]]] = {}
-    per_tier: dict[str, _Outcome] = {}
-    tier_action: dict[str, str] = {}
-    last_ts: Any = None
-    last_key = 0
+    agg = _Aggregator(window_s, joined)
     total_bytes = sum(p.stat().st_size for p in sources)
     done_bytes = 0
 
@@ -383,117 +439,28 @@ def monitor(
             progress(done_bytes + done, total_bytes)
 
     for path in sources:
-        for line in iter_lines(path, cb if progress is not None else None):
-            try:
-                ev = loads(line)
-                name = ev.get("event")
-            except Exception:  # not JSON / not an object: another app's line
-                events["skipped"] += 1
-                continue
-            if name == "safepredict.decision":
-                events["decision"] += 1
-                ts = ev.get("timestamp")
-                if ts != last_ts:
-                    last_ts = ts
-                    last_key = int(_epoch(ts) // window_s) if window_s else 0
-                w = windows.get(last_key)
-                if w is None:
-                    w = windows[last_key] = _Window(start=last_key * window_s)
-                w.n += 1
-                tier = ev.get("tier")
-                action = ev.get("action")
-                w.tiers[tier] += 1
-                w.actions[action] += 1
-                tier_action.setdefault(tier, action)
-                reasons = ev.get("reasons")
-                if reasons:
-                    for r in reasons:
-                        w.reasons[r] += 1
-                guard = ev.get("guard")
-                if guard and guard.get("status") == "flag":
-                    w.guard_flagged += 1
-                    for r in guard.get("reasons") or ():
-                        w.guard[r.split(":", 1)[0]] += 1
-                cal = ev.get("calibration_id")
-                w.ids[cal] += 1
-                batch = ev.get("batch_id")
-                if batch is not None and batch not in w.batches:
-                    w.batches.add(batch)
-                    lat = ev.get("latency_s")
-                    if lat:
-                        w.latency_sum += float(lat.get("total") or 0.0)
-                conf = ev.get("confidence")
-                if conf is not None:
-                    w.conf_n += 1
-                    w.conf_sum += conf
-                    w.hist[min(int(conf * HIST_BINS), HIST_BINS - 1)] += 1
-                edges = bins.get(cal)
-                if edges is not None:
-                    value = conf
-                    if calibrations[cal]["metric"] == "interval_width":
-                        iv = (ev.get("conformal") or {}).get("interval")
-                        # 10 significant digits, as in the snapshot: float noise in
-                        # a recomputed width must not move it across a bin edge.
-                        value = None if not iv else float(f"{iv[1] - iv[0]:.10g}")
-                    if value is not None:
-                        slot = w.drift.get(cal)
-                        if slot is None:
-                            slot = w.drift[cal] = (
-                                [0] * (len(edges[0]) + 1),
-                                [0] * (len(edges[1]) + 1),
-                            )
-                        slot[0][bisect.bisect_left(edges[0], value)] += 1
-                        slot[1][bisect.bisect_left(edges[1], value)] += 1
-                if joined:
-                    did = ev.get("decision_id")
-                    if did in joined:
-                        _score(per_tier, tier, ev, joined[did], calibrations.get(cal))
-            elif name == "safepredict.batch":
-                events["batch"] += 1
-                ts = ev.get("timestamp")
-                key = int(_epoch(ts) // window_s) if window_s else 0
-                w = windows.get(key)
-                if w is None:
-                    w = windows[key] = _Window(start=key * window_s)
-                w.n += int(ev.get("n") or 0)
-                w.tiers.update(ev.get("tiers") or {})
-                w.actions.update(ev.get("actions") or {})
-                w.reasons.update(ev.get("reasons") or {})
-                w.guard.update(ev.get("guard_reasons") or {})
-                w.guard_flagged += int(ev.get("guard_flagged") or 0)
-                w.ids[ev.get("calibration_id")] += int(ev.get("n") or 0)
-                w.latency_sum += float((ev.get("latency_s") or {}).get("total") or 0.0)
-                w.batches.add(str(ev.get("batch_id")))
-            elif name == "safepredict.calibration":
-                events["calibration"] += 1
-                cal_id = str(ev.get("calibration_id"))
-                base = ev.get("baseline") or {}
-                calibrations[cal_id] = {
-                    "calibration_id": cal_id,
-                    "timestamp": ev.get("timestamp"),
-                    "model_name": ev.get("model_name"),
-                    "model_version": ev.get("model_version"),
-                    "task": ev.get("task"),
-                    "calibration_size": ev.get("calibration_size"),
-                    "policy": ev.get("policy") or {},
-                    "certified": ev.get("certified") or {},
-                    "metric": base.get("metric"),
-                    "baseline": base,
+        read = 0
+        try:
+            for block in _blocks(path, cb if progress is not None else None):
+                read += agg.feed(block, str(path))
+        except (EOFError, OSError, zlib.error) as exc:
+            agg.issues.append(
+                {
+                    "source": str(path),
+                    "problem": "truncated or corrupt file"
+                    if isinstance(exc, EOFError)
+                    else f"unreadable ({type(exc).__name__}: {exc})",
+                    "events_read": read,
+                    "detail": (
+                        f"{path}: the file ends early or is damaged after {read:,} events "
+                        "were read; the report covers those events only"
+                    ),
                 }
-                if base.get("metric") and base.get("n"):
-                    bins[cal_id] = (list(base["cdf_points"]), list(base["psi_edges"]))
-            elif name == "safepredict.route":
-                events["route"] += 1
-                key = int(_epoch(ev.get("timestamp")) // window_s) if window_s else 0
-                w = windows.get(key)
-                if w is None:
-                    w = windows[key] = _Window(start=key * window_s)
-                w.routes[str(ev.get("status"))] += 1
-            elif name == "safepredict.tier_uncertified":
-                events["tier_uncertified"] += 1
-            else:
-                events["skipped"] += 1
+            )
         done_bytes += path.stat().st_size
+    agg.finish()
+    windows, calibrations = agg.windows, agg.calibrations
+    events = agg.events
 
     alerts: list[dict[str, Any]] = []
     out_windows = [
@@ -513,19 +480,340 @@ def monitor(
     outcome_report = None
     if labels is not None or queue is not None or outcomes is not None:
         outcome_report = _outcome_report(
-            per_tier, tier_action, calibrations, len(joined), ci_alpha, alerts
+            agg.per_tier, agg.tier_action, calibrations, len(joined), ci_alpha, alerts
         )
     return MonitorReport(
         sources=[str(p) for p in sources],
         window_s=window_s,
-        events={k: events.get(k, 0) for k in sorted({"decision", "skipped", *events})},
+        events={k: events.get(k, 0) for k in sorted({"decision", "skipped", "malformed", *events})},
         calibrations=[
             {k: v for k, v in c.items() if k != "baseline"} for c in calibrations.values()
         ],
         windows=out_windows,
         outcomes=outcome_report,
         alerts=alerts,
+        malformed=agg.malformed,
+        issues=agg.issues,
     )
+
+
+# ---------------------------------------------------------------- aggregation
+#: Confidence values buffered per (window, calibration) before they are binned.
+_FLUSH_VALUES = 1 << 16
+_DECISION = "safepredict.decision"
+#: How many malformed events are quoted in the report (all are counted).
+_MAX_EXAMPLES = 5
+
+
+def _number(v: Any) -> bool:
+    t = type(v)
+    return (t is float or t is int) and math.isfinite(v)
+
+
+def _strings(v: Any) -> bool:
+    return type(v) is list and all(type(r) is str for r in v)
+
+
+class _Aggregator:
+    """Streaming per-window counters over the events of one or more logs.
+
+    Each decision event costs a parse, a few type checks, one count of its
+    (window, tier, action, calibration, batch) signature and one append of its
+    confidence; confidences are binned with numpy every ``_FLUSH_VALUES`` values,
+    so memory stays bounded however long the log is.
+    """
+
+    def __init__(self, window_s: float, joined: Mapping[str, Any]) -> None:
+        self.window_s = window_s
+        self.joined = joined
+        self.events: Counter[str] = Counter()
+        self.windows: dict[int, _Window] = {}
+        self.calibrations: dict[str, dict[str, Any]] = {}
+        self.bins: dict[str, tuple[list[float], list[float]]] = {}
+        self.per_tier: dict[str, _Outcome] = {}
+        self.tier_action: dict[str, str] = {}
+        self.signatures: dict[tuple[Any, ...], int] = {}
+        self.latency_seen: set[tuple[int, Any]] = set()
+        # (window, calibration id or None, drift?) -> values
+        self.values: dict[tuple[int, Any, bool], list[float]] = {}
+        self.widths: set[str] = set()  # calibrations whose drift metric is the interval width
+        self.malformed: list[dict[str, Any]] = []
+        self.issues: list[dict[str, Any]] = []
+
+    def window(self, key: int) -> _Window:
+        w = self.windows.get(key)
+        if w is None:
+            w = self.windows[key] = _Window(start=key * self.window_s)
+        return w
+
+    def key(self, ts: Any) -> int:
+        return int(_epoch(ts) // self.window_s) if self.window_s else 0
+
+    def bad(self, source: str, ev: Mapping[str, Any], detail: str) -> None:
+        self.events["malformed"] += 1
+        if len(self.malformed) < _MAX_EXAMPLES:
+            did = ev.get("decision_id")
+            self.malformed.append(
+                {
+                    "source": source,
+                    "event": str(ev.get("event")),
+                    "decision_id": did if type(did) is str else None,
+                    "problem": detail,
+                }
+            )
+
+    # ------------------------------------------------------------ the hot loop
+    def feed(self, lines: list[bytes], source: str) -> int:
+        """Aggregate a block of lines; returns the number of safepredict events read."""
+        loads = _loads
+        events = self.events
+        signatures = self.signatures
+        values = self.values
+        bins = self.bins
+        joined = self.joined
+        widths = self.widths
+        last_ts: Any = object()
+        last_key = 0
+        cur_key: Any = None
+        cur_cal: Any = None
+        cur_drift: Any = None
+        cur_values: list[float] = []
+        n_buffered = sum(map(len, values.values()))
+        read = 0
+        for line in lines:
+            try:
+                ev = loads(line)
+                name = ev.get("event")
+            except Exception:  # not JSON / not an object: another app's line, or blank
+                events["skipped"] += 1
+                continue
+            if name != _DECISION:
+                if type(name) is str and name.startswith("safepredict."):
+                    read += 1
+                    self.other(ev, name, source)
+                    if not values:  # a calibration event flushed the buffers
+                        cur_key = None
+                        n_buffered = 0
+                else:
+                    events["skipped"] += 1
+                continue
+            read += 1
+            tier = ev.get("tier")
+            action = ev.get("action")
+            cal: Any = ev.get("calibration_id")
+            batch = ev.get("batch_id")
+            conf = ev.get("confidence")
+            reasons = ev.get("reasons")
+            guard = ev.get("guard")
+            if type(tier) is not str or type(action) is not str:
+                self.bad(source, ev, "'tier' and 'action' must be strings")
+                continue
+            if (cal is not None and type(cal) is not str) or (
+                batch is not None and type(batch) is not str
+            ):
+                self.bad(source, ev, "'calibration_id' and 'batch_id' must be strings or null")
+                continue
+            if conf is not None and not (
+                (type(conf) is float or type(conf) is int) and 0.0 <= conf <= 1.0
+            ):
+                self.bad(source, ev, f"'confidence' must be a number in [0, 1]; got {conf!r:.40}")
+                continue
+            if reasons and not _strings(reasons):
+                self.bad(source, ev, "'reasons' must be a list of strings")
+                continue
+            kinds: set[str] | None = None
+            if guard is not None:
+                if type(guard) is not dict:
+                    self.bad(source, ev, "'guard' must be an object")
+                    continue
+                if guard.get("status") == "flag":
+                    guard_reasons = guard.get("reasons") or []
+                    if not _strings(guard_reasons):
+                        self.bad(source, ev, "'guard.reasons' must be a list of strings")
+                        continue
+                    kinds = {r.split(":", 1)[0] for r in guard_reasons}
+            events["decision"] += 1
+            ts = ev.get("timestamp")
+            if ts != last_ts:
+                last_ts = ts
+                last_key = self.key(ts)
+            sig = (last_key, tier, action, cal, batch)
+            count = signatures.get(sig)
+            if count is None:
+                signatures[sig] = 1
+                self.new_signature(last_key, batch, ev.get("latency_s"))
+            else:
+                signatures[sig] = count + 1
+            if reasons:
+                self.window(last_key).reasons.update(reasons)
+            if kinds is not None:
+                w = self.window(last_key)
+                w.guard_flagged += 1
+                w.guard.update(kinds)
+            if conf is not None or cal in bins:
+                drift = cal in bins
+                value = conf
+                if drift and cal in widths:
+                    value = _width(ev.get("conformal"))
+                    if conf is not None:  # the histogram still counts the confidence
+                        self.values.setdefault((last_key, cal, False), []).append(conf)
+                        n_buffered += 1
+                    drift = value is not None
+                if value is not None:
+                    if last_key != cur_key or cal != cur_cal or drift is not cur_drift:
+                        cur_key, cur_cal, cur_drift = last_key, cal, drift
+                        cur_values = values.setdefault((last_key, cal, drift), [])
+                    cur_values.append(value)
+                    n_buffered += 1
+                    if n_buffered >= _FLUSH_VALUES:
+                        self.flush()
+                        n_buffered = 0
+                        cur_key = None  # the flushed lists are gone
+            if joined:
+                did = ev.get("decision_id")
+                if type(did) is str and did in joined:
+                    _score(self.per_tier, tier, ev, joined[did], self.calibrations.get(str(cal)))
+        return read
+
+    def new_signature(self, key: int, batch: Any, lat: Any) -> None:
+        if batch is None or (key, batch) in self.latency_seen:
+            return
+        self.latency_seen.add((key, batch))
+        w = self.window(key)
+        w.batches.add(batch)
+        total: Any = lat.get("total") if type(lat) is dict else None
+        if _number(total) and total >= 0:
+            w.latency_sum += float(total)
+
+    def flush(self) -> None:
+        """Bin the buffered values into their windows' histograms and drift counts."""
+        import numpy as np
+
+        for (key, cal, drift), vals in self.values.items():
+            if not vals:
+                continue
+            w = self.window(key)
+            v = np.asarray(vals, dtype=np.float64)
+            if not drift or self.calibrations[cal]["metric"] == "confidence":
+                w.conf_n += len(v)
+                w.conf_sum = sum(vals, w.conf_sum)  # in file order, as one running sum
+                idx = np.minimum((v * HIST_BINS).astype(np.intp), HIST_BINS - 1)
+                hist = np.bincount(idx, minlength=HIST_BINS).tolist()
+                w.hist = [a + b for a, b in zip(w.hist, hist, strict=True)]
+            if drift:
+                edges = self.bins[cal]
+                slot = w.drift.get(cal)
+                if slot is None:
+                    slot = w.drift[cal] = ([0] * (len(edges[0]) + 1), [0] * (len(edges[1]) + 1))
+                for counts, e in zip(slot, edges, strict=True):
+                    add = np.bincount(
+                        np.searchsorted(e, v, side="left"), minlength=len(counts)
+                    ).tolist()
+                    counts[:] = [a + b for a, b in zip(counts, add, strict=True)]
+        self.values.clear()  # in place: the hot loop holds a reference to it
+
+    # ------------------------------------------------------------ other events
+    def other(self, ev: dict[str, Any], name: str, source: str) -> None:
+        try:
+            if name == "safepredict.batch":
+                self.batch(ev)
+            elif name == "safepredict.calibration":
+                self.calibration(ev)
+            elif name == "safepredict.route":
+                status = ev.get("status")
+                if type(status) is not str:
+                    raise TypeError("'status' must be a string")
+                self.window(self.key(ev.get("timestamp"))).routes[status] += 1
+                self.events["route"] += 1
+            elif name == "safepredict.tier_uncertified":
+                self.events["tier_uncertified"] += 1
+            else:
+                self.events["skipped"] += 1
+        except (TypeError, ValueError, AttributeError, KeyError, OverflowError) as exc:
+            self.bad(source, ev, str(exc) or type(exc).__name__)
+
+    def batch(self, ev: dict[str, Any]) -> None:
+        n = ev.get("n")
+        if type(n) is not int or n < 0:
+            raise TypeError("'n' must be a non-negative integer")
+        counters = {}
+        for field_name in ("tiers", "actions", "reasons", "guard_reasons"):
+            c = ev.get(field_name) or {}
+            if type(c) is not dict or not all(type(x) is int for x in c.values()):
+                raise TypeError(f"{field_name!r} must map names to integer counts")
+            counters[field_name] = c
+        flagged = ev.get("guard_flagged") or 0
+        if type(flagged) is not int:
+            raise TypeError("'guard_flagged' must be an integer")
+        lat = ev.get("latency_s") or {}
+        total: Any = lat.get("total") if type(lat) is dict else None
+        cal: Any = ev.get("calibration_id")
+        if cal is not None and type(cal) is not str:
+            raise TypeError("'calibration_id' must be a string or null")
+        w = self.window(self.key(ev.get("timestamp")))
+        w.n += n
+        w.tiers.update(counters["tiers"])
+        w.actions.update(counters["actions"])
+        w.reasons.update(counters["reasons"])
+        w.guard.update(counters["guard_reasons"])
+        w.guard_flagged += flagged
+        w.ids[cal] += n
+        w.latency_sum += float(total) if _number(total) else 0.0
+        w.batches.add(str(ev.get("batch_id")))
+        self.events["batch"] += 1
+
+    def calibration(self, ev: dict[str, Any]) -> None:
+        cal_id = str(ev.get("calibration_id"))
+        base = ev.get("baseline") or {}
+        if type(base) is not dict:
+            raise TypeError("'baseline' must be an object")
+        policy = ev.get("policy") or {}
+        if type(policy) is not dict:
+            raise TypeError("'policy' must be an object")
+        edges: tuple[list[float], list[float]] | None = None
+        if base.get("metric") and base.get("n"):
+            points, psi = list(base["cdf_points"]), list(base["psi_edges"])
+            if not all(map(_number, points + psi)):
+                raise TypeError("baseline 'cdf_points' and 'psi_edges' must be numbers")
+            edges = (points, psi)
+        self.flush()  # values buffered so far were read under the previous calibrations
+        self.calibrations[cal_id] = {
+            "calibration_id": cal_id,
+            "timestamp": ev.get("timestamp"),
+            "model_name": ev.get("model_name"),
+            "model_version": ev.get("model_version"),
+            "task": ev.get("task"),
+            "calibration_size": ev.get("calibration_size"),
+            "policy": policy,
+            "certified": ev.get("certified") or {},
+            "metric": base.get("metric"),
+            "baseline": base,
+        }
+        if edges is not None:
+            self.bins[cal_id] = edges
+        self.widths.discard(cal_id)
+        if base.get("metric") == "interval_width":
+            self.widths.add(cal_id)
+        self.events["calibration"] += 1
+
+    def finish(self) -> None:
+        """Fold the signature counts and buffered values into the windows."""
+        self.flush()
+        for (key, tier, action, cal, _batch), count in self.signatures.items():
+            w = self.window(key)
+            w.n += count
+            w.tiers[tier] += count
+            w.actions[action] += count
+            w.ids[cal] += count
+            self.tier_action.setdefault(tier, action)
+
+
+def _width(conformal: Any) -> float | None:
+    """The interval width (10 significant digits, as in the calibration snapshot)."""
+    iv = conformal.get("interval") if type(conformal) is dict else None
+    if type(iv) is not list or len(iv) != 2 or not (_number(iv[0]) and _number(iv[1])):
+        return None
+    return float(f"{iv[1] - iv[0]:.10g}")
 
 
 def _policy_tiers(cal: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
