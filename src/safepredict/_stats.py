@@ -1,8 +1,9 @@
-"""Binomial statistics shared by tiers, evaluation, the monitor and the console (layer 0).
+"""Binomial statistics and confidence sequences shared by the whole library (layer 0).
 
 One home for the exact binomial test behind certified ``max_error`` tiers, the
-Clopper-Pearson interval (one- or two-sided, scalar) and the vectorized Wilson /
-Clopper-Pearson intervals the reports draw.
+Clopper-Pearson interval (one- or two-sided, scalar), the vectorized Wilson /
+Clopper-Pearson intervals the reports draw, and the anytime-valid betting
+confidence sequence (with inverse-probability weights) behind tier health.
 
 References
 ----------
@@ -11,6 +12,12 @@ illustrated in the case of the binomial. *Biometrika* 26(4), 404-413.
 
 Wilson, E. B. (1927). Probable inference, the law of succession, and statistical
 inference. *JASA* 22(158), 209-212.
+
+Waudby-Smith, I. and Ramdas, A. (2024). Estimating means of bounded random variables
+by betting. *JRSS-B* 86(1), 1-27 (arXiv:2010.09686).
+
+Horvitz, D. G. and Thompson, D. J. (1952). A generalization of sampling without
+replacement from a finite universe. *JASA* 47(260), 663-685.
 """
 
 from __future__ import annotations
@@ -23,7 +30,15 @@ from scipy import stats
 
 from safepredict._validation import check_fraction, check_one_of
 
-__all__ = ["binomial_interval", "binomial_p_value", "clopper_pearson", "rows_needed"]
+__all__ = [
+    "BettingConfidenceSequence",
+    "betting_alarm_times",
+    "betting_log_capital",
+    "binomial_interval",
+    "binomial_p_value",
+    "clopper_pearson",
+    "rows_needed",
+]
 
 
 def rows_needed(max_error: float, delta: float) -> int:
@@ -137,3 +152,329 @@ def binomial_interval(
     lower = np.where(empty, np.nan, lower)
     upper = np.where(empty, np.nan, upper)
     return np.asarray(lower, dtype=np.float64), np.asarray(upper, dtype=np.float64)
+
+
+# --------------------------------------------------------------------------
+# Anytime-valid betting confidence sequence for an error rate, IPW-weighted.
+#
+# Audited outcomes e_i in {0, 1} arrive one by one; row i was audited with a known
+# probability pi_i, so w_i = 1 / pi_i and u_i = w_i / max_weight lies in (0, 1].
+# For a candidate error rate m the capital processes
+#     K+_t(m) = prod_i (1 + lam+_i(m) u_i (e_i - m)),
+#     K-_t(m) = prod_i (1 - lam-_i(m) u_i (e_i - m))
+# are nonnegative martingales when the weighted mean error is m, because
+# E[u (e - m) | past] = 0 for the inverse-probability-weighted target (the audited
+# rows are tilted by pi; the weight undoes the tilt).  The bets lam_i are
+# *predictable*: they use only outcomes before i (never u_i), which is what makes
+# the product a martingale.  Ville's inequality then gives
+#     P(exists t: max(K+_t, K-_t) / 2 >= 1 / delta) <= delta,
+# so {m : K+_t(m) < 2 / delta and K-_t(m) < 2 / delta} covers the true rate at all
+# times simultaneously (the hedged capital process of Waudby-Smith & Ramdas 2024,
+# theta = 1/2, with their predictable plug-in bets truncated at c / m, c = 1/2).
+# Both factors are monotone in m, so the set is an interval.
+# --------------------------------------------------------------------------
+
+_TRUNCATION = 0.5  # c in lam+ <= c / m, lam- <= c / (1 - m): each factor stays >= 1 - c.
+
+
+def _weights_scaled(
+    errors: NDArray[np.float64], weights: ArrayLike | None, max_weight: float | None
+) -> NDArray[np.float64]:
+    """``u = w / max_weight`` in ``(0, 1]``, checked; ones when ``weights`` is None."""
+    from safepredict.exceptions import ConfigError
+
+    if weights is None:
+        return np.ones_like(errors)
+    w = np.broadcast_to(np.asarray(weights, dtype=np.float64), errors.shape)
+    if w.size and (not np.all(np.isfinite(w)) or float(w.min()) < 1.0):
+        raise ConfigError(
+            "weights must be finite inverse audit probabilities (>= 1, i.e. audit "
+            f"probabilities in (0, 1]); got min {float(np.nanmin(w)):.4g}. Pass "
+            "1 / audit_probability per outcome."
+        )
+    top = float(w.max()) if w.size else 1.0
+    cap = top if max_weight is None else float(max_weight)
+    if cap < top:
+        raise ConfigError(
+            f"max_weight must bound every weight; got max_weight={cap:.4g} but a weight of "
+            f"{top:.4g}. Pass 1 / (the smallest audit probability the policy can use)."
+        )
+    return np.asarray(w / cap, dtype=np.float64)
+
+
+def _check_errors(errors: ArrayLike) -> NDArray[np.float64]:
+    from safepredict.exceptions import ConfigError
+
+    e = np.asarray(errors, dtype=np.float64)
+    if e.ndim == 0:
+        e = e.reshape(1)
+    if e.size and (not np.all(np.isfinite(e)) or float(e.min()) < 0 or float(e.max()) > 1):
+        raise ConfigError(
+            "errors must be numbers in [0, 1] (1 = the accepted row was wrong); got values "
+            f"in [{float(np.nanmin(e)):.4g}, {float(np.nanmax(e)):.4g}]."
+        )
+    return e
+
+
+def _plugin_bets(
+    e: NDArray[np.float64],
+    u: NDArray[np.float64],
+    delta: float,
+    state: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0),
+) -> tuple[NDArray[np.float64], tuple[NDArray[np.float64], ...]]:
+    """Predictable plug-in bets (WSR 2024, eq. 26) along the last axis.
+
+    ``state = (t, sum u, sum u e, sum of squared increments)`` before the block.
+    ``lam_i = sqrt(2 log(2/delta) / (sigma2_{i-1} i log(1 + i)))`` where
+    ``sigma2`` is the running variance of ``u (e - mu)`` around the running
+    weighted mean ``mu`` (prior mean 1/2, prior variance 1/4, one pseudo-outcome).
+    Returns the bets and the running sums after each step.
+    """
+    t0, su0, sue0, ssq0 = state
+    n = e.shape[-1]
+    t = t0 + np.arange(1, n + 1, dtype=np.float64)
+    su = su0 + np.cumsum(u, axis=-1)
+    sue = sue0 + np.cumsum(u * e, axis=-1)
+    mu = (0.5 + sue) / (1.0 + su)  # includes step i
+    ssq = ssq0 + np.cumsum((u * (e - mu)) ** 2, axis=-1)
+    sigma2 = (0.25 + ssq) / (1.0 + t)
+    sigma2_prev = np.concatenate(
+        [np.broadcast_to((0.25 + ssq0) / (1.0 + t0), (*e.shape[:-1], 1)), sigma2[..., :-1]],
+        axis=-1,
+    )
+    lam = np.sqrt(2.0 * math.log(2.0 / delta) / (sigma2_prev * t * np.log1p(t)))
+    return lam, (t, su, sue, ssq)
+
+
+def _log_factors(
+    e: NDArray[np.float64],
+    u: NDArray[np.float64],
+    lam: NDArray[np.float64],
+    m: NDArray[np.float64],
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """``log(1 + lam+ u (e - m))`` and ``log(1 - lam- u (e - m))``, shape ``(..., n, G)``."""
+    with np.errstate(divide="ignore"):
+        cap_plus = np.where(m > 0, _TRUNCATION / np.where(m > 0, m, 1.0), np.inf)
+        cap_minus = np.where(m < 1, _TRUNCATION / np.where(m < 1, 1.0 - m, 1.0), np.inf)
+    lam_e = lam[..., None]
+    z = u[..., None] * (e[..., None] - m)
+    plus = np.log1p(np.minimum(lam_e, cap_plus) * z)
+    minus = np.log1p(-np.minimum(lam_e, cap_minus) * z)
+    return plus, minus
+
+
+def betting_log_capital(
+    errors: ArrayLike,
+    weights: ArrayLike | None = None,
+    *,
+    m: ArrayLike,
+    delta: float = 0.05,
+    max_weight: float | None = None,
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Running log-capital of the two betting processes at candidate error rates ``m``.
+
+    Vectorized over leading axes (independent streams) and over ``m``.
+
+    Parameters
+    ----------
+    errors : array-like of shape (..., n)
+        Outcomes in time order: 1 when the audited accepted row was wrong.
+    weights : array-like of shape (..., n), optional
+        Inverse audit probabilities ``1 / pi_i`` (>= 1). Default: all equal.
+    m : array-like of shape (G,)
+        Candidate error rates in ``[0, 1]``.
+    delta : float, default=0.05
+        Level the bets are tuned for (the bets, not the validity, depend on it).
+    max_weight : float, optional
+        A bound on every weight fixed in advance (``1 / smallest audit rate``).
+        Default: the largest weight given.
+
+    Returns
+    -------
+    log_plus, log_minus : ndarray of shape (..., n, G)
+        ``log K+_t(m)`` (grows when the rate is above ``m``) and ``log K-_t(m)``
+        (grows when it is below) after each outcome. ``m`` is rejected at time
+        ``t`` when either reaches ``log(2 / delta)``.
+
+    Examples
+    --------
+    >>> lp, lm = betting_log_capital([1, 1, 1, 1, 1, 1, 1, 1], m=[0.1, 0.9])
+    >>> bool(lp[-1, 0] > math.log(2 / 0.05)), bool(lp[-1, 1] < 0.5)
+    (True, True)
+    """
+    check_fraction(delta, "delta")
+    e = _check_errors(errors)
+    u = _weights_scaled(e, weights, max_weight)
+    grid = np.atleast_1d(np.asarray(m, dtype=np.float64))
+    lam, _ = _plugin_bets(e, u, delta)
+    plus, minus = _log_factors(e, u, lam, grid)
+    return np.cumsum(plus, axis=-2), np.cumsum(minus, axis=-2)
+
+
+def betting_alarm_times(
+    errors: ArrayLike,
+    weights: ArrayLike | None = None,
+    *,
+    threshold: float,
+    delta: float = 0.05,
+    max_weight: float | None = None,
+) -> NDArray[np.int64]:
+    """Number of outcomes after which the anytime-valid lower bound first exceeds ``threshold``.
+
+    An alarm means: the error rate (weighted to all accepted rows) is above
+    ``threshold``, and the chance that this is ever said of a stream whose rate
+    is at most ``threshold`` is at most ``delta / 2`` (the lower half of a
+    two-sided ``1 - delta`` confidence sequence), however often it is checked.
+
+    Parameters
+    ----------
+    errors, weights, delta, max_weight
+        As in :func:`betting_log_capital`.
+    threshold : float
+        The promised error rate (a tier's ``max_error``).
+
+    Returns
+    -------
+    ndarray of int, shape (...)
+        Per stream, the 1-based count of outcomes at the first alarm, or ``-1``
+        if the stream never alarms.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> bad = (rng.random((3, 2000)) < 0.2).astype(float)  # 20% error vs 10% promised
+    >>> (betting_alarm_times(bad, threshold=0.1) > 0).tolist()
+    [True, True, True]
+    """
+    lp, _ = betting_log_capital(errors, weights, m=[threshold], delta=delta, max_weight=max_weight)
+    hit = lp[..., 0] >= math.log(2.0 / delta)
+    first = np.argmax(hit, axis=-1)
+    return np.where(hit.any(axis=-1), first + 1, -1).astype(np.int64)
+
+
+class BettingConfidenceSequence:
+    """Anytime-valid confidence sequence for an error rate, updated as outcomes arrive.
+
+    Keeps the running log-capital of the hedged betting processes on a grid of
+    candidate rates (Waudby-Smith & Ramdas 2024) with inverse-probability weights
+    ``w_i = 1 / pi_i`` so that it covers the error rate of *all* rows the audited
+    ones were sampled from (Horvitz & Thompson 1952). With probability at least
+    ``1 - delta`` the interval ``[lower, upper]`` contains that rate at every
+    time simultaneously, so it may be looked at after every outcome.
+
+    Parameters
+    ----------
+    delta : float, default=0.05
+        Miscoverage allowed over the whole (infinite) stream.
+    max_weight : float, default=1.0
+        A bound on every weight, fixed in advance: ``1 / smallest audit probability``.
+    grid : int, default=1000
+        Number of grid cells on ``[0, 1]``; the bounds are outer-rounded to it.
+    extra : sequence of float, default=()
+        Rates evaluated exactly besides the grid (e.g. a tier's ``max_error``,
+        so that :meth:`exceeds` is exact).
+
+    Attributes
+    ----------
+    n : int
+        Outcomes seen.
+    estimate : float
+        Weighted (Hajek) error estimate ``sum w e / sum w`` (``nan`` before any outcome).
+    lower, upper : float
+        Current bounds (running intersection over time: they only tighten).
+
+    Examples
+    --------
+    >>> cs = BettingConfidenceSequence(delta=0.05, extra=[0.05])
+    >>> rng = np.random.default_rng(0)
+    >>> cs.update((rng.random(3000) < 0.15).astype(float))
+    >>> cs.lower < 0.15 < cs.upper, cs.exceeds(0.05)
+    (True, True)
+    """
+
+    def __init__(
+        self,
+        delta: float = 0.05,
+        *,
+        max_weight: float = 1.0,
+        grid: int = 1000,
+        extra: tuple[float, ...] | list[float] = (),
+    ) -> None:
+        from safepredict._validation import check_positive_int
+        from safepredict.exceptions import ConfigError
+
+        self.delta = check_fraction(delta, "delta")
+        if not math.isfinite(max_weight) or max_weight < 1.0:
+            raise ConfigError(
+                f"max_weight must be a finite number >= 1 (1 / smallest audit probability); "
+                f"got {max_weight!r}."
+            )
+        self.max_weight = float(max_weight)
+        check_positive_int(grid, "grid")
+        for x in extra:
+            check_fraction(x, "extra rate", low_open=False, high_open=False)
+        self._m = np.unique(np.concatenate([np.linspace(0.0, 1.0, grid + 1), list(extra)]))
+        self._log_plus = np.zeros_like(self._m)
+        self._log_minus = np.zeros_like(self._m)
+        self._ever_plus = np.zeros(self._m.shape, dtype=bool)
+        self._ever_minus = np.zeros(self._m.shape, dtype=bool)
+        self._state = (0.0, 0.0, 0.0, 0.0)
+        self._sum_w = 0.0
+        self._sum_we = 0.0
+
+    @property
+    def n(self) -> int:
+        """Outcomes seen so far."""
+        return int(self._state[0])
+
+    @property
+    def estimate(self) -> float:
+        """Weighted (Hajek) error estimate; ``nan`` before any outcome."""
+        return self._sum_we / self._sum_w if self._sum_w > 0 else math.nan
+
+    @property
+    def lower(self) -> float:
+        """Largest rate rejected from below so far (0 if none)."""
+        rejected = np.flatnonzero(self._ever_plus)
+        return float(self._m[rejected[-1]]) if len(rejected) else 0.0
+
+    @property
+    def upper(self) -> float:
+        """Smallest rate rejected from above so far (1 if none)."""
+        rejected = np.flatnonzero(self._ever_minus)
+        return float(self._m[rejected[0]]) if len(rejected) else 1.0
+
+    def exceeds(self, rate: float) -> bool:
+        """Whether the confidence sequence has (ever) put the error rate above ``rate``.
+
+        Exact when ``rate`` is on the grid or was passed in ``extra``; otherwise it
+        is judged at the next grid rate above ``rate`` (conservative: the capital
+        falls as the rate rises).
+        """
+        k = int(np.searchsorted(self._m, rate, side="left"))
+        return bool(self._ever_plus[min(k, len(self._m) - 1)])
+
+    def update(self, errors: ArrayLike, weights: ArrayLike | None = None) -> None:
+        """Add outcomes in arrival order (``weights``: ``1 / audit probability`` each)."""
+        e = _check_errors(errors).reshape(-1)
+        if e.size == 0:
+            return
+        w = (
+            np.ones_like(e)
+            if weights is None
+            else np.broadcast_to(np.asarray(weights, dtype=np.float64), e.shape)
+        )
+        u = _weights_scaled(e, w, self.max_weight)
+        threshold = math.log(2.0 / self.delta)
+        for start in range(0, e.size, 1024):  # bounded memory: 1024 x grid
+            eb, ub = e[start : start + 1024], u[start : start + 1024]
+            lam, (t, su, sue, ssq) = _plugin_bets(eb, ub, self.delta, self._state)
+            plus, minus = _log_factors(eb, ub, lam, self._m)
+            lp = self._log_plus + np.cumsum(plus, axis=0)
+            lm = self._log_minus + np.cumsum(minus, axis=0)
+            self._ever_plus |= (lp >= threshold).any(axis=0)
+            self._ever_minus |= (lm >= threshold).any(axis=0)
+            self._log_plus, self._log_minus = lp[-1], lm[-1]
+            self._state = (float(t[-1]), float(su[-1]), float(sue[-1]), float(ssq[-1]))
+        self._sum_w += float(w.sum())
+        self._sum_we += float((w * e).sum())

@@ -109,6 +109,10 @@ class Tier:
     tolerance : float, optional
         Regression ``max_error`` tiers: a prediction is an error when
         ``|y - y_hat| > tolerance``. Required for regression ``max_error`` tiers.
+    audit_rate : float, optional
+        Accepting tiers: fraction of this tier's accepted rows sampled for audit
+        (overrides the policy-wide ``audit_rate``). The audited outcomes feed
+        :meth:`SafePredictor.tier_health`.
 
     Examples
     --------
@@ -126,6 +130,7 @@ class Tier:
     score: str = "conformal"
     per_class: bool = False
     tolerance: float | None = None
+    audit_rate: float | None = None  # tier health (issue 22)
 
     def __post_init__(self) -> None:
         where = f"tier {self.name!r}"
@@ -177,6 +182,15 @@ class Tier:
                     f"{where}: 'tolerance' only applies to a 'max_error' tier; add max_error "
                     "or remove tolerance."
                 )
+        if self.audit_rate is not None:  # tier health (issue 22)
+            check_fraction(
+                self.audit_rate, "audit_rate", low_open=False, high_open=False, where=f"{where}: "
+            )
+            if self.action != "accept":
+                raise ConfigError(
+                    f"{where}: audit_rate samples accepted rows for audit; this tier's action "
+                    f"is {self.action!r}. Remove audit_rate or set it on an accepting tier."
+                )
         if (self.per_class or self.score != "conformal") and self.max_error is None:
             raise ConfigError(
                 f"{where}: 'score' and 'per_class' only apply to a 'max_error' tier; add "
@@ -202,6 +216,8 @@ class Tier:
             out["per_class"] = self.per_class
             if self.tolerance is not None:
                 out["tolerance"] = self.tolerance
+        if self.audit_rate is not None:  # tier health (issue 22)
+            out["audit_rate"] = self.audit_rate
         return out
 
     @classmethod

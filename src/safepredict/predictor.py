@@ -46,6 +46,8 @@ from safepredict.exceptions import (
 from safepredict.explain import ExplainerState, ModelExplainer, check_request
 from safepredict.guards import InputGuards
 from safepredict.monitoring.events import EventContext, EventEmitter, confidence_snapshot
+from safepredict.monitoring.tier_health import effective_audit_rates
+from safepredict.monitoring.tier_health import tier_health as compute_tier_health
 from safepredict.review import Router, build_cases
 from safepredict.tiers import TierCalibration, TierInputs, assign_tiers, calibrate_tiers
 
@@ -959,15 +961,22 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
                 decisions.reasons[row] = (*decisions.reasons[row], why)
 
     def _sample_audit(self, X_model: Any, decisions: Decisions) -> None:
-        """Mark a deterministic ``audit_rate`` sample of accepted rows for audit."""
-        rate = self.policy_.audit_rate
-        if rate <= 0 or len(decisions) == 0:
+        """Mark a deterministic sample of accepted rows for audit.
+
+        A row of tier ``t`` is audited with probability ``t.audit_rate`` (the
+        policy's ``audit_rate`` when the tier sets none); tier health reads the
+        same per-tier rates back as the rows' audit probabilities.
+        """
+        rates = effective_audit_rates(self.policy_)  # tier health (issue 22)
+        if max(rates.values(), default=0.0) <= 0 or len(decisions) == 0:
             return
         accepted = np.flatnonzero(decisions.actions == "accept")
         if len(accepted) == 0:
             return
         if decisions.inputs_hash is None:
             decisions.inputs_hash = row_hashes(X_model)
+        by_code = np.array([rates.get(str(n), 0.0) for n in decisions.tier_names])
+        rate = by_code[decisions.tier_codes[accepted]]
         u = unit_interval(decisions.inputs_hash[accepted], self.policy_.audit_seed)
         decisions.audit[accepted[u < rate]] = True
 
@@ -1265,6 +1274,52 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
         else:
             X = np.asarray(rows, dtype=np.float64)
         return self.calibrate(X, y, reference=reference)
+
+    # ---------------------------------------------------- tier health (issue 22)
+    def tier_health(self, queue: Any = None, *, delta: float | None = None) -> dict[str, Any]:
+        """Is every accepting tier keeping its promise? Anytime-valid, from audited outcomes.
+
+        Reads the resolved audit cases (``queue.outcomes(audited_only=True)``, in
+        the order their outcomes arrived) and runs
+        :func:`safepredict.monitoring.tier_health.tier_health`: per tier, a
+        confidence sequence for the error rate of *all* rows the tier accepted
+        (each outcome weighted by ``1 / audit_rate`` of its tier), valid however
+        often it is checked. Emits one ``safepredict.tier_alarm`` warning per
+        tier in alarm.
+
+        Parameters
+        ----------
+        queue : SQLiteReviewQueue, Router or path, optional
+            Where the outcomes are. Default: this predictor's router.
+        delta : float, optional
+            Miscoverage over the whole stream. Default: the policy's ``delta``.
+
+        Returns
+        -------
+        dict
+            Tier name -> JSON-safe dict with ``n_outcomes``, ``n_errors``,
+            ``estimate`` (weighted), ``lower`` / ``upper`` (anytime-valid),
+            ``max_error`` (the promise), ``alarm`` (``lower > max_error``),
+            ``delta`` and ``audit_rate``.
+        """
+        self._check_calibrated("tier_health")
+        source = self.router_ if queue is None else queue
+        if source is not None and not hasattr(source, "outcomes"):
+            source = getattr(Router.coerce(source), "queue", None)
+        outcomes = getattr(source, "outcomes", None)
+        if outcomes is None:
+            raise ConfigError(
+                "tier_health needs the review queue the audited outcomes are in; pass "
+                "SafePredictor(router='reviews.db') or tier_health(queue='reviews.db'); "
+                f"got {describe(queue)}."
+            )
+        report = compute_tier_health(outcomes(audited_only=True), self.policy_, delta=delta)
+        context = self._event_context()
+        out = {name: h.to_dict() for name, h in report.items()}
+        for health in out.values():
+            if health["alarm"]:
+                self.events.tier_alarm(context, health)
+        return out
 
     # ------------------------------------------------------------ reporting
     def calibration_report(self) -> dict[str, dict[str, Any]]:
