@@ -1276,7 +1276,9 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
         return self.calibrate(X, y, reference=reference)
 
     # ---------------------------------------------------- tier health (issue 22)
-    def tier_health(self, queue: Any = None, *, delta: float | None = None) -> dict[str, Any]:
+    def tier_health(
+        self, queue: Any = None, *, since: Any = None, delta: float | None = None
+    ) -> dict[str, Any]:
         """Is every accepting tier keeping its promise? Anytime-valid, from audited outcomes.
 
         Reads the resolved audit cases (``queue.outcomes(audited_only=True)``, in
@@ -1291,6 +1293,11 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
         ----------
         queue : SQLiteReviewQueue, Router or path, optional
             Where the outcomes are. Default: this predictor's router.
+        since : datetime or ISO 8601 str, optional
+            Only outcomes resolved at or after this time (UTC). The bounds are
+            for the error rate of the rows accepted in the window, so a long good
+            history does not dilute a recent rise; each window keeps its own
+            ``delta`` guarantee.
         delta : float, optional
             Miscoverage over the whole stream. Default: the policy's ``delta``.
 
@@ -1313,7 +1320,11 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
                 "SafePredictor(router='reviews.db') or tier_health(queue='reviews.db'); "
                 f"got {describe(queue)}."
             )
-        report = compute_tier_health(outcomes(audited_only=True), self.policy_, delta=delta)
+        items = outcomes(audited_only=True)
+        if since is not None:
+            start = _utc_text(since)
+            items = (o for o in items if str(o.get("resolved_at") or "") >= start)
+        report = compute_tier_health(items, self.policy_, delta=delta)
         context = self._event_context()
         out = {name: h.to_dict() for name, h in report.items()}
         for health in out.values():
@@ -1425,3 +1436,22 @@ def _calibration_hash(X: Any, y: NDArray[Any]) -> str:
         h.update(digest.encode())
     h.update(json.dumps([str(v) for v in np.asarray(y).tolist()]).encode())
     return h.hexdigest()[:16]
+
+
+def _utc_text(when: Any) -> str:
+    """``since`` as the queue's UTC ISO text (which sorts as time)."""
+    from datetime import UTC, datetime
+
+    if isinstance(when, str):
+        try:
+            when = datetime.fromisoformat(when.replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise ConfigError(
+                f"since must be a datetime or an ISO 8601 time such as "
+                f"'2026-01-31T00:00:00Z'; got {describe(when)}."
+            ) from exc
+    if not isinstance(when, datetime):
+        raise ConfigError(f"since must be a datetime or an ISO 8601 str; got {describe(when)}.")
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.astimezone(UTC).isoformat(timespec="microseconds")
