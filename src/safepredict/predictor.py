@@ -1454,4 +1454,4 @@ def _utc_text(when: Any) -> str:
         raise ConfigError(f"since must be a datetime or an ISO 8601 str; got {describe(when)}.")
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    return when.astimezone(UTC).isoformat(timespec="microseconds")
+    return str(when.astimezone(UTC).isoformat(timespec="microseconds"))
