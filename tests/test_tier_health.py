@@ -338,3 +338,133 @@ def test_end_to_end_through_the_review_queue_alarm_event_and_gauge(tmp_path: Pat
     with pytest.raises(ConfigError, match="tier_health needs the review queue"):
         bare.tier_health()
     assert bare.tier_health(queue=db)["auto"]["n_outcomes"] > 0
+
+
+# ----------------------------------------------------------- adaptive thresholds
+@pytest.fixture(scope="module")
+def drifting_stream() -> tuple[np.ndarray, np.ndarray, float]:
+    """Top-class probabilities of a real model on a stream whose labels drift.
+
+    The flip probability of the labels rises linearly from 0 to 0.2 over the stream
+    (concept drift), so a threshold certified at the start stops keeping max_error.
+    """
+    X, y = make_classification(
+        n_samples=26000,
+        n_features=8,
+        n_informative=5,
+        n_clusters_per_class=1,
+        class_sep=2.0,
+        random_state=23,
+    )
+    model = LogisticRegression(max_iter=500).fit(X[:3000], y[:3000])
+    from safepredict.tiers import certify_threshold
+
+    proba = model.predict_proba(X[3000:])
+    score = proba.max(axis=1)
+    wrong = (proba.argmax(axis=1) != y[3000:]).astype(np.float64)
+    cal = certify_threshold(score[:3000], wrong[:3000], max_error=0.05, delta=0.1)
+    rng = np.random.default_rng(2209)
+    flip = rng.random(20000) < np.linspace(0.0, 0.2, 20000)
+    stream_wrong = np.where(flip, 1.0 - wrong[3000:], wrong[3000:])
+    return score[3000:], stream_wrong, float(cal.threshold)
+
+
+def run_adaptive(
+    score: np.ndarray, wrong: np.ndarray, tau0: float, rate: float, step: float, seed: int
+) -> dict[str, Any]:
+    rng = np.random.default_rng(seed)
+    audited = rng.random(len(score)) < rate
+    tau, taus, acc = tau0, [], np.zeros(len(score), dtype=bool)
+    errs, weights = [], []
+    for i in range(len(score)):  # decide, then (if audited) learn the outcome at once
+        if score[i] >= tau:
+            acc[i] = True
+            if audited[i]:
+                errs.append(wrong[i])
+                weights.append(1 / rate)
+                tau = max(0.0, tau + step * (1 / rate) * (wrong[i] - 0.05))
+                taus.append(tau)
+    return {"accepted": acc, "errors": np.array(errs), "weights": np.array(weights), "taus": taus}
+
+
+@pytest.mark.parametrize("rate", [1.0, 0.2])
+def test_adaptive_threshold_keeps_the_long_run_bound_under_drift(
+    drifting_stream: tuple[np.ndarray, np.ndarray, float], rate: float
+) -> None:
+    from safepredict.adaptive import long_run_bound, threshold_path
+
+    score, wrong, tau0 = drifting_stream
+    step = 0.005
+    run = run_adaptive(score, wrong, tau0, rate, step, seed=int(rate * 10))
+    acc, e, w = run["accepted"], run["errors"], run["weights"]
+    bound = long_run_bound(start=tau0, step=step, total_weight=w.sum(), max_weight=1 / rate)
+    weighted = float((w * e).sum() / w.sum())
+    assert weighted <= 0.05 + bound  # deterministic, whatever the drift
+    realized = float(wrong[acc].mean())
+    # the realized error differs from the Hajek estimate by sampling noise only: three
+    # binomial standard errors of a rate near 0.05 over the audited rows (0 when rate=1)
+    noise = 0.0 if rate == 1.0 else three_se(0.05, len(e))
+    assert realized <= 0.05 + bound + noise
+    assert bound < 0.02  # the bound is informative on this stream
+    # the threshold path is reproducible from the outcome log alone
+    replay = threshold_path(e, w, start=tau0, max_error=0.05, step=step)
+    np.testing.assert_allclose(replay[1:], run["taus"])
+    # negative control: the static certified threshold breaks its promise on this stream
+    static = score >= tau0
+    assert float(wrong[static].mean()) > 0.05 + bound + noise
+    # the price: the adaptive tier accepts less than the static one
+    assert acc.mean() < static.mean()
+
+
+def test_adapt_thresholds_on_a_predictor_replays_the_queue_and_emits_events(
+    tmp_path: Path,
+) -> None:
+    X, y = make_classification(
+        n_samples=9000,
+        n_features=8,
+        n_informative=5,
+        n_clusters_per_class=1,
+        class_sep=2.0,
+        random_state=24,
+    )
+    model = LogisticRegression(max_iter=500).fit(X[:3000], y[:3000])
+    tier = {"name": "auto", "action": "accept", "max_error": 0.05, "score": "top_prob"}
+    policy = {
+        "delta": 0.1,
+        "tiers": [{**tier, "adapt": True, "audit_rate": 0.5}, {"name": "h", "action": "review"}],
+    }
+    out = io.StringIO()
+    logger = structlog.wrap_logger(
+        structlog.PrintLogger(out), processors=[structlog.processors.JSONRenderer()]
+    )
+    db = tmp_path / "reviews.db"
+    sp = SafePredictor(model, log="off", tiers=policy, router=str(db), logger=logger)
+    sp.calibrate(X[3000:6000], y[3000:6000])
+    start = sp.tier_calibration_.thresholds["auto"]
+    d = sp.decide(X[6000:9000])
+    rng = np.random.default_rng(2210)
+    shifted = np.where(rng.random(3000) < 0.2, 1 - y[6000:9000], y[6000:9000])
+    queue = SQLiteReviewQueue(db)
+    resolve_audits(queue, d, shifted)
+    first = sp.adapt_thresholds()["auto"]
+    assert first["start"] == start
+    assert first["threshold"] > start  # too many errors: the tier gets stricter
+    assert sp.tier_calibration_.thresholds["auto"] == first["threshold"]
+    assert first["n_outcomes"] == int(d.audit.sum())
+    changes = [json.loads(x) for x in out.getvalue().splitlines()]
+    changes = [c for c in changes if c["event"] == "safepredict.threshold_change"]
+    assert len(changes) == 1
+    assert changes[0]["old"] == start
+    assert changes[0]["new"] == first["threshold"]
+    # replaying the same log again changes nothing and emits nothing
+    assert sp.adapt_thresholds()["auto"] == first
+    assert out.getvalue().count("safepredict.threshold_change") == 1
+    assert (sp.decide(X[6000:9000]).actions == "accept").mean() < (d.actions == "accept").mean()
+    with pytest.raises(ConfigError, match="adapt = true moves a single max_error threshold"):
+        Tier("a", "accept", adapt=True)
+    plain = SafePredictor(
+        model, log="off", tiers={**policy, "tiers": [tier, {"name": "h", "action": "review"}]}
+    )
+    plain.calibrate(X[3000:6000], y[3000:6000])
+    with pytest.raises(ConfigError, match="no tier has adapt = true"):
+        plain.adapt_thresholds(queue=db)

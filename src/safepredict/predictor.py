@@ -10,6 +10,7 @@ routes.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import math
@@ -29,6 +30,7 @@ from safepredict._frames import default_feature_names, input_rows, is_frame, res
 from safepredict._hashing import row_hashes, unit_interval
 from safepredict._validation import check_fraction, check_one_of, describe
 from safepredict._version import __version__
+from safepredict.adaptive import long_run_bound, threshold_path
 from safepredict.config import GuardConfig, TierPolicy
 from safepredict.conformal import (
     CLASSIFICATION_SCORES,
@@ -46,7 +48,7 @@ from safepredict.exceptions import (
 from safepredict.explain import ExplainerState, ModelExplainer, check_request
 from safepredict.guards import InputGuards
 from safepredict.monitoring.events import EventContext, EventEmitter, confidence_snapshot
-from safepredict.monitoring.tier_health import effective_audit_rates
+from safepredict.monitoring.tier_health import effective_audit_rates, tier_outcomes
 from safepredict.monitoring.tier_health import tier_health as compute_tier_health
 from safepredict.review import Router, build_cases
 from safepredict.tiers import TierCalibration, TierInputs, assign_tiers, calibrate_tiers
@@ -1310,17 +1312,7 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
             ``delta`` and ``audit_rate``.
         """
         self._check_calibrated("tier_health")
-        source = self.router_ if queue is None else queue
-        if source is not None and not hasattr(source, "outcomes"):
-            source = getattr(Router.coerce(source), "queue", None)
-        outcomes = getattr(source, "outcomes", None)
-        if outcomes is None:
-            raise ConfigError(
-                "tier_health needs the review queue the audited outcomes are in; pass "
-                "SafePredictor(router='reviews.db') or tier_health(queue='reviews.db'); "
-                f"got {describe(queue)}."
-            )
-        items = outcomes(audited_only=True)
+        items = self._audit_outcomes(queue, "tier_health")
         if since is not None:
             start = _utc_text(since)
             items = (o for o in items if str(o.get("resolved_at") or "") >= start)
@@ -1330,6 +1322,81 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
         for health in out.values():
             if health["alarm"]:
                 self.events.tier_alarm(context, health)
+        return out
+
+    def _audit_outcomes(self, queue: Any, caller: str) -> Any:
+        """``outcomes(audited_only=True)`` of ``queue`` (default: this predictor's router)."""
+        source = self.router_ if queue is None else queue
+        if source is not None and not hasattr(source, "outcomes"):
+            source = getattr(Router.coerce(source), "queue", None)
+        outcomes = getattr(source, "outcomes", None)
+        if outcomes is None:
+            raise ConfigError(
+                f"{caller} needs the review queue the audited outcomes are in; pass "
+                f"SafePredictor(router='reviews.db') or {caller}(queue='reviews.db'); "
+                f"got {describe(queue)}."
+            )
+        return outcomes(audited_only=True)
+
+    def adapt_thresholds(self, queue: Any = None) -> dict[str, Any]:
+        """Move the ``adapt = true`` tiers' thresholds, replayed from the audit outcome log.
+
+        For each such tier the threshold path starts at the certified threshold
+        and takes one step per audited outcome of the tier, in arrival order
+        (:func:`safepredict.adaptive.threshold_path`), so calling this again after
+        more outcomes arrived, or on another process with the same queue, gives the
+        same threshold. The new threshold replaces the tier's threshold in this
+        predictor (and in what :meth:`save` writes); each change emits a
+        ``safepredict.threshold_change`` event.
+
+        Returns
+        -------
+        dict
+            Tier name -> ``start`` (certified threshold), ``threshold`` (now),
+            ``n_outcomes``, ``weighted_error`` and ``bound`` (the long-run excess
+            over ``max_error`` allowed so far, see :mod:`safepredict.adaptive`).
+        """
+        self._check_calibrated("adapt_thresholds")
+        policy = self.policy_
+        tiers = [t for t in policy.tiers if t.adapt]
+        if not tiers:
+            raise ConfigError(
+                "adapt_thresholds: no tier has adapt = true; add adapt = true to a "
+                "max_error tier of the policy."
+            )
+        per_tier = tier_outcomes(self._audit_outcomes(queue, "adapt_thresholds"), policy)
+        cal = self.tier_calibration_
+        thresholds = dict(cal.thresholds)
+        out: dict[str, Any] = {}
+        context = self._event_context()
+        for tier in tiers:
+            start = (cal.report.get(tier.name) or {}).get("threshold")
+            errs, weights = per_tier[tier.name]
+            if start is None or tier.max_error is None:  # uncertified: accepts nothing
+                continue
+            path = threshold_path(
+                errs, weights, start=float(start), max_error=tier.max_error, step=tier.adapt_step
+            )
+            new, old = float(path[-1]), float(thresholds[tier.name])
+            total = float(weights.sum())
+            out[tier.name] = {
+                "start": float(start),
+                "threshold": new,
+                "n_outcomes": len(errs),
+                "weighted_error": float((weights * errs).sum() / total) if total else None,
+                "bound": long_run_bound(
+                    start=float(start),
+                    step=tier.adapt_step,
+                    total_weight=total,
+                    max_weight=float(weights.max()) if len(weights) else 1.0,
+                ),
+            }
+            if new != old:
+                thresholds[tier.name] = new
+                self.events.threshold_change(
+                    context, {"tier": tier.name, "old": old, "new": new, **out[tier.name]}
+                )
+        self.tier_calibration_ = dataclasses.replace(cal, thresholds=thresholds)
         return out
 
     # ------------------------------------------------------------ reporting

@@ -53,6 +53,7 @@ __all__ = [
     "EVENT_CALIBRATION",
     "EVENT_DECISION",
     "EVENT_ROUTE",
+    "EVENT_THRESHOLD_CHANGE",
     "EVENT_TIER_ALARM",
     "EVENT_UNCERTIFIED",
     "ROUTE_STATUSES",
@@ -75,6 +76,8 @@ EVENT_UNCERTIFIED = "safepredict.tier_uncertified"
 EVENT_ROUTE = "safepredict.route"
 #: A tier's anytime-valid error lower bound exceeds its ``max_error`` (issue 22).
 EVENT_TIER_ALARM = "safepredict.tier_alarm"
+#: An ``adapt = true`` tier's threshold moved (issue 22).
+EVENT_THRESHOLD_CHANGE = "safepredict.threshold_change"
 #: What a router reports for a case: handed to the sink, written to a local
 #: spool because the sink was down, or lost.
 ROUTE_STATUSES = ("queued", "spooled", "failed")
@@ -461,6 +464,20 @@ class EventEmitter:
             ),
         }
         return self._emit("warning", EVENT_TIER_ALARM, payload)
+
+    def threshold_change(self, context: EventContext, change: Mapping[str, Any]) -> bool:
+        """Emit ``safepredict.threshold_change`` (info): ``tier``, ``old``, ``new`` and why."""
+        payload = {
+            "schema_version": SCHEMA_VERSION,
+            "timestamp": now_iso(),
+            "model_name": context.model_name,
+            "model_version": context.model_version,
+            "safepredict_version": __version__,
+            "policy_hash": context.policy_hash,
+            "calibration_id": context.calibration_id,
+            **{str(k): _clean(v) for k, v in change.items()},
+        }
+        return self._emit("info", EVENT_THRESHOLD_CHANGE, payload)
 
     # ------------------------------------------------------------------- route
     def route(

@@ -52,6 +52,7 @@ __all__ = [
     "effective_audit_rates",
     "outcomes_to_detect",
     "tier_health",
+    "tier_outcomes",
 ]
 
 
@@ -162,6 +163,48 @@ def _records(outcomes: Any) -> Iterable[Mapping[str, Any]]:
     return rows
 
 
+def tier_outcomes(
+    outcomes: Any, policy: TierPolicy
+) -> dict[str, tuple[np.ndarray[Any, np.dtype[np.float64]], np.ndarray[Any, np.dtype[np.float64]]]]:
+    """Per accepting tier, its outcomes' errors (0/1) and weights ``1 / audit probability``.
+
+    Each outcome is a mapping with ``tier`` and ``error`` (0/1) or ``prediction``
+    and ``outcome``; optionally ``action`` (rows not ``"accept"`` are skipped) and
+    ``audit_probability`` (default: the tier's effective audit rate; 1 when that
+    is 0, i.e. the outcome was not sampled). Order is kept.
+
+    Examples
+    --------
+    >>> policy = TierPolicy([Tier("a", "accept", audit_rate=0.25), Tier("h", "review")])
+    >>> e, w = tier_outcomes([{"tier": "a", "prediction": 1, "outcome": 0}], policy)["a"]
+    >>> e.tolist(), w.tolist()
+    ([1.0], [4.0])
+    """
+    rates = effective_audit_rates(policy)
+    tiers = {t.name: t for t in policy.tiers if t.name in rates}
+    errors: dict[str, list[int]] = {n: [] for n in tiers}
+    weights: dict[str, list[float]] = {n: [] for n in tiers}
+    for row in _records(outcomes):
+        if not isinstance(row, Mapping):
+            raise ConfigError(f"each outcome must be a dict; got {describe(row)}.")
+        name = row.get("tier")
+        if name not in tiers or row.get("action", "accept") != "accept":
+            continue
+        tier = tiers[str(name)]
+        p = row.get("audit_probability")
+        prob = float(p) if p is not None else (rates[tier.name] or 1.0)
+        if not 0.0 < prob <= 1.0:
+            raise ConfigError(
+                f"audit_probability must be in (0, 1]; got {describe(p)} for tier {tier.name!r}."
+            )
+        errors[tier.name].append(_row_error(row, tier))
+        weights[tier.name].append(1.0 / prob)
+    return {
+        n: (np.asarray(errors[n], dtype=np.float64), np.asarray(weights[n], dtype=np.float64))
+        for n in tiers
+    }
+
+
 class TierHealthTracker:
     """Per-tier confidence sequences, updated as audited outcomes arrive.
 
@@ -219,35 +262,14 @@ class TierHealthTracker:
     def update(self, outcomes: Any) -> list[str]:
         """Add outcomes in arrival order; return the tiers whose alarm this update raised.
 
-        Each outcome is a mapping with ``tier`` and ``error`` (0/1) or
-        ``prediction`` and ``outcome``; optionally ``action`` (rows not
-        ``"accept"`` are skipped) and ``audit_probability`` (default: the tier's
-        audit rate; 1 when the tier's rate is 0, i.e. the outcome was not sampled).
-        Rows of tiers that do not accept are skipped.
+        The outcomes are read as in :func:`tier_outcomes`; rows of tiers that do
+        not accept are skipped.
         """
         before = {n for n, h in self.report().items() if h.alarm}
-        errors: dict[str, list[int]] = {n: [] for n in self._tiers}
-        weights: dict[str, list[float]] = {n: [] for n in self._tiers}
-        for row in _records(outcomes):
-            if not isinstance(row, Mapping):
-                raise ConfigError(f"each outcome must be a dict; got {describe(row)}.")
-            name = row.get("tier")
-            if name not in self._tiers or row.get("action", "accept") != "accept":
-                continue
-            tier = self._tiers[str(name)]
-            p = row.get("audit_probability")
-            prob = float(p) if p is not None else (self.rates[tier.name] or 1.0)
-            if not 0.0 < prob <= 1.0:
-                raise ConfigError(
-                    f"audit_probability must be in (0, 1]; got {describe(p)} for tier "
-                    f"{tier.name!r}."
-                )
-            errors[tier.name].append(_row_error(row, tier))
-            weights[tier.name].append(1.0 / prob)
-        for name, errs in errors.items():
-            if errs:
-                self._cs[name].update(np.asarray(errs, dtype=np.float64), weights[name])
-                self._errors[name] += int(sum(errs))
+        for name, (errs, weights) in tier_outcomes(outcomes, self.policy).items():
+            if len(errs):
+                self._cs[name].update(errs, weights)
+                self._errors[name] += int(errs.sum())
         after = {n for n, h in self.report().items() if h.alarm}
         return sorted(after - before)
 
@@ -286,8 +308,8 @@ def tier_health(
     ----------
     outcomes : iterable of dict or DataFrame
         Audited accepted rows in the order their outcomes arrived, e.g.
-        ``queue.outcomes(audited_only=True)``; see :meth:`TierHealthTracker.update`
-        for the columns.
+        ``queue.outcomes(audited_only=True)``; see :func:`tier_outcomes` for the
+        columns.
     policy : TierPolicy
         The policy the rows were decided under.
     delta, min_audit_probability, grid
