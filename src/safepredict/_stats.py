@@ -170,8 +170,13 @@ def binomial_interval(
 #     P(exists t: max(K+_t, K-_t) / 2 >= 1 / delta) <= delta,
 # so {m : K+_t(m) < 2 / delta and K-_t(m) < 2 / delta} covers the true rate at all
 # times simultaneously (the hedged capital process of Waudby-Smith & Ramdas 2024,
-# theta = 1/2, with their predictable plug-in bets truncated at c / m, c = 1/2).
-# Both factors are monotone in m, so the set is an interval.
+# theta = 1/2, with their aGRAPA bets, lam = mean(z) / mean(z^2) of the past
+# increments z = u (e - m), clipped to [0, c / m] resp. [0, c / (1 - m)], c = 1/2).
+# With lam+ >= 0, K+(m) is a supermartingale whenever the rate is <= m, so the alarm
+# "K+(max_error) >= 2 / delta" is a level delta / 2 sequential test of "rate <=
+# max_error", exact at max_error. The bounds are read off a grid and rounded
+# outwards: lower = end of the run of rejected rates starting at 0, upper = start
+# of the run of rejected rates ending at 1.
 # --------------------------------------------------------------------------
 
 _TRUNCATION = 0.5  # c in lam+ <= c / m, lam- <= c / (1 - m): each factor stays >= 1 - c.
@@ -216,51 +221,49 @@ def _check_errors(errors: ArrayLike) -> NDArray[np.float64]:
     return e
 
 
-def _plugin_bets(
-    e: NDArray[np.float64],
-    u: NDArray[np.float64],
-    delta: float,
-    state: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0),
-) -> tuple[NDArray[np.float64], tuple[NDArray[np.float64], ...]]:
-    """Predictable plug-in bets (WSR 2024, eq. 26) along the last axis.
+_PRIOR_SQ = 0.25  # one pseudo-outcome with z^2 = 1/4 keeps the first bets moderate
 
-    ``state = (t, sum u, sum u e, sum of squared increments)`` before the block.
-    ``lam_i = sqrt(2 log(2/delta) / (sigma2_{i-1} i log(1 + i)))`` where
-    ``sigma2`` is the running variance of ``u (e - mu)`` around the running
-    weighted mean ``mu`` (prior mean 1/2, prior variance 1/4, one pseudo-outcome).
-    Returns the bets and the running sums after each step.
+
+def _sums(
+    e: NDArray[np.float64], u: NDArray[np.float64], state: NDArray[np.float64]
+) -> NDArray[np.float64]:
+    """Running ``(sum u, sum u e, sum u^2, sum u^2 e, sum u^2 e^2)`` after each step.
+
+    ``state`` (shape ``(..., 5)``) holds the sums before the block; the result has
+    shape ``(..., n, 5)``.
     """
-    t0, su0, sue0, ssq0 = state
-    n = e.shape[-1]
-    t = t0 + np.arange(1, n + 1, dtype=np.float64)
-    su = su0 + np.cumsum(u, axis=-1)
-    sue = sue0 + np.cumsum(u * e, axis=-1)
-    mu = (0.5 + sue) / (1.0 + su)  # includes step i
-    ssq = ssq0 + np.cumsum((u * (e - mu)) ** 2, axis=-1)
-    sigma2 = (0.25 + ssq) / (1.0 + t)
-    sigma2_prev = np.concatenate(
-        [np.broadcast_to((0.25 + ssq0) / (1.0 + t0), (*e.shape[:-1], 1)), sigma2[..., :-1]],
-        axis=-1,
-    )
-    lam = np.sqrt(2.0 * math.log(2.0 / delta) / (sigma2_prev * t * np.log1p(t)))
-    return lam, (t, su, sue, ssq)
+    parts = np.stack([u, u * e, u * u, u * u * e, (u * e) ** 2], axis=-1)
+    return np.asarray(state[..., None, :] + np.cumsum(parts, axis=-2), dtype=np.float64)
 
 
 def _log_factors(
     e: NDArray[np.float64],
     u: NDArray[np.float64],
-    lam: NDArray[np.float64],
     m: NDArray[np.float64],
-) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """``log(1 + lam+ u (e - m))`` and ``log(1 - lam- u (e - m))``, shape ``(..., n, G)``."""
+    state: NDArray[np.float64],
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    """``log(1 + lam+ z)`` and ``log(1 - lam- z)`` with ``z = u (e - m)``, shape ``(..., n, G)``.
+
+    The bets are aGRAPA (WSR 2024, section 5.3): ``lam = mean(z) / mean(z^2)`` of
+    the *previous* increments at this ``m`` (computed from running sums, so all
+    grid points cost one pass), clipped to ``[0, c / m]`` for the upward process
+    and ``[0, c / (1 - m)]`` for the downward one. A process bets only when the
+    past points its way, so a good stretch does not dig a hole that a later rise
+    must climb out of. Returns the sums after the block too.
+    """
+    after = _sums(e, u, state)
+    before = np.concatenate([state[..., None, :], after[..., :-1, :]], axis=-2)
+    su, sue, su2, su2e, su2e2 = (before[..., k, None] for k in range(5))
+    s1 = sue - m * su  # sum z
+    s2 = su2e2 - 2 * m * su2e + m * m * su2  # sum z^2
+    ratio = s1 / (_PRIOR_SQ + s2)
     with np.errstate(divide="ignore"):
         cap_plus = np.where(m > 0, _TRUNCATION / np.where(m > 0, m, 1.0), np.inf)
         cap_minus = np.where(m < 1, _TRUNCATION / np.where(m < 1, 1.0 - m, 1.0), np.inf)
-    lam_e = lam[..., None]
+    lam_plus = np.clip(ratio, 0.0, cap_plus)
+    lam_minus = np.clip(-ratio, 0.0, cap_minus)
     z = u[..., None] * (e[..., None] - m)
-    plus = np.log1p(np.minimum(lam_e, cap_plus) * z)
-    minus = np.log1p(-np.minimum(lam_e, cap_minus) * z)
-    return plus, minus
+    return np.log1p(lam_plus * z), np.log1p(-lam_minus * z), after[..., -1, :]
 
 
 def betting_log_capital(
@@ -268,7 +271,6 @@ def betting_log_capital(
     weights: ArrayLike | None = None,
     *,
     m: ArrayLike,
-    delta: float = 0.05,
     max_weight: float | None = None,
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Running log-capital of the two betting processes at candidate error rates ``m``.
@@ -283,8 +285,6 @@ def betting_log_capital(
         Inverse audit probabilities ``1 / pi_i`` (>= 1). Default: all equal.
     m : array-like of shape (G,)
         Candidate error rates in ``[0, 1]``.
-    delta : float, default=0.05
-        Level the bets are tuned for (the bets, not the validity, depend on it).
     max_weight : float, optional
         A bound on every weight fixed in advance (``1 / smallest audit rate``).
         Default: the largest weight given.
@@ -302,12 +302,10 @@ def betting_log_capital(
     >>> bool(lp[-1, 0] > math.log(2 / 0.05)), bool(lp[-1, 1] < 0.5)
     (True, True)
     """
-    check_fraction(delta, "delta")
     e = _check_errors(errors)
     u = _weights_scaled(e, weights, max_weight)
     grid = np.atleast_1d(np.asarray(m, dtype=np.float64))
-    lam, _ = _plugin_bets(e, u, delta)
-    plus, minus = _log_factors(e, u, lam, grid)
+    plus, minus, _ = _log_factors(e, u, grid, np.zeros((*e.shape[:-1], 5)))
     return np.cumsum(plus, axis=-2), np.cumsum(minus, axis=-2)
 
 
@@ -346,7 +344,8 @@ def betting_alarm_times(
     >>> (betting_alarm_times(bad, threshold=0.1) > 0).tolist()
     [True, True, True]
     """
-    lp, _ = betting_log_capital(errors, weights, m=[threshold], delta=delta, max_weight=max_weight)
+    check_fraction(delta, "delta")
+    lp, _ = betting_log_capital(errors, weights, m=[threshold], max_weight=max_weight)
     hit = lp[..., 0] >= math.log(2.0 / delta)
     first = np.argmax(hit, axis=-1)
     return np.where(hit.any(axis=-1), first + 1, -1).astype(np.int64)
@@ -355,8 +354,8 @@ def betting_alarm_times(
 class BettingConfidenceSequence:
     """Anytime-valid confidence sequence for an error rate, updated as outcomes arrive.
 
-    Keeps the running log-capital of the hedged betting processes on a grid of
-    candidate rates (Waudby-Smith & Ramdas 2024) with inverse-probability weights
+    Keeps the running log-capital of the hedged betting processes (aGRAPA bets) on
+    a grid of candidate rates (Waudby-Smith & Ramdas 2024) with inverse-probability weights
     ``w_i = 1 / pi_i`` so that it covers the error rate of *all* rows the audited
     ones were sampled from (Horvitz & Thompson 1952). With probability at least
     ``1 - delta`` the interval ``[lower, upper]`` contains that rate at every
@@ -418,14 +417,15 @@ class BettingConfidenceSequence:
         self._log_minus = np.zeros_like(self._m)
         self._ever_plus = np.zeros(self._m.shape, dtype=bool)
         self._ever_minus = np.zeros(self._m.shape, dtype=bool)
-        self._state = (0.0, 0.0, 0.0, 0.0)
+        self._sums = np.zeros(5)
+        self._n = 0
         self._sum_w = 0.0
         self._sum_we = 0.0
 
     @property
     def n(self) -> int:
         """Outcomes seen so far."""
-        return int(self._state[0])
+        return self._n
 
     @property
     def estimate(self) -> float:
@@ -434,15 +434,17 @@ class BettingConfidenceSequence:
 
     @property
     def lower(self) -> float:
-        """Largest rate rejected from below so far (0 if none)."""
-        rejected = np.flatnonzero(self._ever_plus)
-        return float(self._m[rejected[-1]]) if len(rejected) else 0.0
+        """End of the run of rates rejected from below, starting at 0 (0 if none)."""
+        kept = np.flatnonzero(~self._ever_plus)
+        k = int(kept[0]) if len(kept) else len(self._m)
+        return float(self._m[k - 1]) if k > 0 else 0.0
 
     @property
     def upper(self) -> float:
-        """Smallest rate rejected from above so far (1 if none)."""
-        rejected = np.flatnonzero(self._ever_minus)
-        return float(self._m[rejected[0]]) if len(rejected) else 1.0
+        """Start of the run of rates rejected from above, ending at 1 (1 if none)."""
+        kept = np.flatnonzero(~self._ever_minus)
+        k = int(kept[-1]) if len(kept) else -1
+        return float(self._m[k + 1]) if k + 1 < len(self._m) else 1.0
 
     def exceeds(self, rate: float) -> bool:
         """Whether the confidence sequence has (ever) put the error rate above ``rate``.
@@ -468,13 +470,12 @@ class BettingConfidenceSequence:
         threshold = math.log(2.0 / self.delta)
         for start in range(0, e.size, 1024):  # bounded memory: 1024 x grid
             eb, ub = e[start : start + 1024], u[start : start + 1024]
-            lam, (t, su, sue, ssq) = _plugin_bets(eb, ub, self.delta, self._state)
-            plus, minus = _log_factors(eb, ub, lam, self._m)
+            plus, minus, self._sums = _log_factors(eb, ub, self._m, self._sums)
             lp = self._log_plus + np.cumsum(plus, axis=0)
             lm = self._log_minus + np.cumsum(minus, axis=0)
             self._ever_plus |= (lp >= threshold).any(axis=0)
             self._ever_minus |= (lm >= threshold).any(axis=0)
             self._log_plus, self._log_minus = lp[-1], lm[-1]
-            self._state = (float(t[-1]), float(su[-1]), float(sue[-1]), float(ssq[-1]))
+        self._n += int(e.size)
         self._sum_w += float(w.sum())
         self._sum_we += float((w * e).sum())
