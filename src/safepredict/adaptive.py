@@ -41,7 +41,7 @@ online learning settings. *TMLR*.
 Examples
 --------
 >>> path = threshold_path([0, 0, 1, 0], start=0.8, max_error=0.1, step=0.05)
->>> [round(t, 4) for t in path]
+>>> [round(float(t), 4) for t in path]
 [0.8, 0.795, 0.79, 0.835, 0.83]
 """
 
