@@ -470,3 +470,22 @@ def test_adapt_thresholds_on_a_predictor_replays_the_queue_and_emits_events(
     plain.calibrate(X[3000:6000], y[3000:6000])
     with pytest.raises(ConfigError, match="no tier has adapt = true"):
         plain.adapt_thresholds(queue=db)
+
+
+def test_adapt_thresholds_refuses_regressors(diabetes_ridge: Any) -> None:
+    s = diabetes_ridge
+    policy = {
+        "tiers": [
+            {
+                "name": "auto",
+                "action": "accept",
+                "max_error": 0.3,
+                "tolerance": 50.0,
+                "adapt": True,
+            },
+            {"name": "h", "action": "review"},
+        ]
+    }
+    sp = SafePredictor(s.model, log="off", tiers=policy).calibrate(s.X_cal, s.y_cal)
+    with pytest.raises(ConfigError, match="supports classification tiers"):
+        sp.adapt_thresholds()

@@ -1364,6 +1364,11 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
                 "adapt_thresholds: no tier has adapt = true; add adapt = true to a "
                 "max_error tier of the policy."
             )
+        if self.task_ != "classification":
+            raise ConfigError(
+                "adapt_thresholds supports classification tiers, whose scores lie in [0, 1]; "
+                "this predictor is a regressor. Remove adapt = true and recalibrate instead."
+            )
         per_tier = tier_outcomes(self._audit_outcomes(queue, "adapt_thresholds"), policy)
         cal = self.tier_calibration_
         thresholds = dict(cal.thresholds)
