@@ -110,6 +110,17 @@ class Tier:
     tolerance : float, optional
         Regression ``max_error`` tiers: a prediction is an error when
         ``|y - y_hat| > tolerance``. Required for regression ``max_error`` tiers.
+    audit_rate : float, optional
+        Accepting tiers: fraction of this tier's accepted rows sampled for audit
+        (overrides the policy-wide ``audit_rate``). The audited outcomes feed
+        :meth:`SafePredictor.tier_health`.
+    adapt : bool, default=False
+        ``max_error`` tiers: move the threshold online from arriving audit outcomes
+        (see :mod:`safepredict.adaptive` for what this guarantees and what not);
+        applied by :meth:`SafePredictor.adapt_thresholds`.
+    adapt_step : float, default=0.01
+        Learning rate of the adaptive threshold (score units per unit of weighted
+        error).
 
     Examples
     --------
@@ -127,6 +138,9 @@ class Tier:
     score: str = "conformal"
     per_class: bool = False
     tolerance: float | None = None
+    audit_rate: float | None = None  # tier health (issue 22)
+    adapt: bool = False  # adaptive thresholds (issue 22)
+    adapt_step: float = 0.01
 
     def __post_init__(self) -> None:
         where = f"tier {self.name!r}"
@@ -178,6 +192,23 @@ class Tier:
                     f"{where}: 'tolerance' only applies to a 'max_error' tier; add max_error "
                     "or remove tolerance."
                 )
+        if self.audit_rate is not None:  # tier health (issue 22)
+            check_fraction(
+                self.audit_rate, "audit_rate", low_open=False, high_open=False, where=f"{where}: "
+            )
+            if self.action != "accept":
+                raise ConfigError(
+                    f"{where}: audit_rate samples accepted rows for audit; this tier's action "
+                    f"is {self.action!r}. Remove audit_rate or set it on an accepting tier."
+                )
+        if not isinstance(self.adapt, bool):  # adaptive thresholds (issue 22)
+            raise ConfigError(f"{where}: adapt must be true or false; got {describe(self.adapt)}.")
+        _check_positive_number(self.adapt_step, "adapt_step", where)
+        if self.adapt and (self.max_error is None or self.per_class):
+            raise ConfigError(
+                f"{where}: adapt = true moves a single max_error threshold; add max_error "
+                "(without per_class) or remove adapt."
+            )
         if (self.per_class or self.score != "conformal") and self.max_error is None:
             raise ConfigError(
                 f"{where}: 'score' and 'per_class' only apply to a 'max_error' tier; add "
@@ -203,6 +234,11 @@ class Tier:
             out["per_class"] = self.per_class
             if self.tolerance is not None:
                 out["tolerance"] = self.tolerance
+        if self.audit_rate is not None:  # tier health (issue 22)
+            out["audit_rate"] = self.audit_rate
+        if self.adapt:
+            out["adapt"] = True
+            out["adapt_step"] = self.adapt_step
         return out
 
     @classmethod

@@ -67,6 +67,8 @@ __all__ = [
     "EVENT_CALIBRATION",
     "EVENT_DECISION",
     "EVENT_ROUTE",
+    "EVENT_THRESHOLD_CHANGE",
+    "EVENT_TIER_ALARM",
     "EVENT_UNCERTIFIED",
     "ROUTE_STATUSES",
     "SCHEMA_VERSION",
@@ -87,6 +89,10 @@ EVENT_BATCH = "safepredict.batch"
 EVENT_CALIBRATION = "safepredict.calibration"
 EVENT_UNCERTIFIED = "safepredict.tier_uncertified"
 EVENT_ROUTE = "safepredict.route"
+#: A tier's anytime-valid error lower bound exceeds its ``max_error`` (issue 22).
+EVENT_TIER_ALARM = "safepredict.tier_alarm"
+#: An ``adapt = true`` tier's threshold moved (issue 22).
+EVENT_THRESHOLD_CHANGE = "safepredict.threshold_change"
 #: What a router reports for a case: handed to the sink, written to a local
 #: spool because the sink was down, or lost.
 ROUTE_STATUSES = ("queued", "spooled", "failed")
@@ -586,6 +592,44 @@ class EventEmitter:
             }
             sent += int(self._emit("warning", EVENT_UNCERTIFIED, warning))
         return sent
+
+    # -------------------------------------------------------------- tier health
+    def tier_alarm(self, context: EventContext, health: Mapping[str, Any]) -> bool:
+        """Emit ``safepredict.tier_alarm`` (warning) for one tier's health dict.
+
+        ``health`` is :meth:`TierHealth.to_dict` output (``tier, n_outcomes,
+        n_errors, estimate, lower, upper, max_error, alarm, delta, audit_rate``).
+        """
+        payload = {
+            "schema_version": SCHEMA_VERSION,
+            "timestamp": now_iso(),
+            "model_name": context.model_name,
+            "model_version": context.model_version,
+            "safepredict_version": __version__,
+            "policy_hash": context.policy_hash,
+            "calibration_id": context.calibration_id,
+            **{str(k): _clean(v) for k, v in health.items()},
+            "message": (
+                f"tier {health.get('tier')!r} is not keeping its promise: its error rate is "
+                f"above max_error={health.get('max_error')} (anytime-valid lower bound "
+                f"{health.get('lower')})"
+            ),
+        }
+        return self._emit("warning", EVENT_TIER_ALARM, payload)
+
+    def threshold_change(self, context: EventContext, change: Mapping[str, Any]) -> bool:
+        """Emit ``safepredict.threshold_change`` (info): ``tier``, ``old``, ``new`` and why."""
+        payload = {
+            "schema_version": SCHEMA_VERSION,
+            "timestamp": now_iso(),
+            "model_name": context.model_name,
+            "model_version": context.model_version,
+            "safepredict_version": __version__,
+            "policy_hash": context.policy_hash,
+            "calibration_id": context.calibration_id,
+            **{str(k): _clean(v) for k, v in change.items()},
+        }
+        return self._emit("info", EVENT_THRESHOLD_CHANGE, payload)
 
     # ------------------------------------------------------------------- route
     def route(

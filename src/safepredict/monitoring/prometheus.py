@@ -22,13 +22,13 @@ Examples
 from __future__ import annotations
 
 import threading
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 from safepredict._extras import missing_extra
 
 try:
-    from prometheus_client import CollectorRegistry, Counter, Histogram
+    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 except ImportError as _exc:  # the optional 'prometheus' extra
     raise missing_extra(_exc, "prometheus", "safepredict.monitoring.prometheus") from _exc
 
@@ -63,6 +63,10 @@ class PrometheusMetrics:
     (histogram), ``<ns>_decide_latency_seconds{model,stage}`` (histogram, one
     observation per ``decide`` call), ``<ns>_routes_total{model,status}`` and
     ``<ns>_dropped_events_total`` is left to the predictor's ``event_stats()``.
+    Tier health (``safepredict.tier_alarm`` events, or :meth:`observe_tier_health`
+    for every tier): ``<ns>_tier_error{model,tier,bound}`` (gauge; bound is
+    ``estimate``, ``lower``, ``upper`` or ``max_error``) and
+    ``<ns>_tier_alarm{model,tier}`` (1 in alarm, else 0).
     The processor never raises: a malformed event is passed on unchanged.
     """
 
@@ -107,6 +111,20 @@ class PrometheusMetrics:
             namespace=namespace,
             registry=self.registry,
         )
+        self.tier_error = Gauge(  # tier health (issue 22)
+            "tier_error",
+            "Anytime-valid tier error bounds from audited outcomes.",
+            ["model", "tier", "bound"],
+            namespace=namespace,
+            registry=self.registry,
+        )
+        self.tier_alarm = Gauge(
+            "tier_alarm",
+            "1 when a tier's error lower bound exceeds its max_error.",
+            ["model", "tier"],
+            namespace=namespace,
+            registry=self.registry,
+        )
         self._last_batch: str | None = None
         self._lock = threading.Lock()
 
@@ -116,6 +134,30 @@ class PrometheusMetrics:
             value = latency.get(stage)
             if value is not None:
                 self.latency.labels(model, stage).observe(float(value))
+
+    def observe_tier_health(
+        self, health: Mapping[str, Mapping[str, Any]], *, model: str = ""
+    ) -> None:
+        """Set the tier gauges from ``SafePredictor.tier_health()`` output.
+
+        Examples
+        --------
+        >>> m = PrometheusMetrics()
+        >>> m.observe_tier_health({"auto": {"tier": "auto", "estimate": 0.03, "lower": 0.01,
+        ...     "upper": 0.06, "max_error": 0.05, "alarm": False}}, model="m")
+        >>> m.registry.get_sample_value("safepredict_tier_error",
+        ...     {"model": "m", "tier": "auto", "bound": "upper"})
+        0.06
+        """
+        for name, h in health.items():
+            self._tier(model, str(name), h)
+
+    def _tier(self, model: str, tier: str, h: Mapping[str, Any]) -> None:
+        for bound in ("estimate", "lower", "upper", "max_error"):
+            value = h.get(bound)
+            if value is not None:
+                self.tier_error.labels(model, tier, bound).set(float(value))
+        self.tier_alarm.labels(model, tier).set(1.0 if h.get("alarm") else 0.0)
 
     def __call__(
         self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
@@ -153,6 +195,8 @@ class PrometheusMetrics:
             self._latency(model, ev)
         elif name == "safepredict.route":
             self.routes.labels(model, str(ev.get("status"))).inc()
+        elif name == "safepredict.tier_alarm":
+            self._tier(model, str(ev.get("tier")), ev)
 
 
 def _tier_action_counts(ev: MutableMapping[str, Any]) -> dict[tuple[str, str], int]:
