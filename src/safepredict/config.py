@@ -106,6 +106,13 @@ class Tier:
         The per-row score a ``max_error`` tier thresholds.
     per_class : bool, default=False
         Certify ``max_error`` separately within each predicted class.
+    group_by : str, optional
+        Certify ``max_error`` separately within every value of this input
+        column (e.g. ``"region"``), with ``delta`` split across the values so
+        that all groups keep ``max_error`` at once with probability at least
+        ``1 - delta``. A group with too few calibration rows accepts nothing
+        (reason ``group_too_small:<value>``); a value never seen at calibration
+        goes to the fallback tier (reason ``unseen_group:<value>``).
     tolerance : float, optional
         Regression ``max_error`` tiers: a prediction is an error when
         ``|y - y_hat| > tolerance``. Required for regression ``max_error`` tiers.
@@ -126,6 +133,7 @@ class Tier:
     score: str = "conformal"
     per_class: bool = False
     tolerance: float | None = None
+    group_by: str | None = None
 
     def __post_init__(self) -> None:
         where = f"tier {self.name!r}"
@@ -177,10 +185,23 @@ class Tier:
                     f"{where}: 'tolerance' only applies to a 'max_error' tier; add max_error "
                     "or remove tolerance."
                 )
-        if (self.per_class or self.score != "conformal") and self.max_error is None:
+        if self.group_by is not None:
+            if not isinstance(self.group_by, str) or not self.group_by.strip():
+                raise ConfigError(
+                    f"{where}: group_by must be a column name (a non-empty string); got "
+                    f"{describe(self.group_by)}."
+                )
+            if self.per_class:
+                raise ConfigError(
+                    f"{where}: per_class and group_by cannot be combined; choose one (or add "
+                    "a column that combines both and group_by it)."
+                )
+        if (
+            self.per_class or self.score != "conformal" or self.group_by is not None
+        ) and self.max_error is None:
             raise ConfigError(
-                f"{where}: 'score' and 'per_class' only apply to a 'max_error' tier; add "
-                "max_error or remove them."
+                f"{where}: 'score', 'per_class' and 'group_by' only apply to a 'max_error' "
+                "tier; add max_error or remove them."
             )
 
     @property
@@ -202,6 +223,8 @@ class Tier:
             out["per_class"] = self.per_class
             if self.tolerance is not None:
                 out["tolerance"] = self.tolerance
+            if self.group_by is not None:
+                out["group_by"] = self.group_by
         return out
 
     @classmethod
