@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy import stats
+from scipy import special, stats
 
 from safepredict.config import Tier, TierPolicy
 from safepredict.decisions import to_builtin
@@ -37,9 +37,11 @@ __all__ = [
     "assign_tiers",
     "binomial_p_value",
     "calibrate_tiers",
+    "certification_power",
     "certify_threshold",
     "clopper_pearson",
     "group_labels",
+    "plan_calibration",
     "probability_tie_breaks",
     "ranking_keys",
     "rows_needed",
@@ -449,6 +451,175 @@ def certify_threshold(
     )
 
 
+def _grid_counts(
+    n: int, max_error: float, delta: float, n_steps: int = 50
+) -> tuple[NDArray[np.intp], NDArray[np.float64]]:
+    """Accepted counts and delta shares of the :func:`certify_threshold` grid on ``n`` rows."""
+    accepts = np.arange(1, n + 1, dtype=np.intp)
+    keys = np.zeros((n, 1))
+    start = rows_needed(max_error, delta * 0.25)
+    _, counts = _threshold_grid(keys, accepts, start, n_steps)
+    weights = _anchor_weights(counts, 0.25, 2.0)
+    if len(counts) == 0 or weights[0] == 1.0:
+        _, counts = _threshold_grid(keys, accepts, rows_needed(max_error, delta), n_steps)
+        weights = np.zeros(len(counts))
+        weights[:1] = 1.0
+    return counts, weights * delta
+
+
+def certification_power(
+    n: int,
+    *,
+    max_error: float,
+    delta: float,
+    expected_error: float,
+    target_accept: float,
+    n_sim: int = 2000,
+    seed: int = 0,
+) -> float:
+    """Probability that ``n`` calibration rows certify a tier at ``target_accept``.
+
+    The model the planner assumes: the ``target_accept * n`` best-ranked rows
+    are wrong independently with probability ``expected_error``, the rows below
+    them are all wrong (nothing beyond the target can be certified). Success:
+    :func:`certify_threshold` certifies a threshold accepting at least 90% of
+    the target rows. Monte Carlo over ``n_sim`` draws of the errors, run with
+    the exact grid, p-values and fallback weights of :func:`certify_threshold`
+    (vectorized over the draws); seeded, so the answer is reproducible.
+
+    Examples
+    --------
+    >>> p = certification_power(1000, max_error=0.05, delta=0.1, expected_error=0.02,
+    ...                         target_accept=0.8)
+    >>> p > 0.9
+    True
+    """
+    band = math.floor(target_accept * n)
+    if band < 1:
+        return 0.0
+    counts, levels = _grid_counts(n, max_error, delta)
+    counts = counts[counts <= band]
+    levels = levels[: len(counts)]
+    if len(counts) == 0:
+        return 0.0
+    rng = np.random.default_rng(seed)
+    steps = np.diff(np.concatenate([[0], counts]))
+    k = np.cumsum(rng.binomial(steps, expected_error, size=(n_sim, len(counts))), axis=1)
+    p = np.empty(k.shape)
+    for j, c in enumerate(counts.tolist()):  # CDF table per grid point, looked up per draw
+        table = special.bdtr(np.arange(int(k[:, j].max()) + 1), c, max_error)
+        p[:, j] = table[k[:, j]]
+    best = np.zeros(n_sim, dtype=np.intp)
+    carry = np.zeros(n_sim)
+    for j in range(len(counts)):
+        level = levels[j] + carry
+        rejected = p[:, j] <= level
+        best = np.where(rejected, counts[j], best)
+        carry = np.where(rejected, level, 0.0)
+    return float(np.mean(best >= 0.9 * band))
+
+
+def plan_calibration(
+    *,
+    max_error: float,
+    delta: float,
+    expected_error: float,
+    target_accept: float,
+    power: float = 0.9,
+) -> int:
+    """Labelled calibration rows needed to certify a ``max_error`` tier with probability ``power``.
+
+    The smallest ``n`` at which a tier whose accepted rows are wrong at rate
+    ``expected_error``, accepting a share ``target_accept`` of the rows that
+    reach it, is certified (at 90% or more of that acceptance) with probability
+    at least ``power`` (:func:`certification_power`; binary search over ``n``).
+    Use the ``delta`` share the tier gets (``delta / m`` with ``m`` risk
+    tiers, and divided again by the classes or groups of a ``per_class`` /
+    ``group_by`` tier), and divide ``target_accept`` by the share of rows
+    reaching the tier when earlier tiers take some.
+
+    Parameters
+    ----------
+    max_error : float
+        The tier's ``max_error``, in (0, 1).
+    delta : float
+        Its share of ``delta``, in (0, 1).
+    expected_error : float
+        The error rate expected among the accepted rows, in [0, max_error).
+    target_accept : float
+        The share of rows the tier should accept, in (0, 1].
+    power : float, default=0.9
+        Wanted probability of certifying, in (0, 1).
+
+    Returns
+    -------
+    int
+
+    Raises
+    ------
+    ConfigError
+        If an argument is out of range, or ``expected_error >= max_error``
+        (no calibration size certifies that).
+
+    Examples
+    --------
+    >>> plan_calibration(max_error=0.05, delta=0.1, expected_error=0.02, target_accept=0.8)
+    787
+    """
+    for name, value, low_open in (
+        ("max_error", max_error, True),
+        ("delta", delta, True),
+        ("target_accept", target_accept, True),
+        ("power", power, True),
+        ("expected_error", expected_error, False),
+    ):
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        ok = ok and (value > 0 if low_open else value >= 0) and value <= 1
+        ok = ok and not (name in ("max_error", "delta", "power") and value >= 1)
+        if not ok:
+            raise ConfigError(
+                f"plan_calibration: {name} must be a number in "
+                f"{'(0' if low_open else '[0'}, 1{']' if name == 'target_accept' else ')'}; "
+                f"got {value!r}."
+            )
+    if expected_error >= max_error:
+        raise ConfigError(
+            f"plan_calibration: expected_error={expected_error} is not below "
+            f"max_error={max_error}; no number of calibration rows certifies a tier whose "
+            "accepted rows are that often wrong. Lower target_accept (so the accepted rows are "
+            "more accurate) or raise max_error."
+        )
+
+    def enough(n: int) -> bool:
+        return (
+            certification_power(
+                n,
+                max_error=max_error,
+                delta=delta,
+                expected_error=expected_error,
+                target_accept=target_accept,
+            )
+            >= power
+        )
+
+    lo = max(1, math.ceil(rows_needed(max_error, delta) / target_accept) - 1)
+    hi = lo + 1
+    while not enough(hi):
+        lo, hi = hi, hi * 2
+        if hi > 10**8:
+            raise ConfigError(
+                "plan_calibration: more than 100,000,000 rows would be needed; raise max_error "
+                "or delta, or lower power."
+            )
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if enough(mid):
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
 @dataclass
 class TierInputs:
     """Per-row quantities tier conditions are evaluated on.
@@ -819,7 +990,10 @@ def calibrate_tiers(
             report = _tier_report(tier, res, n, n_reaching)
             report.update({"tier": tier.name, "per_class": False, "n_reaching": n_reaching})
             if not res.certified:
-                out.warnings.append(_warning(tier, res, n, n_reaching))
+                report["calibration_rows_planned"] = _planned_rows(
+                    tier, keys[eligible], e[eligible], delta_tier, n, n_reaching
+                )
+                out.warnings.append(_warning(tier, res, n, n_reaching, report=report))
         out.thresholds[tier.name] = threshold
         out.keys[tier.name] = key
         out.report[tier.name] = to_builtin(report)
@@ -873,9 +1047,17 @@ def _calibrate_strata(
         if tier.group_by is not None:
             per[label]["too_small"] = bool(not res.certified and reach < res.needed_n)
         if not res.certified:
-            warnings.append(_warning(tier, res, n, reach, label=label))
+            per[label]["calibration_rows_planned"] = _planned_rows(
+                tier, keys[rows], e[rows], share, n, reach
+            )
+            warnings.append(_warning(tier, res, n, reach, label=label, report=per[label]))
     n_acc = int(hit.sum())
     n_err = int(e[hit].sum())
+    planned = [
+        int(v["calibration_rows_planned"])
+        for v in per.values()
+        if v.get("calibration_rows_planned") is not None
+    ]
     report: dict[str, Any] = {
         "tier": tier.name,
         "max_error": tier.max_error,
@@ -897,6 +1079,7 @@ def _calibrate_strata(
         "calibration_rows_needed": max(
             (v["calibration_rows_needed"] for v in per.values()), default=0
         ),
+        "calibration_rows_planned": max(planned, default=None),
         ("classes" if tier.per_class else "groups"): per,
     }
     if tier.per_class:
@@ -905,6 +1088,42 @@ def _calibrate_strata(
         return report, threshold, key, hit
     report["threshold"] = {g: _finite_or_none(t) for g, t in thresholds.items()}
     return report, thresholds, key_of, hit
+
+
+def _planned_rows(
+    tier: Tier,
+    keys: NDArray[np.float64],
+    errors: NDArray[np.bool_],
+    delta: float,
+    n_total: int,
+    n_reaching: int,
+) -> int | None:
+    """Calibration rows an uncertified tier needs, planned from what it observed.
+
+    The operating point planned for is the largest acceptance of the eligible
+    rows whose observed error is at most ``max_error / 2`` (room for the
+    statistical margin); :func:`plan_calibration` then gives the rows needed
+    to certify it with probability 0.9, scaled up by the share of calibration
+    rows that reach the tier. ``None`` when even the most confident rows err
+    more often than that.
+    """
+    assert tier.max_error is not None
+    order, _, accepts = _sorted_keys(keys)
+    if len(order) == 0 or n_reaching <= 0:
+        return None
+    cum = np.cumsum(errors[order])
+    m = np.arange(1, len(order) + 1)
+    ok = (cum <= tier.max_error / 2 * m) & (accepts == m)  # cut between distinct keys
+    if not ok.any():
+        return None
+    best = int(np.flatnonzero(ok)[-1])
+    rows = plan_calibration(
+        max_error=tier.max_error,
+        delta=delta,
+        expected_error=float(cum[best] / m[best]),
+        target_accept=float(m[best] / len(keys)),
+    )
+    return _needed_total(rows, n_total, n_reaching)
 
 
 def _needed_total(need: int, n_total: int, n_reaching: int) -> int:
@@ -938,25 +1157,37 @@ def _tier_report(
 
 
 def _warning(
-    tier: Tier, res: CertifiedThreshold, n_total: int, n_reaching: int, label: str | None = None
+    tier: Tier,
+    res: CertifiedThreshold,
+    n_total: int,
+    n_reaching: int,
+    label: str | None = None,
+    report: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     kind = "group" if tier.group_by is not None else "predicted class"
     where = f"tier {tier.name!r}" + (f" ({kind} {label})" if label is not None else "")
     budget = res.n_calibration < res.needed_n
     total = _needed_total(res.needed_n, n_total, n_reaching)
+    planned = None if report is None else report.get("calibration_rows_planned")
+    plan = (
+        f" At the error rate observed among its most confident rows, about {planned} "
+        "calibration rows would certify it with probability 0.9 (plan_calibration)."
+        if planned is not None
+        else ""
+    )
     if budget:
         message = (
             f"{where} cannot be certified: only {res.n_calibration} calibration rows reach it, "
             f"but certifying max_error={tier.max_error} at delta={res.delta:.4g} needs at least "
             f"{res.needed_n} even with zero errors (about {total} calibration rows in total). "
-            "It accepts nothing until calibrated on more rows (or raise max_error/delta)."
+            "It accepts nothing until calibrated on more rows (or raise max_error/delta)." + plan
         )
     else:
         message = (
             f"{where} cannot be certified: no threshold keeps the error rate of accepted "
             f"calibration rows provably below max_error={tier.max_error} at "
             f"delta={res.delta:.4g}. It accepts nothing; the model may be too inaccurate for "
-            "this max_error, or more calibration rows may help."
+            "this max_error, or more calibration rows may help." + plan
         )
     return {
         "tier": tier.name,
@@ -965,6 +1196,7 @@ def _warning(
         "rows_available": res.n_calibration,
         "rows_needed": res.needed_n,
         "calibration_rows_needed": total,
+        "calibration_rows_planned": planned,
         "message": message,
     }
 

@@ -331,4 +331,14 @@ def bench(
         raise typer.Exit(2) from None
     stdout = Console()
     stdout.print(_summary_table(ev))
+    for name, entry in predictor.calibration_report().items():  # uncertified max_error tiers
+        if entry.get("certified") is False:
+            planned = entry.get("calibration_rows_planned")
+            need = planned if planned is not None else entry.get("calibration_rows_needed")
+            stdout.print(
+                f"tier {name!r} is not certified on {len(cal)} calibration rows; it needs about "
+                f"{need} (safepredict.plan_calibration).",
+                highlight=False,
+                soft_wrap=True,
+            )
     stdout.print(f"report: {report}", highlight=False, soft_wrap=True)
