@@ -483,7 +483,8 @@ def certification_power(
     are wrong independently with probability ``expected_error``, the rows below
     them are all wrong (nothing beyond the target can be certified). Success:
     :func:`certify_threshold` certifies a threshold accepting at least 90% of
-    the target rows. Monte Carlo over ``n_sim`` draws of the errors, run with
+    the target rows (of the largest grid candidate within them, when the grid
+    is coarser than that). Monte Carlo over ``n_sim`` draws of the errors, run with
     the exact grid, p-values and fallback weights of :func:`certify_threshold`
     (vectorized over the draws); seeded, so the answer is reproducible.
 
@@ -502,6 +503,7 @@ def certification_power(
     levels = levels[: len(counts)]
     if len(counts) == 0:
         return 0.0
+    goal = 0.9 * min(band, int(counts[-1]) / 0.9)
     rng = np.random.default_rng(seed)
     steps = np.diff(np.concatenate([[0], counts]))
     k = np.cumsum(rng.binomial(steps, expected_error, size=(n_sim, len(counts))), axis=1)
@@ -516,7 +518,7 @@ def certification_power(
         rejected = p[:, j] <= level
         best = np.where(rejected, counts[j], best)
         carry = np.where(rejected, level, 0.0)
-    return float(np.mean(best >= 0.9 * band))
+    return float(np.mean(best >= goal))
 
 
 def plan_calibration(
@@ -606,9 +608,9 @@ def plan_calibration(
     hi = lo + 1
     while not enough(hi):
         lo, hi = hi, hi * 2
-        if hi > 10**8:
+        if hi > 10**7:
             raise ConfigError(
-                "plan_calibration: more than 100,000,000 rows would be needed; raise max_error "
+                "plan_calibration: more than 10,000,000 rows would be needed; raise max_error "
                 "or delta, or lower power."
             )
     while hi - lo > 1:
@@ -673,7 +675,10 @@ def group_labels(values: Any) -> NDArray[Any]:
     >>> group_labels([1, "a", None]).tolist()
     ['1', 'a', 'None']
     """
-    return np.array([str(v) for v in np.asarray(values, dtype=object).tolist()], dtype=object)
+    arr = np.asarray(values)
+    if arr.dtype.kind in "fiubU":  # numbers and strings: vectorized, same text as str()
+        return np.asarray(arr.astype(str), dtype=object)
+    return np.array([str(v) for v in arr.astype(object).tolist()], dtype=object)
 
 
 def _finite_or_none(v: float) -> float | None:
@@ -1117,12 +1122,15 @@ def _planned_rows(
     if not ok.any():
         return None
     best = int(np.flatnonzero(ok)[-1])
-    rows = plan_calibration(
-        max_error=tier.max_error,
-        delta=delta,
-        expected_error=float(cum[best] / m[best]),
-        target_accept=float(m[best] / len(keys)),
-    )
+    try:
+        rows = plan_calibration(
+            max_error=tier.max_error,
+            delta=delta,
+            expected_error=float(cum[best] / m[best]),
+            target_accept=float(m[best] / len(keys)),
+        )
+    except ConfigError:  # beyond any practical calibration size
+        return None
     return _needed_total(rows, n_total, n_reaching)
 
 
