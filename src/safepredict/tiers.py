@@ -787,8 +787,11 @@ def _base_mask(tier: Tier, inputs: TierInputs) -> NDArray[np.bool_]:
     mask = np.ones(n, dtype=bool)
     if tier.min_confidence is not None:
         mask &= inputs.confidence >= tier.min_confidence
-    if tier.min_credibility is not None and inputs.credibility is not None:
-        mask &= inputs.credibility >= tier.min_credibility
+    if tier.min_credibility is not None:  # unknown credibility never meets it (fail closed)
+        if inputs.credibility is None:
+            mask[:] = False
+        else:
+            mask &= inputs.credibility >= tier.min_credibility
     if tier.max_set_size is not None and inputs.set_size is not None:
         mask &= inputs.set_size <= tier.max_set_size
     if tier.max_interval_width is not None and inputs.width is not None:
