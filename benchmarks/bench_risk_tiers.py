@@ -6,8 +6,14 @@ calibration rows (the same rows for every method) and test rows. Per split we
 record the fraction of test rows each method accepts and the realized error
 among them:
 
-* ``safepredict``: :func:`safepredict.tiers.certify_threshold` on the tier's
-  score (conformal confidence, top-class probability or margin).
+* ``safepredict[score]``: :func:`safepredict.tiers.certify_threshold` on the
+  tier's ranking keys, as ``SafePredictor`` builds them: the score
+  (conformal confidence, top-class probability or margin), then its
+  tie-breakers (:func:`safepredict.tiers.probability_tie_breaks`), so the grid
+  runs over the finest-grained order; ``conformal (coarse)`` ranks by the
+  conformal confidence alone (the former behaviour, ties unbroken). The AURC
+  column is each ranking's area under the risk-coverage curve on the test
+  rows (lower = better ordering).
 * ``MAPIE (default)``: ``mapie.risk_control`` LTT controller with its default
   settings (``list_predict_params = linspace(0, 0.99, 100)``, Bonferroni-Holm,
   Hoeffding-Bentkus p-values, ``best_predict_param_choice="auto"``);
@@ -17,12 +23,10 @@ among them:
   decision (= accuracy among accepted rows) for binary problems.
 * ``MAPIE (min abstention)``: the same controller, choosing among its valid
   thresholds the one with the least abstention (MAPIE's best case).
-* ``safepredict[conformal+singleton]``: the conformal-score tier when the
-  rule also requires a singleton conformal set (at ``confidence_level=0.9``),
-  calibrated as a whole.
 * ``oracle``: the largest fraction of the *test* rows a threshold on the same
-  score could accept with realized error <= max_error (computed on the test
-  rows themselves, so no method can beat it except by luck).
+  ranking could accept with realized error <= max_error (computed on the test
+  rows themselves, so no method can beat it except by luck). ``/oracle`` divides
+  by the best oracle of the setting (over the rankings).
 
 Run: ``python benchmarks/bench_risk_tiers.py [--splits K]``.
 """
@@ -51,7 +55,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from safepredict.conformal import ClassificationConformal
-from safepredict.tiers import certify_threshold
+from safepredict.tiers import accept_at, certify_threshold, probability_tie_breaks
 
 #: Accuracy among the rows a multiclass controller does not abstain on.
 accuracy_among_accepted = BinaryRisk(
@@ -109,35 +113,67 @@ def settings() -> list[Setting]:
     )
     proba, yp = _pool(HistGradientBoostingClassifier(max_iter=100, random_state=0), Xs, ys, 0.5, 1)
     out.append(Setting("synthetic binary HGB", proba, yp, 1000, 0.05, 0.05))
+    X7, y7 = make_classification(
+        n_samples=6000,
+        n_features=19,
+        n_informative=12,
+        n_classes=7,
+        n_clusters_per_class=1,
+        class_sep=2.2,
+        random_state=2,
+    )
+    proba, yp = _pool(HistGradientBoostingClassifier(max_iter=100, random_state=0), X7, y7, 0.5, 2)
+    out.append(Setting("synthetic 7-class HGB (accurate)", proba, yp, 1000, 0.05, 0.1))
+    Xa, ya = make_classification(
+        n_samples=8000, n_features=9, n_informative=6, class_sep=2.5, flip_y=0.0, random_state=3
+    )
+    proba, yp = _pool(HistGradientBoostingClassifier(max_iter=100, random_state=0), Xa, ya, 0.5, 3)
+    out.append(Setting("synthetic binary HGB (accurate)", proba, yp, 1000, 0.05, 0.1))
     return out
 
 
 def scores_for(
     proba_cal: NDArray[np.float64], y_cal: NDArray[np.intp], proba: NDArray[np.float64]
 ) -> dict[str, NDArray[np.float64]]:
-    """The three tier scores of ``proba`` rows, conformalized on the calibration rows."""
+    """Ranking keys of ``proba`` rows per score, conformalized on the calibration rows.
+
+    Each entry is ``(n, k)``: the score, then the tie-breakers ``SafePredictor``
+    uses (:func:`safepredict.tiers.probability_tie_breaks`); ``conformal (coarse)``
+    is the conformal confidence alone (no tie-breaking, the former behaviour).
+    """
     n_classes = proba.shape[1]
     cal_scores = np.sort(1.0 - proba_cal[np.arange(len(y_cal)), y_cal])
     rank = int(np.ceil((len(cal_scores) + 1) * 0.9))
     quantile = float(cal_scores[min(rank, len(cal_scores)) - 1])
     cp = ClassificationConformal("lac", 0.9, np.arange(n_classes), cal_scores, quantile)
     top2 = np.sort(proba, axis=1)[:, -2:]
-    return {
-        "set_size": cp.predict_set(proba).sum(axis=1).astype(np.float64),
+    plain = {
         "conformal": cp.confidence(proba),
         "top_prob": top2[:, 1],
         "margin": top2[:, 1] - top2[:, 0],
     }
+    ties = probability_tie_breaks(plain)
+    out = {k: np.column_stack([v, ties[k]]) for k, v in plain.items()}
+    out["conformal (coarse)"] = plain["conformal"][:, None]
+    return out
 
 
-def oracle(scores: NDArray[np.float64], errors: NDArray[np.bool_], max_error: float) -> float:
-    """Largest fraction of rows a threshold on ``scores`` accepts with error <= max_error."""
-    order = np.argsort(-scores, kind="stable")
-    s, e = scores[order], errors[order]
+def aurc(keys: NDArray[np.float64], errors: NDArray[np.bool_]) -> float:
+    """Area under the risk-coverage curve of the ranking ``keys`` (lower is better)."""
+    order = np.lexsort(tuple(-keys[:, j] for j in reversed(range(keys.shape[1]))))
+    e = errors[order]
+    return float(np.mean(np.cumsum(e) / np.arange(1, len(e) + 1)))
+
+
+def oracle(keys: NDArray[np.float64], errors: NDArray[np.bool_], max_error: float) -> float:
+    """Largest share of rows a threshold on the ranking ``keys`` accepts with error <= max_error."""
+    keys = keys if keys.ndim == 2 else keys[:, None]
+    order = np.lexsort(tuple(-keys[:, j] for j in reversed(range(keys.shape[1]))))
+    s, e = keys[order], errors[order]
     cum = np.cumsum(e)
     n_acc = np.arange(1, len(s) + 1)
-    # only cut between distinct score values (a threshold accepts whole ties)
-    cut_ok = np.append(s[1:] != s[:-1], True)
+    # only cut between distinct keys (a threshold accepts whole ties)
+    cut_ok = np.append(np.any(s[1:] != s[:-1], axis=1), True)
     ok = (cum <= max_error * n_acc) & cut_ok
     return float(n_acc[ok].max() / len(s)) if ok.any() else 0.0
 
@@ -188,39 +224,33 @@ def mapie_accept(
     return np.asarray(proba_te.max(axis=1) >= lam)
 
 
-def run(st: Setting, n_splits: int, scores_used: tuple[str, ...]) -> dict[str, Any]:
+SCORES = ("conformal", "top_prob", "margin", "conformal (coarse)")
+
+
+def run(st: Setting, n_splits: int) -> dict[str, Any]:
+    """Per method: (accepted share, realized error, oracle share, AURC) of every split."""
     rng = np.random.default_rng(0)
     n = len(st.y)
     wrong = st.proba.argmax(axis=1) != st.y
-    rows: dict[str, list[tuple[float, float, float]]] = {}
+    rows: dict[str, list[tuple[float, float, float, float]]] = {}
     for _ in range(n_splits):
         perm = rng.permutation(n)
         cal, te = perm[: st.n_cal], perm[st.n_cal :]
         sc = scores_for(st.proba[cal], st.y[cal], st.proba)
-        for name in scores_used:
+        for name in SCORES:
             res = certify_threshold(
                 sc[name][cal], wrong[cal], max_error=st.max_error, delta=st.delta
             )
-            acc = sc[name][te] >= res.threshold
+            acc = accept_at(sc[name][te], res.key)
             err = wrong[te][acc].mean() if acc.any() else 0.0
             orc = oracle(sc[name][te], wrong[te], st.max_error)
-            rows.setdefault(f"safepredict[{name}]", []).append((acc.mean(), err, orc))
-        # The same tier when it also requires a singleton conformal set
-        # (the whole rule -- singleton and threshold -- is calibrated).
-        single = sc["set_size"] == 1
-        cal_single = cal[single[cal]]
-        res = certify_threshold(
-            sc["conformal"][cal_single], wrong[cal_single], max_error=st.max_error, delta=st.delta
-        )
-        acc = single[te] & (sc["conformal"][te] >= res.threshold)
-        err = wrong[te][acc].mean() if acc.any() else 0.0
-        orc = oracle(sc["conformal"][te], wrong[te], st.max_error)
-        rows.setdefault("safepredict[conformal+singleton]", []).append((acc.mean(), err, orc))
+            area = aurc(sc[name][te], wrong[te])
+            rows.setdefault(f"safepredict[{name}]", []).append((acc.mean(), err, orc, area))
         for least, label in ((False, "MAPIE (default)"), (True, "MAPIE (min abstention)")):
             acc = mapie_accept(st, st.proba[cal], st.y[cal], st.proba[te], least_abstention=least)
             err = wrong[te][acc].mean() if acc.any() else 0.0
-            orc = oracle(st.proba[te].max(axis=1), wrong[te], st.max_error)
-            rows.setdefault(label, []).append((acc.mean(), err, orc))
+            orc = oracle(sc["top_prob"][te], wrong[te], st.max_error)
+            rows.setdefault(label, []).append((acc.mean(), err, orc, np.nan))
     return {k: np.asarray(v) for k, v in rows.items()}
 
 
@@ -230,25 +260,32 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     print(f"{args.splits} random calibration/test splits per setting; mean (MC sd of the mean)")
     header = (
-        f"{'setting':30} {'method':26} {'accepted':>16} {'realized err':>13} "
-        f"{'P(err>a)':>9} {'oracle':>7} {'/oracle':>8}"
+        f"{'setting':34} {'method':34} {'accepted':>16} {'realized err':>13} "
+        f"{'P(err>a)':>9} {'oracle':>7} {'/oracle':>8} {'AURC':>7}"
     )
     print(header)
+    ratios: dict[str, list[float]] = {}
     for st in settings():
         acc_model = float((st.proba.argmax(axis=1) == st.y).mean())
-        res = run(st, args.splits, ("conformal", "top_prob", "margin"))
+        res = run(st, args.splits)
         print(
             f"-- {st.name}: model accuracy {acc_model:.3f}, n_cal={st.n_cal}, "
             f"max_error={st.max_error}, delta={st.delta}"
         )
+        best_oracle = max(float(arr[:, 2].mean()) for arr in res.values())
         for method, arr in res.items():
-            acc, err, orc = arr[:, 0], arr[:, 1], arr[:, 2]
+            acc, err, orc, area = arr[:, 0], arr[:, 1], arr[:, 2], arr[:, 3]
             sd = acc.std(ddof=1) / np.sqrt(len(acc))
             viol = float((err > st.max_error).mean())
+            ratios.setdefault(method, []).append(acc.mean() / best_oracle)
             print(
-                f"{'':30} {method:26} {acc.mean():8.3f} ({sd:.3f}) {err.mean():13.4f} "
-                f"{viol:9.3f} {orc.mean():7.3f} {acc.mean() / orc.mean():8.2f}"
+                f"{'':34} {method:34} {acc.mean():8.3f} ({sd:.3f}) {err.mean():13.4f} "
+                f"{viol:9.3f} {orc.mean():7.3f} {acc.mean() / best_oracle:8.2f} "
+                f"{np.nanmean(area) if np.isfinite(area).any() else float('nan'):7.4f}"
             )
+    print("mean share of the oracle over the settings:")
+    for method, r in ratios.items():
+        print(f"  {method:34} {np.mean(r):.3f}")
 
 
 if __name__ == "__main__":

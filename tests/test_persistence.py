@@ -517,3 +517,47 @@ def test_registering_a_component_is_one_line(
     predictor.ranges_ = _RangeState(np.array([object()]), np.array([1.0]))
     with pytest.raises(sp.PersistenceError, match=r"state.ranges_.low\[0\]: to_state\(\) must"):
         predictor.save(tmp_path / "bad.json")
+
+
+def test_group_thresholds_and_ranking_keys_round_trip(tmp_path: Path) -> None:
+    """Per-group thresholds, tie-breaking keys and min_credibility survive save/load (#18)."""
+    from sklearn.datasets import make_classification
+
+    X, y = make_classification(
+        n_samples=3000, n_features=5, n_informative=4, n_redundant=0, class_sep=2.0,
+        flip_y=0.0, random_state=3,
+    )  # fmt: skip
+    frame = pd.DataFrame(X, columns=[f"f{i}" for i in range(5)])
+    frame["site"] = np.where(X[:, 1] > 0, "north", "south")
+    model = HistGradientBoostingClassifier(max_iter=30, random_state=0)
+    model.fit(frame.iloc[:1000].drop(columns="site"), y[:1000])
+    wrapped = sp.SafePredictor(
+        _Columns(model),
+        tiers={
+            "delta": 0.1,
+            "tiers": [
+                {"name": "auto", "action": "accept", "max_error": 0.03, "group_by": "site"},
+                {"name": "check", "action": "review", "min_credibility": 0.1},
+                {"name": "human", "action": "abstain"},
+            ],
+        },
+        guards="off",
+        log="off",
+    ).calibrate(frame.iloc[1000:2000], y[1000:2000])
+    assert set(wrapped.tier_calibration_.keys["auto"]) == {"north", "south"}
+    loaded = sp.SafePredictor.load(wrapped.save(tmp_path / "cal.json"), model=_Columns(model))
+    for name, key in wrapped.tier_calibration_.keys["auto"].items():
+        np.testing.assert_array_equal(loaded.tier_calibration_.keys["auto"][name], key)
+    test = frame.iloc[2000:]
+    np.testing.assert_array_equal(loaded.decide(test).tiers, wrapped.decide(test).tiers)
+
+
+class _Columns:
+    """A fitted classifier that ignores the group column (it is not a model feature)."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.classes_ = model.classes_
+
+    def predict_proba(self, X: Any) -> Any:
+        return self.model.predict_proba(X.drop(columns="site"))

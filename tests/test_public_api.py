@@ -23,6 +23,7 @@ EXPECTED = [
     "Tier",
     "TierPolicy",
     "__version__",
+    "plan_calibration",
 ]
 
 

@@ -533,8 +533,14 @@ def test_validity_of_max_error_tiers_over_random_splits(pools: list[_Pool]) -> N
         for _ in range(K_SPLITS):
             cal = rng.integers(0, n, size=pool.n_cal)
             conf = _conformal_scores(pool.proba, cal, pool.y)
-            inputs_all = TierInputs("classification", conf, scores={"conformal": conf})
-            inputs_cal = TierInputs("classification", conf[cal], scores={"conformal": conf[cal]})
+            # with top_prob and margin the tier ranks by its finest-grained keys
+            # (confidence, then 1 - p_2, then p_1), as SafePredictor does
+            top2 = np.sort(pool.proba, axis=1)[:, -2:]
+            scores = {"conformal": conf, "top_prob": top2[:, 1], "margin": top2[:, 1] - top2[:, 0]}
+            inputs_all = TierInputs("classification", conf, scores=scores)
+            inputs_cal = TierInputs(
+                "classification", conf[cal], scores={k: v[cal] for k, v in scores.items()}
+            )
             for policy, is_joint in ((single, False), (joint, True)):
                 tc = calibrate_tiers(policy, inputs_cal, wrong[cal])
                 codes, _ = assign_tiers(policy, inputs_all, tc)

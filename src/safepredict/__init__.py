@@ -21,6 +21,7 @@ from safepredict.exceptions import (
 )
 from safepredict.predictor import SafePredictor
 from safepredict.review import JSONLSink, Router, SQLiteReviewQueue
+from safepredict.tiers import plan_calibration
 
 __all__ = [
     "CalibrationError",
@@ -43,4 +44,5 @@ __all__ = [
     "Tier",
     "TierPolicy",
     "__version__",
+    "plan_calibration",
 ]

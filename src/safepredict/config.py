@@ -107,6 +107,13 @@ class Tier:
         The per-row score a ``max_error`` tier thresholds.
     per_class : bool, default=False
         Certify ``max_error`` separately within each predicted class.
+    group_by : str, optional
+        Certify ``max_error`` separately within every value of this input
+        column (e.g. ``"region"``), with ``delta`` split across the values so
+        that all groups keep ``max_error`` at once with probability at least
+        ``1 - delta``. A group with too few calibration rows accepts nothing
+        (reason ``group_too_small:<value>``); a value never seen at calibration
+        goes to the fallback tier (reason ``unseen_group:<value>``).
     tolerance : float, optional
         Regression ``max_error`` tiers: a prediction is an error when
         ``|y - y_hat| > tolerance``. Required for regression ``max_error`` tiers.
@@ -141,6 +148,7 @@ class Tier:
     audit_rate: float | None = None  # tier health (issue 22)
     adapt: bool = False  # adaptive thresholds (issue 22)
     adapt_step: float = 0.01
+    group_by: str | None = None
 
     def __post_init__(self) -> None:
         where = f"tier {self.name!r}"
@@ -209,10 +217,23 @@ class Tier:
                 f"{where}: adapt = true moves a single max_error threshold; add max_error "
                 "(without per_class) or remove adapt."
             )
-        if (self.per_class or self.score != "conformal") and self.max_error is None:
+        if self.group_by is not None:
+            if not isinstance(self.group_by, str) or not self.group_by.strip():
+                raise ConfigError(
+                    f"{where}: group_by must be a column name (a non-empty string); got "
+                    f"{describe(self.group_by)}."
+                )
+            if self.per_class:
+                raise ConfigError(
+                    f"{where}: per_class and group_by cannot be combined; choose one (or add "
+                    "a column that combines both and group_by it)."
+                )
+        if (
+            self.per_class or self.score != "conformal" or self.group_by is not None
+        ) and self.max_error is None:
             raise ConfigError(
-                f"{where}: 'score' and 'per_class' only apply to a 'max_error' tier; add "
-                "max_error or remove them."
+                f"{where}: 'score', 'per_class' and 'group_by' only apply to a 'max_error' "
+                "tier; add max_error or remove them."
             )
 
     @property
@@ -234,6 +255,8 @@ class Tier:
             out["per_class"] = self.per_class
             if self.tolerance is not None:
                 out["tolerance"] = self.tolerance
+            if self.group_by is not None:
+                out["group_by"] = self.group_by
         if self.audit_rate is not None:  # tier health (issue 22)
             out["audit_rate"] = self.audit_rate
         if self.adapt:

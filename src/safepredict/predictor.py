@@ -663,6 +663,7 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
                 scores=scores,
                 predicted_class=predicted_class,
                 credibility=credibility,
+                groups=self._tier_groups(X_model),
             )
             return inputs, set_mask, None
         conformal_r = self.conformal_
@@ -674,9 +675,37 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
         widths = intervals[:, 1] - intervals[:, 0]
         scores_r = _regression_scores(widths) if needs_scores else {}
         inputs = TierInputs(
-            "regression", np.full(len(y_pred), np.nan), width=widths, scores=scores_r
+            "regression",
+            np.full(len(y_pred), np.nan),
+            width=widths,
+            scores=scores_r,
+            groups=self._tier_groups(X_model),
         )
         return inputs, None, intervals
+
+    def _tier_groups(self, X_model: Any) -> dict[str, NDArray[Any]]:
+        """Each row's value of every ``group_by`` column of the policy (tier stage input).
+
+        The one place the tiers read raw input columns: ``group_by`` names an
+        input feature (a DataFrame column, or a feature name such as ``x3`` for
+        arrays); its values go to the tiers as ``TierInputs.groups``.
+        """
+        columns = sorted({t.group_by for t in self.policy_.tiers if t.group_by is not None})
+        if not columns:
+            return {}
+        names = self._input_names()
+        out: dict[str, NDArray[Any]] = {}
+        for column in columns:
+            if column not in names:
+                raise ConfigError(
+                    f"group_by = {column!r} is not an input column; the inputs have "
+                    f"{names[:10]}{' ...' if len(names) > 10 else ''}. Name one of them."
+                )
+            if is_frame(X_model) and column in X_model.columns:
+                out[column] = X_model[column].to_numpy()
+            else:
+                out[column] = np.asarray(X_model)[:, names.index(column)]
+        return out
 
     def _intervals(
         self,

@@ -12,6 +12,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from safepredict.config import Tier
+from safepredict.conformal import ClassificationConformal
 from safepredict.exceptions import ConfigError, InputSchemaError
 from safepredict.tiers import (
     TierInputs,
@@ -66,6 +67,9 @@ class ScoredData:
         Tier name of the rows a guard blocked.
     n_classes : int or None
         Number of classes (classification), for per-class tiers.
+    credibility : ndarray or None
+        Conformal credibility of each row (classification), for
+        ``min_credibility`` tiers.
     """
 
     task: str
@@ -84,6 +88,7 @@ class ScoredData:
     ids: NDArray[Any] | None = None
     guard_tier: str = "guard"
     n_classes: int | None = None
+    credibility: NDArray[np.float64] | None = None
     _orders: dict[str, NDArray[np.intp]] = field(default_factory=dict, repr=False, compare=False)
     _views: dict[str, ScoredData] = field(default_factory=dict, repr=False, compare=False)
 
@@ -184,6 +189,7 @@ class ScoredData:
             ids=sub(self.ids),
             guard_tier=self.guard_tier,
             n_classes=self.n_classes,
+            credibility=sub(self.credibility),
         )
 
     def tier_inputs(self) -> TierInputs:
@@ -206,6 +212,7 @@ class ScoredData:
                 k: v for k, v in self.scores.items() if k in ("conformal", "top_prob", "margin")
             },
             predicted_class=self.predicted_class,
+            credibility=self.credibility,
         )
 
     def tier_errors(self, tier: Tier) -> NDArray[np.bool_]:
@@ -330,6 +337,7 @@ def score_predictor(
             predicted_class=np.asarray(predicted, dtype=np.intp),
             sweep=sweep,
             n_classes=len(classes),
+            credibility=np.where(failed, np.nan, _credibility(predictor, proba, predicted)),
             **common,
         )
     assert decisions.intervals is not None
@@ -376,3 +384,10 @@ def _conformal_sweep(
             }
         )
     return out
+
+
+def _credibility(predictor: Any, proba: NDArray[np.float64], predicted: NDArray[Any]) -> Any:
+    """Conformal credibility of each row (what ``min_credibility`` tiers read)."""
+    conformal = predictor.conformal_
+    assert isinstance(conformal, ClassificationConformal)
+    return conformal.credibility(proba, np.asarray(predicted, dtype=np.intp))
