@@ -82,7 +82,7 @@ def wine_pipeline() -> dict[str, Any]:
 # ------------------------------------------------------------------ fitting
 def test_fit_learns_kinds_ranges_categories_and_missing() -> None:
     X, _ = wine_mixed_frame()
-    g = InputGuards.fit(X, GuardConfig(range_margin=0.0, ood_method="none"))
+    g = InputGuards.fit(X, GuardConfig(range_method="minmax", range_margin=0.0, ood_method="none"))
     kinds = dict(zip(g.columns, g.kinds, strict=True))
     assert kinds["alcohol"] == "numeric"
     assert kinds["alcohol_band"] == "categorical"
@@ -97,9 +97,13 @@ def test_fit_learns_kinds_ranges_categories_and_missing() -> None:
 
 def test_range_methods_and_margin() -> None:
     X = np.arange(1001.0).reshape(-1, 1)
-    minmax = InputGuards.fit(X, GuardConfig(range_margin=0.0, ood_method="none"))
+    minmax = InputGuards.fit(
+        X, GuardConfig(range_method="minmax", range_margin=0.0, ood_method="none")
+    )
     assert (minmax.low[0], minmax.high[0]) == (0.0, 1000.0)
-    padded = InputGuards.fit(X, GuardConfig(range_margin=0.1, ood_method="none"))
+    padded = InputGuards.fit(
+        X, GuardConfig(range_method="minmax", range_margin=0.1, ood_method="none")
+    )
     assert (padded.low[0], padded.high[0]) == (-100.0, 1100.0)
     q = InputGuards.fit(
         X,

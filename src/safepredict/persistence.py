@@ -152,7 +152,15 @@ _FITTED_SCALARS = ("task_", "conformity_score_", "calibration_size_", "calibrati
 #: Constructor parameters that change what calibration learned; they cannot be
 #: overridden at load time (recalibrate instead).
 _CALIBRATION_PARAMS = frozenset(
-    {"task", "confidence_level", "conformity_score", "tiers", "guards", "random_state"}
+    {
+        "task",
+        "confidence_level",
+        "conformity_score",
+        "tiers",
+        "guards",
+        "random_state",
+        "explainer_background",
+    }
 )
 _SAFE_FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
 _NONFINITE = "$float"
