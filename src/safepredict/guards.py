@@ -639,7 +639,11 @@ def _range_bounds(
     d = len(transform.n_knots)
     if math.isinf(threshold):
         return np.full(d, -np.inf), np.full(d, np.inf)
-    return transform.inverse(np.full(d, -threshold)), transform.inverse(np.full(d, threshold))
+    low = transform.inverse(np.full(d, -threshold))
+    high = transform.inverse(np.full(d, threshold))
+    # widen by far more than the inverse's rounding, so that a value whose score is
+    # exactly t (common in discrete columns) stays in range, as the score says
+    return low - 1e-9 * np.maximum(np.abs(low), 1.0), high + 1e-9 * np.maximum(np.abs(high), 1.0)
 
 
 def _json_float(v: float | None) -> float | str | None:

@@ -22,6 +22,7 @@ numpy's global random generator.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from statistics import NormalDist
@@ -50,6 +51,8 @@ _NORMAL = NormalDist()
 TAIL_LINEAR = 1.0
 #: Most knots per column.
 MAX_KNOTS = 41
+#: Grid cells per knot of the segment lookup (see ``MarginalScores._compile_grid``).
+_GRID_PER_KNOT = 8
 #: Average reference rows per centroid, and the most centroids.
 ROWS_PER_CENTROID = 40
 MAX_CENTROIDS = 64
@@ -75,6 +78,16 @@ def conformal_pvalues(
     cal = calibration_scores
     at_least = len(cal) - np.searchsorted(cal, scores, side="left")
     return np.asarray((1.0 + at_least) / (len(cal) + 1.0), dtype=np.float64)
+
+
+@functools.lru_cache(maxsize=8)
+def _rank_scores_cached(n: int) -> tuple[float, ...]:
+    return tuple(_NORMAL.inv_cdf((i + 0.5) / n) for i in range(n))
+
+
+def _rank_scores(n: int) -> NDArray[np.float64]:
+    """Normal scores ``Phi^-1((r - 0.5) / n)`` of the ranks ``r = 1 .. n``."""
+    return np.array(_rank_scores_cached(n))
 
 
 def _sorted_scores(values: Any) -> NDArray[np.float64]:
@@ -148,8 +161,9 @@ class MarginalScores:
             z0, z1 = self.scores[s - 1], self.scores[s]
             with np.errstate(all="ignore"):
                 slope = np.where(inner, (z1 - z0) / np.where(inner, x1 - x0, 1.0), 0.0)
-            b[s] = np.where(inner, slope, self.slope_high)
-            a[s] = np.where(inner, z0 - slope * x0, last_z - self.slope_high * last_x)
+            with np.errstate(all="ignore"):  # padded knots are +inf
+                b[s] = np.where(inner, slope, self.slope_high)
+                a[s] = np.where(inner, z0 - slope * x0, last_z - self.slope_high * last_x)
         b[n_seg] = self.slope_high
         a[n_seg] = last_z - self.slope_high * last_x
         # the tail rows of columns with fewer knots: segment n_knots is the upper tail
@@ -161,9 +175,45 @@ class MarginalScores:
         self._offset = np.arange(d, dtype=np.intp) * (n_seg + 1)
         self._first_z = first_z
         self._last_z = last_z
-        self._first_x = first_x
-        self._last_x = last_x
+        self._low_cut = first_z - TAIL_LINEAR
+        self._high_cut = last_z + TAIL_LINEAR
         self._knot_list = [self.knots[: int(n), j].copy() for j, n in enumerate(self.n_knots)]
+        self._compile_grid(first_x, last_x)
+
+    def _compile_grid(self, first_x: NDArray[np.float64], last_x: NDArray[np.float64]) -> None:
+        """A uniform grid per column that finds a value's segment without a binary search.
+
+        Cell ``c`` (1..G) nominally covers ``[e_{c-1}, e_c)`` of the ``G`` equal cells
+        between the outer knots (0: below, G+1: above). ``table[c]`` counts the
+        knots at or below the lower edge of cell ``c - 1`` (one cell of slack for
+        rounding), and at most ``steps`` comparisons with the next knot finish
+        the count exactly: the same few elementwise passes for every batch size.
+        """
+        n_seg, d = self.knots.shape
+        cells = _GRID_PER_KNOT * n_seg
+        span = last_x - first_x
+        h = np.where(span > 0, span / cells, 1.0)
+        edges = first_x[None, :] + np.arange(cells + 1)[:, None] * h[None, :]
+        table = np.zeros((d, cells + 2), dtype=np.intp)
+        steps = 1
+        for j, k in enumerate(self._knot_list):
+            lower = np.concatenate([[-np.inf, -np.inf], edges[:cells, j]])
+            upper = np.concatenate([edges[1:, j], [np.inf, np.inf]])
+            table[j] = np.searchsorted(k, lower, side="right")
+            most = np.searchsorted(k, upper, side="right")
+            steps = max(steps, int((most - table[j]).max()))
+        pad = n_seg + steps + 2
+        knext = np.full((d, pad), np.inf)
+        for j, k in enumerate(self._knot_list):
+            knext[j, : len(k)] = k
+        self._g0 = first_x.copy()
+        self._inv_h = 1.0 / h
+        self._cells = float(cells)
+        self._table = table.ravel()
+        self._cell_offset = np.arange(d, dtype=np.intp) * (cells + 2)
+        self._steps = steps
+        self._knext = knext.ravel()
+        self._knext_offset = np.arange(d, dtype=np.intp) * pad
 
     @classmethod
     def fit(cls, X: NDArray[np.float64], *, min_group: int = MIN_GROUP) -> MarginalScores:
@@ -177,8 +227,7 @@ class MarginalScores:
             if n == 0:
                 per_col.append((np.zeros(1), np.zeros(1), 1.0, 1.0))
                 continue
-            ranks = (np.arange(n) + 0.5) / n
-            z = np.array([_NORMAL.inv_cdf(float(p)) for p in ranks])
+            z = _rank_scores(n)
             bins = np.array_split(np.arange(n), max(1, min(MAX_KNOTS, n // min_group)))
             sizes = np.array([len(b) for b in bins], dtype=np.float64)
             kx = np.array([col[b].mean() for b in bins])
@@ -209,32 +258,49 @@ class MarginalScores:
         )
 
     def segments(self, X: NDArray[np.float64]) -> NDArray[np.intp]:
-        """Index of the segment each value falls in (0: below the lowest knot)."""
-        n, d = X.shape
-        if n <= 8:  # one broadcast comparison beats d binary searches for a few rows
-            seg = (self.knots[None, :, :] <= X[:, None, :]).sum(axis=1)
-        else:
-            seg = np.empty((n, d), dtype=np.intp)
-            for j, k in enumerate(self._knot_list):
-                seg[:, j] = np.searchsorted(k, X[:, j], side="right")
-        return np.asarray(np.minimum(seg, self.n_knots), dtype=np.intp)
+        """Index of the segment each value falls in (0: below the lowest knot).
+
+        Equals ``#{knots <= x}`` per column (NaN: 0); see :meth:`_compile_grid`.
+        """
+        with np.errstate(all="ignore"):  # a huge value overflows to inf: the last cell
+            return self._segments(X)
+
+    def _segments(self, X: NDArray[np.float64]) -> NDArray[np.intp]:
+        t = X - self._g0
+        t *= self._inv_h
+        np.fmax(t, -1.0, out=t)  # NaN -> -1 (cell 0)
+        np.fmin(t, self._cells, out=t)
+        t += 1.0
+        cell = t.astype(np.intp)
+        cell += self._cell_offset
+        seg = self._table[cell]
+        for _ in range(self._steps):
+            seg += self._knext[seg + self._knext_offset] <= X
+        return np.asarray(np.minimum(seg, self.n_knots, out=seg), dtype=np.intp)
 
     def transform(self, X: NDArray[np.float64]) -> NDArray[np.float64]:
         """Normal scores ``(n, d)``; missing and infinite values map to 0."""
         X = np.asarray(X, dtype=np.float64)
-        flat = self.segments(X) + self._offset
         with np.errstate(all="ignore"):
-            z = self._a[flat] + self._b[flat] * X
-            below = self._first_z - z
-            above = z - self._last_z
-            z = np.where(
-                below > TAIL_LINEAR, z + below - TAIL_LINEAR - np.log1p(below - TAIL_LINEAR), z
-            )
-            z = np.where(
-                above > TAIL_LINEAR, z - above + TAIL_LINEAR + np.log1p(above - TAIL_LINEAR), z
-            )
-        z[~np.isfinite(z)] = 0.0
-        return np.asarray(np.clip(z, -_CLIP, _CLIP, out=z), dtype=np.float64)
+            flat = self._segments(X)
+            flat += self._offset
+            z = self._b[flat]
+            z *= X
+            z += self._a[flat]
+            low = z < self._low_cut
+            if np.count_nonzero(low):
+                r, c = np.nonzero(low)
+                u = np.minimum(self._low_cut[c] - z[r, c], 1e300)
+                z[r, c] = self._low_cut[c] - np.log1p(u)
+            high = z > self._high_cut
+            if np.count_nonzero(high):
+                r, c = np.nonzero(high)
+                u = np.minimum(z[r, c] - self._high_cut[c], 1e300)
+                z[r, c] = self._high_cut[c] + np.log1p(u)
+            bad = ~np.isfinite(X)
+            if np.count_nonzero(bad):
+                z[bad] = 0.0
+        return np.asarray(z, dtype=np.float64)
 
     def inverse(self, z: NDArray[np.float64]) -> NDArray[np.float64]:
         """Per column, the value whose normal score is ``z[j]`` (the map is increasing)."""
