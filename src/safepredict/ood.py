@@ -56,10 +56,10 @@ _GRID_PER_KNOT = 8
 #: Average reference rows per centroid, and the most centroids.
 ROWS_PER_CENTROID = 40
 MAX_CENTROIDS = 64
-#: Rows per distance block. OpenBLAS runs a product of fewer than 2**18
-#: multiply-adds on the calling thread, so blocks of this many rows against at most
-#: 64 centroids of 64 features keep the OOD guard's latency independent of the
-#: BLAS thread setting (which the library never changes).
+#: Fewest rows per distance block. OpenBLAS runs a product of at most 2**18
+#: multiply-adds on the calling thread; blocks are sized to stay under 2**17 (at
+#: least this many rows), so the OOD guard's latency does not depend on the BLAS
+#: thread setting (which the library never changes).
 BLOCK_ROWS = 64
 
 
@@ -395,8 +395,12 @@ class CentroidDetector:
         self.centroids = np.ascontiguousarray(centroids, dtype=np.float64)
         self.counts = np.asarray(counts, dtype=np.intp)
         self.calibration_scores = _sorted_scores(calibration_scores)
-        self._c32 = np.ascontiguousarray(self.centroids.T, dtype=np.float32)
-        self._c_norms = (self._c32 * self._c32).sum(axis=0)
+        c32 = np.ascontiguousarray(self.centroids.T, dtype=np.float32)
+        self._c_norms = (c32 * c32).sum(axis=0)
+        self._minus_2c = -2.0 * c32  # |x - c|^2 = |x|^2 + (|c|^2 - 2 x.c)
+        # rows per block: the product stays under 2**17 multiply-adds (see BLOCK_ROWS)
+        work = max(1, self.centroids.shape[0] * self.centroids.shape[1])
+        self._block = int(max(BLOCK_ROWS, min(1024, (1 << 17) // work)))
 
     @classmethod
     def fit(
@@ -435,15 +439,15 @@ class CentroidDetector:
         """Distance to the nearest centroid of already transformed rows."""
         n = len(z)
         out = np.empty(n, dtype=np.float64)
-        cent, c_norms = self._c32, self._c_norms
-        for start in range(0, n, BLOCK_ROWS):
-            block = z[start : start + BLOCK_ROWS].astype(np.float32)
-            d2 = block @ cent
-            d2 *= -2.0
+        minus_2c, c_norms, step = self._minus_2c, self._c_norms, self._block
+        z32 = z.astype(np.float32)
+        for start in range(0, n, step):
+            block = z32[start : start + step]
+            d2 = block @ minus_2c
             d2 += c_norms
-            d2 += (block * block).sum(axis=1)[:, None]
-            out[start : start + BLOCK_ROWS] = d2.min(axis=1)
-        return np.sqrt(np.maximum(out, 0.0), out=out)
+            out[start : start + step] = d2.min(axis=1)
+        out += np.einsum("ij,ij->i", z32, z32)
+        return np.sqrt(np.maximum(out, 0.0, out=out), out=out)
 
     def scores(self, X: NDArray[np.float64]) -> NDArray[np.float64]:
         """Distance to the nearest centroid (higher is more unusual)."""
