@@ -23,11 +23,12 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, PolynomialFeatures, StandardScaler
 from tests.conftest import Split, three_way
 
-from safepredict import ConfigError, Explanation, SafePredictor
+from safepredict import CalibrationError, ConfigError, Explanation, SafePredictor
 from safepredict.explain import (
     SKIPPED_BUDGET,
     ExplainerState,
     ModelExplainer,
+    PermutationShap,
     _shap,
     feature_groups,
     model_kind,
@@ -458,3 +459,110 @@ def test_tree_library_model_falls_back_gracefully() -> None:
     assert "tree" in sp.explainer_.state.errors
     ref = reference_output(model, X[5:6], d.explanation.output or "", [0, 1, 2])
     assert d.explanation.output_value == pytest.approx(ref, abs=ATOL)
+
+
+# ------------------------------------------------------------------ background and RNG
+def test_background_is_weighted_centroids_of_at_least_20_rows(splits: dict[str, Split]) -> None:
+    split = splits["mixed_pipeline_hgb"]  # a frame with a categorical column
+    state = ExplainerState.fit(split.X_cal, task="regression", random_state=0)
+    assert state.background_kind == "kmeans"
+    assert state.background_weights is not None
+    assert min(state.background_weights) >= 20
+    assert sum(state.background_weights) == len(split.X_cal)
+    frame = state.background_data()
+    assert list(frame.columns) == list(split.X_cal.columns)
+    assert (frame.dtypes == split.X_cal.dtypes).all()  # integer / category dtypes kept
+    for col in split.X_cal.columns:
+        if not pd.api.types.is_numeric_dtype(split.X_cal[col]):
+            assert set(frame[col]) <= set(split.X_cal[col])  # the mode: an observed value
+    raw = ExplainerState.fit(split.X_cal, task="regression", random_state=0, background="sample")
+    assert raw.background_kind == "sample"
+    assert raw.background_weights is None
+    sample = raw.background_data()
+    assert len(sample.merge(split.X_cal.drop_duplicates())) == len(sample)  # verbatim rows
+    with pytest.raises(CalibrationError, match="at least 20 calibration rows"):
+        ExplainerState.fit(split.X_cal.iloc[:19], task="regression")
+
+
+def test_linear_background_uses_the_exact_weighted_mean() -> None:
+    # interventional linear SHAP depends on the background only through its mean; the
+    # weighted centroids reproduce the calibration mean exactly, so the explanations
+    # equal those over all calibration rows
+    X, y = load_diabetes(return_X_y=True)
+    model = Ridge().fit(X[::2], y[::2])
+    sp = SafePredictor(model, explainer="linear", log="off", random_state=0)
+    sp.calibrate(X[1::2], y[1::2])
+    [e] = sp.explainer_.explain(X[:1])[0]
+    assert e is not None
+    expected = model.coef_ * (X[0] - X[1::2].mean(axis=0))
+    np.testing.assert_allclose(e.values, expected, rtol=1e-9, atol=1e-9)
+
+
+def test_permutation_shap_is_exact_on_additive_models_and_adds_up() -> None:
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=12)
+    bg = rng.normal(size=(20, 12))
+    row = rng.normal(size=12)
+    ex = PermutationShap(lambda Z: Z @ w, bg, seed=5)
+    values, base = ex.explain_row(row)
+    np.testing.assert_allclose(values, w * (row - bg.mean(axis=0)), atol=1e-12)
+
+    def f(Z: np.ndarray) -> np.ndarray:  # two outputs with interactions
+        return np.column_stack([Z[:, 0] * Z[:, 1] + np.sin(Z[:, 2]), np.maximum(Z, 0).sum(1)])
+
+    values, base = PermutationShap(f, bg, seed=5).explain_row(row)
+    assert values.shape == (12, 2)
+    np.testing.assert_allclose(values.sum(axis=0) + base, f(row[None])[0], atol=1e-12)
+    again, _ = PermutationShap(f, bg, seed=5).explain_row(row)
+    np.testing.assert_array_equal(values, again)  # a function of the row and the seed
+
+
+def _global_draws_while(work: Any, n_draws: int = 400_000) -> tuple[np.ndarray, Any]:
+    """Draw from numpy's global generator in another thread while ``work`` runs."""
+    import threading
+
+    draws: list[np.ndarray] = []
+    stop = threading.Event()
+
+    def draw() -> None:
+        while not stop.is_set() and sum(len(d) for d in draws) < n_draws:
+            draws.append(np.random.random_sample(1000))  # noqa: NPY002  # the point of the test
+
+    thread = threading.Thread(target=draw)
+    thread.start()
+    try:
+        result = work()
+    finally:
+        stop.set()
+        thread.join()
+    return np.concatenate(draws) if draws else np.zeros(0), result
+
+
+def test_explaining_never_touches_numpys_global_generator() -> None:
+    X, y = load_breast_cancer(return_X_y=True)  # 30 columns
+    model = make_pipeline(StandardScaler(), LogisticRegression_()).fit(X[::2], y[::2])
+    sp = SafePredictor(model, explainer="permutation", log="off", random_state=0)
+    sp.calibrate(X[1::2], y[1::2])
+    assert sp.explainer_.prepare() == "permutation"
+    rows = X[:10]
+    np.random.seed(2026)  # noqa: NPY002  # an application's own use of the global generator
+    before = np.random.get_state()  # noqa: NPY002
+    _, skipped = sp.explainer_.explain(rows)
+    assert skipped == [None] * len(rows)
+    after = np.random.get_state()  # noqa: NPY002
+    assert before[0] == after[0]
+    np.testing.assert_array_equal(before[1], after[1])  # the state is untouched
+    assert before[2:] == after[2:]
+    # another thread drawing while rows are explained sees one unbroken stream: no
+    # value repeats (a reseed per row replays the stream; 4e5 uniform doubles collide
+    # with probability ~ n^2 / 2^54 < 1e-5)
+    draws, _ = _global_draws_while(lambda: sp.explainer_.explain(rows))
+    assert len(draws) >= 1000
+    assert len(np.unique(draws)) == len(draws)
+    # negative control: shap's own PermutationExplainer seeds the global generator
+    shap = _shap()
+    masker = shap.maskers.Independent(X[:20], max_samples=20)
+    np.random.seed(2026)  # noqa: NPY002
+    state = np.random.get_state()[1].copy()  # noqa: NPY002
+    shap.explainers.PermutationExplainer(model.predict_proba, masker, seed=0)
+    assert not np.array_equal(np.random.get_state()[1], state)  # noqa: NPY002

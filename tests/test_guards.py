@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import pickle
 from typing import Any
 
@@ -13,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sklearn.compose import ColumnTransformer
-from sklearn.datasets import load_breast_cancer, load_wine
+from sklearn.datasets import load_breast_cancer, load_diabetes, load_digits, load_wine
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
@@ -30,7 +31,7 @@ from safepredict import (
     SafePredictor,
     TierPolicy,
 )
-from safepredict.guards import InputGuards, KnnDetector
+from safepredict.guards import CentroidDetector, InputGuards, KnnDetector
 
 NO_OOD = GuardConfig(ood_method="none")
 
@@ -82,7 +83,7 @@ def wine_pipeline() -> dict[str, Any]:
 # ------------------------------------------------------------------ fitting
 def test_fit_learns_kinds_ranges_categories_and_missing() -> None:
     X, _ = wine_mixed_frame()
-    g = InputGuards.fit(X, GuardConfig(range_margin=0.0, ood_method="none"))
+    g = InputGuards.fit(X, GuardConfig(range_method="minmax", range_margin=0.0, ood_method="none"))
     kinds = dict(zip(g.columns, g.kinds, strict=True))
     assert kinds["alcohol"] == "numeric"
     assert kinds["alcohol_band"] == "categorical"
@@ -97,9 +98,13 @@ def test_fit_learns_kinds_ranges_categories_and_missing() -> None:
 
 def test_range_methods_and_margin() -> None:
     X = np.arange(1001.0).reshape(-1, 1)
-    minmax = InputGuards.fit(X, GuardConfig(range_margin=0.0, ood_method="none"))
+    minmax = InputGuards.fit(
+        X, GuardConfig(range_method="minmax", range_margin=0.0, ood_method="none")
+    )
     assert (minmax.low[0], minmax.high[0]) == (0.0, 1000.0)
-    padded = InputGuards.fit(X, GuardConfig(range_margin=0.1, ood_method="none"))
+    padded = InputGuards.fit(
+        X, GuardConfig(range_method="minmax", range_margin=0.1, ood_method="none")
+    )
     assert (padded.low[0], padded.high[0]) == (-100.0, 1100.0)
     q = InputGuards.fit(
         X,
@@ -393,8 +398,15 @@ def _draw(rng: np.random.Generator, n: int, shift: Any = 0.0) -> np.ndarray:
     return z + shift
 
 
+def _detector(kind: str, X: np.ndarray, rng: np.random.Generator) -> Any:
+    if kind == "centroids":
+        return CentroidDetector.fit(X, max_fit=2000, rng=rng)
+    return KnnDetector.fit(X, k=5, max_fit=2000, rng=rng)
+
+
 @pytest.mark.slow
-def test_ood_false_alarm_rate_is_controlled_on_fresh_data() -> None:
+@pytest.mark.parametrize("kind", ["centroids", "knn"])
+def test_ood_false_alarm_rate_is_controlled_on_fresh_data(kind: str) -> None:
     # Each of R=100 repetitions draws a fresh iid reference (n_ref=1000: 500 fit rows and
     # m=500 calibration rows) and 500 fresh test rows from the same distribution, so the
     # repetitions are independent. Conformal validity: with l = floor(alpha (m+1)) = 5, the
@@ -406,70 +418,222 @@ def test_ood_false_alarm_rate_is_controlled_on_fresh_data() -> None:
     # not vacuous (mean >= E[pi] - 0.0025).
     alpha, reps = 0.01, 100
     rng = np.random.default_rng(2026)
-    rates = []
+    rates, miscalibrated = [], []
     for _ in range(reps):
-        det = KnnDetector.fit(_draw(rng, 1000), k=5, max_fit=2000, rng=rng)
-        rates.append(np.mean(det.pvalues(_draw(rng, 500)) <= alpha))
+        det = _detector(kind, _draw(rng, 1000), rng)
+        test = _draw(rng, 500)
+        rates.append(np.mean(det.pvalues(test) <= alpha))
+        if kind == "centroids":
+            # negative control: calibration scores from rows 10% less spread than the
+            # reference (a miscalibrated split); the same harness must catch it
+            tight = CentroidDetector(
+                det.transform, det.centroids, det.counts, det.scores(0.9 * _draw(rng, 500))
+            )
+            miscalibrated.append(np.mean(tight.pvalues(test) <= alpha))
     mean = float(np.mean(rates))
     tol = 4 * np.sqrt(3.97e-5 / reps)
     assert mean <= alpha + tol, mean
     assert mean >= 5 / 501 - tol, mean
+    if kind == "centroids":
+        assert float(np.mean(miscalibrated)) > alpha + tol, np.mean(miscalibrated)
 
 
 @pytest.mark.slow
 def test_ood_false_alarm_rate_on_real_data_splits() -> None:
-    # Breast cancer (569 rows, 30 features) through the full guard: R=100 random splits into
-    # a 400-row reference (200 fit, m=200 calibration) and 169 test rows. Per split
-    # E[F] <= l/(m+1) = 2/201 with Var(F) <= Var(pi) + alpha/169 = 4.9e-5 + 5.9e-5 = 1.08e-4.
-    # The splits re-use one data set, so they are not independent; without independence the
-    # variance of the mean is still <= the per-split variance (Cauchy-Schwarz), which gives
-    # the dependence-proof tolerance 3 * sqrt(1.08e-4) = 0.031 (Chebyshev-free normal 3 sd).
+    # Breast cancer (569 rows, 30 features) through the full default guard: R=100 random
+    # splits into a 400-row reference (200 fit, m=200 calibration) and 169 test rows. Per
+    # split E[F] <= l/(m+1) = 2/201 with Var(F) <= Var(pi) + alpha/169 = 4.9e-5 + 5.9e-5 =
+    # 1.08e-4. The splits re-use one data set, so they are not independent; without
+    # independence the variance of the mean is still <= the per-split variance
+    # (Cauchy-Schwarz), which gives the dependence-proof tolerance 3 * sqrt(1.08e-4) = 0.031.
     X, _ = load_breast_cancer(return_X_y=True)
     cfg = GuardConfig(missing="ignore", non_finite="ignore", out_of_range="ignore", type="ignore")
     rates = []
     for seed in range(100):
         ref, test = train_test_split(X, train_size=400, random_state=seed)
         g = InputGuards.fit(ref, cfg, random_state=seed)
+        assert isinstance(g.detector, CentroidDetector)
         res = g.check(test)
         assert res.ood is not None
         rates.append(np.mean(res.ood <= cfg.ood_alpha))
     assert float(np.mean(rates)) <= 0.01 + 3 * np.sqrt(1.08e-4)
 
 
+def _shift_power() -> dict[str, dict[str, float]]:
+    """Share of shifted rows flagged ood by each detector, measured side by side."""
+    out: dict[str, dict[str, float]] = {}
+    for kind in ("centroids", "knn"):
+        rng = np.random.default_rng(7)
+        rates = []
+        for _ in range(20):
+            det = _detector(kind, _draw(rng, 1000), rng)
+            # +-3 on the correlated Gaussian features: a contrast the reference never shows
+            shift = np.array([0.0, 0.0, 0.0, 3.0, -3.0, 3.0])
+            rates.append(np.mean(det.pvalues(_draw(rng, 500, shift=shift)) <= 0.01))
+        out.setdefault("synthetic contrast", {})[kind] = float(np.mean(rates))
+        # breast cancer rows shifted by +2 IQR on even and -2 IQR on odd features (against
+        # the features' strong positive correlation), and rows whose last 20 features
+        # come in units 10x smaller
+        X, _ = load_breast_cancer(return_X_y=True)
+        anti, units = [], []
+        for seed in range(5):
+            ref, test = train_test_split(X, train_size=400, random_state=seed)
+            g = InputGuards.fit(ref, GuardConfig(ood_method=kind), random_state=seed)
+            iqr = np.subtract(*np.percentile(ref, [75, 25], axis=0))
+            sign = np.where(np.arange(X.shape[1]) % 2 == 0, 1.0, -1.0)
+            unit = np.where(np.arange(X.shape[1]) < 10, 1.0, 0.1)
+            for sink, shifted in ((anti, test + 2 * sign * iqr), (units, test * unit)):
+                res = g.check(shifted)
+                assert res.ood is not None
+                sink.append(np.mean(res.ood <= 0.01))
+        out.setdefault("cancer anti-correlated", {})[kind] = float(np.mean(anti))
+        out.setdefault("cancer units", {})[kind] = float(np.mean(units))
+    return out
+
+
 @pytest.mark.slow
-def test_ood_flags_most_shifted_rows() -> None:
-    rng = np.random.default_rng(7)
-    rates = []
-    for _ in range(20):
-        det = KnnDetector.fit(_draw(rng, 1000), k=5, max_fit=2000, rng=rng)
-        # +-3 on the correlated Gaussian features: a contrast the reference never shows
-        shift = np.array([0.0, 0.0, 0.0, 3.0, -3.0, 3.0])
-        rates.append(np.mean(det.pvalues(_draw(rng, 500, shift=shift)) <= 0.01))
-    assert min(rates) > 0.9
-    # real data: breast cancer rows shifted by +2 IQR on even and -2 IQR on odd features
-    # (against the features' strong positive correlation), and rows whose last 20
-    # features come in units 10x smaller
-    X, _ = load_breast_cancer(return_X_y=True)
-    for seed in range(5):
-        ref, test = train_test_split(X, train_size=400, random_state=seed)
-        g = InputGuards.fit(ref, GuardConfig(out_of_range="ignore"), random_state=seed)
-        iqr = np.subtract(*np.percentile(ref, [75, 25], axis=0))
-        sign = np.where(np.arange(X.shape[1]) % 2 == 0, 1.0, -1.0)
-        units = np.where(np.arange(X.shape[1]) < 10, 1.0, 0.1)
-        for shifted in (test + 2 * sign * iqr, test * units):
-            res = g.check(shifted)
-            assert res.ood is not None
-            assert np.mean(res.ood <= 0.01) > 0.9
+def test_ood_power_of_centroids_is_within_5_points_of_knn() -> None:
+    # The default detector (no stored rows) against the kNN opt-in, same shifts, same
+    # splits; measured on 20 x 500 synthetic and 5 x 169 real rows per shift.
+    power = _shift_power()
+    for shift, by_kind in power.items():
+        assert by_kind["centroids"] > 0.9, (shift, by_kind)
+        assert by_kind["centroids"] >= by_kind["knn"] - 0.05, (shift, by_kind)
 
 
-def test_ood_score_of_a_row_does_not_depend_on_its_batch() -> None:
+@pytest.mark.parametrize("kind", ["centroids", "knn"])
+def test_ood_score_of_a_row_does_not_depend_on_its_batch(kind: str) -> None:
     X, _ = load_breast_cancer(return_X_y=True)
     ref, test = train_test_split(X, train_size=400, random_state=0)
-    det = KnnDetector.fit(ref, k=5, max_fit=2000, rng=np.random.default_rng(0))
+    det = _detector(kind, ref, np.random.default_rng(0))
     alone = np.concatenate([det.scores(test[i : i + 1]) for i in range(len(test))])
     np.testing.assert_allclose(alone, det.scores(test), rtol=1e-6)  # float32 BLAS rounding
     p_alone = np.concatenate([det.pvalues(test[i : i + 1]) for i in range(len(test))])
     np.testing.assert_array_equal(p_alone, det.pvalues(test))
+
+
+def test_centroids_aggregate_at_least_20_rows_and_state_round_trips() -> None:
+    X, _ = load_breast_cancer(return_X_y=True)
+    g = InputGuards.fit(X, random_state=0)
+    det = g.detector
+    assert isinstance(det, CentroidDetector)
+    assert det.counts.min() >= 20
+    assert int(det.counts.sum()) == min((len(X) + 1) // 2, 2000)  # every fit row, once
+    state = json.loads(json.dumps(g.to_state()))
+    assert state["stores_raw_rows"] is False
+    assert state["detector"]["kind"] == "centroids"
+    assert "raw_reference_rows" not in json.dumps(state)
+    knn = InputGuards.fit(X, GuardConfig(ood_method="knn"), random_state=0).to_state()
+    assert knn["stores_raw_rows"] is True
+    assert len(knn["detector"]["raw_reference_rows"]) == (len(X) + 1) // 2  # named as such
+    twin = InputGuards.from_state(state)
+    np.testing.assert_array_equal(twin.check(X * 1.5).ood, g.check(X * 1.5).ood)
+
+
+def test_guard_state_of_safepredict_0_1_0_loads_as_knn() -> None:
+    # a 0.1.0 guard state (version 1, kNN rows under "fit_rows") loads as the kNN opt-in
+    X, _ = load_breast_cancer(return_X_y=True)
+    g = InputGuards.fit(X, GuardConfig(ood_method="knn", range_method="minmax"), random_state=0)
+    state = json.loads(json.dumps(g.to_state()))
+    old = dict(state, version=1)
+    old.pop("stores_raw_rows")
+    old.pop("range_threshold")
+    old.pop("range_held_out")
+    old["detector"] = dict(state["detector"])
+    old["detector"]["fit_rows"] = old["detector"].pop("raw_reference_rows")
+    old["detector"].pop("kind")
+    old["detector"].pop("stores_raw_rows")
+    old["config"] = {k: v for k, v in state["config"].items() if k != "guard_alpha"}
+    twin = InputGuards.from_state(old)
+    assert isinstance(twin.detector, KnnDetector)
+    assert twin.to_state()["stores_raw_rows"] is True
+    rows = X[:50] * np.linspace(0.5, 2.0, X.shape[1])
+    np.testing.assert_array_equal(twin.check(rows).ood, g.check(rows).ood)
+    assert twin.check(rows).reasons == g.check(rows).reasons
+
+
+# ------------------------------------------------------------------ range false alarms
+def _range_datasets() -> dict[str, tuple[np.ndarray, int]]:
+    """Four bundled data sets and the reference size of each split."""
+    return {
+        "breast_cancer": (load_breast_cancer(return_X_y=True)[0], 400),
+        "diabetes": (load_diabetes(return_X_y=True)[0], 320),
+        "digits": (load_digits(return_X_y=True)[0], 1200),
+        "wine": (load_wine(return_X_y=True)[0], 150),
+    }
+
+
+def _range_alarm_rates(config: GuardConfig, splits: int) -> dict[str, tuple[float, float]]:
+    """Per data set: mean share of clean held-out rows with an out_of_range reason over
+    ``splits`` random splits, and the variance bound of one split's rate (see below)."""
+    out = {}
+    for name, (X, n_ref) in _range_datasets().items():
+        rates = []
+        for seed in range(splits):
+            ref, test = train_test_split(X, train_size=n_ref, random_state=seed)
+            g = InputGuards.fit(ref, config, random_state=seed)
+            res = g.check(test)
+            rates.append(len(res.reasons) / len(test))
+        # split-conformal threshold at rank k = ceil((m+1)(1-alpha)) of m held-out rows
+        # (m from the guards' own split): given the held-out rows, a fresh row exceeds
+        # it with probability pi ~ Beta(m+1-k, k) (continuous scores; ties only lower
+        # pi), E[pi] = (m+1-k)/(m+1) <= alpha. One split's rate F over t test rows has
+        # Var(F) <= Var(pi) + E[pi]/t.
+        m = g.range_held_out or 0
+        k = math.ceil((m + 1) * (1 - config.guard_alpha) - 1e-9)
+        a, b = m + 1 - k, k
+        var = a * b / ((a + b) ** 2 * (a + b + 1)) + (a / (a + b)) / len(test)
+        out[name] = (float(np.mean(rates)), var)
+    return out
+
+
+@pytest.mark.slow
+def test_range_guard_false_alarm_rate_is_at_most_guard_alpha() -> None:
+    # R=100 random splits of each of 4 bundled data sets into reference and clean test
+    # rows. Given a data set, a random split makes reference and test rows exchangeable,
+    # so E[F] <= guard_alpha holds per split, and the R splits (independent permutations)
+    # are iid: the mean over R has variance Var(F)/R. With the bound above, the total
+    # (mean over the 4 data sets, independent splits) has sd = sqrt(sum var_i / R) / 4;
+    # we allow 3 sd (one-sided false failure ~1e-3).
+    alpha, reps = 0.01, 100
+    config = GuardConfig(ood_method="none", guard_alpha=alpha)
+    rates = _range_alarm_rates(config, reps)
+    for name, (rate, var) in rates.items():
+        assert rate <= alpha + 3 * np.sqrt(var / reps), (name, rate)
+    total = float(np.mean([r for r, _ in rates.values()]))
+    tol = 3 * np.sqrt(sum(v for _, v in rates.values()) / reps) / len(rates)
+    assert total <= alpha + tol, (total, tol, rates)
+    assert total >= 0.5 * alpha, rates  # not vacuous: the guard does fire
+    # negative control: the old min/max ranges (+10% of the width), same harness
+    old = _range_alarm_rates(GuardConfig(ood_method="none", range_method="minmax"), 20)
+    assert float(np.mean([r for r, _ in old.values()])) > alpha + tol, old
+
+
+def test_small_reference_keeps_enough_held_out_rows() -> None:
+    X, _ = load_wine(return_X_y=True)  # 178 rows: 79 fit, 99 held out
+    g = InputGuards.fit(X, GuardConfig(ood_method="none"), random_state=0)
+    assert g.range_held_out == 99
+    assert g.ranges_calibrated is True
+    small = InputGuards.fit(X[:100], GuardConfig(ood_method="none"), random_state=0)
+    assert small.ranges_calibrated is False  # no finite range holds guard_alpha
+    assert all(v is None for v in small.low + small.high)
+    overridden = InputGuards.fit(
+        X[:100], GuardConfig(ood_method="none", columns={"x0": {"max": 15.0}}), random_state=0
+    )
+    assert overridden.high[0] == 15.0
+    assert overridden.check(np.array([X[0] * 0 + 16.0])).reasons == {0: ("out_of_range:x0",)}
+
+
+def test_calibrated_ranges_flag_gross_errors() -> None:
+    X, _ = load_breast_cancer(return_X_y=True)
+    g = InputGuards.fit(X, GuardConfig(ood_method="none"), random_state=0)
+    rows = np.repeat(X[:1], 3, axis=0)
+    rows[0, 3] = 1e6
+    rows[1, 4] = -1e6
+    res = g.check(rows)
+    assert res.reasons == {0: ("out_of_range:x3",), 1: ("out_of_range:x4",)}
+    assert g.range_threshold is not None
+    assert 2.0 < g.range_threshold < 10.0  # the level, in normal scores
 
 
 # ------------------------------------------------------------------ property-based
@@ -531,14 +695,14 @@ def _expected_category(v: Any, known: list[str]) -> str | None:
     return "type"
 
 
-def _ranges(reference: Any, margin: float = 0.1) -> dict[Any, tuple[float, float]]:
-    """The spec of the default range guard: observed min/max widened by 10% of the width."""
-    frame = pd.DataFrame(reference)
-    out = {}
-    for c in frame.columns:
-        col = pd.to_numeric(frame[c], errors="coerce")
-        lo, hi = float(col.min()), float(col.max())
-        out[c] = (lo - margin * (hi - lo), hi + margin * (hi - lo))
+def _ranges(guards: InputGuards, by_index: bool = False) -> dict[Any, tuple[float, float]]:
+    """The spec of the range guard: the fitted bounds (None: unbounded)."""
+    out: dict[Any, tuple[float, float]] = {}
+    for j, (name, lo, hi) in enumerate(zip(guards.columns, guards.low, guards.high, strict=True)):
+        out[j if by_index else name] = (
+            -math.inf if lo is None else lo,
+            math.inf if hi is None else hi,
+        )
     return out
 
 
@@ -572,7 +736,7 @@ def wine_guarded(wine_pipeline) -> dict[str, Any]:
         "sp": sp,
         "pool": wine_pipeline["X_te"].astype(object).to_dict("records"),
         "columns": list(ref.columns),
-        "ranges": _ranges(ref[nums]),
+        "ranges": {c: r for c, r in _ranges(sp.guards_).items() if c in nums},
         "known": {
             "alcohol_band": sorted(map(str, ref["alcohol_band"].dropna().unique())),
             "hue_band": sorted(map(str, ref["hue_band"].dropna().unique())),
@@ -623,7 +787,11 @@ def test_property_mixed_frames_never_accept_a_bad_row(wine_guarded, data) -> Non
 def cancer_guarded(cancer_lr) -> dict[str, Any]:
     sp = SafePredictor(cancer_lr.model, log="off", random_state=0)
     sp.calibrate(cancer_lr.X_cal, cancer_lr.y_cal, reference=cancer_lr.X_train)
-    return {"sp": sp, "pool": np.asarray(cancer_lr.X_test), "ranges": _ranges(cancer_lr.X_train)}
+    return {
+        "sp": sp,
+        "pool": np.asarray(cancer_lr.X_test),
+        "ranges": _ranges(sp.guards_, by_index=True),
+    }
 
 
 @pytest.mark.slow

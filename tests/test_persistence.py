@@ -23,6 +23,8 @@ from sklearn.linear_model import LogisticRegression, Ridge
 
 import safepredict as sp
 from safepredict.conformal import ClassificationConformal, RegressionConformal
+from safepredict.ood import KnnDetector, MarginalScores
+from safepredict.persistence import SCHEMA_VERSION, raw_row_parts
 from safepredict.tiers import TierCalibration
 
 CLASSIFICATION_POLICIES: dict[str, Any] = {
@@ -142,7 +144,8 @@ def test_file_is_plain_strict_json_with_versions(iris_lr: Any, tmp_path: Path) -
 
     json.loads(path.read_text(), parse_constant=no_constants)
     assert doc["format"] == "safepredict.calibration"
-    assert doc["schema_version"] == "1.0"
+    assert doc["schema_version"] == SCHEMA_VERSION == "1.1"
+    assert doc["raw_rows"] == []  # nothing opted in to storing rows
     assert set(doc["versions"]) >= {"safepredict", "numpy", "scikit-learn", "mapie", "python"}
     assert doc["versions"]["safepredict"] == sp.__version__
     assert doc["model"]["n_features"] == 4
@@ -561,3 +564,227 @@ class _Columns:
 
     def predict_proba(self, X: Any) -> Any:
         return self.model.predict_proba(X.drop(columns="site"))
+
+
+# ------------------------------------------------------------------ privacy: no stored rows
+def _number(v: Any) -> float | None:
+    """A JSON number of the saved file (non-finite floats are saved as {"$float": ...})."""
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, int | float):
+        return float(v)
+    if isinstance(v, dict) and set(v) == {"$float"}:
+        return float(v["$float"])
+    return None
+
+
+def _numbers(v: Any) -> np.ndarray | None:
+    if not isinstance(v, list) or len(v) < 2:
+        return None
+    out = [_number(x) for x in v]
+    return None if any(x is None for x in out) else np.array(out, dtype=np.float64)
+
+
+def _stored_vectors(
+    doc: Any, names: list[str]
+) -> tuple[list[np.ndarray], list[np.ndarray], list[Any]]:
+    """Every numeric vector of length >= 2 in a saved file: lists, rows and columns of
+    matrices, rows of column-wise tables (dicts of equal-length lists, columns in the
+    order of ``names`` when keyed by feature name); plus the lists that are not part of
+    a matrix (candidate centers/scales) and every stored transform."""
+    vectors: list[np.ndarray] = []
+    singles: list[np.ndarray] = []
+    transforms: list[Any] = []
+
+    def visit(node: Any) -> None:
+        if isinstance(node, dict):
+            if "transform" in node and isinstance(node["transform"], dict):
+                transforms.append(MarginalScores.from_state(node["transform"]))
+            if "knots" in node and "normal_scores" in node:  # the kNN opt-in, 0.1.0 files
+                transforms.append(KnnDetector.from_state(node))
+            keys = [k for k in names if k in node] if set(node) <= set(names) else list(node)
+            cols = [c for c in (_numbers(node[k]) for k in keys) if c is not None]
+            if len(cols) >= 2 and len({len(c) for c in cols}) == 1:
+                vectors.extend(np.array(cols).T)
+            for v in node.values():
+                visit(v)
+        elif isinstance(node, list):
+            flat = _numbers(node)
+            if flat is not None:
+                vectors.append(flat)
+                singles.append(flat)
+                return
+            rows = [r for r in (_numbers(x) for x in node) if r is not None]
+            if len(rows) == len(node) >= 2 and len({len(r) for r in rows}) == 1:
+                matrix = np.array(rows)
+                vectors.extend(matrix)
+                vectors.extend(matrix.T)
+                return
+            for v in node:
+                visit(v)
+
+    visit(doc)
+    return vectors, singles, transforms
+
+
+def _inverse(transform: Any, v: np.ndarray) -> np.ndarray:
+    if isinstance(transform, MarginalScores):
+        return transform.inverse(v)
+    # the kNN quantile map: piecewise linear inside its knots, logarithmic beyond
+    t = transform
+    inside = np.array(
+        [np.interp(v[j], t.normal_scores[:, j], t.knots[:, j]) for j in range(len(v))]
+    )
+    with np.errstate(over="ignore"):  # a far-out candidate inverts to inf: no match
+        below = t._first_x - t.tail_scale * np.expm1(np.maximum(t._first_z - v, 0.0))
+        above = t._last_x + t.tail_scale * np.expm1(np.maximum(v - t._last_z, 0.0))
+    return np.where(v < t._first_z, below, np.where(v > t._last_z, above, inside))
+
+
+def _matching_rows(rows: np.ndarray, candidates: list[np.ndarray]) -> set[int]:
+    """Rows of which some candidate equals the whole row or a run of its cells (rtol 1e-6).
+
+    Memory-bounded: per window start, the rows are sorted by their first cell, each
+    candidate's first value is located with a binary search and only those rows are
+    compared in full.
+    """
+    d = rows.shape[1]
+    order = np.argsort(rows, axis=0, kind="stable")
+    sorted_cols = np.take_along_axis(rows, order, axis=0)
+    by_length: dict[int, list[np.ndarray]] = {}
+    for v in candidates:
+        if 2 <= len(v) <= d and np.isfinite(v).all():
+            by_length.setdefault(len(v), []).append(v)
+    found: set[int] = set()
+    for n, group in by_length.items():
+        V = np.array(group)
+        tol = 1e-6 * np.abs(V[:, 0])
+        for start in range(d - n + 1):
+            col = sorted_cols[:, start]
+            lo = np.searchsorted(col, V[:, 0] - tol, side="left")
+            hi = np.searchsorted(col, V[:, 0] + tol, side="right")
+            for k in np.flatnonzero(hi > lo):
+                idx = order[lo[k] : hi[k], start]
+                window = rows[idx, start : start + n]
+                close = np.isclose(window, V[k][None, :], rtol=1e-6, atol=0.0).all(axis=1)
+                found.update(idx[close].tolist())
+    return found
+
+
+def _leaked_rows(path: Path, rows: np.ndarray) -> set[int]:
+    """Indices of ``rows`` that some stored vector equals or approximates (rtol 1e-6),
+    directly, through a stored invertible transform, or scaled by a stored center/scale."""
+    d = rows.shape[1]
+    names = [f"x{j}" for j in range(d)]
+    vectors, singles, transforms = _stored_vectors(json.loads(path.read_text()), names)
+    full = [v for v in vectors if len(v) == d]
+    candidates = list(vectors)
+    for t in transforms:  # invertible-transform attack
+        candidates += [_inverse(t, v) for v in full]
+    scales = [s for s in singles if len(s) == d]
+    for center in scales:  # center/scale attack
+        for scale in scales:
+            candidates += [v * scale + center for v in full]
+    return _matching_rows(rows, candidates)
+
+
+@pytest.fixture(scope="module")
+def cancer_privacy() -> dict[str, Any]:
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.model_selection import train_test_split
+
+    X, y = load_breast_cancer(return_X_y=True)
+    X_tr, X_cal, y_tr, y_cal = train_test_split(X, y, test_size=0.4, random_state=0)
+    model = LogisticRegression(max_iter=5000).fit(X_tr, y_tr)
+    return {"model": model, "X_tr": X_tr, "X_cal": X_cal, "y_cal": y_cal}
+
+
+def test_saved_state_holds_no_reference_or_calibration_row(
+    cancer_privacy: dict[str, Any], tmp_path: Path
+) -> None:
+    c = cancer_privacy
+    rows = np.vstack([c["X_tr"], c["X_cal"]])
+    predictor = sp.SafePredictor(c["model"], explainer="auto", log="off", random_state=0)
+    predictor.calibrate(c["X_cal"], c["y_cal"], reference=c["X_tr"])
+    assert predictor.explainer_ is not None
+    predictor.decide(c["X_cal"][:3] * 1.3)  # explainer built: its state is final
+    path = predictor.save(tmp_path / "private.json")
+    doc = json.loads(path.read_text())
+    assert doc["raw_rows"] == []
+    assert _leaked_rows(path, rows) == set()
+    # the explainer keeps weighted centroids of >= 20 calibration rows each
+    state = doc["state"]["explainer_"]["state"]
+    assert state["background_kind"] == "kmeans"
+    assert min(state["background_weights"]) >= 20
+    assert sum(state["background_weights"]) == len(c["X_cal"])
+    # negative control: the opt-ins store rows, and the same search finds them
+    opted = sp.SafePredictor(
+        c["model"],
+        explainer="auto",
+        explainer_background="sample",
+        guards=sp.GuardConfig(ood_method="knn"),
+        log="off",
+        random_state=0,
+    ).calibrate(c["X_cal"], c["y_cal"], reference=c["X_tr"])
+    raw = opted.save(tmp_path / "raw.json")
+    assert json.loads(raw.read_text())["raw_rows"] == [
+        "guards_.detector.raw_reference_rows (GuardConfig(ood_method='knn'))",
+        "explainer_.background (explainer_background='sample')",
+    ]
+    leaked = _leaked_rows(raw, rows)
+    n_tr = len(c["X_tr"])
+    in_reference = [i for i in leaked if i < n_tr]
+    in_calibration = [i for i in leaked if i >= n_tr]
+    # the kNN keeps half the reference (through its invertible quantile map) and the
+    # sample keeps up to 100 calibration rows verbatim
+    assert len(in_reference) == (n_tr + 1) // 2
+    assert len(in_calibration) == min(100, len(c["X_cal"]))
+
+
+def test_new_detector_and_background_round_trip_with_identical_decisions(
+    cancer_privacy: dict[str, Any], tmp_path: Path
+) -> None:
+    c = cancer_privacy
+    predictor = sp.SafePredictor(
+        c["model"],
+        explainer="permutation",
+        log="off",
+        random_state=3,
+        tiers={
+            "tiers": [
+                {"name": "auto", "action": "accept", "max_set_size": 1},
+                {"name": "human", "action": "review"},
+            ],
+            "explain": ["auto", "human", "guard"],
+        },
+    )
+    predictor.calibrate(c["X_cal"], c["y_cal"], reference=c["X_tr"])
+    rows = np.vstack([c["X_cal"][:8], c["X_cal"][:4] * 1.6, c["X_cal"][:2] * 0.1])
+    before = predictor.decide(rows)
+    assert before.guard_flagged.any()  # the shifted rows are flagged
+    loaded = sp.SafePredictor.load(predictor.save(tmp_path / "p.json"), model=c["model"])
+    after = loaded.decide(rows)
+    _assert_same_decisions(before, after)
+    np.testing.assert_array_equal(before.ood_scores, after.ood_scores)
+    assert loaded.guards_.to_state() == predictor.guards_.to_state()
+    assert loaded.explainer_.state.background == predictor.explainer_.state.background
+
+
+def test_a_0_1_0_file_loads_as_the_knn_detector() -> None:
+    # tests/data/iris-0.1.0.*: written by safepredict 0.1.0 (guards with kNN rows, the
+    # explainer with a raw background sample) with the decisions it gave on 15 rows.
+    data = Path(__file__).parent / "data"
+    X, y = load_iris(return_X_y=True)
+    model = LogisticRegression(max_iter=1000).fit(X[::2], y[::2])
+    loaded = sp.SafePredictor.load(data / "iris-0.1.0.calibration.json", model=model)
+    assert isinstance(loaded.guards_.detector, KnnDetector)
+    assert loaded.explainer_.state.background_kind == "sample"
+    recorded = json.loads((data / "iris-0.1.0.decisions.json").read_text())
+    batch = loaded.decide(np.array(recorded["rows"]))
+    assert batch.actions.tolist() == recorded["actions"]
+    assert [list(r) for r in batch.reasons] == recorded["reasons"]
+    np.testing.assert_array_equal(batch.ood_scores, recorded["ood_scores"])
+    assert raw_row_parts(loaded) == [
+        "guards_.detector.raw_reference_rows (GuardConfig(ood_method='knn'))",
+        "explainer_.background (explainer_background='sample')",
+    ]

@@ -313,22 +313,34 @@ class GuardConfig:
     ood_alpha : float, default=0.01
         False-alarm rate of the out-of-distribution detector: on data like the
         reference data, at most this fraction of rows is flagged ``ood``.
-    ood_method : {"knn", "none"}, default="knn"
-        Out-of-distribution detector; ``"none"`` turns the OOD check off.
+    guard_alpha : float, default=0.01
+        False-alarm rate of the calibrated range guard
+        (``range_method="calibrated"``): on data like the reference data, at
+        most this fraction of rows has any ``out_of_range`` reason.
+    ood_method : {"centroids", "knn", "none"}, default="centroids"
+        Out-of-distribution detector: distance to k-means centroids of >= 20
+        reference rows each (stores no reference row); ``"knn"``, distance to
+        the nearest reference rows (**opt-in: stores up to**
+        ``ood_reference_size`` **reference rows** in the saved state);
+        ``"none"`` turns the OOD check off.
     ood_neighbors : int, default=5
-        Number of nearest reference rows whose mean distance is the OOD score.
+        ``ood_method="knn"``: number of nearest reference rows whose mean
+        distance is the OOD score.
     ood_reference_size : int, default=2000
-        At most this many reference rows are searched for neighbours (the
-        single-row OOD cost grows linearly with it); the rest of the
-        reference (its other half at least) calibrates the p-values.
-    range_method : {"minmax", "quantile"}, default="minmax"
-        How numeric ranges are learned: observed min/max, or quantiles
-        ``range_quantiles`` widened by ``range_margin``.
+        At most this many reference rows fit the detector (and the per-column
+        map of the calibrated ranges); the rest of the reference (its other
+        half at least) calibrates the p-values and the ranges.
+    range_method : {"calibrated", "minmax", "quantile"}, default="calibrated"
+        How numeric ranges are learned: ``"calibrated"`` sets them on held-out
+        reference rows so that at most ``guard_alpha`` of in-distribution rows
+        are flagged; ``"minmax"`` (observed min/max) and ``"quantile"``
+        (``range_quantiles``) are widened by ``range_margin`` and have no
+        false-alarm control.
     range_quantiles : tuple of float, default=(0.001, 0.999)
         Lower and upper quantile for ``range_method="quantile"``.
     range_margin : float, default=0.1
-        Widen each learned range by this fraction of its width on both sides
-        (a small reference's min/max is narrower than the population's).
+        ``"minmax"`` and ``"quantile"``: widen each learned range by this
+        fraction of its width on both sides.
     missing_policy : {"reference", "never", "always"}, default="reference"
         Whether a missing value is allowed in a column: if it was seen in the
         reference data, never, or always.
@@ -350,14 +362,15 @@ class GuardConfig:
     type: GuardAction = "abstain"
     ood: GuardAction = "abstain"
     ood_alpha: float = 0.01
-    ood_method: str = "knn"
+    ood_method: str = "centroids"
     ood_neighbors: int = 5
     ood_reference_size: int = 2000
-    range_method: str = "minmax"
+    range_method: str = "calibrated"
     range_quantiles: tuple[float, float] = (0.001, 0.999)
     range_margin: float = 0.1
     missing_policy: str = "reference"
     columns: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    guard_alpha: float = 0.01
 
     #: Names of the guards, in the order their reasons are reported.
     GUARDS = GUARD_REASONS
@@ -366,8 +379,14 @@ class GuardConfig:
         for guard in self.GUARDS:
             check_one_of(getattr(self, guard), guard, GUARD_ACTIONS, where="[guards] ")
         check_fraction(self.ood_alpha, "ood_alpha", where="[guards] ")
-        check_one_of(self.ood_method, "ood_method", ("knn", "none"), where="[guards] ")
-        check_one_of(self.range_method, "range_method", ("minmax", "quantile"), where="[guards] ")
+        check_fraction(self.guard_alpha, "guard_alpha", where="[guards] ")
+        check_one_of(self.ood_method, "ood_method", ("centroids", "knn", "none"), where="[guards] ")
+        check_one_of(
+            self.range_method,
+            "range_method",
+            ("calibrated", "minmax", "quantile"),
+            where="[guards] ",
+        )
         check_one_of(
             self.missing_policy,
             "missing_policy",

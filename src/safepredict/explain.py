@@ -9,12 +9,19 @@ How a model is explained
 * **Tree ensembles** (scikit-learn forests, gradient boosting, xgboost, lightgbm,
   catboost; detected by type, without importing those packages) use
   ``shap.TreeExplainer`` (``tree_path_dependent``, exact, no background needed).
-* **Linear models** (``sklearn.linear_model``) use ``shap.LinearExplainer`` on a
-  background sample (exact, interventional).
+* **Linear models** (``sklearn.linear_model``) use ``shap.LinearExplainer`` on the
+  background's mean (exact, interventional).
 * **Anything else** uses a model-agnostic explainer over a fixed-size background
-  sample of the calibration data: ``shap.ExactExplainer`` when the model has few
+  background of the calibration data: ``shap.ExactExplainer`` when the model has few
   input columns (at most :data:`EXACT_MAX_FEATURES`), else
-  ``shap.PermutationExplainer`` (antithetic permutations, seeded).
+  :class:`PermutationShap` (shap's antithetic permutation algorithm, drawing from a
+  ``Generator`` seeded with ``random_state``, never numpy's global generator).
+
+The background is by default aggregated: at most
+:data:`AGNOSTIC_BACKGROUND_SIZE` k-means centroids of the calibration rows, each
+summarising >= 20 rows, with their weights (the linear explainer uses their
+weighted mean and covariance). ``explainer_background="sample"`` opts in to a
+raw sample of calibration rows (stored verbatim in saved states).
 * A scikit-learn ``Pipeline`` is explained by running the final estimator's
   explainer on the transformed data and summing the contributions of every
   transformed column back into the input column that produced it (one-hot
@@ -52,18 +59,21 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from safepredict._cluster import MIN_GROUP, min_size_kmeans
 from safepredict._frames import default_feature_names
 from safepredict._validation import check_one_of
 from safepredict.decisions import Explanation
-from safepredict.exceptions import ConfigError
+from safepredict.exceptions import CalibrationError, ConfigError
 from safepredict.reasons import reason_code
 
 __all__ = [
+    "BACKGROUNDS",
     "EXACT_MAX_FEATURES",
     "METHODS",
     "REQUESTS",
     "ExplainerState",
     "ModelExplainer",
+    "PermutationShap",
     "candidate_methods",
     "check_request",
     "feature_groups",
@@ -79,9 +89,14 @@ REQUESTS = ("auto", "tree", "linear", "permutation")
 #: Above this many input columns the exact model-agnostic explainer (2**M model
 #: evaluations per background row) gives way to the permutation explainer.
 EXACT_MAX_FEATURES = 8
-#: Background rows kept for the linear explainer and the mapping checks.
+#: How the background is kept: ``"kmeans"`` (default: weighted centroids, each
+#: aggregating >= 20 calibration rows; no row is stored) or ``"sample"`` (opt-in:
+#: a seeded sample of raw calibration rows, stored verbatim in saved states).
+BACKGROUNDS = ("kmeans", "sample")
+#: Background rows kept (raw sample) for the linear explainer and the mapping checks.
 BACKGROUND_SIZE = 100
-#: Background rows used by the model-agnostic explainers (cost is linear in it).
+#: Background rows used by the model-agnostic explainers (cost is linear in it);
+#: also the most centroids an aggregated background keeps.
 AGNOSTIC_BACKGROUND_SIZE = 20
 #: Antithetic permutations per row for the permutation explainer.
 N_PERMUTATIONS = 10
@@ -391,8 +406,10 @@ class ExplainerState:
     feature_names : tuple of str
         The user's input columns.
     background : dict
-        Column name -> list of values (a fixed-size sample of the calibration
-        rows, JSON-safe).
+        Column name -> list of values, JSON-safe: by default k-means centroids
+        of the calibration rows (each the mean, or for a categorical column the
+        mode, of >= 20 rows); with ``background_kind="sample"`` a seeded sample
+        of raw calibration rows (opt-in).
     is_frame : bool
         Whether the model receives a pandas DataFrame.
     dtypes : dict
@@ -411,13 +428,21 @@ class ExplainerState:
         ``"proba"``, ``"margin"`` or ``"prediction"``: what the chosen method explains.
     errors : dict
         Method -> why it could not be used (set on first use).
+    background_kind : {"kmeans", "sample"}
+        How the background was kept (states saved by safepredict 0.1.0 hold a
+        raw sample).
+    background_weights : list of int, optional
+        Calibration rows behind each centroid (``"kmeans"``).
 
     Examples
     --------
     >>> import numpy as np
-    >>> s = ExplainerState.fit(np.arange(12.0).reshape(4, 3), task="regression")
+    >>> X = np.random.default_rng(0).normal(size=(200, 3))
+    >>> s = ExplainerState.fit(X, task="regression")
     >>> ExplainerState.from_state(s.to_state()) == s
     True
+    >>> s.background_kind, sum(s.background_weights), min(s.background_weights) >= 20
+    ('kmeans', 200, True)
     """
 
     requested: str
@@ -433,6 +458,8 @@ class ExplainerState:
     per_row_ms: dict[str, float] = field(default_factory=dict)
     space: str | None = None
     errors: dict[str, str] = field(default_factory=dict)
+    background_kind: str = "sample"
+    background_weights: list[int] | None = None
 
     @classmethod
     def fit(
@@ -445,33 +472,60 @@ class ExplainerState:
         budget_ms: float | None = None,
         random_state: int | None = None,
         size: int = BACKGROUND_SIZE,
+        background: str = "kmeans",
     ) -> ExplainerState:
-        """Keep a fixed-size, seeded sample of ``X`` (model input) as background."""
+        """Summarise ``X`` (model input) as the explainers' background.
+
+        ``background="kmeans"`` (default) keeps at most
+        :data:`AGNOSTIC_BACKGROUND_SIZE` weighted centroids, each aggregating at
+        least 20 rows (numeric columns: the mean; integer columns: the rounded
+        mean; other columns: the most frequent value); no row is stored.
+        ``background="sample"`` (opt-in) keeps a seeded sample of ``size`` raw rows.
+
+        Raises
+        ------
+        CalibrationError
+            If ``background="kmeans"`` and ``X`` has fewer than 20 rows.
+        """
         check_one_of(requested, "explainer", REQUESTS)
+        check_one_of(background, "explainer_background", BACKGROUNDS)
         n = len(X)
         rng = np.random.default_rng(random_state if random_state is not None else 0)
-        idx = np.sort(rng.choice(n, size=min(size, n), replace=False)) if n else np.zeros(0, int)
         names = _input_names(X)
-        if hasattr(X, "iloc"):
-            sub = X.iloc[idx]
-            background = {str(c): _builtin_list(sub[c].to_numpy()) for c in sub.columns}
-            dtypes = {str(c): str(t) for c, t in sub.dtypes.items()}
-            is_frame = True
+        is_frame = hasattr(X, "iloc")
+        dtypes = {str(c): str(t) for c, t in X.dtypes.items()} if is_frame else {}
+        weights: list[int] | None = None
+        if background == "sample":
+            idx = (
+                np.sort(rng.choice(n, size=min(size, n), replace=False)) if n else np.zeros(0, int)
+            )
+            if is_frame:
+                sub = X.iloc[idx]
+                data = {str(c): _builtin_list(sub[c].to_numpy()) for c in sub.columns}
+            else:
+                arr = np.asarray(X)[idx]
+                data = {name: _builtin_list(arr[:, j]) for j, name in enumerate(names)}
         else:
-            arr = np.asarray(X)[idx]
-            background = {name: _builtin_list(arr[:, j]) for j, name in enumerate(names)}
-            dtypes = {}
-            is_frame = False
+            if n < MIN_GROUP:
+                raise CalibrationError(
+                    f"the explainer's aggregated background needs at least {MIN_GROUP} "
+                    f"calibration rows (each centroid summarises >= {MIN_GROUP}); got {n}. "
+                    "Calibrate on more rows, or pass explainer_background='sample' to store "
+                    "a raw sample of calibration rows instead (opt-in)."
+                )
+            data, weights = _centroid_background(X, names, rng)
         return cls(
             requested=requested,
             task=task,
             feature_names=tuple(names),
-            background=background,
+            background=data,
             is_frame=is_frame,
             dtypes=dtypes,
             classes=None if classes is None else _builtin_list(np.asarray(classes)),
             budget_ms=None if budget_ms is None else float(budget_ms),
             random_state=random_state,
+            background_kind=background,
+            background_weights=weights,
         )
 
     def background_data(self) -> Any:
@@ -500,6 +554,10 @@ class ExplainerState:
             "per_row_ms": dict(self.per_row_ms),
             "space": self.space,
             "errors": dict(self.errors),
+            "background_kind": self.background_kind,
+            "background_weights": (
+                None if self.background_weights is None else list(self.background_weights)
+            ),
         }
 
     @classmethod
@@ -508,6 +566,99 @@ class ExplainerState:
         data = dict(state)
         data["feature_names"] = tuple(data["feature_names"])
         return cls(**data)
+
+
+def _column_is_numeric(values: NDArray[Any], dtype: Any) -> bool:
+    kind = getattr(dtype, "kind", "O")
+    if str(dtype) in ("category", "bool", "boolean") or kind == "b":
+        return False
+    if kind in "iuf" or str(dtype) in ("Int8", "Int16", "Int32", "Int64", "Float32", "Float64"):
+        return True
+    if str(dtype).startswith(("UInt", "Int", "Float")):
+        return True
+    items = [v for v in values.tolist() if v is not None and v == v]
+    return bool(items) and all(
+        isinstance(v, int | float | np.number) and not isinstance(v, bool) for v in items
+    )
+
+
+def _centroid_background(
+    X: Any, names: list[str], rng: np.random.Generator
+) -> tuple[dict[str, list[Any]], list[int]]:
+    """Weighted k-means centroids of ``X`` (each cluster >= MIN_GROUP rows), JSON-safe.
+
+    Rows are clustered on standardised numeric columns plus one-hot codes of the
+    other columns; a centroid holds each numeric column's mean (rounded for
+    integer dtypes) and each other column's most frequent value.
+    """
+    is_frame = hasattr(X, "iloc")
+    n = len(X)
+    if is_frame:
+        columns = [X.iloc[:, j].to_numpy() for j in range(X.shape[1])]
+        kinds = list(X.dtypes)
+    else:
+        arr = np.asarray(X)
+        columns = [arr[:, j] for j in range(arr.shape[1])]
+        kinds = [arr.dtype] * arr.shape[1]
+    numeric = [_column_is_numeric(c, t) for c, t in zip(columns, kinds, strict=True)]
+    feats: list[NDArray[np.float64]] = []
+    values: list[Any] = []
+    for col, is_num in zip(columns, numeric, strict=True):
+        if is_num:
+            v = np.array([np.nan if x is None else x for x in col.tolist()], dtype=np.float64)
+            v[~np.isfinite(v)] = np.nan
+            values.append(v)
+            mu = float(np.nanmean(v)) if np.isfinite(v).any() else 0.0
+            sd = float(np.nanstd(v)) if np.isfinite(v).any() else 0.0
+            z = (v - mu) / (sd if sd > 0 else 1.0)
+            feats.append(np.where(np.isfinite(z), z, 0.0)[:, None])
+        else:
+            items = [str(x) for x in col.tolist()]
+            values.append(col)
+            uniq, inverse = np.unique(np.asarray(items, dtype=object), return_inverse=True)
+            onehot = np.zeros((n, len(uniq)))
+            onehot[np.arange(n), inverse] = 1.0 / math.sqrt(2.0)
+            feats.append(onehot)
+    feats_matrix = np.hstack(feats) if feats else np.zeros((n, 1))
+    target = max(1, min(AGNOSTIC_BACKGROUND_SIZE, n // (3 * MIN_GROUP // 2)))
+    labels, _ = min_size_kmeans(feats_matrix, target, rng)
+    k = int(labels.max()) + 1
+    out: dict[str, list[Any]] = {}
+    for name, col, v, is_num, dtype in zip(names, columns, values, numeric, kinds, strict=True):
+        cells: list[Any] = []
+        for c in range(k):
+            members = labels == c
+            if is_num:
+                mv = v[members]
+                mv = mv[np.isfinite(mv)]
+                if len(mv) == 0:
+                    cells.append(None)
+                    continue
+                mean = float(mv.mean())
+                integer = getattr(dtype, "kind", "") in "iu" or str(dtype).startswith(
+                    ("Int", "UInt")
+                )
+                cells.append(round(mean) if integer else mean)
+            else:
+                cells.append(_mode(col[members]))
+        out[name] = cells
+    return out, np.bincount(labels, minlength=k).astype(int).tolist()
+
+
+def _mode(values: NDArray[Any]) -> Any:
+    """Most frequent non-missing value (ties: first seen); ``None`` if all are missing."""
+    counts: dict[Any, int] = {}
+    first: dict[Any, Any] = {}
+    for v in values.tolist():
+        if v is None or (isinstance(v, float) and v != v) or type(v).__name__ == "NAType":
+            continue
+        key = (type(v).__name__, str(v))
+        counts[key] = counts.get(key, 0) + 1
+        first.setdefault(key, v)
+    if not counts:
+        return None
+    best = max(counts, key=lambda key: counts[key])
+    return _scalar(first[best])
 
 
 def _builtin_list(values: NDArray[Any]) -> list[Any]:
@@ -564,6 +715,104 @@ class _Codec:
         return pd.DataFrame(data).astype(self.dtypes)
 
 
+class PermutationShap:
+    """Antithetic permutation Shapley values drawn from a seeded ``Generator``.
+
+    The algorithm of ``shap.PermutationExplainer`` (each permutation is walked
+    forwards, switching features from the background to the row, and backwards,
+    switching them off in the same order), without its use of numpy's global
+    random generator (it seeds and shuffles ``np.random``, shap#2863). Every
+    row's permutations come from ``numpy.random.default_rng(seed)``, so a row's
+    explanation is a function of the row alone and nothing global is touched.
+    Contributions add up exactly (up to rounding) to ``f(row) - base``, where
+    ``base`` is the mean of ``f`` over the background rows.
+
+    Parameters
+    ----------
+    f : callable
+        Model output of a float matrix ``(n, M)``: shape ``(n,)`` or ``(n, K)``.
+    background : ndarray of shape (B, M)
+        Background rows (masked features take their values).
+    seed : int
+        Seed of each row's permutations.
+    n_permutations : int, default=N_PERMUTATIONS
+        Antithetic permutation pairs per row.
+
+    Examples
+    --------
+    >>> f = lambda X: X[:, 0] * 2.0 + X[:, 1] * X[:, 2]
+    >>> ex = PermutationShap(f, np.zeros((1, 3)), seed=0)
+    >>> values, base = ex.explain_row(np.array([1.0, 2.0, 3.0]))
+    >>> float(values[0]), float(values.sum() + base)
+    (2.0, 8.0)
+    """
+
+    def __init__(
+        self,
+        f: Any,
+        background: NDArray[np.float64],
+        *,
+        seed: int,
+        n_permutations: int = N_PERMUTATIONS,
+    ) -> None:
+        self.f = f
+        self.background = np.asarray(background, dtype=np.float64)
+        self.seed = int(seed)
+        self.n_permutations = int(n_permutations)
+
+    def explain_row(self, row: NDArray[np.float64]) -> tuple[NDArray[np.float64], Any]:
+        """Shapley values ``(n_feat,)`` or ``(n_feat, K)`` of one row, and the base value."""
+        row = np.asarray(row, dtype=np.float64).reshape(-1)
+        n_feat = len(row)
+        bg = self.background
+        n_bg = len(bg)
+        rng = np.random.default_rng(self.seed)
+        perms = np.array([rng.permutation(n_feat) for _ in range(self.n_permutations)])
+        n_perm = len(perms)
+        # masks: per permutation, forward states F_1..F_{n_feat-1} (first s features on)
+        # and backward states B_1..B_{n_feat-1} (all on except the first s)
+        steps = np.arange(1, n_feat)
+        position = np.empty_like(perms)
+        position[np.arange(n_perm)[:, None], perms] = np.arange(n_feat)[None, :]
+        forward = position[:, None, :] < steps[None, :, None]  # (n_perm, n_feat-1, n_feat)
+        masks = np.concatenate(
+            [
+                np.zeros((1, n_feat), dtype=bool),
+                np.ones((1, n_feat), dtype=bool),
+                forward.reshape(-1, n_feat),
+                ~forward.reshape(-1, n_feat),
+            ]
+        )
+        inputs = np.where(masks[:, None, :], row[None, None, :], bg[None, :, :])
+        out = np.asarray(self.f(inputs.reshape(-1, n_feat)), dtype=np.float64)
+        means = out.reshape(len(masks), n_bg, *out.shape[1:]).mean(axis=1)
+        base, full = means[0], means[1]
+        fwd = means[2 : 2 + n_perm * (n_feat - 1)].reshape(n_perm, n_feat - 1, *means.shape[1:])
+        bwd = means[2 + n_perm * (n_feat - 1) :].reshape(n_perm, n_feat - 1, *means.shape[1:])
+        # chain values v_0 .. v_M of the forward walk and of the backward walk
+        v_f = np.concatenate(
+            [
+                np.broadcast_to(base, (n_perm, 1, *base.shape)),
+                fwd,
+                np.broadcast_to(full, (n_perm, 1, *base.shape)),
+            ],
+            axis=1,
+        )
+        v_b = np.concatenate(
+            [
+                np.broadcast_to(full, (n_perm, 1, *base.shape)),
+                bwd,
+                np.broadcast_to(base, (n_perm, 1, *base.shape)),
+            ],
+            axis=1,
+        )
+        step_gain = (v_f[:, 1:] - v_f[:, :-1]) + (v_b[:, :-1] - v_b[:, 1:])  # (n_perm, n_feat, ...)
+        values = np.zeros((n_feat, *base.shape))
+        for p in range(n_perm):
+            values[perms[p]] += step_gain[p]
+        return values / (2 * n_perm), base
+
+
 class ModelExplainer:
     """Explain a fitted model's rows in its input columns, within a per-row budget.
 
@@ -579,9 +828,10 @@ class ModelExplainer:
     The shap explainer is built on the first call to :meth:`explain` (or
     :meth:`prepare`), which also measures each candidate method's per-row cost
     on background rows and keeps the first (most faithful) one that fits the
-    budget. Calls are serialised with a lock: several shap explainers keep
-    per-call state or reseed numpy's global generator (shap#2863), so
-    concurrent ``decide`` calls must not share one unguarded. Why a method was
+    budget. Calls are serialised with a lock: shap explainers keep per-call
+    state, so concurrent ``decide`` calls must not share one unguarded. No
+    method draws from numpy's global random generator (the permutation method is
+    :class:`PermutationShap`, seeded from ``random_state``). Why a method was
     not chosen (an error building or measuring it) is kept in
     ``state.errors``. The shap objects are dropped when pickling and rebuilt lazily.
 
@@ -679,14 +929,29 @@ class ModelExplainer:
             explainer = shap.TreeExplainer(final)
             return {"explainer": explainer, "pre": pre, "groups": groups, "codec": None}
         if method == "linear":
-            bg = background if pre is None else _dense(pre.transform(background))
-            explainer = shap.LinearExplainer(final, _dense(bg))
+            bg = _dense(background if pre is None else pre.transform(background))
+            weights = state.background_weights
+            if weights is None:
+                explainer = shap.LinearExplainer(final, bg)
+            else:
+                # interventional linear SHAP needs only the background's mean (and the
+                # covariance for completeness): the weighted centroids give both
+                w = np.asarray(weights, dtype=np.float64)
+                mean = np.average(bg, axis=0, weights=w)
+                cov = (
+                    np.atleast_2d(np.cov(bg, rowvar=False, aweights=w))
+                    if len(bg) > 1
+                    else np.zeros((bg.shape[1], bg.shape[1]))
+                )
+                explainer = shap.LinearExplainer(final, (mean, cov))
             return {"explainer": explainer, "pre": pre, "groups": groups, "codec": None}
         # model-agnostic, in the input columns of the whole model
         codec = _Codec(background) if state.is_frame else None
         rng = np.random.default_rng(state.random_state if state.random_state is not None else 0)
         n_bg = len(background)
-        take = np.sort(rng.choice(n_bg, size=min(AGNOSTIC_BACKGROUND_SIZE, n_bg), replace=False))
+        take = np.arange(n_bg)
+        if n_bg > AGNOSTIC_BACKGROUND_SIZE:  # a raw sample (centroids are fewer)
+            take = np.sort(rng.choice(n_bg, size=AGNOSTIC_BACKGROUND_SIZE, replace=False))
         bg_rows = background.iloc[take] if state.is_frame else background[take]
         bg_num = codec.encode(bg_rows) if codec is not None else _dense(bg_rows)
         model = self.model
@@ -706,13 +971,13 @@ class ModelExplainer:
                 rows = masked
             return np.asarray(fn(rows), dtype=np.float64)
 
-        masker = shap.maskers.Independent(bg_num, max_samples=len(bg_num))
         seed = state.random_state if state.random_state is not None else 0
         if method == "exact":
-            explainer = shap.explainers.ExactExplainer(f, masker)
+            masker = shap.maskers.Independent(bg_num, max_samples=len(bg_num))
+            agnostic: Any = shap.explainers.ExactExplainer(f, masker)
         else:
-            explainer = shap.explainers.PermutationExplainer(f, masker, seed=seed)
-        return {"explainer": explainer, "pre": None, "groups": None, "codec": codec}
+            agnostic = PermutationShap(f, bg_num, seed=seed)
+        return {"explainer": agnostic, "pre": None, "groups": None, "codec": codec}
 
     def _measure(self, method: str) -> float:
         """Median per-row milliseconds of ``method`` on a few background rows.
@@ -803,26 +1068,12 @@ class ModelExplainer:
     def _permutation(
         self, explainer: Any, data: NDArray[np.float64], groups: Any
     ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-        """Permutation values, one row at a time, each with the same seed.
-
-        shap's PermutationExplainer draws its permutations from numpy's *global*
-        generator, seeded once at construction (shap#2863): results would depend
-        on what ran before and on other threads. Reseeding per row (under the
-        explainer lock) makes a row's explanation a function of the row alone, and
-        the caller's global generator state is restored afterwards.
-        """
-        seed = self.state.random_state if self.state.random_state is not None else 0
-        max_evals = N_PERMUTATIONS * (2 * data.shape[1] + 1)
+        """Permutation values, one row at a time (see :class:`PermutationShap`)."""
         values, bases = [], []
-        saved = np.random.get_state()  # noqa: NPY002  # shap uses the legacy global generator
-        try:
-            for i in range(len(data)):
-                np.random.seed(seed)  # noqa: NPY002  # shap reads the legacy global generator
-                result = explainer(data[i : i + 1], max_evals=max_evals, silent=True)
-                values.append(np.asarray(result.values, dtype=np.float64))
-                bases.append(np.asarray(result.base_values, dtype=np.float64).reshape(1, -1))
-        finally:
-            np.random.set_state(saved)  # noqa: NPY002  # restore the caller's generator
+        for i in range(len(data)):
+            v, b = explainer.explain_row(data[i])
+            values.append(v[None])
+            bases.append(np.asarray(b, dtype=np.float64).reshape(1, -1))
         out = np.concatenate(values)
         base = np.concatenate(bases)
         if out.ndim == 2:

@@ -3,9 +3,11 @@
 :class:`InputGuards` learns, from reference data (the training set, or the
 calibration set by default), each column's kind (numeric or categorical), its
 numeric range, its allowed categories and whether it may be missing, plus an
-out-of-distribution (OOD) detector: the mean distance to the ``k`` nearest
-reference rows on robust-scaled numeric features, turned into a conformal
-p-value on held-out reference rows.
+out-of-distribution (OOD) detector (:mod:`safepredict.ood`). The reference is
+split at random: one part learns the per-column normal-score map and the OOD
+centroids, the held-out part calibrates both the ranges (their combined per-row
+false-alarm rate is at most ``guard_alpha``) and the OOD p-values (at most
+``ood_alpha``). No reference row is stored unless ``ood_method="knn"`` opts in.
 
 :meth:`InputGuards.check` then gives, per row, the reason codes
 
@@ -17,7 +19,7 @@ with the action rank the :class:`~safepredict.config.GuardConfig` assigns
 which rows must not be sent to the model at all (a string where a number belongs,
 an unseen category, a missing or infinite value). The core works on numpy arrays;
 a pandas DataFrame is only split into its columns at the edge. The module is pure:
-it never logs, routes or imports other layer-2 modules.
+it never logs, routes or imports other layer-2 stage modules.
 
 Examples
 --------
@@ -36,7 +38,6 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -46,8 +47,9 @@ from safepredict._frames import is_frame
 from safepredict._validation import describe
 from safepredict.config import GuardConfig
 from safepredict.exceptions import CalibrationError, ConfigError, InputSchemaError
+from safepredict.ood import CentroidDetector, KnnDetector, MarginalScores, detector_from_state
 
-__all__ = ["GuardResult", "InputGuards", "KnnDetector"]
+__all__ = ["CentroidDetector", "GuardResult", "InputGuards", "KnnDetector"]
 
 NUMERIC = "numeric"
 CATEGORICAL = "categorical"
@@ -55,9 +57,10 @@ CATEGORICAL = "categorical"
 #: Guards whose failure means the model may be unable to take the value at all.
 _MODEL_UNSAFE = ("missing", "non_finite", "type", "unseen_category")
 _RANK = {"ignore": 0, "review": 1, "abstain": 2}
-#: Scaled feature values are clipped here so squared distances never overflow.
-_CLIP = 1e6
-_NORMAL = NormalDist()
+#: Guard state format written by :meth:`InputGuards.to_state` (1: safepredict 0.1.0).
+STATE_VERSION = 2
+#: Fewest rows the OOD detector and the range calibration fit on.
+_MIN_FIT = 20
 
 
 @dataclass(frozen=True)
@@ -176,215 +179,6 @@ def _infer_kind(col: NDArray[Any], dtype: Any) -> str:
     return CATEGORICAL
 
 
-# ---------------------------------------------------------------- OOD detector
-class KnnDetector:
-    """kNN-distance OOD detector with conformal p-values.
-
-    Each numeric feature is first mapped to normal scores through its reference
-    quantiles (so a heavy-tailed feature does not dominate the distance), with
-    logarithmic extension beyond the reference range in robust standard
-    deviations (values past anything seen keep growing, without swamping the
-    other features). The score of a row is the mean
-    Euclidean distance to its ``k`` nearest rows of a fit set. The reference is
-    split at random: one part fits the transform and holds the neighbours, the
-    held-out part gives calibration scores, and the p-value of a row is
-    ``(1 + #{calibration scores >= its score}) / (m + 1)``. For a row
-    exchangeable with the reference, ``P(p <= alpha) <= alpha``.
-
-    Parameters
-    ----------
-    knots : ndarray of shape (n_knots, d)
-        Per feature, increasing reference quantiles (padded with the last).
-    normal_scores : ndarray of shape (n_knots, d)
-        Normal score of each knot.
-    n_knots : ndarray of int, shape (d,)
-        Number of distinct knots per feature.
-    tail_scale : ndarray of shape (d,)
-        Robust standard deviation used beyond the outer knots.
-    fit_rows : ndarray of shape (n_fit, d)
-        Transformed reference rows the neighbours are searched in.
-    calibration_scores : ndarray of shape (m,)
-        Scores of the held-out reference rows.
-    k : int
-        Number of neighbours.
-
-    Examples
-    --------
-    >>> rng = np.random.default_rng(1)
-    >>> det = KnnDetector.fit(rng.normal(size=(400, 2)), k=5, max_fit=1000, rng=rng)
-    >>> p = det.pvalues(np.array([[0.0, 0.0], [8.0, 8.0]]))
-    >>> bool(p[0] > 0.1), bool(p[1] == det.min_pvalue)
-    (True, True)
-    """
-
-    def __init__(
-        self,
-        knots: NDArray[np.float64],
-        normal_scores: NDArray[np.float64],
-        n_knots: NDArray[np.intp],
-        tail_scale: NDArray[np.float64],
-        fit_rows: NDArray[np.float64],
-        calibration_scores: NDArray[np.float64],
-        k: int,
-    ) -> None:
-        self.knots = np.ascontiguousarray(knots, dtype=np.float64)
-        self.normal_scores = np.ascontiguousarray(normal_scores, dtype=np.float64)
-        self.n_knots = np.asarray(n_knots, dtype=np.intp)
-        self.tail_scale = np.asarray(tail_scale, dtype=np.float64)
-        self.fit_rows = np.ascontiguousarray(fit_rows, dtype=np.float64)
-        self.calibration_scores = np.sort(np.asarray(calibration_scores, dtype=np.float64))
-        self.k = int(min(k, len(self.fit_rows))) if len(self.fit_rows) else int(k)
-        # Distances are computed in float32: half the memory traffic of the block
-        # products and partitions, and ~1e-7 relative error, far below what matters for
-        # a neighbour distance. Calibration and test rows go through the same path.
-        self._fit32 = self.fit_rows.astype(np.float32)
-        self._sq_norms = np.einsum("ij,ij->i", self._fit32, self._fit32)
-        d = self.knots.shape[1]
-        self._cols = np.arange(d)
-        self._first_x = self.knots[0]
-        self._first_z = self.normal_scores[0]
-        last = self.n_knots - 1
-        self._last_x = self.knots[last, self._cols]
-        self._last_z = self.normal_scores[last, self._cols]
-        self._max_seg = np.maximum(last, 1)
-
-    @classmethod
-    def fit(
-        cls, X: NDArray[np.float64], *, k: int, max_fit: int, rng: np.random.Generator
-    ) -> KnnDetector:
-        """Fit on raw numeric reference rows (NaN allowed), splitting them in two.
-
-        The fit part (half the rows, at most ``max_fit``) fits the transform and
-        holds the neighbours; every other row is a calibration row.
-        """
-        order = rng.permutation(len(X))
-        n_fit = min((len(X) + 1) // 2, max_fit)
-        fit_part, cal_part = X[order[:n_fit]], X[order[n_fit:]]
-        d = X.shape[1]
-        probs = np.linspace(0.5, n_fit - 0.5, min(n_fit, 41)) / n_fit
-        z_grid = np.array([_NORMAL.inv_cdf(float(p)) for p in probs])
-        knots = np.empty((len(probs), d))
-        scores = np.empty((len(probs), d))
-        n_knots = np.empty(d, dtype=np.intp)
-        tail = np.empty(d)
-        for j in range(d):
-            col = fit_part[:, j]
-            col = col[np.isfinite(col)]
-            if len(col) == 0:
-                col = np.zeros(1)
-            q = np.quantile(col, probs)
-            uniq, inverse = np.unique(q, return_inverse=True)
-            z = np.bincount(inverse, weights=z_grid) / np.bincount(inverse)
-            n = len(uniq)
-            knots[:n, j], scores[:n, j] = uniq, z
-            knots[n:, j], scores[n:, j] = uniq[-1], z[-1]
-            n_knots[j] = n
-            iqr = float(np.subtract(*np.quantile(col, [0.75, 0.25])))
-            std = float(np.std(col))
-            tail[j] = iqr / 1.349 if iqr > 0 else (std if std > 0 else 1.0)
-        det = cls(knots, scores, n_knots, tail, np.zeros((0, d)), np.zeros(0), k)
-        det = cls(knots, scores, n_knots, tail, det.transform(fit_part), np.zeros(0), k)
-        det.calibration_scores = np.sort(det.scores(cal_part))
-        return det
-
-    @property
-    def min_pvalue(self) -> float:
-        """The smallest p-value the detector can give: ``1 / (m + 1)``."""
-        return 1.0 / (len(self.calibration_scores) + 1)
-
-    def transform(self, X: NDArray[np.float64]) -> NDArray[np.float64]:
-        """Normal scores per feature; missing and infinite values map to 0 (the median).
-
-        Missing and infinite values have guards of their own; the OOD score
-        judges the row's other values.
-        """
-        X = np.asarray(X, dtype=np.float64)
-        knots, zs = self.knots, self.normal_scores
-        out = np.empty_like(X)
-        for start in range(0, len(X), 256):
-            x = X[start : start + 256]
-            seg = (knots[None, :, :] <= x[:, None, :]).sum(axis=1)
-            seg = np.clip(seg, 1, self._max_seg)
-            x0 = knots[seg - 1, self._cols]
-            x1 = knots[seg, self._cols]
-            z0 = zs[seg - 1, self._cols]
-            z1 = zs[seg, self._cols]
-            with np.errstate(all="ignore"):
-                width = x1 - x0
-                t = np.where(width > 0, (x - x0) / np.where(width > 0, width, 1.0), 0.0)
-                z = z0 + t * (z1 - z0)
-                # beyond the outer knots: log-growth in robust sds, so one extreme value
-                # counts but does not swamp the joint pattern of the other features
-                below = np.log1p(np.maximum(self._first_x - x, 0.0) / self.tail_scale)
-                above = np.log1p(np.maximum(x - self._last_x, 0.0) / self.tail_scale)
-                z = np.where(x < self._first_x, self._first_z - below, z)
-                z = np.where(x > self._last_x, self._last_z + above, z)
-            out[start : start + 256] = z
-        out = np.where(np.isfinite(out), out, 0.0)
-        return np.clip(out, -_CLIP, _CLIP)
-
-    def _scores(self, X_scaled: NDArray[np.float64]) -> NDArray[np.float64]:
-        k = self.k
-        fit = self._fit32
-        # One formula for every batch size, a single row included (the expansion with
-        # the cached squared norms is also the fastest for one row).
-        out = np.empty(len(X_scaled), dtype=np.float64)
-        for start in range(0, len(X_scaled), 128):
-            block = X_scaled[start : start + 128].astype(np.float32)
-            # |a - b|^2 = |a|^2 + |b|^2 - 2 a.b, in place (fresh large arrays cost page faults)
-            d2 = block @ fit.T
-            d2 *= -2.0
-            d2 += np.einsum("ij,ij->i", block, block)[:, None]
-            d2 += self._sq_norms[None, :]
-            np.maximum(d2, 0.0, out=d2)
-            near = np.partition(d2, k - 1, axis=1)[:, :k]
-            out[start : start + 128] = np.sqrt(near).mean(axis=1)
-        return out
-
-    def scores(self, X: NDArray[np.float64]) -> NDArray[np.float64]:
-        """Mean distance to the ``k`` nearest fit rows (higher is more unusual)."""
-        return self._scores(self.transform(X))
-
-    def pvalues(self, X: NDArray[np.float64]) -> NDArray[np.float64]:
-        """Conformal p-values of raw numeric rows."""
-        s = self.scores(X)
-        cal = self.calibration_scores
-        at_least = len(cal) - np.searchsorted(cal, s, side="left")
-        return np.asarray((1.0 + at_least) / (len(cal) + 1.0), dtype=np.float64)
-
-    def to_state(self) -> dict[str, Any]:
-        """JSON-safe state."""
-        return {
-            "knots": self.knots.tolist(),
-            "normal_scores": self.normal_scores.tolist(),
-            "n_knots": self.n_knots.tolist(),
-            "tail_scale": self.tail_scale.tolist(),
-            "fit_rows": self.fit_rows.tolist(),
-            "calibration_scores": self.calibration_scores.tolist(),
-            "k": self.k,
-        }
-
-    @classmethod
-    def from_state(cls, state: Mapping[str, Any]) -> KnnDetector:
-        """Restore from :meth:`to_state`."""
-        d = len(state["tail_scale"])
-        return cls(
-            np.asarray(state["knots"], dtype=np.float64).reshape(-1, d),
-            np.asarray(state["normal_scores"], dtype=np.float64).reshape(-1, d),
-            np.asarray(state["n_knots"], dtype=np.intp),
-            np.asarray(state["tail_scale"], dtype=np.float64),
-            np.asarray(state["fit_rows"], dtype=np.float64).reshape(-1, d),
-            np.asarray(state["calibration_scores"], dtype=np.float64),
-            int(state["k"]),
-        )
-
-    def __getstate__(self) -> dict[str, Any]:
-        return self.to_state()
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(KnnDetector.from_state(state).__dict__)
-
-
 # ---------------------------------------------------------------- the guards
 class InputGuards:
     """Fitted input guards for one feature schema.
@@ -407,14 +201,19 @@ class InputGuards:
         Whether a missing value is allowed per column.
     categories : sequence of list or None
         Allowed categories per categorical column.
-    detector : KnnDetector, optional
+    detector : CentroidDetector or KnnDetector, optional
         OOD detector over the numeric columns.
+    range_threshold : float, optional
+        ``range_method="calibrated"``: the normal-score level ``t`` the ranges
+        were set at (``inf`` without held-out reference rows).
+    range_held_out : int, optional
+        Number of held-out reference rows the ranges were calibrated on.
 
     Examples
     --------
     >>> import pandas as pd
     >>> ref = pd.DataFrame({"age": [20, 35, 50, 64], "city": ["a", "b", "a", "c"]})
-    >>> g = InputGuards.fit(ref, GuardConfig(ood_method="none"))
+    >>> g = InputGuards.fit(ref, GuardConfig(ood_method="none", range_method="minmax"))
     >>> g.check(pd.DataFrame({"age": [30, 130], "city": ["b", "zz"]})).reasons
     {1: ('unseen_category:city', 'out_of_range:age')}
     """
@@ -428,7 +227,9 @@ class InputGuards:
         high: Sequence[float | None],
         allow_missing: Sequence[bool],
         categories: Sequence[list[Any] | None],
-        detector: KnnDetector | None = None,
+        detector: CentroidDetector | KnnDetector | None = None,
+        range_threshold: float | None = None,
+        range_held_out: int | None = None,
     ) -> None:
         self.config = config
         self.columns = tuple(columns)
@@ -438,6 +239,8 @@ class InputGuards:
         self.allow_missing = tuple(bool(a) for a in allow_missing)
         self.categories = tuple(None if c is None else list(c) for c in categories)
         self.detector = detector
+        self.range_threshold = None if range_threshold is None else float(range_threshold)
+        self.range_held_out = None if range_held_out is None else int(range_held_out)
         self._compile()
 
     def _compile(self) -> None:
@@ -538,7 +341,10 @@ class InputGuards:
             if kind == NUMERIC:
                 values, _ = _numeric_column(col)
                 numeric_values.append(values)
-                lo, hi = _numeric_range(values, config)
+                if config.range_method == "calibrated":
+                    lo, hi = -math.inf, math.inf  # set below, on held-out rows
+                else:
+                    lo, hi = _numeric_range(values, config)
                 low.append(_bound(override.get("min", lo), name, "min"))
                 high.append(_bound(override.get("max", hi), name, "max"))
                 cats.append(None)
@@ -552,17 +358,41 @@ class InputGuards:
                         {_key(v) for v in col[~missing].tolist()}, key=lambda v: (str(type(v)), v)
                     )
                 cats.append(allowed)
-        detector = None
-        if config.ood_method == "knn" and numeric_values:
+        detector: CentroidDetector | KnnDetector | None = None
+        threshold: float | None = None
+        held_out: int | None = None
+        rng = np.random.default_rng(random_state)
+        if numeric_values:
             X_num = np.column_stack(numeric_values)
-            if len(X_num) >= 2 * (config.ood_neighbors + 1):
+            order = rng.permutation(len(X_num))
+            n_fit = _fit_size(len(X_num), config)
+            fit_part, cal_part = X_num[order[:n_fit]], X_num[order[n_fit:]]
+            transform = MarginalScores.fit(fit_part) if len(fit_part) else None
+            if config.range_method == "calibrated":
+                numeric_cols = [j for j, k in enumerate(kinds) if k == NUMERIC]
+                learned = [
+                    i
+                    for i, j in enumerate(numeric_cols)
+                    if not {"min", "max"} & set(config.columns.get(names[j], {}))
+                ]
+                threshold, held_out = math.inf, len(cal_part)
+                if transform is not None and learned:
+                    threshold = _range_threshold(transform, cal_part, learned, config.guard_alpha)
+                    lo_hi = _range_bounds(transform, threshold)
+                    for i in learned:
+                        j = numeric_cols[i]
+                        low[j] = None if math.isinf(lo_hi[0][i]) else float(lo_hi[0][i])
+                        high[j] = None if math.isinf(lo_hi[1][i]) else float(lo_hi[1][i])
+            if config.ood_method == "centroids" and transform is not None:
+                if len(fit_part) >= _MIN_FIT and len(cal_part):
+                    detector = CentroidDetector.fit_split(
+                        fit_part, cal_part, rng=rng, transform=transform
+                    )
+            elif config.ood_method == "knn" and len(X_num) >= 2 * (config.ood_neighbors + 1):
                 detector = KnnDetector.fit(
-                    X_num,
-                    k=config.ood_neighbors,
-                    max_fit=config.ood_reference_size,
-                    rng=np.random.default_rng(random_state),
+                    X_num, k=config.ood_neighbors, max_fit=config.ood_reference_size, rng=rng
                 )
-        return cls(config, names, kinds, low, high, allow, cats, detector)
+        return cls(config, names, kinds, low, high, allow, cats, detector, threshold, held_out)
 
     # ------------------------------------------------------------ checking
     def check(self, X: Any) -> GuardResult:
@@ -614,7 +444,9 @@ class InputGuards:
 
         ood = None
         if self.detector is not None and n:
-            ood = self.detector.pvalues(values[:, self._numeric_idx])
+            ood = self.detector.pvalues(
+                values if self._all_numeric else values[:, self._numeric_idx]
+            )
         return self._collect(n, masks, ood)
 
     def _check_categories(
@@ -689,6 +521,27 @@ class InputGuards:
         """Smallest OOD p-value possible; if above ``ood_alpha`` the OOD guard never fires."""
         return None if self.detector is None else self.detector.min_pvalue
 
+    @property
+    def ranges_calibrated(self) -> bool | None:
+        """Whether the learned ranges are finite and hold ``guard_alpha``.
+
+        ``False`` when the reference left fewer than ``1/guard_alpha - 1``
+        held-out rows (a reference under about ``1/guard_alpha + 40`` rows):
+        no finite range then has the guarantee, so the learned ranges are
+        unbounded (column ``min``/``max`` overrides still apply). ``None``
+        unless ``range_method="calibrated"``.
+
+        Examples
+        --------
+        >>> InputGuards.fit(np.random.default_rng(0).normal(size=(200, 2))).ranges_calibrated
+        True
+        >>> InputGuards.fit(np.random.default_rng(0).normal(size=(100, 2))).ranges_calibrated
+        False
+        """
+        if self.range_threshold is None:
+            return None
+        return not math.isinf(self.range_threshold)
+
     def to_state(self) -> dict[str, Any]:
         """JSON-safe state; :meth:`from_state` restores it exactly.
 
@@ -701,7 +554,10 @@ class InputGuards:
         True
         """
         return {
-            "version": 1,
+            "version": STATE_VERSION,
+            "stores_raw_rows": bool(getattr(self.detector, "kind", None) == "knn"),
+            "range_threshold": _json_float(self.range_threshold),
+            "range_held_out": self.range_held_out,
             "config": self.config.to_dict(),
             "columns": list(self.columns),
             "kinds": list(self.kinds),
@@ -715,12 +571,14 @@ class InputGuards:
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> InputGuards:
         """Restore guards saved with :meth:`to_state`."""
-        if not isinstance(state, Mapping) or state.get("version") != 1:
+        if not isinstance(state, Mapping) or state.get("version") not in (1, STATE_VERSION):
             raise ConfigError(
-                "guard state must be a dict written by InputGuards.to_state() (version 1); "
-                f"got {describe(state)}."
+                "guard state must be a dict written by InputGuards.to_state() (version 1 or "
+                f"{STATE_VERSION}); got {describe(state)}."
             )
         det = state.get("detector")
+        threshold = state.get("range_threshold")
+        n_held_out = state.get("range_held_out")
         return cls(
             GuardConfig.from_dict(state["config"]),
             state["columns"],
@@ -729,7 +587,9 @@ class InputGuards:
             state["high"],
             state["allow_missing"],
             state["categories"],
-            None if det is None else KnnDetector.from_state(det),
+            None if det is None else detector_from_state(det),
+            None if threshold is None else float(threshold),
+            None if n_held_out is None else int(n_held_out),
         )
 
     def __getstate__(self) -> dict[str, Any]:
@@ -737,6 +597,60 @@ class InputGuards:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(InputGuards.from_state(state).__dict__)
+
+
+def _fit_size(n: int, config: GuardConfig) -> int:
+    """Reference rows that fit the transform and centroids; the rest calibrate.
+
+    Half the rows (at most ``ood_reference_size``); a small reference keeps
+    ``1/alpha - 1`` held-out rows when it can (with at least 40 fit rows), so
+    that the ranges and the OOD p-values can reach their false-alarm rates.
+    """
+    n_fit = min((n + 1) // 2, config.ood_reference_size)
+    needed = math.ceil(1.0 / min(config.guard_alpha, config.ood_alpha) - 1.0 - 1e-9)
+    if n - n_fit < needed:
+        n_fit = min(n_fit, max(2 * _MIN_FIT, n - needed))
+    return n_fit
+
+
+def _range_threshold(
+    transform: MarginalScores, held_out: NDArray[np.float64], learned: list[int], alpha: float
+) -> float:
+    """Split-conformal level ``t`` of the per-row score ``max_j |z_j|`` over learned columns.
+
+    ``t`` is the ``ceil((m + 1)(1 - alpha))``-th smallest of the ``m`` held-out
+    scores, so a row exchangeable with the reference exceeds it (some column out
+    of range) with probability at most ``alpha``. With too few held-out rows for
+    ``alpha`` (``m < 1/alpha - 1``) no finite level has that guarantee: ``inf``
+    (the learned ranges are unbounded).
+    """
+    m = len(held_out)
+    rank = math.ceil((m + 1) * (1.0 - alpha) - 1e-9)
+    if m == 0 or rank > m:
+        return math.inf
+    z = transform.transform(held_out)[:, learned]
+    scores = np.sort(np.abs(z).max(axis=1))
+    return float(scores[rank - 1])
+
+
+def _range_bounds(
+    transform: MarginalScores, threshold: float
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Per numeric column, the values whose normal score is ``-t`` and ``+t``."""
+    d = len(transform.n_knots)
+    if math.isinf(threshold):
+        return np.full(d, -np.inf), np.full(d, np.inf)
+    low = transform.inverse(np.full(d, -threshold))
+    high = transform.inverse(np.full(d, threshold))
+    # widen by far more than the inverse's rounding, so that a value whose score is
+    # exactly t (common in discrete columns) stays in range, as the score says
+    return low - 1e-9 * np.maximum(np.abs(low), 1.0), high + 1e-9 * np.maximum(np.abs(high), 1.0)
+
+
+def _json_float(v: float | None) -> float | str | None:
+    if v is None or math.isfinite(v):
+        return v
+    return "inf"
 
 
 def _allow_missing(config: GuardConfig, override: Mapping[str, Any], seen: bool) -> bool:

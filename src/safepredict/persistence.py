@@ -13,13 +13,21 @@ it next to the calibration file with :mod:`skops.io` (whose loader refuses
 types not on a trusted list); ``joblib``/``pickle`` files can run arbitrary code
 when loaded and are deliberately not offered.
 
-File layout (``schema_version`` "1.0")::
+File layout (``schema_version`` "1.1")::
 
-    {"format": "safepredict.calibration", "schema_version": "1.0",
+    {"format": "safepredict.calibration", "schema_version": "1.1",
      "created_at": ..., "versions": {...}, "model": {fingerprint, file},
      "params": {...}, "params_not_saved": [...], "fitted": {...},
+     "raw_rows": [...],
      "policy": {...}, "state": {"conformal_": {"type": ..., "state": ...}, ...},
      "checksum": {"algorithm": "sha256" | "hmac-sha256", "value": hex}}
+
+``raw_rows`` (new in 1.1) names every part of the state that holds raw
+reference or calibration rows; it is empty unless the user opted in
+(``GuardConfig(ood_method="knn")``, ``explainer_background="sample"``). Files
+of schema 1.0 (safepredict 0.1.0) load unchanged: their guard state holds kNN
+rows and loads as the ``"knn"`` detector, their explainer background as a raw
+sample.
 
 The checksum covers the canonical JSON (sorted keys, no whitespace) of every
 other key. A plain SHA-256 detects corruption and casual edits; pass ``key=``
@@ -70,12 +78,13 @@ __all__ = [
     "Component",
     "load_predictor",
     "model_fingerprint",
+    "raw_row_parts",
     "read_document",
     "save_predictor",
 ]
 
 FORMAT = "safepredict.calibration"
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 #: Files larger than this are refused before parsing (a calibration file is a few MB).
 MAX_FILE_BYTES = 512 * 1024 * 1024
 #: Number of synthetic probe rows whose model outputs fingerprint the model.
@@ -183,7 +192,15 @@ _FITTED_SCALARS = ("task_", "conformity_score_", "calibration_size_", "calibrati
 #: Constructor parameters that change what calibration learned; they cannot be
 #: overridden at load time (recalibrate instead).
 _CALIBRATION_PARAMS = frozenset(
-    {"task", "confidence_level", "conformity_score", "tiers", "guards", "random_state"}
+    {
+        "task",
+        "confidence_level",
+        "conformity_score",
+        "tiers",
+        "guards",
+        "random_state",
+        "explainer_background",
+    }
 )
 _SAFE_FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
 _NONFINITE = "$float"
@@ -264,6 +281,32 @@ def _key_bytes(key: bytes | str | None) -> bytes | None:
 
 
 @functools.lru_cache(maxsize=1)
+def raw_row_parts(predictor: SafePredictor) -> list[str]:
+    """The parts of a predictor's saved state that hold raw data rows (opt-ins only).
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> from safepredict import GuardConfig, SafePredictor
+    >>> X, y = load_iris(return_X_y=True)
+    >>> model = LogisticRegression(max_iter=500).fit(X[::2], y[::2])
+    >>> raw_row_parts(SafePredictor(model, log="off").calibrate(X[1::2], y[1::2]))
+    []
+    >>> knn = SafePredictor(model, guards=GuardConfig(ood_method="knn"), log="off")
+    >>> raw_row_parts(knn.calibrate(X[1::2], y[1::2]))
+    ["guards_.detector.raw_reference_rows (GuardConfig(ood_method='knn'))"]
+    """
+    parts = []
+    guards = getattr(predictor, "guards_", None)
+    if guards is not None and getattr(guards.detector, "kind", None) == "knn":
+        parts.append("guards_.detector.raw_reference_rows (GuardConfig(ood_method='knn'))")
+    explainer = getattr(predictor, "explainer_", None)
+    if explainer is not None and explainer.state.background_kind == "sample":
+        parts.append("explainer_.background (explainer_background='sample')")
+    return parts
+
+
 def _installed_versions() -> tuple[tuple[str, str | None], ...]:
     found: list[tuple[str, str | None]] = []
     for dist in ("numpy", "scikit-learn", "mapie", "skops"):
@@ -481,6 +524,7 @@ def save_predictor(
             "n_features_in_": int(predictor.n_features_in_),
             "feature_names_in_": None if names is None else [str(c) for c in names],
         },
+        "raw_rows": raw_row_parts(predictor),
         "policy": predictor.policy_.to_dict(),
         "state": {c.attr: _component_state(predictor, c) for c in COMPONENTS},
     }

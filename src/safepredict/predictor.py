@@ -97,6 +97,11 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
         replaces it; ``"off"`` disables input guards (not recommended).
     explainer : {"auto", "tree", "linear", "permutation"} or None, default=None
         How rows in the policy's ``explain`` tiers are explained.
+    explainer_background : {"kmeans", "sample"}, default="kmeans"
+        The explainer's background: weighted k-means centroids of the
+        calibration rows, each aggregating >= 20 rows (no row stored), or
+        ``"sample"`` (opt-in) a seeded sample of raw calibration rows, stored
+        verbatim in saved states.
     router : callable, path or queue, optional
         Where review/abstain cases (and audit samples) go.
     logger : structlog-style logger, str or path-like, optional
@@ -152,6 +157,7 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
         redact: Sequence[str] = (),
         explain_budget_ms: float | None = None,
         quantile_models: Any = None,
+        explainer_background: str = "kmeans",
     ) -> None:
         self.model = model
         self.task = task
@@ -170,6 +176,7 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
         self.redact = redact
         self.explain_budget_ms = explain_budget_ms
         self.quantile_models = quantile_models
+        self.explainer_background = explainer_background
 
     # ------------------------------------------------------------ sklearn glue
     def __sklearn_clone__(self) -> SafePredictor:
@@ -267,6 +274,7 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
         check_one_of(self.log, "log", ("decision", "summary", "off"))
         if self.explainer is not None:
             check_one_of(self.explainer, "explainer", ("auto", "tree", "linear", "permutation"))
+        check_one_of(self.explainer_background, "explainer_background", ("kmeans", "sample"))
         if self.explain_budget_ms is not None and not (
             isinstance(self.explain_budget_ms, int | float) and self.explain_budget_ms > 0
         ):
@@ -960,6 +968,7 @@ class SafePredictor(BaseEstimator):  # type: ignore[misc]  # sklearn ships no ty
             classes=getattr(self, "classes_", None),
             budget_ms=self.explain_budget_ms,
             random_state=self.random_state,
+            background=self.explainer_background,
         )
         self.explainer_ = ModelExplainer(self.model, state)
 
