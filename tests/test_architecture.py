@@ -35,6 +35,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "safepredict"
 # Roles: "base" (L0), "core" (L1), "stage" and "writer" (L2), "app" (L3), "edge" (L4).
 LAYERS: dict[str, tuple[int, str]] = {
     # L0: primitives with one home each; import nothing but other L0 modules.
+    "safepredict._cluster": (0, "base"),
     "safepredict._deprecation": (0, "base"),
     "safepredict._extras": (0, "base"),
     "safepredict._frames": (0, "base"),
@@ -47,11 +48,15 @@ LAYERS: dict[str, tuple[int, str]] = {
     "safepredict._validation": (0, "base"),
     "safepredict._version": (0, "base"),
     "safepredict.exceptions": (0, "base"),
+    # conformal OOD detectors over numeric arrays: the guards stage and the text/array
+    # guards both build on them, so they sit below every stage.
+    "safepredict.ood": (0, "base"),
     "safepredict.reasons": (0, "base"),
     # L1: configuration and the result types.
     "safepredict.config": (1, "core"),
     "safepredict.decisions": (1, "core"),
     # L2 pure stages of the decide pipeline: none imports another.
+    "safepredict.adaptive": (2, "stage"),
     "safepredict.conformal": (2, "stage"),
     "safepredict.explain": (2, "stage"),
     "safepredict.guards": (2, "stage"),
@@ -63,6 +68,7 @@ LAYERS: dict[str, tuple[int, str]] = {
     "safepredict.monitoring": (2, "writer"),
     "safepredict.monitoring.events": (2, "writer"),
     "safepredict.monitoring.feature_drift": (2, "writer"),
+    "safepredict.monitoring.tier_health": (2, "writer"),
     "safepredict.review": (2, "writer"),
     "safepredict.review._sqlite": (2, "writer"),
     "safepredict.review.cases": (2, "writer"),
