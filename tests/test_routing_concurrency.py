@@ -68,8 +68,8 @@ def test_eight_threads_deciding_into_one_queue(tmp_path: Path) -> None:
     for t in threads:
         t.join()
     assert errors == []
-    assert sp.router_ is not None
-    assert sp.router_.failures == 0
+    assert sp.router_instance is not None
+    assert sp.router_instance.failures == 0
     expected = {i for part in ids for i in part}
     assert len(expected) == 16_000
     conn = sqlite3.connect(path)

@@ -42,7 +42,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -60,19 +60,47 @@ from safepredict.explain import ModelExplainer
 from safepredict.guards import InputGuards
 from safepredict.tiers import TierCalibration
 
-if TYPE_CHECKING:
-    from safepredict.predictor import SafePredictor
-
 __all__ = [
     "COMPONENTS",
     "FORMAT",
     "SCHEMA_VERSION",
     "Component",
+    "SavedPredictor",
     "load_predictor",
     "model_fingerprint",
     "read_document",
     "save_predictor",
 ]
+
+
+class SavedPredictor(Protocol):
+    """What persistence reads and restores on a predictor (``SafePredictor``).
+
+    A protocol rather than an import, so this module never imports the facade
+    that calls it (no predictor <-> persistence cycle).
+    """
+
+    model: Any
+    task_: str
+    policy_: TierPolicy
+    n_features_in_: int
+    conformal_: Any
+    conformity_score_: str
+
+    def __init__(self, model: Any, **params: Any) -> None:
+        """The constructor: the model and the saved parameters."""
+
+    @classmethod
+    def _get_param_names(cls) -> list[str]: ...
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The constructor parameters (scikit-learn's ``get_params``)."""
+        ...
+
+    def _check_calibrated(self, method: str) -> None: ...
+
+
+_P = TypeVar("_P", bound=SavedPredictor)
 
 FORMAT = "safepredict.calibration"
 SCHEMA_VERSION = "1.0"
@@ -108,19 +136,19 @@ class Component:
     with_predictor: bool = False
 
 
-def _classification_conformal(state: Mapping[str, Any], predictor: SafePredictor) -> Any:
+def _classification_conformal(state: Mapping[str, Any], predictor: SavedPredictor) -> Any:
     """``ClassificationConformal.from_state`` (the predictor is not needed)."""
     return ClassificationConformal.from_state(state)
 
 
-def _regression_conformal(state: Mapping[str, Any], predictor: SafePredictor) -> Any:
+def _regression_conformal(state: Mapping[str, Any], predictor: SavedPredictor) -> Any:
     """``RegressionConformal.from_state``, handing CQR its quantile models back."""
     models = getattr(predictor, "quantile_models", None)
     kwargs: dict[str, Any] = {} if models is None else {"quantile_models": models}
     return RegressionConformal.from_state(state, **kwargs)
 
 
-def _explainer(state: Mapping[str, Any], predictor: SafePredictor) -> Any:
+def _explainer(state: Mapping[str, Any], predictor: SavedPredictor) -> Any:
     """``ModelExplainer.from_state`` bound to the predictor's model (shap rebuilds lazily)."""
     return ModelExplainer.from_state(dict(state), model=predictor.model)
 
@@ -360,7 +388,7 @@ def _check_model(saved: Mapping[str, Any], model: Any, task: str, *, verify: boo
 
 
 # ---------------------------------------------------------------- save
-def _params(predictor: SafePredictor) -> tuple[dict[str, Any], list[str]]:
+def _params(predictor: SavedPredictor) -> tuple[dict[str, Any], list[str]]:
     saved: dict[str, Any] = {}
     skipped: list[str] = []
     for name, value in predictor.get_params(deep=False).items():
@@ -381,7 +409,7 @@ def _params(predictor: SafePredictor) -> tuple[dict[str, Any], list[str]]:
     return saved, sorted(skipped)
 
 
-def _component_state(predictor: SafePredictor, comp: Component) -> dict[str, Any] | None:
+def _component_state(predictor: SavedPredictor, comp: Component) -> dict[str, Any] | None:
     obj = getattr(predictor, comp.attr, None)
     if obj is None:
         return None
@@ -396,7 +424,7 @@ def _component_state(predictor: SafePredictor, comp: Component) -> dict[str, Any
     return {"type": kind, "state": state}
 
 
-def _dump_model(predictor: SafePredictor, path: Path) -> dict[str, Any]:
+def _dump_model(predictor: SavedPredictor, path: Path) -> dict[str, Any]:
     try:
         import skops.io as sio
     except ImportError as exc:  # pragma: no cover - skops is in the dev environment
@@ -413,7 +441,7 @@ def _dump_model(predictor: SafePredictor, path: Path) -> dict[str, Any]:
 
 
 def save_predictor(
-    predictor: SafePredictor,
+    predictor: SavedPredictor,
     path: str | Path,
     *,
     model: str | None = None,
@@ -437,6 +465,7 @@ def save_predictor(
     fingerprint["file"] = None
     params, skipped = _params(predictor)
     names = getattr(predictor, "feature_names_in_", None)
+    given = getattr(predictor, "feature_names_", None)
     doc: dict[str, Any] = {
         "format": FORMAT,
         "schema_version": SCHEMA_VERSION,
@@ -449,6 +478,7 @@ def save_predictor(
             **{a: getattr(predictor, a) for a in _FITTED_SCALARS},
             "n_features_in_": int(predictor.n_features_in_),
             "feature_names_in_": None if names is None else [str(c) for c in names],
+            **({} if given is None else {"feature_names_": [str(c) for c in given]}),
         },
         "policy": predictor.policy_.to_dict(),
         "state": {c.attr: _component_state(predictor, c) for c in COMPONENTS},
@@ -595,7 +625,7 @@ def _param(doc: Mapping[str, Any], name: str) -> Any:
 
 
 def load_predictor(
-    cls: type[SafePredictor],
+    cls: type[_P],
     path: str | Path,
     *,
     model: Any = None,
@@ -603,7 +633,7 @@ def load_predictor(
     key: bytes | str | None = None,
     verify_model: bool = True,
     **params: Any,
-) -> SafePredictor:
+) -> _P:
     """Rebuild a calibrated predictor (see :meth:`SafePredictor.load`)."""
     p = Path(path)
     doc = read_document(p, key=key)
@@ -635,16 +665,16 @@ def load_predictor(
         for attr in _FITTED_SCALARS:
             setattr(predictor, attr, fitted[attr])
         predictor.n_features_in_ = int(fitted["n_features_in_"])
-        if fitted["feature_names_in_"] is not None:
-            predictor.feature_names_in_ = np.asarray(
-                [str(c) for c in fitted["feature_names_in_"]], dtype=object
-            )
+        for names_attr in ("feature_names_in_", "feature_names_"):
+            if fitted.get(names_attr) is not None:
+                names_value = [str(c) for c in fitted[names_attr]]
+                setattr(predictor, names_attr, np.asarray(names_value, dtype=object))
         predictor.policy_ = TierPolicy.from_dict(doc["policy"])
         if task == "classification":
-            predictor.classes_ = np.asarray(model.classes_)
+            setattr(predictor, "classes_", np.asarray(model.classes_))  # noqa: B010
         _restore_components(predictor, doc["state"], p)
         _check_conformal(predictor, task, p)
-    except PersistenceError:
+    except (PersistenceError, ConfigError):  # ConfigError: a parameter given to load, e.g. redact
         raise
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise PersistenceError(
@@ -654,7 +684,7 @@ def load_predictor(
     return predictor
 
 
-def _check_conformal(predictor: SafePredictor, task: str, p: Path) -> None:
+def _check_conformal(predictor: SavedPredictor, task: str, p: Path) -> None:
     """The restored conformal state must fit the task, the score and the model."""
     conformal = predictor.conformal_
     expected = ClassificationConformal if task == "classification" else RegressionConformal
@@ -677,7 +707,7 @@ def _check_conformal(predictor: SafePredictor, task: str, p: Path) -> None:
         )
 
 
-def _restore_components(predictor: SafePredictor, states: Any, p: Path) -> None:
+def _restore_components(predictor: SavedPredictor, states: Any, p: Path) -> None:
     if not isinstance(states, dict):
         raise PersistenceError(f"{p}: 'state' must be an object.")
     registry = {c.attr: c for c in COMPONENTS}

@@ -1,0 +1,521 @@
+"""The decide pipeline (layer 3): the stages composed, and the scoring glue.
+
+``decide`` is a pipeline of stage functions over arrays (DESIGN.md "Layers")::
+
+    inputs.prepare -> guards.check -> model.run_model -> score (conformal) ->
+    tiers.assign_tiers -> merge -> post (explain, audit, route, emit)
+
+The stage modules are pure and never import one another; this module is the one
+place that composes them, and the one place (with the facade that calls it) that
+writes: routed cases and events. The :class:`~safepredict.Decisions` of a batch
+is built once, after explanations and audit samples are known; routing returns
+the route status of each row, recorded in a copy made with
+:func:`dataclasses.replace`; no stage writes into a built ``Decisions``.
+
+Three different numbers were once all called "scores"; here each has one name:
+*conformity scores* live in :mod:`safepredict.conformal`; **ranking scores**
+(:func:`ranking_scores`) are what a ``max_error`` tier thresholds (higher means
+more confident; ``TierInputs.scores``); evaluation scores belong to
+:mod:`safepredict.evaluation`.
+
+Examples
+--------
+>>> from sklearn.datasets import load_iris
+>>> from sklearn.linear_model import LogisticRegression
+>>> from safepredict import SafePredictor
+>>> X, y = load_iris(return_X_y=True)
+>>> model = LogisticRegression(max_iter=500).fit(X[::3], y[::3])
+>>> sp = SafePredictor(model, log="off").calibrate(X[1::3], y[1::3])
+>>> d = decide(sp._stages(), sp._writers(), X[:4])
+>>> d.actions.tolist() == sp.decide(X[:4]).actions.tolist()
+True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from safepredict._frames import input_rows, resolve_redact, take_rows
+from safepredict._hashing import row_hashes, unit_interval
+from safepredict.config import TierPolicy
+from safepredict.conformal import ClassificationConformal, RegressionConformal
+from safepredict.decisions import Decisions, Explanation
+from safepredict.explain import ModelExplainer
+from safepredict.guards import InputGuards
+from safepredict.inputs import InputSchema, prepare
+from safepredict.merge import block_ranks, merge_actions, merge_reasons
+from safepredict.model import ModelOutput, run_model
+from safepredict.monitoring.events import EventContext, EventEmitter
+from safepredict.review import Router, build_cases
+from safepredict.tiers import TierCalibration, TierInputs, assign_tiers
+
+__all__ = [
+    "Scored",
+    "Stages",
+    "Writers",
+    "audit_rows",
+    "decide",
+    "emit",
+    "explain_rows",
+    "ranking_scores",
+    "route_rows",
+    "score",
+]
+
+#: An interval whose width is at most this many float spacings of its bounds has
+#: been collapsed by rounding (e.g. a prediction of 1e308): its output is invalid.
+COLLAPSE_ULPS = 64
+
+
+@dataclass(frozen=True)
+class Stages:
+    """What ``decide`` needs from a calibrated predictor (read-only).
+
+    Attributes
+    ----------
+    model : object
+        The wrapped model.
+    task : {"classification", "regression"}
+    schema : InputSchema
+        The inputs the predictor accepts.
+    policy : TierPolicy
+    conformal : ClassificationConformal or RegressionConformal
+    tier_calibration : TierCalibration
+    guards : InputGuards or None
+    explainer : ModelExplainer or None
+    classes : ndarray or None
+        Class labels (classification).
+    """
+
+    model: Any
+    task: str
+    schema: InputSchema
+    policy: TierPolicy
+    conformal: ClassificationConformal | RegressionConformal
+    tier_calibration: TierCalibration
+    guards: InputGuards | None = None
+    explainer: ModelExplainer | None = None
+    classes: NDArray[Any] | None = None
+
+    @property
+    def tier_actions(self) -> tuple[str, ...]:
+        """Action of each policy tier."""
+        return tuple(t.action for t in self.policy.tiers)
+
+    @property
+    def tier_names(self) -> tuple[str, ...]:
+        """Tier names, then the guard tier (the ``Decisions.tier_names``)."""
+        return (*self.policy.names, self.policy.guard_tier)
+
+    @property
+    def needs_ranking(self) -> bool:
+        """Whether a tier thresholds ranking scores (a ``max_error`` tier)."""
+        return any(t.max_error is not None for t in self.policy.tiers)
+
+
+@dataclass(frozen=True)
+class Writers:
+    """Where a batch's decisions go after they are made (the post stages).
+
+    Attributes
+    ----------
+    emitter : EventEmitter
+    context : callable returning EventContext
+        Built only when an event is emitted.
+    log : {"decision", "summary", "off"}
+    router : Router or None
+    log_inputs : bool
+        Put raw inputs (minus ``redact``) into routed cases.
+    redact : sequence of str or int
+    model_name, model_version : str or None
+    """
+
+    emitter: EventEmitter
+    context: Callable[[], EventContext]
+    log: str = "off"
+    router: Router | None = None
+    log_inputs: bool = False
+    redact: Sequence[Any] = ()
+    model_name: str | None = None
+    model_version: str | None = None
+
+
+@dataclass(frozen=True)
+class Scored:
+    """Model output turned into what the tier rule reads.
+
+    Attributes
+    ----------
+    inputs : TierInputs
+    set_mask : ndarray or None
+        Classification sets (``None`` for regression).
+    intervals : ndarray or None
+        Regression intervals (``None`` for classification).
+    raised : ndarray of bool
+        Rows where an auxiliary model (CQR, residual) raised.
+    collapsed : ndarray of bool
+        Regression rows whose interval float rounding collapsed (invalid output).
+    """
+
+    inputs: TierInputs
+    set_mask: NDArray[np.bool_] | None
+    intervals: NDArray[np.float64] | None
+    raised: NDArray[np.bool_]
+    collapsed: NDArray[np.bool_]
+
+
+# ------------------------------------------------------------------ scoring
+def ranking_scores(
+    task: str,
+    *,
+    proba: NDArray[np.float64] | None = None,
+    confidence: NDArray[np.float64] | None = None,
+    width: NDArray[np.float64] | None = None,
+) -> dict[str, NDArray[np.float64]]:
+    """The ranking scores a ``max_error`` tier may threshold (higher = surer).
+
+    Classification: ``conformal`` (the confidence), ``top_prob`` and ``margin``
+    (top minus second probability); regression: ``conformal`` = minus the
+    interval width.
+
+    Examples
+    --------
+    >>> r = ranking_scores("classification", proba=np.array([[0.7, 0.2, 0.1]]),
+    ...                    confidence=np.array([0.95]))
+    >>> sorted(r), round(float(r["margin"][0]), 6)
+    (['conformal', 'margin', 'top_prob'], 0.5)
+    """
+    if task != "classification":
+        assert width is not None
+        return {"conformal": -np.asarray(width, dtype=np.float64)}
+    assert proba is not None
+    assert confidence is not None
+    if proba.shape[1] >= 2:
+        top2 = np.partition(proba, -2, axis=1)[:, -2:]
+        top, second = top2[:, 1], top2[:, 0]
+    else:
+        top = proba[:, 0] if proba.shape[1] else np.zeros(len(proba))
+        second = np.zeros_like(top)
+    return {"conformal": confidence, "top_prob": top, "margin": top - second}
+
+
+def score(
+    task: str,
+    conformal: ClassificationConformal | RegressionConformal,
+    X_model: Any,
+    values: NDArray[np.float64],
+    failed: NDArray[np.bool_],
+    *,
+    needs_ranking: bool = True,
+) -> Scored:
+    """Conformal sets / intervals and the tier inputs: the one rule of decide and calibrate.
+
+    Failed rows get an empty set / ``nan`` interval, ``nan`` confidence and
+    ``nan`` ranking scores.
+    """
+    n = len(values)
+    none = np.zeros(n, dtype=bool)
+    any_failed = bool(failed.any())
+    if task == "classification":
+        assert isinstance(conformal, ClassificationConformal)
+        safe = np.where(failed[:, None], 0.0, values) if any_failed else values
+        predicted_class = safe.argmax(axis=1)
+        set_mask, confidence = conformal.set_and_confidence(safe, predicted_class)
+        if any_failed:
+            set_mask[failed] = False
+            confidence[failed] = np.nan
+        ranking = ranking_scores(task, proba=safe, confidence=confidence) if needs_ranking else {}
+        if any_failed:
+            ranking = {k: np.where(failed, np.nan, v) for k, v in ranking.items()}
+        inputs = TierInputs(
+            "classification",
+            confidence,
+            set_size=set_mask.sum(axis=1),
+            scores=ranking,
+            predicted_class=predicted_class,
+        )
+        return Scored(inputs, set_mask, None, none, none)
+    assert isinstance(conformal, RegressionConformal)
+    y_pred = values.reshape(-1)
+    intervals, raised = _intervals(conformal, X_model, y_pred)
+    collapsed = _collapsed(intervals, conformal) & ~failed & ~raised
+    bad = failed | raised | collapsed
+    if bad.any():
+        intervals[bad] = np.nan
+    widths = intervals[:, 1] - intervals[:, 0]
+    ranking = ranking_scores(task, width=widths) if needs_ranking else {}
+    inputs = TierInputs("regression", np.full(n, np.nan), width=widths, scores=ranking)
+    return Scored(inputs, None, intervals, raised, collapsed)
+
+
+def _intervals(
+    conformal: RegressionConformal, X_model: Any, y_pred: NDArray[np.float64]
+) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+    """Conformal intervals, and the rows where an auxiliary model (CQR, residual) raised."""
+    raised = np.zeros(len(y_pred), dtype=bool)
+    if conformal.method == "absolute":
+        with np.errstate(over="ignore", invalid="ignore"):
+            return conformal.interval(X_model, y_pred), raised
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):
+            return conformal.interval(X_model, y_pred), raised
+    except Exception:  # an auxiliary model failing fails closed per row, never the batch
+        bounds = np.full((len(y_pred), 2), np.nan)
+        for i in range(len(y_pred)):
+            try:
+                with np.errstate(over="ignore", invalid="ignore"):
+                    bounds[i] = conformal.interval(
+                        take_rows(X_model, slice(i, i + 1)), y_pred[i : i + 1]
+                    )[0]
+            except Exception:  # this row fails closed as model_error
+                raised[i] = True
+        return bounds, raised
+
+
+def _collapsed(intervals: NDArray[np.float64], conformal: RegressionConformal) -> NDArray[np.bool_]:
+    """Rows whose interval is not finite or that float rounding collapsed.
+
+    A width of at most :data:`COLLAPSE_ULPS` spacings of the larger bound is
+    rounding, not information, unless the calibration quantile itself is 0 (a
+    model exact on every calibration row legitimately gives points).
+    """
+    lo, hi = intervals[:, 0], intervals[:, 1]
+    with np.errstate(invalid="ignore", over="ignore"):
+        finite = np.isfinite(lo) & np.isfinite(hi)
+        if float(conformal.quantile) <= 0:
+            return np.asarray(~finite, dtype=bool)
+        magnitude = np.maximum(np.abs(lo), np.abs(hi))
+        thin = (hi - lo) <= COLLAPSE_ULPS * np.spacing(np.where(finite, magnitude, 0.0))
+    return np.asarray(~finite | thin, dtype=bool)
+
+
+# ------------------------------------------------------------------ decide
+def decide(
+    stages: Stages,
+    writers: Writers,
+    X: Any,
+    *,
+    request_id: str | None = None,
+) -> Decisions:
+    """Run the stages on one batch: the body of :meth:`SafePredictor.decide`."""
+    t0 = time.perf_counter()
+    X_model = prepare(X, stages.schema)
+    n = len(X_model)
+    policy = stages.policy
+    latency: dict[str, float] = {}
+
+    t = time.perf_counter()
+    if stages.guards is not None:
+        checked = stages.guards.check(X_model)
+        guard_reasons, guard_rank = checked.reasons, checked.rank
+        ood, skip = checked.ood, checked.skip
+    else:
+        guard_reasons, guard_rank, ood = {}, np.zeros(n, dtype=np.intp), None
+        skip = np.zeros(n, dtype=bool)
+    t_model = time.perf_counter()
+    latency["guard"] = t_model - t
+
+    n_classes = None if stages.classes is None else len(stages.classes)
+    out = run_model(stages.model, stages.task, X_model, n_classes=n_classes, skip=skip)
+    t = time.perf_counter()
+    latency["model"] = t - t_model
+
+    scored = score(
+        stages.task,
+        stages.conformal,
+        X_model,
+        out.values,
+        out.failed,
+        needs_ranking=stages.needs_ranking,
+    )
+    raised = out.raised | scored.raised
+    invalid = out.invalid | scored.collapsed
+    failed = raised | invalid | out.skipped
+    predictions, probabilities = _predictions(stages, out, scored, failed)
+    latency["conformal"] = time.perf_counter() - t
+
+    tier_codes, tier_reasons = assign_tiers(policy, scored.inputs, stages.tier_calibration)
+    codes, actions = merge_actions(
+        tier_codes, stages.tier_actions, block_ranks(guard_rank, raised | invalid)
+    )
+    reasons = merge_reasons(n, tier_reasons, guard_reasons, out.skipped, raised, invalid)
+    guard_flagged = np.zeros(n, dtype=bool)
+    if guard_reasons:
+        guard_flagged[list(guard_reasons)] = True
+
+    t = time.perf_counter()
+    explanations = explain_rows(stages, X_model, actions, codes, ~failed, probabilities, reasons)
+    latency["explain"] = time.perf_counter() - t
+    audit, inputs_hash = audit_rows(policy, X_model, actions)
+    decisions = Decisions(
+        predictions=predictions,
+        tier_codes=codes,
+        tier_names=stages.tier_names,
+        actions=actions,
+        reasons=reasons,
+        confidence=scored.inputs.confidence,
+        batch_id=os.urandom(8).hex(),  # 64 random bits, as uuid4().hex[:16] gave
+        set_mask=scored.set_mask,
+        classes=stages.classes,
+        intervals=scored.intervals,
+        probabilities=probabilities,
+        explanations=explanations,
+        audit=audit,
+        guard_flagged=guard_flagged,
+        ood_scores=ood,
+        inputs_hash=inputs_hash,
+        latency_s=latency,
+    )
+    route = route_rows(writers, stages.schema, X_model, decisions)
+    if route is not None:  # before the events, so they carry the route status
+        decisions = dataclasses.replace(decisions, route=route)
+    latency["total"] = time.perf_counter() - t0
+    emit(writers, X_model, decisions, request_id=request_id)
+    return decisions
+
+
+def _predictions(
+    stages: Stages, out: ModelOutput, scored: Scored, failed: NDArray[np.bool_]
+) -> tuple[NDArray[Any], NDArray[np.float64] | None]:
+    """Point predictions (``None`` where failed) and the probabilities (classification)."""
+    if scored.set_mask is not None:
+        assert stages.classes is not None
+        assert scored.inputs.predicted_class is not None
+        predictions = stages.classes.astype(object)[scored.inputs.predicted_class]
+        probabilities: NDArray[np.float64] | None = out.values
+    else:
+        predictions = out.values.reshape(-1).astype(object)
+        probabilities = None
+    if failed.any():
+        predictions[failed] = None
+        if probabilities is not None:
+            probabilities = np.where(failed[:, None], np.nan, probabilities)
+    return predictions, probabilities
+
+
+# ------------------------------------------------------------------ post stages
+def explain_rows(
+    stages: Stages,
+    X_model: Any,
+    actions: NDArray[Any],
+    codes: NDArray[np.intp],
+    scored_ok: NDArray[np.bool_],
+    probabilities: NDArray[np.float64] | None,
+    reasons: list[tuple[str, ...]],
+) -> list[Explanation | None] | None:
+    """Explanations of the rows in the policy's explain tiers (``None``: no explainer).
+
+    Default (policy ``explain`` unset): every row that is not accepted. Rows the
+    model could not score cost nothing; rows whose explanation would exceed the
+    budget get ``explanation_skipped:budget`` appended to ``reasons`` (the list
+    being assembled for the batch, before ``Decisions`` is built).
+    """
+    explainer = stages.explainer
+    n = len(actions)
+    if explainer is None or n == 0:
+        return None
+    policy = stages.policy
+    if policy.explain is None:
+        wanted = actions != "accept"
+    else:
+        names = np.array(stages.tier_names, dtype=object)[codes]
+        wanted = np.isin(names, np.array(policy.explain, dtype=object))
+    rows = np.flatnonzero(wanted & scored_ok)
+    explanations: list[Explanation | None] = [None] * n
+    if len(rows) == 0:
+        return explanations
+    class_index = None
+    if probabilities is not None:
+        class_index = np.argmax(probabilities[rows], axis=1)
+    explained, skipped = explainer.explain(take_rows(X_model, rows), class_index)
+    for row, explanation, why in zip(rows.tolist(), explained, skipped, strict=True):
+        explanations[row] = explanation
+        if why is not None:
+            reasons[row] = (*reasons[row], why)
+    return explanations
+
+
+def audit_rows(
+    policy: TierPolicy, X_model: Any, actions: NDArray[Any]
+) -> tuple[NDArray[np.bool_], NDArray[Any] | None]:
+    """A deterministic ``audit_rate`` sample of accepted rows, and the row hashes it used."""
+    n = len(actions)
+    audit = np.zeros(n, dtype=bool)
+    rate = policy.audit_rate
+    if rate <= 0 or n == 0:
+        return audit, None
+    accepted = np.flatnonzero(actions == "accept")
+    if len(accepted) == 0:
+        return audit, None
+    hashes = row_hashes(X_model)
+    u = unit_interval(hashes[accepted], policy.audit_seed)
+    audit[accepted[u < rate]] = True
+    return audit, hashes
+
+
+def route_rows(
+    writers: Writers, schema: InputSchema, X_model: Any, decisions: Decisions
+) -> list[Mapping[str, Any] | None] | None:
+    """Hand review/abstain rows and audit samples to the router, as one batch.
+
+    Returns the route status of every row (``None`` for rows not routed), or
+    ``None`` without a router. A sink failure never fails the decision.
+    """
+    router = writers.router
+    if router is None:
+        return None
+    route: list[Mapping[str, Any] | None] = [None] * len(decisions)
+    rows = np.flatnonzero((decisions.actions != "accept") | decisions.audit)
+    if len(rows) == 0:
+        return route
+    try:
+        names = list(schema.feature_names)
+        if decisions.inputs_hash is not None:
+            hashes = decisions.inputs_hash[rows]
+        else:
+            hashes = row_hashes(take_rows(X_model, rows))
+        inputs = (
+            input_rows(X_model, rows, names, resolve_redact(writers.redact, names))
+            if writers.log_inputs
+            else None
+        )
+        cases = build_cases(
+            decisions,
+            rows,
+            model_name=writers.model_name,
+            model_version=writers.model_version,
+            inputs=inputs,
+            inputs_hash=hashes,
+        )
+        statuses = router.route(cases)
+    except Exception as exc:  # building the cases must not fail the decision either
+        statuses = router.report_failure(decisions.audit[rows].tolist(), exc)
+    for i, status in zip(rows.tolist(), statuses, strict=True):
+        route[i] = status
+    return route
+
+
+def emit(
+    writers: Writers, X_model: Any, decisions: Decisions, *, request_id: str | None = None
+) -> None:
+    """Log one event per decision (or one per batch); never raises."""
+    if writers.log == "off":
+        return
+    try:
+        writers.emitter.decisions(
+            decisions,
+            writers.context(),
+            X_model=X_model,
+            request_id=request_id,
+            mode=writers.log,
+        )
+    except Exception:  # a failing logger never fails a decision; count the batch
+        writers.emitter._count(0, 1 if writers.log == "summary" else len(decisions))
