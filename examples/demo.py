@@ -38,11 +38,12 @@ audit_rate = 0.02
 name = "auto"
 action = "accept"
 min_confidence = 0.95
+min_credibility = 0.2
 
 [[tiers]]
 name = "suggest"
 action = "review"
-max_set_size = 2
+min_credibility = 0.1
 
 [[tiers]]
 name = "human"

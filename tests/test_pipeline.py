@@ -46,11 +46,16 @@ def reference_decide(sp: SafePredictor, X: Any) -> dict[str, Any]:
         out = np.zeros((n, len(sp.classes_)))
         out[keep] = sp.model.predict_proba(rows)
         predicted = out.argmax(axis=1)
-        sets, confidence = sp.conformal_.set_and_confidence(out, predicted)
+        sets, confidence, credibility = sp.conformal_.set_confidence_credibility(out, predicted)
         sets[checked.skip] = False
         confidence[checked.skip] = np.nan
+        credibility[checked.skip] = np.nan
         inputs = TierInputs(
-            "classification", confidence, set_size=sets.sum(axis=1), predicted_class=predicted
+            "classification",
+            confidence,
+            set_size=sets.sum(axis=1),
+            predicted_class=predicted,
+            credibility=credibility,
         )
     else:
         out = np.zeros(n)

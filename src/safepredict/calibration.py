@@ -109,10 +109,13 @@ def resolve_policy(tiers: Any, guards: Any, task: str) -> TierPolicy:
                 "predictor is a classifier (use min_confidence or max_set_size)."
             )
         if task == "regression" and (
-            tier.min_confidence is not None or tier.max_set_size is not None
+            tier.min_confidence is not None
+            or tier.max_set_size is not None
+            or tier.min_credibility is not None
         ):
             raise ConfigError(
-                f"tier {tier.name!r}: min_confidence/max_set_size apply to classification; "
+                f"tier {tier.name!r}: min_confidence/min_credibility/max_set_size apply to "
+                "classification; "
                 "this predictor is a regressor (use max_interval_width or max_error)."
             )
         if task == "regression" and tier.max_error is not None and tier.tolerance is None:

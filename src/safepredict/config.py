@@ -64,7 +64,13 @@ SCORES: tuple[str, ...] = ("conformal", "top_prob", "margin")
 
 _COLUMN_KEYS = ("min", "max", "allow_missing", "categories")
 
-_CONDITIONS = ("min_confidence", "max_set_size", "max_interval_width", "max_error")
+_CONDITIONS = (
+    "min_confidence",
+    "min_credibility",
+    "max_set_size",
+    "max_interval_width",
+    "max_error",
+)
 
 
 @dataclass(frozen=True)
@@ -79,9 +85,17 @@ class Tier:
         What the product does with rows in this tier.
     min_confidence : float, optional
         Classification: the row's conformal confidence must be at least this.
+    min_credibility : float, optional
+        Classification typicality check: the row's conformal credibility (the
+        p-value of the predicted label, the largest p-value) must be at least
+        this. A row like the calibration rows fails it with probability at most
+        ``min_credibility`` (the false-alarm rate); rows less typical than
+        calibration (e.g. out of distribution) fail it more often.
     max_set_size : int, optional
-        Classification: the conformal prediction set has at most this many labels
-        (and at least one).
+        Classification: the conformal prediction set has at most this many labels.
+        An empty set (no label typical enough at ``confidence_level``) counts as
+        size 0: it satisfies ``max_set_size``; ask for typicality with
+        ``min_credibility``.
     max_interval_width : float, optional
         Regression: the conformal interval is at most this wide.
     max_error : float, optional
@@ -105,6 +119,7 @@ class Tier:
     name: str
     action: Action
     min_confidence: float | None = None
+    min_credibility: float | None = None
     max_set_size: int | None = None
     max_interval_width: float | None = None
     max_error: float | None = None
@@ -123,6 +138,14 @@ class Tier:
             check_fraction(
                 self.min_confidence,
                 "min_confidence",
+                low_open=False,
+                high_open=False,
+                where=f"{where}: ",
+            )
+        if self.min_credibility is not None:
+            check_fraction(
+                self.min_credibility,
+                "min_credibility",
                 low_open=False,
                 high_open=False,
                 where=f"{where}: ",
@@ -571,15 +594,23 @@ class TierPolicy:
     def default(cls, task: str) -> TierPolicy:
         """The policy used when none is given.
 
-        Classification: accept singleton conformal sets, abstain otherwise.
+        Classification: accept rows whose conformal set holds at most the
+        predicted label (``max_set_size = 1``, i.e. confidence at least
+        ``confidence_level``) and whose predicted label is typical
+        (``min_credibility = 0.1``: at most 10% false alarms on rows like the
+        calibration rows); abstain otherwise. At ``confidence_level = 0.9`` this
+        accepts the rows whose set is the predicted label alone (and those whose
+        credibility is exactly 0.1).
         Regression: accept every row that passes the guards (the interval carries
         the uncertainty); guard failures abstain.
 
         Examples
         --------
-        >>> TierPolicy.default("classification").tiers[0].max_set_size
-        1
+        >>> auto = TierPolicy.default("classification").tiers[0]
+        >>> auto.max_set_size, auto.min_credibility
+        (1, 0.1)
         """
         if task == "classification":
-            return cls(tiers=(Tier("auto", "accept", max_set_size=1), Tier("human", "abstain")))
+            auto = Tier("auto", "accept", max_set_size=1, min_credibility=0.1)
+            return cls(tiers=(auto, Tier("human", "abstain")))
         return cls(tiers=(Tier("auto", "accept"),))

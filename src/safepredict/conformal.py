@@ -406,23 +406,45 @@ class ClassificationConformal:
     def confidence(
         self, proba: NDArray[np.float64], predicted: NDArray[np.intp] | None = None
     ) -> NDArray[np.float64]:
-        """Largest level at which the set is the predicted label alone (Vovk's confidence).
+        """Vovk's confidence: ``1 -`` the largest p-value among the other labels.
 
-        ``1 - max p-value of the other labels`` (computed as ``(n - c) / (n + 1)``
-        so it equals a decimal level exactly when it should) when the predicted
-        label's own p-value is larger, else ``0`` (the set is never that label
-        alone). ``predicted`` defaults to ``argmax(proba)`` (MAPIE's prediction).
+        The largest level at which the set holds no label but the predicted
+        one (the set is the predicted label alone, or empty). Computed as
+        ``(n - c) / (n + 1)`` so it equals a decimal level exactly when it
+        should; ``0`` when another label has a larger p-value than the
+        predicted one. ``predicted`` defaults to ``argmax(proba)`` (MAPIE's
+        prediction). So, at every level ``L`` MAPIE accepts: ``set size <= 1``
+        (with the predicted label, if any)  ``<=>  confidence >= L``.
         """
         if predicted is None:
             predicted = np.argmax(proba, axis=1)
-        return self._confidence(proba, self.label_scores(proba), predicted)
+        return self._confidence_credibility(proba, self.label_scores(proba), predicted)[0]
 
-    def _confidence(
-        self, proba: NDArray[np.float64], t: NDArray[np.float64], predicted: NDArray[np.intp]
+    def credibility(
+        self, proba: NDArray[np.float64], predicted: NDArray[np.intp] | None = None
     ) -> NDArray[np.float64]:
+        """Conformal credibility: the p-value of the predicted label.
+
+        For the arg-max prediction this is the largest p-value of the row. A row
+        exchangeable with the calibration rows has
+        ``P(credibility < a) <= a`` for every ``a`` (its true label's p-value is
+        super-uniform and never exceeds the largest one): a credibility check
+        ``credibility >= a`` raises false alarms on at most a fraction ``a`` of
+        typical rows. The set at level ``L`` is empty exactly when
+        ``credibility <= 1 - L``. APS/RAPS always keep the top label, so its
+        credibility is 1 there: the check is informative with ``"lac"``.
+        """
+        if predicted is None:
+            predicted = np.argmax(proba, axis=1)
+        return self._confidence_credibility(proba, self.label_scores(proba), predicted)[1]
+
+    def _confidence_credibility(
+        self, proba: NDArray[np.float64], t: NDArray[np.float64], predicted: NDArray[np.intp]
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         n_rows, n_classes = t.shape
+        n = len(self.calibration_scores)
         if n_classes < 2:
-            return np.ones(n_rows)
+            return np.ones(n_rows), np.ones(n_rows)
         if self.method == "lac":
             # The predicted (arg-max) label has the smallest threshold 1 - p: partition
             # gives it and the best other label's threshold in one call.
@@ -433,28 +455,31 @@ class ClassificationConformal:
             np.put_along_axis(others, predicted[:, None], np.inf, axis=1)
             pair = np.concatenate([own, others.min(axis=1, keepdims=True)], axis=1)
         strict = self.method != "lac"
-        n = len(self.calibration_scores)
         if n_rows <= _SMALL_BATCH:  # plain Python end to end: numpy calls cost more here
             keys = pair.ravel().tolist()
             c = _kept_counts_small(self._scores_list, keys, strict=strict)
             conf: list[float] = []
+            cred: list[float] = []
             for r in range(n_rows):
                 own_c, other_c = c[2 * r], c[2 * r + 1]
                 if strict:  # -inf: label always kept, +inf: never kept
                     own_c = n if keys[2 * r] == -math.inf else own_c
                     other_c = 0 if keys[2 * r + 1] == math.inf else other_c
-                conf.append((n - other_c) / (n + 1.0) if own_c > other_c else 0.0)
-            return np.array(conf, dtype=np.float64)
+                conf.append((n - other_c) / (n + 1.0) if own_c >= other_c else 0.0)
+                cred.append((own_c + 1.0) / (n + 1.0))
+            return np.array(conf, dtype=np.float64), np.array(cred, dtype=np.float64)
         counts = _kept_counts(self.calibration_scores, pair, strict=strict)
         if strict:  # -inf: label always kept, +inf: never kept
             counts = np.where(pair == -np.inf, n, np.where(pair == np.inf, 0, counts))
         own_counts, other_counts = counts[:, 0], counts[:, 1]
-        return np.where(own_counts > other_counts, (n - other_counts) / (n + 1.0), 0.0)
+        confidence = np.where(own_counts >= other_counts, (n - other_counts) / (n + 1.0), 0.0)
+        credibility = np.asarray((own_counts + 1.0) / (n + 1.0), dtype=np.float64)
+        return np.asarray(confidence, dtype=np.float64), credibility
 
     def _lac_small(
         self, proba: NDArray[np.float64]
-    ) -> tuple[NDArray[np.bool_], NDArray[np.float64]]:
-        """LAC set and confidence for a few rows in plain Python floats.
+    ) -> tuple[NDArray[np.bool_], NDArray[np.float64], NDArray[np.float64]]:
+        """LAC set, confidence and credibility for a few rows in plain Python floats.
 
         Same IEEE double arithmetic as the numpy path (``1 - p``, ``t - q <= EPSILON``),
         without numpy's per-call cost; the tests check both paths agree bit for bit.
@@ -463,25 +488,39 @@ class ClassificationConformal:
         n = len(self.calibration_scores)
         masks: list[list[bool]] = []
         conf: list[float] = []
+        cred: list[float] = []
         for row in proba.tolist():
             t = [1 - p for p in row]
             masks.append([ti - q <= EPSILON for ti in t])
             own_t, other_t = sorted(t)[:2]
             own_c, other_c = _kept_counts_small(self._scores_list, [own_t, other_t], strict=False)
-            conf.append((n - other_c) / (n + 1.0) if own_c > other_c else 0.0)
+            conf.append((n - other_c) / (n + 1.0) if own_c >= other_c else 0.0)
+            cred.append((own_c + 1.0) / (n + 1.0))
         mask = np.array(masks, dtype=bool).reshape(proba.shape)  # keeps (0, K) for no rows
-        return mask, np.array(conf, dtype=np.float64)
+        return mask, np.array(conf, dtype=np.float64), np.array(cred, dtype=np.float64)
 
     def set_and_confidence(
         self, proba: NDArray[np.float64], predicted: NDArray[np.intp]
     ) -> tuple[NDArray[np.bool_], NDArray[np.float64]]:
-        """:meth:`predict_set` and :meth:`confidence` in one pass (the hot path)."""
+        """:meth:`predict_set` and :meth:`confidence` in one pass."""
+        mask, conf, _ = self.set_confidence_credibility(proba, predicted)
+        return mask, conf
+
+    def set_confidence_credibility(
+        self, proba: NDArray[np.float64], predicted: NDArray[np.intp]
+    ) -> tuple[NDArray[np.bool_], NDArray[np.float64], NDArray[np.float64]]:
+        """:meth:`predict_set`, :meth:`confidence` and :meth:`credibility` in one pass.
+
+        The hot path of ``decide``.
+        """
         if self.method == "lac":
             if len(proba) <= _SMALL_BATCH and proba.shape[1] >= 2:
                 return self._lac_small(proba)
             t = 1 - proba
-            return np.asarray(t - self.quantile <= EPSILON), self._confidence(proba, t, predicted)
-        return self.predict_set(proba), self._confidence(proba, self.label_scores(proba), predicted)
+            conf, cred = self._confidence_credibility(proba, t, predicted)
+            return np.asarray(t - self.quantile <= EPSILON), conf, cred
+        conf, cred = self._confidence_credibility(proba, self.label_scores(proba), predicted)
+        return self.predict_set(proba), conf, cred
 
     # ------------------------------------------------------------ persistence
     def to_state(self) -> dict[str, Any]:

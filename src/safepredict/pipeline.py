@@ -228,10 +228,13 @@ def score(
         assert isinstance(conformal, ClassificationConformal)
         safe = np.where(failed[:, None], 0.0, values) if any_failed else values
         predicted_class = safe.argmax(axis=1)
-        set_mask, confidence = conformal.set_and_confidence(safe, predicted_class)
+        set_mask, confidence, credibility = conformal.set_confidence_credibility(
+            safe, predicted_class
+        )
         if any_failed:
             set_mask[failed] = False
             confidence[failed] = np.nan
+            credibility[failed] = np.nan
         ranking = ranking_scores(task, proba=safe, confidence=confidence) if needs_ranking else {}
         if any_failed:
             ranking = {k: np.where(failed, np.nan, v) for k, v in ranking.items()}
@@ -241,6 +244,7 @@ def score(
             set_size=set_mask.sum(axis=1),
             scores=ranking,
             predicted_class=predicted_class,
+            credibility=credibility,
         )
         return Scored(inputs, set_mask, None, none, none)
     assert isinstance(conformal, RegressionConformal)

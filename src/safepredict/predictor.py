@@ -288,9 +288,11 @@ class SafePredictor(Lifecycle, BaseEstimator):  # type: ignore[misc]  # sklearn:
         -------
         Decisions
             One decision per row. Rows failing a guard, rows the model cannot
-            score (``model_error``), rows whose model output breaks the output
-            contract (``invalid_output``) and rows with empty sets are never
-            accepted.
+            score (``model_error``) and rows whose model output breaks the
+            output contract (``invalid_output``) are never accepted; rows with
+            an empty conformal set carry the reason ``empty_set`` and go to the
+            first tier whose conditions they meet (``min_credibility`` asks for
+            typicality).
 
         Raises
         ------

@@ -1,8 +1,12 @@
 """Tier assignment and risk-controlled tier calibration (pure numpy/scipy).
 
 The first tier whose conditions a row meets wins; the last tier is the fallback.
-Classification rows whose conformal set is empty or holds several labels are
-never accepted: accept tiers require a singleton set.
+Every condition reads one documented per-row number (confidence, credibility,
+set size, interval width, a certified score threshold), so the tier a row lands
+in never contradicts what is shown for it. An empty conformal set is reported
+(reason ``empty_set``: the row is less typical than the calibration rows), not
+silently abstained; a policy that wants typicality says so with
+``min_credibility``.
 
 A ``max_error`` tier is certified with Learn-then-Test (Angelopoulos et al.,
 2021): fixed-sequence testing over an ordered, label-free grid of score
@@ -356,6 +360,8 @@ class TierInputs:
         The predictor's task.
     confidence : ndarray of shape (n,)
         Conformal confidence (``nan`` for regression).
+    credibility : ndarray of shape (n,), optional
+        Classification: conformal credibility (p-value of the predicted label).
     set_size : ndarray of shape (n,), optional
         Classification: size of the conformal set.
     width : ndarray of shape (n,), optional
@@ -373,14 +379,10 @@ class TierInputs:
     width: NDArray[np.float64] | None = None
     scores: Mapping[str, NDArray[np.float64]] = field(default_factory=dict)
     predicted_class: NDArray[np.intp] | None = None
+    credibility: NDArray[np.float64] | None = None
 
     def __len__(self) -> int:
         return len(self.confidence)
-
-
-#: Whether an ``accept`` tier with ``max_error`` also requires a singleton
-#: conformal set. See docs/risk-tiers.md ("Conformal sets and max_error").
-MAX_ERROR_REQUIRES_SINGLETON = True
 
 
 def _json_threshold(t: Any) -> Any:
@@ -458,15 +460,12 @@ def _base_mask(tier: Tier, inputs: TierInputs) -> NDArray[np.bool_]:
     mask = np.ones(n, dtype=bool)
     if tier.min_confidence is not None:
         mask &= inputs.confidence >= tier.min_confidence
+    if tier.min_credibility is not None and inputs.credibility is not None:
+        mask &= inputs.credibility >= tier.min_credibility
     if tier.max_set_size is not None and inputs.set_size is not None:
-        mask &= (inputs.set_size <= tier.max_set_size) & (inputs.set_size >= 1)
+        mask &= inputs.set_size <= tier.max_set_size
     if tier.max_interval_width is not None and inputs.width is not None:
         mask &= inputs.width <= tier.max_interval_width
-    if inputs.set_size is not None:
-        if tier.action == "accept" and (tier.max_error is None or MAX_ERROR_REQUIRES_SINGLETON):
-            mask &= inputs.set_size == 1
-        elif tier.action == "accept":
-            mask &= inputs.set_size >= 1
     return mask
 
 
@@ -725,15 +724,18 @@ def assign_tiers(
         Index into ``policy.tiers``.
     reasons : dict of int to tuple of str
         Rows that get extra reasons: ``empty_set`` (classification rows whose
-        conformal set is empty) and ``uncertified:<tier>`` (rows that reached a
-        ``max_error`` tier which could not be certified, or, for a ``per_class``
-        tier, whose predicted class could not be certified).
+        conformal set is empty: less typical than the calibration rows; the
+        row still goes to the first tier whose conditions it meets) and
+        ``uncertified:<tier>`` (rows that reached a ``max_error`` tier which
+        could not be certified, or, for a ``per_class`` tier, whose predicted
+        class could not be certified).
 
     Examples
     --------
-    >>> policy = TierPolicy.default("classification")
-    >>> inputs = TierInputs("classification", confidence=np.array([0.99, 0.4, 0.2]),
-    ...                     set_size=np.array([1, 2, 0]))
+    >>> policy = TierPolicy.default("classification")  # max_set_size 1, min_credibility 0.1
+    >>> inputs = TierInputs("classification", confidence=np.array([0.99, 0.4, 0.97]),
+    ...                     set_size=np.array([1, 2, 0]),
+    ...                     credibility=np.array([0.6, 0.7, 0.04]))
     >>> codes, reasons = assign_tiers(policy, inputs)
     >>> codes.tolist(), reasons
     ([0, 1, 1], {2: ('empty_set',)})

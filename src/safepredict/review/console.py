@@ -50,7 +50,10 @@ _REASONS = {
     "unseen_category": "{col} has a category never seen in the reference data.",
     "type": "{col} has the wrong type (e.g. text in a numeric column).",
     "ood": "The row as a whole is unlike the reference data (out of distribution).",
-    "empty_set": "No label is plausible at the configured confidence level (empty set).",
+    "empty_set": (
+        "Empty conformal set: the row is less typical than the calibration rows "
+        "(no label reaches the configured confidence level)."
+    ),
     "model_error": "The model raised an error on this row.",
     "uncertified": "Tier {col} could not be certified on the calibration data.",
     "explanation_skipped": "The explanation was skipped ({col}).",
