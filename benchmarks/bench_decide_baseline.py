@@ -90,7 +90,7 @@ def main() -> None:
                 if args.only not in name:
                     continue
                 for guards in ("off", "auto"):
-                    kw = {"log": "off", "guards": guards}
+                    kw = {"log": "off", "guards": guards, "random_state": 0}
                     new = SafePredictor(model, **kw).calibrate(X_cal, y_cal)
                     old = old_sp.SafePredictor(model, **kw).calibrate(X_cal, y_cal)
                     for label, X, repeats in [

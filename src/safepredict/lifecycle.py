@@ -21,6 +21,7 @@ Examples
 
 from __future__ import annotations
 
+import operator
 import threading
 import warnings
 from collections.abc import Callable, Sequence
@@ -83,7 +84,7 @@ class Runtime:
     def _cached(self, name: str, key: tuple[Any, ...], build: Callable[[], _T]) -> _T:
         """A value derived from fitted attributes, rebuilt when one of them changes."""
         entry = self.__dict__.get("_cache", {}).get(name)
-        if entry is not None and all(a is b for a, b in zip(entry[0], key, strict=True)):
+        if entry is not None and all(map(operator.is_, entry[0], key)):
             cached: _T = entry[1]
             return cached
         value = build()
@@ -135,17 +136,32 @@ class Runtime:
         )
 
     def _writers(self) -> pipeline.Writers:
-        """The post stages' writers: router, events, redaction."""
-        return pipeline.Writers(
-            emitter=self.events,
-            context=self._event_context,
-            log=self.log,
-            router=self.router_instance,
-            log_inputs=bool(self.log_inputs),
-            redact=self.redact,
-            model_name=self.model_name,
-            model_version=self.model_version,
+        """The post stages' writers: router, events, redaction (rebuilt on set_params)."""
+        key = (
+            self.log,
+            self.router,
+            self.log_inputs,
+            self.redact,
+            self.model_name,
+            self.model_version,
         )
+        return self._cached(
+            "writers",
+            key,
+            lambda: pipeline.Writers(
+                emitter=self._events_now,
+                context=self._event_context,
+                log=self.log,
+                router=self.router_instance,
+                log_inputs=bool(self.log_inputs),
+                redact=self.redact,
+                model_name=self.model_name,
+                model_version=self.model_version,
+            ),
+        )
+
+    def _events_now(self) -> EventEmitter:
+        return self.events
 
     @property
     def events(self) -> EventEmitter:

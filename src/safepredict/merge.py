@@ -23,6 +23,7 @@ Examples
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -81,7 +82,7 @@ def block_ranks(
 def merge_actions(
     tier_codes: NDArray[np.intp],
     tier_actions: Sequence[str],
-    block_rank: NDArray[np.intp],
+    block_rank: NDArray[np.intp] | None,
 ) -> tuple[NDArray[np.intp], NDArray[np.object_]]:
     """Tier code and action of every row after blocked rows leave the tiers.
 
@@ -91,8 +92,9 @@ def merge_actions(
         Index into the policy's tiers (from ``assign_tiers``).
     tier_actions : sequence of str
         Action of each tier, in policy order.
-    block_rank : ndarray of int, shape (n,)
-        0 (not blocked), 1 (review) or 2 (abstain): see :func:`block_ranks`.
+    block_rank : ndarray of int, shape (n,), or None
+        0 (not blocked), 1 (review) or 2 (abstain): see :func:`block_ranks`
+        (``None``: no row is blocked).
 
     Returns
     -------
@@ -101,17 +103,24 @@ def merge_actions(
     actions : ndarray of object
         The stronger of the tier's action and the block's.
     """
-    per_tier = action_ranks(list(tier_actions))
+    per_tier, names = _per_tier(tuple(tier_actions))
     n_tiers = len(per_tier)
-    actions: NDArray[np.object_] = (
-        _NAMES[per_tier][tier_codes] if len(tier_codes) else (np.array([], dtype=object))
-    )
+    actions: NDArray[np.object_] = names[tier_codes]
+    if block_rank is None:
+        return tier_codes, actions
     blocked = block_rank > 0
     if not blocked.any():
         return tier_codes, actions
     codes = np.where(blocked, n_tiers, tier_codes).astype(np.intp)
     ranks = np.maximum(per_tier[tier_codes], block_rank)
     return codes, _NAMES[ranks]
+
+
+@functools.lru_cache(maxsize=64)
+def _per_tier(tier_actions: tuple[str, ...]) -> tuple[NDArray[np.intp], NDArray[np.object_]]:
+    """Rank and action (object array) of each tier (a policy's constants, computed once)."""
+    ranks = action_ranks(tier_actions)
+    return ranks, _NAMES[ranks]
 
 
 def merge_reasons(
@@ -121,6 +130,8 @@ def merge_reasons(
     skipped: NDArray[np.bool_],
     raised: NDArray[np.bool_],
     invalid: NDArray[np.bool_],
+    *,
+    any_failed: bool = True,
 ) -> list[tuple[str, ...]]:
     """Reason codes of every row: guard, then tier, then model-failure reasons.
 
@@ -142,7 +153,7 @@ def merge_reasons(
     for row, why in guard_reasons.items():
         reasons[row] = why + reasons[row]
     for mask, code in ((raised, MODEL_ERROR), (invalid, INVALID_OUTPUT)):
-        if mask.any():
+        if any_failed and mask.any():
             for row in np.flatnonzero(mask & ~skipped).tolist():
                 reasons[row] = (*reasons[row], code)
     return reasons

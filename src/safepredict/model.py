@@ -31,7 +31,6 @@ Examples
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,10 +76,13 @@ class ModelOutput:
     raised: NDArray[np.bool_]
     invalid: NDArray[np.bool_]
     skipped: NDArray[np.bool_]
+    any_failed: bool = True
 
     @property
     def failed(self) -> NDArray[np.bool_]:
         """Rows without a valid output (raised, invalid or skipped)."""
+        if not self.any_failed:
+            return self.raised  # all False (the common case, without a copy)
         return self.raised | self.invalid | self.skipped
 
 
@@ -146,16 +148,25 @@ def check_output(
     n = out.shape[0]
     if n == 0:
         return np.zeros(0, dtype=bool)
+    if out.size <= _SMALL:  # a few rows: plain Python beats numpy's per-call overhead
+        return np.array([_bad_row(row) for row in out.tolist()], dtype=bool)
     lo, hi = float(out.min()), float(out.max())
     sums = out.sum(axis=1)
     bad = np.abs(sums - 1.0) > PROBA_SUM_TOL
-    if not (lo >= -PROBA_SUM_TOL and hi <= 1.0 + PROBA_SUM_TOL):  # also catches nan / inf
+    if not (lo >= -PROBA_SUM_TOL and hi <= 1.0 + PROBA_SUM_TOL):  # nan / inf land here too
         with np.errstate(invalid="ignore"):
             inside = (out >= -PROBA_SUM_TOL) & (out <= 1.0 + PROBA_SUM_TOL)
         bad |= ~inside.all(axis=1)
-    if math.isnan(float(sums.sum())):
-        bad |= np.isnan(sums)
     return np.asarray(bad, dtype=bool)
+
+
+_SMALL = 64  # output cells below which the row check runs in Python
+_LO, _HI = -PROBA_SUM_TOL, 1.0 + PROBA_SUM_TOL
+
+
+def _bad_row(row: list[float]) -> bool:
+    """One probability row breaks the contract (nan fails every comparison)."""
+    return not (all(_LO <= p <= _HI for p in row) and abs(sum(row) - 1.0) <= PROBA_SUM_TOL)
 
 
 def _shape(task: str, n: int, n_classes: int | None) -> tuple[int, ...]:
@@ -206,10 +217,10 @@ def run_model(
     n = len(X)
     shape = _shape(task, n, n_classes)
     raised = np.zeros(n, dtype=bool)
-    skipped = np.zeros(n, dtype=bool) if skip is None else np.asarray(skip, dtype=bool)
+    skipped = raised if skip is None else np.asarray(skip, dtype=bool)  # raised: never written
     if n == 0:
-        return ModelOutput(np.zeros(shape), raised, raised.copy(), skipped)
-    if skipped.any():
+        return ModelOutput(np.zeros(shape), raised, raised, raised, any_failed=False)
+    if skipped is not raised and skipped.any():
         values = np.full(shape, np.nan)
         invalid = np.zeros(n, dtype=bool)
         keep = np.flatnonzero(~skipped)
@@ -248,12 +259,12 @@ def from_output(
         out = None
     if out is None:
         return _row_by_row(model, task, X, n_classes, skipped)
-    raised = np.zeros(n, dtype=bool)
     invalid = check_output(out, task, n_classes)
-    if invalid.any():
-        out = out.copy()
-        out[invalid] = np.nan
-    return ModelOutput(out, raised, invalid, skipped)
+    if not invalid.any():
+        return ModelOutput(out, skipped, skipped, skipped, any_failed=False)
+    out = out.copy()
+    out[invalid] = np.nan
+    return ModelOutput(out, np.zeros(n, dtype=bool), invalid, skipped)
 
 
 def _row_by_row(

@@ -34,6 +34,7 @@ True
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -105,20 +106,25 @@ class Stages:
     explainer: ModelExplainer | None = None
     classes: NDArray[Any] | None = None
 
-    @property
+    @functools.cached_property
     def tier_actions(self) -> tuple[str, ...]:
         """Action of each policy tier."""
         return tuple(t.action for t in self.policy.tiers)
 
-    @property
+    @functools.cached_property
     def tier_names(self) -> tuple[str, ...]:
         """Tier names, then the guard tier (the ``Decisions.tier_names``)."""
         return (*self.policy.names, self.policy.guard_tier)
 
-    @property
+    @functools.cached_property
     def needs_ranking(self) -> bool:
         """Whether a tier thresholds ranking scores (a ``max_error`` tier)."""
         return any(t.max_error is not None for t in self.policy.tiers)
+
+    @functools.cached_property
+    def class_labels(self) -> NDArray[Any] | None:
+        """The class labels as an object array (what ``predictions`` holds)."""
+        return None if self.classes is None else self.classes.astype(object)
 
 
 @dataclass(frozen=True)
@@ -127,7 +133,8 @@ class Writers:
 
     Attributes
     ----------
-    emitter : EventEmitter
+    emitter : callable returning EventEmitter
+        Resolved only when an event is emitted (``log="off"`` costs nothing).
     context : callable returning EventContext
         Built only when an event is emitted.
     log : {"decision", "summary", "off"}
@@ -138,7 +145,7 @@ class Writers:
     model_name, model_version : str or None
     """
 
-    emitter: EventEmitter
+    emitter: Callable[[], EventEmitter]
     context: Callable[[], EventContext]
     log: str = "off"
     router: Router | None = None
@@ -170,6 +177,7 @@ class Scored:
     intervals: NDArray[np.float64] | None
     raised: NDArray[np.bool_]
     collapsed: NDArray[np.bool_]
+    any_failed: bool = False
 
 
 # ------------------------------------------------------------------ scoring
@@ -215,6 +223,7 @@ def score(
     failed: NDArray[np.bool_],
     *,
     needs_ranking: bool = True,
+    any_failed: bool | None = None,
 ) -> Scored:
     """Conformal sets / intervals and the tier inputs: the one rule of decide and calibrate.
 
@@ -223,7 +232,8 @@ def score(
     """
     n = len(values)
     none = np.zeros(n, dtype=bool)
-    any_failed = bool(failed.any())
+    if any_failed is None:
+        any_failed = bool(failed.any())
     if task == "classification":
         assert isinstance(conformal, ClassificationConformal)
         safe = np.where(failed[:, None], 0.0, values) if any_failed else values
@@ -257,7 +267,7 @@ def score(
     widths = intervals[:, 1] - intervals[:, 0]
     ranking = ranking_scores(task, width=widths) if needs_ranking else {}
     inputs = TierInputs("regression", np.full(n, np.nan), width=widths, scores=ranking)
-    return Scored(inputs, None, intervals, raised, collapsed)
+    return Scored(inputs, None, intervals, raised, collapsed, bool(raised.any() | collapsed.any()))
 
 
 def _intervals(
@@ -317,13 +327,13 @@ def decide(
     latency: dict[str, float] = {}
 
     t = time.perf_counter()
+    guard_reasons: Mapping[int, tuple[str, ...]] = {}
+    guard_rank, ood, skip = None, None, None
     if stages.guards is not None:
         checked = stages.guards.check(X_model)
-        guard_reasons, guard_rank = checked.reasons, checked.rank
-        ood, skip = checked.ood, checked.skip
-    else:
-        guard_reasons, guard_rank, ood = {}, np.zeros(n, dtype=np.intp), None
-        skip = np.zeros(n, dtype=bool)
+        guard_reasons, ood = checked.reasons, checked.ood
+        if guard_reasons:
+            guard_rank, skip = checked.rank, checked.skip
     t_model = time.perf_counter()
     latency["guard"] = t_model - t
 
@@ -332,31 +342,38 @@ def decide(
     t = time.perf_counter()
     latency["model"] = t - t_model
 
+    failed, any_failed = out.failed, out.any_failed
     scored = score(
         stages.task,
         stages.conformal,
         X_model,
         out.values,
-        out.failed,
+        failed,
         needs_ranking=stages.needs_ranking,
+        any_failed=any_failed,
     )
-    raised = out.raised | scored.raised
-    invalid = out.invalid | scored.collapsed
-    failed = raised | invalid | out.skipped
-    predictions, probabilities = _predictions(stages, out, scored, failed)
+    raised, invalid = out.raised, out.invalid
+    if scored.any_failed:  # an auxiliary model raised / an interval collapsed
+        raised, invalid = raised | scored.raised, invalid | scored.collapsed
+        failed, any_failed = failed | raised | invalid, True
+    predictions, probabilities = _predictions(stages, out, scored, failed, any_failed)
     latency["conformal"] = time.perf_counter() - t
 
     tier_codes, tier_reasons = assign_tiers(policy, scored.inputs, stages.tier_calibration)
-    codes, actions = merge_actions(
-        tier_codes, stages.tier_actions, block_ranks(guard_rank, raised | invalid)
+    block = guard_rank
+    if any_failed:
+        no_block = np.zeros(n, dtype=np.intp)
+        block = block_ranks(no_block if guard_rank is None else guard_rank, raised | invalid)
+    codes, actions = merge_actions(tier_codes, stages.tier_actions, block)
+    reasons = merge_reasons(
+        n, tier_reasons, guard_reasons, out.skipped, raised, invalid, any_failed=any_failed
     )
-    reasons = merge_reasons(n, tier_reasons, guard_reasons, out.skipped, raised, invalid)
     guard_flagged = np.zeros(n, dtype=bool)
     if guard_reasons:
         guard_flagged[list(guard_reasons)] = True
 
     t = time.perf_counter()
-    explanations = explain_rows(stages, X_model, actions, codes, ~failed, probabilities, reasons)
+    explanations = explain_rows(stages, X_model, actions, codes, failed, probabilities, reasons)
     latency["explain"] = time.perf_counter() - t
     audit, inputs_hash = audit_rows(policy, X_model, actions)
     decisions = Decisions(
@@ -387,18 +404,18 @@ def decide(
 
 
 def _predictions(
-    stages: Stages, out: ModelOutput, scored: Scored, failed: NDArray[np.bool_]
+    stages: Stages, out: ModelOutput, scored: Scored, failed: NDArray[np.bool_], any_failed: bool
 ) -> tuple[NDArray[Any], NDArray[np.float64] | None]:
     """Point predictions (``None`` where failed) and the probabilities (classification)."""
     if scored.set_mask is not None:
-        assert stages.classes is not None
+        assert stages.class_labels is not None
         assert scored.inputs.predicted_class is not None
-        predictions = stages.classes.astype(object)[scored.inputs.predicted_class]
+        predictions = stages.class_labels[scored.inputs.predicted_class]
         probabilities: NDArray[np.float64] | None = out.values
     else:
         predictions = out.values.reshape(-1).astype(object)
         probabilities = None
-    if failed.any():
+    if any_failed:
         predictions[failed] = None
         if probabilities is not None:
             probabilities = np.where(failed[:, None], np.nan, probabilities)
@@ -411,7 +428,7 @@ def explain_rows(
     X_model: Any,
     actions: NDArray[Any],
     codes: NDArray[np.intp],
-    scored_ok: NDArray[np.bool_],
+    failed: NDArray[np.bool_],
     probabilities: NDArray[np.float64] | None,
     reasons: list[tuple[str, ...]],
 ) -> list[Explanation | None] | None:
@@ -432,7 +449,7 @@ def explain_rows(
     else:
         names = np.array(stages.tier_names, dtype=object)[codes]
         wanted = np.isin(names, np.array(policy.explain, dtype=object))
-    rows = np.flatnonzero(wanted & scored_ok)
+    rows = np.flatnonzero(wanted & ~failed)
     explanations: list[Explanation | None] = [None] * n
     if len(rows) == 0:
         return explanations
@@ -513,8 +530,9 @@ def emit(
     """Log one event per decision (or one per batch); never raises."""
     if writers.log == "off":
         return
+    emitter = writers.emitter()
     try:
-        writers.emitter.decisions(
+        emitter.decisions(
             decisions,
             writers.context(),
             X_model=X_model,
@@ -522,4 +540,4 @@ def emit(
             mode=writers.log,
         )
     except Exception:  # a failing logger never fails a decision; count the batch
-        writers.emitter._count(0, 1 if writers.log == "summary" else len(decisions))
+        emitter._count(0, 1 if writers.log == "summary" else len(decisions))
