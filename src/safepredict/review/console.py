@@ -55,6 +55,7 @@ _REASONS = {
         "(no label reaches the configured confidence level)."
     ),
     "model_error": "The model raised an error on this row.",
+    "invalid_output": "The model's output for this row was not valid (see the output contract).",
     "uncertified": "Tier {col} could not be certified on the calibration data.",
     "explanation_skipped": "The explanation was skipped ({col}).",
 }
