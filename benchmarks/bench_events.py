@@ -113,7 +113,7 @@ def main() -> None:
                     single[kind].append(time.perf_counter() - t)
             structlog.reset_defaults()
         size = log_path.stat().st_size + fast_path.stat().st_size
-        dropped = sum(p.dropped_events_ for p in predictors.values())
+        dropped = sum(p.events.dropped for p in predictors.values())
 
     print(f"decide on {args.rows} rows, {args.rounds} rounds, medians")
     print(

@@ -429,7 +429,7 @@ def wine_log(tmp_path: Path, wine_predictor: sp.SafePredictor, wine_hgb: Any) ->
             structlog.WriteLogger(fh), processors=[structlog.processors.JSONRenderer()]
         )
         decisions = logging_predictor.decide(wine_hgb.X_test)
-        assert logging_predictor.dropped_events_ == 0
+        assert logging_predictor.events.dropped == 0
     outcomes = tmp_path / "outcomes.csv"
     with outcomes.open("w", newline="") as fh:
         w = csv.writer(fh)

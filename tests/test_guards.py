@@ -616,12 +616,20 @@ def test_small_reference_keeps_enough_held_out_rows() -> None:
     assert g.ranges_calibrated is True
     small = InputGuards.fit(X[:100], GuardConfig(ood_method="none"), random_state=0)
     assert small.ranges_calibrated is False  # no finite range holds guard_alpha
-    assert all(v is None for v in small.low + small.high)
+    # ... so the ranges are a wide net (min/max widened by the span) that still stops
+    # gross values: a row far outside everything seen is never silently accepted
+    span = X[:100].max(axis=0) - X[:100].min(axis=0)
+    np.testing.assert_allclose(small.high, X[:100].max(axis=0) + span)
+    np.testing.assert_allclose(small.low, X[:100].min(axis=0) - span)
+    assert small.check(X[:20]).reasons == {}
+    assert set(small.check(X[:1] * 6.0).reasons[0]) >= {"out_of_range:x12"}
     overridden = InputGuards.fit(
         X[:100], GuardConfig(ood_method="none", columns={"x0": {"max": 15.0}}), random_state=0
     )
     assert overridden.high[0] == 15.0
-    assert overridden.check(np.array([X[0] * 0 + 16.0])).reasons == {0: ("out_of_range:x0",)}
+    row = X[:1].copy()
+    row[0, 0] = 16.0  # above the override, inside the wide net
+    assert overridden.check(row).reasons == {0: ("out_of_range:x0",)}
 
 
 def test_calibrated_ranges_flag_gross_errors() -> None:

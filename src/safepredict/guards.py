@@ -381,8 +381,11 @@ class InputGuards:
                     lo_hi = _range_bounds(transform, threshold)
                     for i in learned:
                         j = numeric_cols[i]
-                        low[j] = None if math.isinf(lo_hi[0][i]) else float(lo_hi[0][i])
-                        high[j] = None if math.isinf(lo_hi[1][i]) else float(lo_hi[1][i])
+                        lo, hi = float(lo_hi[0][i]), float(lo_hi[1][i])
+                        if math.isinf(threshold):  # too few rows for guard_alpha: a wide net
+                            lo, hi = _numeric_range(numeric_values[i], _WIDE_NET)
+                        low[j] = None if math.isinf(lo) else lo
+                        high[j] = None if math.isinf(hi) else hi
             if config.ood_method == "centroids" and transform is not None:
                 if len(fit_part) >= _MIN_FIT and len(cal_part):
                     detector = CentroidDetector.fit_split(
@@ -527,8 +530,11 @@ class InputGuards:
 
         ``False`` when the reference left fewer than ``1/guard_alpha - 1``
         held-out rows (a reference under about ``1/guard_alpha + 40`` rows):
-        no finite range then has the guarantee, so the learned ranges are
-        unbounded (column ``min``/``max`` overrides still apply). ``None``
+        no range then has the guarantee, so the learned ranges fall back to a
+        wide net -- the reference's min/max widened by its whole span on each
+        side -- that still stops gross values (a never silent answer on a
+        value far outside anything seen) at a false-alarm rate that is not
+        certified. Column ``min``/``max`` overrides still apply. ``None``
         unless ``range_method="calibrated"``.
 
         Examples
@@ -661,6 +667,10 @@ def _allow_missing(config: GuardConfig, override: Mapping[str, Any], seen: bool)
     if config.missing_policy == "never":
         return False
     return seen
+
+
+#: The uncalibrated fallback of ``range_method="calibrated"`` on a small reference.
+_WIDE_NET = GuardConfig(range_method="minmax", range_margin=1.0)
 
 
 def _numeric_range(values: NDArray[np.float64], config: GuardConfig) -> tuple[float, float]:

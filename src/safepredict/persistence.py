@@ -50,7 +50,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -68,20 +68,48 @@ from safepredict.explain import ModelExplainer
 from safepredict.guards import InputGuards
 from safepredict.tiers import TierCalibration
 
-if TYPE_CHECKING:
-    from safepredict.predictor import SafePredictor
-
 __all__ = [
     "COMPONENTS",
     "FORMAT",
     "SCHEMA_VERSION",
     "Component",
+    "SavedPredictor",
     "load_predictor",
     "model_fingerprint",
     "raw_row_parts",
     "read_document",
     "save_predictor",
 ]
+
+
+class SavedPredictor(Protocol):
+    """What persistence reads and restores on a predictor (``SafePredictor``).
+
+    A protocol rather than an import, so this module never imports the facade
+    that calls it (no predictor <-> persistence cycle).
+    """
+
+    model: Any
+    task_: str
+    policy_: TierPolicy
+    n_features_in_: int
+    conformal_: Any
+    conformity_score_: str
+
+    def __init__(self, model: Any, **params: Any) -> None:
+        """The constructor: the model and the saved parameters."""
+
+    @classmethod
+    def _get_param_names(cls) -> list[str]: ...
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The constructor parameters (scikit-learn's ``get_params``)."""
+        ...
+
+    def _check_calibrated(self, method: str) -> None: ...
+
+
+_P = TypeVar("_P", bound=SavedPredictor)
 
 FORMAT = "safepredict.calibration"
 SCHEMA_VERSION = "1.1"
@@ -125,24 +153,24 @@ class Component:
     validate: Callable[[Any, Any], None] | None = None
 
 
-def _classification_conformal(state: Mapping[str, Any], predictor: SafePredictor) -> Any:
+def _classification_conformal(state: Mapping[str, Any], predictor: SavedPredictor) -> Any:
     """``ClassificationConformal.from_state`` (the predictor is not needed)."""
     return ClassificationConformal.from_state(state)
 
 
-def _regression_conformal(state: Mapping[str, Any], predictor: SafePredictor) -> Any:
+def _regression_conformal(state: Mapping[str, Any], predictor: SavedPredictor) -> Any:
     """``RegressionConformal.from_state``, handing CQR its quantile models back."""
     models = getattr(predictor, "quantile_models", None)
     kwargs: dict[str, Any] = {} if models is None else {"quantile_models": models}
     return RegressionConformal.from_state(state, **kwargs)
 
 
-def _explainer(state: Mapping[str, Any], predictor: SafePredictor) -> Any:
+def _explainer(state: Mapping[str, Any], predictor: SavedPredictor) -> Any:
     """``ModelExplainer.from_state`` bound to the predictor's model (shap rebuilds lazily)."""
     return ModelExplainer.from_state(dict(state), model=predictor.model)
 
 
-def _validate_conformal(obj: Any, predictor: SafePredictor) -> None:
+def _validate_conformal(obj: Any, predictor: SavedPredictor) -> None:
     check_unit_level(obj.confidence_level, "conformal confidence_level")
     check_array(obj.calibration_scores, "conformal calibration_scores", finite=False)
     if len(obj.calibration_scores) == 0:
@@ -153,7 +181,7 @@ def _validate_conformal(obj: Any, predictor: SafePredictor) -> None:
             raise ValueError(f"conformal {name} is NaN.")
 
 
-def _validate_guards(obj: Any, predictor: SafePredictor) -> None:
+def _validate_guards(obj: Any, predictor: SavedPredictor) -> None:
     n = int(predictor.n_features_in_)
     for name in ("columns", "kinds", "low", "high", "allow_missing", "categories"):
         value = getattr(obj, name)
@@ -280,8 +308,7 @@ def _key_bytes(key: bytes | str | None) -> bytes | None:
     return key
 
 
-@functools.lru_cache(maxsize=1)
-def raw_row_parts(predictor: SafePredictor) -> list[str]:
+def raw_row_parts(predictor: SavedPredictor) -> list[str]:
     """The parts of a predictor's saved state that hold raw data rows (opt-ins only).
 
     Examples
@@ -307,6 +334,7 @@ def raw_row_parts(predictor: SafePredictor) -> list[str]:
     return parts
 
 
+@functools.lru_cache(maxsize=1)
 def _installed_versions() -> tuple[tuple[str, str | None], ...]:
     found: list[tuple[str, str | None]] = []
     for dist in ("numpy", "scikit-learn", "mapie", "skops"):
@@ -434,7 +462,7 @@ def _check_model(saved: Mapping[str, Any], model: Any, task: str, *, verify: boo
 
 
 # ---------------------------------------------------------------- save
-def _params(predictor: SafePredictor) -> tuple[dict[str, Any], list[str]]:
+def _params(predictor: SavedPredictor) -> tuple[dict[str, Any], list[str]]:
     saved: dict[str, Any] = {}
     skipped: list[str] = []
     for name, value in predictor.get_params(deep=False).items():
@@ -455,7 +483,7 @@ def _params(predictor: SafePredictor) -> tuple[dict[str, Any], list[str]]:
     return saved, sorted(skipped)
 
 
-def _component_state(predictor: SafePredictor, comp: Component) -> dict[str, Any] | None:
+def _component_state(predictor: SavedPredictor, comp: Component) -> dict[str, Any] | None:
     obj = getattr(predictor, comp.attr, None)
     if obj is None:
         return None
@@ -470,7 +498,7 @@ def _component_state(predictor: SafePredictor, comp: Component) -> dict[str, Any
     return {"type": kind, "state": state}
 
 
-def _dump_model(predictor: SafePredictor, path: Path) -> dict[str, Any]:
+def _dump_model(predictor: SavedPredictor, path: Path) -> dict[str, Any]:
     try:
         import skops.io as sio
     except ImportError as exc:  # pragma: no cover - skops is in the dev environment
@@ -487,7 +515,7 @@ def _dump_model(predictor: SafePredictor, path: Path) -> dict[str, Any]:
 
 
 def save_predictor(
-    predictor: SafePredictor,
+    predictor: SavedPredictor,
     path: str | Path,
     *,
     model: str | None = None,
@@ -511,6 +539,7 @@ def save_predictor(
     fingerprint["file"] = None
     params, skipped = _params(predictor)
     names = getattr(predictor, "feature_names_in_", None)
+    given = getattr(predictor, "feature_names_", None)
     doc: dict[str, Any] = {
         "format": FORMAT,
         "schema_version": SCHEMA_VERSION,
@@ -523,6 +552,7 @@ def save_predictor(
             **{a: getattr(predictor, a) for a in _FITTED_SCALARS},
             "n_features_in_": int(predictor.n_features_in_),
             "feature_names_in_": None if names is None else [str(c) for c in names],
+            **({} if given is None else {"feature_names_": [str(c) for c in given]}),
         },
         "raw_rows": raw_row_parts(predictor),
         "policy": predictor.policy_.to_dict(),
@@ -688,7 +718,7 @@ def _param(doc: Mapping[str, Any], name: str) -> Any:
 
 
 def load_predictor(
-    cls: type[SafePredictor],
+    cls: type[_P],
     path: str | Path,
     *,
     model: Any = None,
@@ -696,7 +726,7 @@ def load_predictor(
     key: bytes | str | None = None,
     verify_model: bool = True,
     **params: Any,
-) -> SafePredictor:
+) -> _P:
     """Rebuild a calibrated predictor (see :meth:`SafePredictor.load`)."""
     p = Path(path)
     doc = read_document(p, key=key)
@@ -728,17 +758,17 @@ def load_predictor(
         for attr in _FITTED_SCALARS:
             setattr(predictor, attr, fitted[attr])
         predictor.n_features_in_ = int(fitted["n_features_in_"])
-        if fitted["feature_names_in_"] is not None:
-            predictor.feature_names_in_ = np.asarray(
-                [str(c) for c in fitted["feature_names_in_"]], dtype=object
-            )
+        for names_attr in ("feature_names_in_", "feature_names_"):
+            if fitted.get(names_attr) is not None:
+                names_value = [str(c) for c in fitted[names_attr]]
+                setattr(predictor, names_attr, np.asarray(names_value, dtype=object))
         predictor.policy_ = TierPolicy.from_dict(doc["policy"])
         if task == "classification":
-            predictor.classes_ = np.asarray(model.classes_)
+            setattr(predictor, "classes_", np.asarray(model.classes_))  # noqa: B010
         _restore_components(predictor, doc["state"], p)
         _check_conformal(predictor, task, p)
         _trial_decide(predictor)
-    except PersistenceError:
+    except (PersistenceError, ConfigError):  # ConfigError: a parameter given to load, e.g. redact
         raise
     except Exception as exc:  # any inconsistency of the file is a load error, never a decide one
         raise PersistenceError(
@@ -753,7 +783,7 @@ def _short(exc: BaseException) -> str:
     return text if len(text) <= 300 else text[:297] + "..."
 
 
-def _trial_decide(predictor: SafePredictor) -> None:
+def _trial_decide(predictor: Any) -> None:
     """Decide on a few synthetic rows, with no router and no events.
 
     A restored state that cannot decide then fails here, at load, and never in a
@@ -774,7 +804,7 @@ def _trial_decide(predictor: SafePredictor) -> None:
             )
         rows = [dict(zip((str(c) for c in names), r.tolist(), strict=True)) for r in probe]
         rows.append(dict.fromkeys((str(c) for c in names), None))
-    predictor.router_  # noqa: B018  # a saved router that is no sink fails now, not in decide
+    predictor.router_instance  # noqa: B018  # a saved router that is no sink fails now, not in decide
     predictor.events  # noqa: B018  # likewise the logger / log settings
     saved = {k: predictor.__dict__.get(k) for k in ("router", "log", "logger")}
     predictor.__dict__.update(router=None, log="off", logger=None)
@@ -787,7 +817,7 @@ def _trial_decide(predictor: SafePredictor) -> None:
         predictor.__dict__.update(saved)
 
 
-def _check_conformal(predictor: SafePredictor, task: str, p: Path) -> None:
+def _check_conformal(predictor: SavedPredictor, task: str, p: Path) -> None:
     """The restored conformal state must fit the task, the score and the model."""
     conformal = predictor.conformal_
     expected = ClassificationConformal if task == "classification" else RegressionConformal
@@ -810,7 +840,7 @@ def _check_conformal(predictor: SafePredictor, task: str, p: Path) -> None:
         )
 
 
-def _restore_components(predictor: SafePredictor, states: Any, p: Path) -> None:
+def _restore_components(predictor: SavedPredictor, states: Any, p: Path) -> None:
     if not isinstance(states, dict):
         raise PersistenceError(f"{p}: 'state' must be an object.")
     registry = {c.attr: c for c in COMPONENTS}

@@ -90,6 +90,13 @@ _CODES = (
     ),
     ReasonCode("model_error", "model", None, "The model raised an error on this row."),
     ReasonCode(
+        "invalid_output",
+        "model",
+        None,
+        "The model's output for this row broke the output contract (probabilities not in "
+        "[0, 1] or not summing to 1, a non-finite value, or a collapsed interval).",
+    ),
+    ReasonCode(
         "empty_set",
         "scoring",
         None,

@@ -277,9 +277,12 @@ def test_redacted_value_never_appears_in_any_byte(
 
 def test_redact_unknown_column_is_a_config_error(secret_split: dict[str, Any]) -> None:
     X, y = secret_split["X"], secret_split["y"]
-    p = sp.SafePredictor(secret_split["model"], log_inputs=True, redact=["snn"], log="off")
+    with pytest.raises(sp.ConfigError, match="snn"):  # the model knows its columns: at once
+        sp.SafePredictor(secret_split["model"], log_inputs=True, redact=["snn"], log="off")
+    p = sp.SafePredictor(LogisticRegression(), log_inputs=True, redact=["snn"], log="off")
+    p.model.fit(X.to_numpy(), y)  # no feature names: checked when calibrate learns them
     with pytest.raises(sp.ConfigError, match="snn"):
-        p.calibrate(X.iloc[1::3], y.iloc[1::3])
+        p.calibrate(X.iloc[1::3].to_numpy(), y.iloc[1::3], feature_names=list(X.columns))
 
 
 # ------------------------------------------------------------------ robustness
@@ -302,7 +305,7 @@ def test_a_raising_logger_never_fails_a_decision(iris_lr: Any) -> None:
     reference = sp.SafePredictor(iris_lr.model, log="off").calibrate(iris_lr.X_cal, iris_lr.y_cal)
     d = p.decide(iris_lr.X_test)
     assert list(d.actions) == list(reference.decide(iris_lr.X_test).actions)
-    assert p.dropped_events_ == 1 + len(d)  # calibration + one per decision
+    assert p.events.dropped == 1 + len(d)  # calibration + one per decision
     assert p.event_stats()["emitted"] == 0
     assert gc.isenabled()  # the emit loop pauses the collector and must restore it
 
@@ -327,7 +330,7 @@ def test_a_raising_processor_in_a_real_chain_is_counted(iris_lr: Any, tmp_path: 
             structlog.reset_defaults()
     abstained = int((d.actions == "abstain").sum())
     assert abstained > 0
-    assert p.dropped_events_ == abstained
+    assert p.events.dropped == abstained
     assert len(out.read_bytes().splitlines()) == 1 + len(d) - abstained
 
 

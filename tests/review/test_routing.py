@@ -79,7 +79,7 @@ def test_decide_routes_non_accepted_and_audited_rows(iris_lr: Any, tmp_path: Pat
     assert d.audit.any()  # the policy audits 20% of accepted rows
     assert d.route is not None
     assert [r is not None for r in d.route] == routed.tolist()
-    q = sp.router_.queue
+    q = sp.router_instance.queue
     assert q is not None
     assert len(q) == int(routed.sum())
     for i in np.flatnonzero(routed):
@@ -142,7 +142,7 @@ def test_no_router_leaves_route_empty(iris_lr: Any) -> None:
     sp = routed_predictor(iris_lr, None)
     d = sp.decide(iris_lr.X_test)
     assert d.route is None
-    assert sp.router_ is None
+    assert sp.router_instance is None
 
 
 def test_inputs_logged_only_when_opted_in_and_redacted(wine_hgb: Any, tmp_path: Path) -> None:
@@ -150,7 +150,7 @@ def test_inputs_logged_only_when_opted_in_and_redacted(wine_hgb: Any, tmp_path: 
         wine_hgb, str(tmp_path / "r.db"), log_inputs=True, redact=["alcohol", "magnesium"]
     )
     d = sp.decide(wine_hgb.X_test)
-    q = sp.router_.queue
+    q = sp.router_instance.queue
     assert q is not None
     assert len(q) > 0
     row_of = {d.decision_ids[i]: i for i in range(len(d))}
@@ -385,7 +385,7 @@ def test_predictor_record_outcome(iris_lr: Any, tmp_path: Path) -> None:
     d = sp.decide(iris_lr.X_test)
     i = next(i for i, r in enumerate(d.route or []) if r)
     assert sp.record_outcome(d.decision_ids[i], np.int64(iris_lr.y_test[i])) == "case"
-    stored = sp.router_.queue.get(d.decision_ids[i])  # type: ignore[union-attr]
+    stored = sp.router_instance.queue.get(d.decision_ids[i])  # type: ignore[union-attr]
     assert stored["outcome"] == int(iris_lr.y_test[i])
     assert stored["outcome_source"] == "record_outcome"
     with pytest.raises(ConfigError, match="no router"):
@@ -452,11 +452,11 @@ def test_recalibrate_from_audited_cases(tmp_path: Path) -> None:
         model, log="off", tiers=policy, router=str(tmp_path / "r.db"), log_inputs=True
     ).calibrate(X[1000:1500], y[1000:1500])
     with pytest.raises(CalibrationError, match="no resolved audited cases"):
-        sp.recalibrate_from(sp.router_)
+        sp.recalibrate_from(sp.router_instance)
 
     d = sp.decide(X[1500:])
     truth = dict(zip(d.decision_ids.tolist(), y[1500:].tolist(), strict=True))
-    q = sp.router_.queue
+    q = sp.router_instance.queue
     assert q is not None
     while (c := q.claim("ana")) is not None:
         q.resolve(c["decision_id"], truth[c["decision_id"]], "ana")
@@ -471,7 +471,7 @@ def test_recalibrate_from_audited_cases(tmp_path: Path) -> None:
     bare = SafePredictor(model, log="off", tiers=policy, router=str(tmp_path / "b.db"))
     bare.calibrate(X[1000:1500], y[1000:1500])
     db = bare.decide(X[1500:1600])
-    bq = bare.router_.queue
+    bq = bare.router_instance.queue
     assert bq is not None
     for i in np.flatnonzero(db.audit):
         bq.record_outcome(db.decision_ids[i], int(y[1500 + i]))
@@ -487,7 +487,7 @@ def test_recalibrate_from_audited_cases(tmp_path: Path) -> None:
     for i in np.flatnonzero(dr.audit):
         red.record_outcome(dr.decision_ids[i], int(y[1500 + i]))
     with pytest.raises(CalibrationError, match=r"lack the features \['x2'\]"):
-        red.recalibrate_from(red.router_)
+        red.recalibrate_from(red.router_instance)
     with pytest.raises(ConfigError, match="recalibrate_from needs"):
         red.recalibrate_from(print)
 

@@ -71,9 +71,10 @@ def test_eight_threads_deciding_into_one_queue(tmp_path: Path) -> None:
     for t in threads:
         t.join()
     assert errors == []
-    assert sp.router_ is not None
-    assert sp.router_.failures == sp.router_.spooled  # every failed write reached the spool
-    assert sp.router_.flush_spool() == sp.router_.spooled
+    router = sp.router_instance
+    assert router is not None
+    assert router.failures == router.spooled  # every failed write reached the spool
+    assert router.flush_spool() == router.spooled
     expected = {i for part in ids for i in part}
     assert len(expected) == 16_000
     conn = sqlite3.connect(path)

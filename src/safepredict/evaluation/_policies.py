@@ -17,6 +17,7 @@ from safepredict.config import Tier, TierPolicy
 from safepredict.evaluation._costs import CostModel
 from safepredict.evaluation._data import ScoredData
 from safepredict.exceptions import ConfigError
+from safepredict.merge import action_ranks, merge_actions
 from safepredict.tiers import (
     TierCalibration,
     assign_tiers,
@@ -276,14 +277,22 @@ def policy_result_from_counts(
 def policy_codes(
     policy: TierPolicy, test: ScoredData, calibration: TierCalibration | None
 ) -> tuple[NDArray[np.intp], list[tuple[str, str, Tier | None]]]:
-    """Tier label index of each row (``assign_tiers``; guard-blocked rows kept apart)."""
+    """Tier label index of each row (``assign_tiers``; guard-blocked rows kept apart).
+
+    Blocked rows follow the predictor's merge rule (:func:`safepredict.merge.merge_actions`):
+    they leave the tiers for the guard tier with the stronger of the block's action
+    and the action of the tier they would reach under ``policy``; they are counted
+    in two guard-tier labels, by action.
+    """
     codes, _ = assign_tiers(policy, test.tier_inputs(), calibration)
     labels: list[tuple[str, str, Tier | None]] = [(t.name, t.action, t) for t in policy.tiers]
     if test.blocked_action is not None:
         n_tiers = len(policy.tiers)
         labels += [(test.guard_tier, "review", None), (test.guard_tier, "abstain", None)]
-        codes = np.where(test.blocked_action == "review", n_tiers, codes)
-        codes = np.where(test.blocked_action == "abstain", n_tiers + 1, codes)
+        tier_actions = [t.action for t in policy.tiers]
+        block = action_ranks(test.blocked_action)
+        codes, actions = merge_actions(np.asarray(codes, dtype=np.intp), tier_actions, block)
+        codes = np.where((codes == n_tiers) & (actions == "abstain"), n_tiers + 1, codes)
     return np.asarray(codes, dtype=np.intp), labels
 
 

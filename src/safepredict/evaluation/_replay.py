@@ -17,6 +17,7 @@ from safepredict.evaluation._data import ScoredData, probability_scores
 from safepredict.evaluation._evaluate import Evaluation, evaluate
 from safepredict.evaluation._policies import PolicyComparison, logged_result
 from safepredict.exceptions import InputSchemaError
+from safepredict.merge import MODEL_FAILURES
 
 
 # --------------------------------------------------------------------------- replay
@@ -141,7 +142,9 @@ def load_decision_log(
         ],
         dtype=object,
     )
-    model_error = np.array(["model_error" in (ev.get("reasons") or []) for ev in events])
+    model_error = np.array(
+        [bool(MODEL_FAILURES & set(ev.get("reasons") or [])) for ev in events], dtype=bool
+    )
     blocked[model_error & (blocked == "")] = "abstain"
     common: dict[str, Any] = {
         "blocked_action": blocked,
