@@ -101,7 +101,13 @@ def login(client: AppClient, reviewer: str = "ana") -> str:
 
 def review_case(queue: SQLiteReviewQueue) -> dict[str, Any]:
     """A pending case of the 'review' tier with no guard reason (its why is the tier rule)."""
-    cases = [c for c in queue.pending(None, tier="review") if not c["reasons"]]
+    from safepredict.reasons import is_guard_reason
+
+    cases = [
+        c
+        for c in queue.pending(None, tier="review")
+        if not any(is_guard_reason(r) for r in c["reasons"])
+    ]
     assert cases
     return cases[0]
 

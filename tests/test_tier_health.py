@@ -407,7 +407,7 @@ def test_adaptive_threshold_keeps_the_long_run_bound_under_drift(
     # binomial standard errors of a rate near 0.05 over the audited rows (0 when rate=1)
     noise = 0.0 if rate == 1.0 else three_se(0.05, len(e))
     assert realized <= 0.05 + bound + noise
-    assert bound < 0.02  # the bound is informative on this stream
+    assert bound < 0.025  # the bound is informative on this stream (half of max_error)
     # the threshold path is reproducible from the outcome log alone
     replay = threshold_path(e, w, start=tau0, max_error=0.05, step=step)
     np.testing.assert_allclose(replay[1:], run["taus"])

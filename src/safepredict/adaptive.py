@@ -82,7 +82,8 @@ def threshold_path(
     weights : array-like, optional
         ``1 / audit probability`` per outcome (default 1).
     start : float
-        The threshold certified at calibration (``tau_0``).
+        The threshold certified at calibration (``tau_0``); one below ``lower``
+        (a tier certified to accept every row) starts at ``lower``.
     max_error : float
         The tier's target error rate.
     step : float, default=0.01
@@ -107,7 +108,7 @@ def threshold_path(
             f"weights for {e.size} outcomes."
         )
     out = np.empty(e.size + 1)
-    tau = out[0] = float(start)
+    tau = out[0] = max(float(lower), float(start))
     for i, delta_tau in enumerate((gamma * w * (e - max_error)).tolist()):
         tau = max(lower, tau + delta_tau)
         out[i + 1] = tau
@@ -136,4 +137,5 @@ def long_run_bound(
     gamma = _check_step(step)
     if total_weight <= 0:
         return math.inf
-    return (max_score + gamma * max_weight - float(start)) / (gamma * float(total_weight))
+    start = max(0.0, float(start))  # an accept-every-row certificate starts at the lowest score
+    return (max_score + gamma * max_weight - start) / (gamma * float(total_weight))

@@ -150,7 +150,10 @@ class TierHealth(Lifecycle):
                 self.events.threshold_change(
                     context, {"tier": tier.name, "old": old, "new": new, **out[tier.name]}
                 )
-        self.tier_calibration_ = dataclasses.replace(cal, thresholds=thresholds)
+        # a moved threshold replaces the tier's lexicographic key: accept iff score >= it
+        moved = {name for name in thresholds if thresholds[name] is not cal.thresholds.get(name)}
+        keys = {name: key for name, key in cal.keys.items() if name not in moved}
+        self.tier_calibration_ = dataclasses.replace(cal, thresholds=thresholds, keys=keys)
         return out
 
 

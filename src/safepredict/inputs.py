@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from safepredict._frames import default_feature_names, is_frame
+from safepredict._jsonl import safe_text
 from safepredict.exceptions import InputSchemaError
 
 __all__ = ["InputSchema", "prepare", "schema_from_calibration"]
@@ -229,9 +230,11 @@ def _from_records(records: Sequence[Mapping[Any, Any]], schema: InputSchema) -> 
 
 def _value(record: Mapping[Any, Any], name: str) -> Any:
     try:
-        return record[name]
+        value = record[name]
     except KeyError:  # non-string keys that print as the name (e.g. numpy strings)
-        return next(v for k, v in record.items() if str(k) == name)
+        value = next(v for k, v in record.items() if str(k) == name)
+    # a lone surrogate (valid JSON "\ud800") fits no string column: escaped, never dropped
+    return safe_text(value) if isinstance(value, str) else value
 
 
 def _from_frame(X: Any, schema: InputSchema) -> Any:

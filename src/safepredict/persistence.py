@@ -752,6 +752,10 @@ def load_predictor(
                 f"({doc['versions'].get('safepredict')})."
             )
         kwargs = {name: _param(doc, name) for name in doc["params"]}
+        try:  # the caller's own parameters, alone: a mistake there is the caller's to fix
+            cls(model, **params)
+        except ConfigError as exc:
+            raise _CallerConfigError(str(exc)) from exc
         kwargs.update(params)
         predictor = cls(model, **kwargs)
         fitted = doc["fitted"]
@@ -768,7 +772,7 @@ def load_predictor(
         _restore_components(predictor, doc["state"], p)
         _check_conformal(predictor, task, p)
         _trial_decide(predictor)
-    except (PersistenceError, ConfigError):  # ConfigError: a parameter given to load, e.g. redact
+    except (PersistenceError, _CallerConfigError):  # the file's fault, or a load parameter's
         raise
     except Exception as exc:  # any inconsistency of the file is a load error, never a decide one
         raise PersistenceError(
@@ -776,6 +780,10 @@ def load_predictor(
             "Re-save the predictor from its source."
         ) from exc
     return predictor
+
+
+class _CallerConfigError(ConfigError):
+    """A parameter given to ``load`` itself is wrong (not the file)."""
 
 
 def _short(exc: BaseException) -> str:

@@ -23,9 +23,7 @@ from sklearn.base import BaseEstimator
 from safepredict import calibration, pipeline
 from safepredict._frames import is_frame, resolve_redact
 from safepredict.decisions import Decision, Decisions
-from safepredict.exceptions import (
-    InputSchemaError,
-)
+from safepredict.exceptions import ConfigError, InputSchemaError, PersistenceError
 from safepredict.health import TierHealth
 from safepredict.tiers import TierCalibration, TierInputs
 
@@ -410,7 +408,15 @@ class SafePredictor(TierHealth, BaseEstimator):  # type: ignore[misc]  # sklearn
         predictor = load_predictor(
             cls, path, model=model, trusted=trusted, key=key, verify_model=verify_model, **params
         )
-        _check_redact(predictor.redact, predictor._known_names())
+        try:
+            _check_redact(predictor.redact, predictor._known_names())
+        except ConfigError as exc:
+            if "redact" in params:  # the caller's own parameter
+                raise
+            raise PersistenceError(
+                f"{path}: its saved redact does not fit its columns ({exc}); re-save the "
+                "predictor, or pass redact=[...] to load."
+            ) from exc
         return predictor
 
     # ------------------------------------------------------------ stage hooks

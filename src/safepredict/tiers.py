@@ -22,9 +22,10 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy import special, stats
+from scipy import special
 
 from safepredict._jsonl import to_builtin
+from safepredict._stats import binomial_p_value, clopper_pearson, rows_needed
 from safepredict.config import Tier, TierPolicy
 from safepredict.exceptions import ConfigError
 
@@ -46,69 +47,6 @@ __all__ = [
     "ranking_keys",
     "rows_needed",
 ]
-
-
-def rows_needed(max_error: float, delta: float) -> int:
-    """Fewest accepted calibration rows that can certify ``max_error`` at ``delta``.
-
-    Even with zero observed errors, ``n`` accepted rows only certify an error
-    rate ``a`` when ``P(0 errors | rate a) = (1 - a) ** n <= delta``, i.e.
-    ``n >= log(delta) / log(1 - a)``.
-
-    Examples
-    --------
-    >>> rows_needed(0.05, 0.1)
-    45
-    >>> rows_needed(0.02, 0.05)
-    149
-    """
-    return math.ceil(math.log(delta) / math.log1p(-max_error) - 1e-12)
-
-
-def binomial_p_value(
-    n_errors: NDArray[np.int64] | int, n: NDArray[np.int64] | int, max_error: float
-) -> NDArray[np.float64]:
-    """Exact p-value of ``H0: error rate > max_error`` after ``n_errors`` in ``n`` rows.
-
-    ``P(Binomial(n, max_error) <= n_errors)``: small when so few errors would be
-    unlikely if the true error rate exceeded ``max_error``. ``n = 0`` gives 1.
-
-    Examples
-    --------
-    >>> float(binomial_p_value(0, 45, 0.05)) <= 0.1
-    True
-    >>> float(binomial_p_value(0, 44, 0.05)) <= 0.1
-    False
-    """
-    return np.asarray(stats.binom.cdf(n_errors, n, max_error), dtype=np.float64)
-
-
-def clopper_pearson(
-    k: int, n: int, level: float, *, two_sided: bool = False
-) -> tuple[float, float]:
-    """Clopper-Pearson (exact binomial) confidence interval for a proportion.
-
-    Parameters
-    ----------
-    k, n : int
-        Successes and trials.
-    level : float
-        Confidence level, e.g. ``0.95``.
-    two_sided : bool, default=False
-        One-sided upper bound (lower is 0) or a two-sided interval.
-
-    Examples
-    --------
-    >>> lo, hi = clopper_pearson(0, 45, 0.9)
-    >>> lo, round(hi, 4)
-    (0.0, 0.0499)
-    """
-    if n <= 0:
-        return 0.0, 1.0
-    tail = (1.0 - level) / 2.0 if two_sided else 1.0 - level
-    hi = 1.0 if k >= n else float(stats.beta.ppf(1.0 - tail, k + 1, n - k))
-    lo = 0.0 if (k <= 0 or not two_sided) else float(stats.beta.ppf(tail, k, n - k + 1))
-    return lo, hi
 
 
 @dataclass(frozen=True)
