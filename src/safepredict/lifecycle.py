@@ -109,7 +109,7 @@ class Runtime:
     def _stages(self) -> pipeline.Stages:
         """The calibrated stages ``decide`` runs (rebuilt when a fitted part changes)."""
         parts = (
-            self.model,
+            getattr(self, "model_", self.model),  # the adapted model (safepredict.adapters)
             self.task_,
             self.policy_,
             self.conformal_,

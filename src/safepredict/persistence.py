@@ -48,6 +48,7 @@ import numpy as np
 
 from safepredict._state import array_to_state
 from safepredict._version import __version__
+from safepredict.adapters import adapt
 from safepredict.config import GuardConfig, TierPolicy
 from safepredict.conformal import (
     CLASSIFICATION_SCORES,
@@ -150,7 +151,9 @@ def _regression_conformal(state: Mapping[str, Any], predictor: SavedPredictor) -
 
 def _explainer(state: Mapping[str, Any], predictor: SavedPredictor) -> Any:
     """``ModelExplainer.from_state`` bound to the predictor's model (shap rebuilds lazily)."""
-    return ModelExplainer.from_state(dict(state), model=predictor.model)
+    return ModelExplainer.from_state(
+        dict(state), model=getattr(predictor, "model_", predictor.model)
+    )
 
 
 #: Every fitted component saved in the file, in order. To persist a new fitted object,
@@ -388,6 +391,11 @@ def _check_model(saved: Mapping[str, Any], model: Any, task: str, *, verify: boo
 
 
 # ---------------------------------------------------------------- save
+def _builtin_labels(values: Any) -> list[Any]:
+    """Class labels as JSON values (numpy scalars to Python ones)."""
+    return [v.item() if isinstance(v, np.generic) else v for v in list(values)]
+
+
 def _params(predictor: SavedPredictor) -> tuple[dict[str, Any], list[str]]:
     saved: dict[str, Any] = {}
     skipped: list[str] = []
@@ -402,6 +410,8 @@ def _params(predictor: SavedPredictor) -> tuple[dict[str, Any], list[str]]:
             )
         elif name == "redact":
             saved[name] = [str(v) for v in value]
+        elif name == "classes" and value is not None:  # labels of an adapted model
+            saved[name] = _builtin_labels(value)
         elif value is None or isinstance(value, bool | int | float | str):
             saved[name] = value
         else:
@@ -670,8 +680,12 @@ def load_predictor(
                 names_value = [str(c) for c in fitted[names_attr]]
                 setattr(predictor, names_attr, np.asarray(names_value, dtype=object))
         predictor.policy_ = TierPolicy.from_dict(doc["policy"])
+        # -- model adapters (safepredict.adapters): the object the stages call
+        adapted = adapt(model, task, kwargs.get("classes"))
+        setattr(predictor, "model_", adapted)  # noqa: B010
         if task == "classification":
-            setattr(predictor, "classes_", np.asarray(model.classes_))  # noqa: B010
+            setattr(predictor, "classes_", np.asarray(adapted.classes_))  # noqa: B010
+        # -- end model adapters
         _restore_components(predictor, doc["state"], p)
         _check_conformal(predictor, task, p)
     except (PersistenceError, ConfigError):  # ConfigError: a parameter given to load, e.g. redact
@@ -698,7 +712,10 @@ def _check_conformal(predictor: SavedPredictor, task: str, p: Path) -> None:
             f"{list(scores)} for {task}; the file is inconsistent."
         )
     if isinstance(conformal, ClassificationConformal):
-        if np.asarray(conformal.classes).tolist() != np.asarray(predictor.model.classes_).tolist():
+        if (
+            np.asarray(conformal.classes).tolist()
+            != np.asarray(getattr(predictor, "classes_", None)).tolist()
+        ):
             raise PersistenceError(f"{p}: the conformal state's classes differ from the model's.")
     elif method == "cqr" and getattr(predictor, "quantile_models", None) is None:
         raise PersistenceError(

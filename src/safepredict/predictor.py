@@ -20,7 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 from sklearn.base import BaseEstimator
 
-from safepredict import calibration, pipeline
+from safepredict import adapters, calibration, pipeline
 from safepredict._frames import is_frame, resolve_redact
 from safepredict.decisions import Decision, Decisions
 from safepredict.exceptions import (
@@ -80,6 +80,10 @@ class SafePredictor(Lifecycle, BaseEstimator):  # type: ignore[misc]  # sklearn:
         ``explanation_skipped:budget``.
     quantile_models : tuple of (lower, median, upper) estimators, optional
         Fitted quantile regressors for CQR.
+    classes : sequence, optional
+        Class labels, in the order of the model's probability columns, for a
+        classifier without ``classes_`` (a remote client, a plain function); see
+        :mod:`safepredict.adapters`.
 
     Examples
     --------
@@ -113,6 +117,7 @@ class SafePredictor(Lifecycle, BaseEstimator):  # type: ignore[misc]  # sklearn:
         redact: Sequence[str | int] = (),
         explain_budget_ms: float | None = None,
         quantile_models: Any = None,
+        classes: Sequence[Any] | None = None,
     ) -> None:
         self.model = model
         self.task = task
@@ -131,6 +136,7 @@ class SafePredictor(Lifecycle, BaseEstimator):  # type: ignore[misc]  # sklearn:
         self.redact = redact
         self.explain_budget_ms = explain_budget_ms
         self.quantile_models = quantile_models
+        self.classes = classes
         _check_redact(redact, getattr(model, "feature_names_in_", None))
 
     # ------------------------------------------------------------ sklearn glue
@@ -221,10 +227,14 @@ class SafePredictor(Lifecycle, BaseEstimator):  # type: ignore[misc]  # sklearn:
             self.confidence_level, self.log, self.explainer, self.explain_budget_ms
         )
         task = calibration.resolve_task(self.model, self.task)
+        # -- model adapters (safepredict.adapters): what the stages call
+        adapters.check_task(self.model, self.task, task, X)
+        model = adapters.adapt(self.model, task, self.classes)
+        # -- end model adapters
         policy = calibration.resolve_policy(self.tiers, self.guards, task)
         method = calibration.resolve_score(self.conformity_score, task, self.quantile_models)
         core = calibration.fit_core(
-            self.model,
+            model,
             X,
             y,
             task=task,
@@ -244,6 +254,7 @@ class SafePredictor(Lifecycle, BaseEstimator):  # type: ignore[misc]  # sklearn:
         elif feature_names is not None:
             self.feature_names_ = np.asarray(core.schema.feature_names, dtype=object)
         self.task_, self.policy_, self.conformity_score_ = task, policy, method
+        self.model_ = model
         if core.classes is not None:
             self.classes_ = core.classes
         self.conformal_ = core.conformal
@@ -256,7 +267,7 @@ class SafePredictor(Lifecycle, BaseEstimator):  # type: ignore[misc]  # sklearn:
             reference, core.schema, self.guard_config_, self.random_state
         )
         self.explainer_ = calibration.fit_explainer(
-            self.model,
+            model,
             core.X_model,
             requested=self.explainer,
             task=task,
