@@ -9,7 +9,11 @@ into an object with the scikit-learn surface the stages call
 - an object with ``predict_proba`` but no ``classes_`` (a client for a remote
   model) gets the ``classes=`` given to the predictor;
 - a plain callable ``fn(X)`` is the model's ``predict_proba`` (classification)
-  or ``predict`` (regression).
+  or ``predict`` (regression);
+- an ``async`` callable (a remote model) is awaited with a per-batch timeout and
+  bounded retries (:class:`AsyncModel`); a batch still out of time fails closed
+  (every row ``model_error:timeout``). Under
+  :meth:`~safepredict.SafePredictor.adecide` it runs on the caller's event loop.
 
 Task detection never guesses silently (:func:`check_task`): a model with only
 ``predict`` whose outputs look like class labels raises
@@ -26,7 +30,11 @@ Examples
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import asyncio
+import concurrent.futures
+import contextvars
+import inspect
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -35,7 +43,21 @@ from numpy.typing import NDArray
 from safepredict._validation import describe
 from safepredict.exceptions import ConfigError
 
-__all__ = ["LABEL_LIKE_MAX_VALUES", "CallableModel", "adapt", "check_task", "model_classes"]
+__all__ = [
+    "LABEL_LIKE_MAX_VALUES",
+    "AsyncModel",
+    "CallableModel",
+    "adapt",
+    "caller_loop",
+    "check_task",
+    "model_classes",
+]
+
+#: The event loop :meth:`~safepredict.SafePredictor.adecide` was awaited on (the
+#: worker thread running ``decide`` sends async model calls back to it).
+caller_loop: contextvars.ContextVar[asyncio.AbstractEventLoop | None] = contextvars.ContextVar(
+    "safepredict_caller_loop", default=None
+)
 
 #: A predict-only model whose outputs are integers (or strings) with at most this
 #: many distinct values on the calibration rows looks like a classifier.
@@ -84,11 +106,84 @@ class CallableModel:
         return True
 
 
+class AsyncModel:
+    """An ``async`` model function, awaited with a timeout and bounded retries.
+
+    Parameters
+    ----------
+    fn : async callable
+        ``await fn(X)`` returns probabilities ``(n, K)`` or predictions ``(n,)``.
+    timeout_s : float, default=10.0
+        Time allowed for one call on a batch.
+    retries : int, default=1
+        Further attempts after a call that timed out or raised. When the last
+        attempt times out, :class:`TimeoutError` is raised (the model stage fails
+        every row of the batch closed as ``model_error:timeout``); when it
+        raises, the exception propagates (rows are then scored one by one).
+
+    Examples
+    --------
+    >>> async def remote(X):
+    ...     return np.tile([0.5, 0.5], (len(X), 1))
+    >>> AsyncModel(remote, timeout_s=1.0)(np.zeros((2, 1))).shape
+    (2, 2)
+    """
+
+    def __init__(
+        self, fn: Callable[[Any], Awaitable[Any]], *, timeout_s: float = 10.0, retries: int = 1
+    ) -> None:
+        if not timeout_s > 0 or not isinstance(retries, int) or retries < 0:
+            raise ConfigError(
+                f"AsyncModel needs timeout_s > 0 and an int retries >= 0; got "
+                f"timeout_s={timeout_s!r}, retries={retries!r}."
+            )
+        self.fn = fn
+        self.timeout_s = float(timeout_s)
+        self.retries = retries
+
+    def __call__(self, X: Any) -> Any:
+        """Await the model on ``X`` (from synchronous code), retrying up to ``retries`` times."""
+        for attempt in range(self.retries + 1):
+            try:
+                return self._once(X)
+            except Exception:
+                if attempt == self.retries:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _once(self, X: Any) -> Any:
+        coro = asyncio.wait_for(self.fn(X), self.timeout_s)
+        loop = caller_loop.get()
+        if loop is not None and loop.is_running() and not _in_loop(loop):
+            return asyncio.run_coroutine_threadsafe(coro, loop).result()
+        if _in_loop(None):  # called synchronously from inside a running loop
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                return pool.submit(asyncio.run, coro).result()
+        return asyncio.run(coro)
+
+
+def _in_loop(loop: asyncio.AbstractEventLoop | None) -> bool:
+    """Whether the current thread runs ``loop`` (any running loop when ``loop`` is None)."""
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return loop is None or running is loop
+
+
+def _is_async(fn: Any) -> bool:
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004  # an object with an async __call__
+    )
+
+
 def _method(model: Any, task: str) -> Callable[[Any], Any] | None:
     name = "predict_proba" if task == "classification" else "predict"
     fn = getattr(model, name, None)
     if fn is None and callable(model) and not hasattr(model, "predict"):
-        return model  # type: ignore[no-any-return]
+        fn = model
+    if fn is not None and _is_async(fn):
+        return AsyncModel(fn)
     return fn if callable(fn) else None
 
 
@@ -145,7 +240,8 @@ def adapt(model: Any, task: str, classes: Sequence[Any] | None = None) -> Any:
             f"{describe(model)} has no classes_; pass classes=[...] to SafePredictor, in "
             "the order of its probability columns."
         )
-    if fn is not model and (task != "classification" or hasattr(model, "classes_")):
+    own_method = fn is not model and not isinstance(fn, AsyncModel)
+    if own_method and (task != "classification" or hasattr(model, "classes_")):
         return model  # a scikit-learn-style model: called as it is
     assert labels is not None or task != "classification"
     return CallableModel(fn, task, None if labels is None else labels.tolist())

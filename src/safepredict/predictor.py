@@ -345,6 +345,10 @@ class SafePredictor(Lifecycle, BaseEstimator):  # type: ignore[misc]  # sklearn:
     async def adecide(self, X: Any, **kwargs: Any) -> Decisions:
         """:meth:`decide` run in a worker thread, so an event loop is never blocked.
 
+        An ``async`` model (a remote client, see :class:`~safepredict.adapters.AsyncModel`)
+        is awaited on this event loop, with its per-batch timeout and retries;
+        rows of a batch that times out abstain with ``model_error:timeout``.
+
         Keyword arguments are passed on to :meth:`decide`. Use it from async
         services (FastAPI, aiohttp): ``decisions = await predictor.adecide(rows)``.
 
@@ -359,7 +363,12 @@ class SafePredictor(Lifecycle, BaseEstimator):  # type: ignore[misc]  # sklearn:
         >>> len(asyncio.run(sp.adecide(X[:5])))
         5
         """
-        return await asyncio.to_thread(self.decide, X, **kwargs)
+        # -- model adapters: an async model's calls are awaited on this loop
+        token = adapters.caller_loop.set(asyncio.get_running_loop())
+        try:
+            return await asyncio.to_thread(self.decide, X, **kwargs)
+        finally:
+            adapters.caller_loop.reset(token)
 
     @classmethod
     def load(
