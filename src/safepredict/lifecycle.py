@@ -32,6 +32,7 @@ import numpy as np
 
 from safepredict import calibration, pipeline
 from safepredict._version import __version__
+from safepredict.adapters import adapt
 from safepredict.config import TierPolicy
 from safepredict.conformal import ClassificationConformal, RegressionConformal
 from safepredict.exceptions import ConfigError, NotCalibratedError
@@ -109,7 +110,7 @@ class Runtime:
     def _stages(self) -> pipeline.Stages:
         """The calibrated stages ``decide`` runs (rebuilt when a fitted part changes)."""
         parts = (
-            getattr(self, "model_", self.model),  # the adapted model (safepredict.adapters)
+            self.model,
             self.task_,
             self.policy_,
             self.conformal_,
@@ -123,7 +124,7 @@ class Runtime:
             "stages",
             parts,
             lambda: pipeline.Stages(
-                model=parts[0],
+                model=adapt(parts[0], parts[1], parts[7]),  # what the stages call
                 task=parts[1],
                 policy=parts[2],
                 conformal=parts[3],

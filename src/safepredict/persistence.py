@@ -152,7 +152,8 @@ def _regression_conformal(state: Mapping[str, Any], predictor: SavedPredictor) -
 def _explainer(state: Mapping[str, Any], predictor: SavedPredictor) -> Any:
     """``ModelExplainer.from_state`` bound to the predictor's model (shap rebuilds lazily)."""
     return ModelExplainer.from_state(
-        dict(state), model=getattr(predictor, "model_", predictor.model)
+        dict(state),
+        model=adapt(predictor.model, predictor.task_, getattr(predictor, "classes_", None)),
     )
 
 
@@ -680,12 +681,9 @@ def load_predictor(
                 names_value = [str(c) for c in fitted[names_attr]]
                 setattr(predictor, names_attr, np.asarray(names_value, dtype=object))
         predictor.policy_ = TierPolicy.from_dict(doc["policy"])
-        # -- model adapters (safepredict.adapters): the object the stages call
-        adapted = adapt(model, task, kwargs.get("classes"))
-        setattr(predictor, "model_", adapted)  # noqa: B010
-        if task == "classification":
-            setattr(predictor, "classes_", np.asarray(adapted.classes_))  # noqa: B010
-        # -- end model adapters
+        if task == "classification":  # classes_, or classes= (safepredict.adapters)
+            classes = adapt(model, task, kwargs.get("classes")).classes_
+            setattr(predictor, "classes_", np.asarray(classes))  # noqa: B010
         _restore_components(predictor, doc["state"], p)
         _check_conformal(predictor, task, p)
     except (PersistenceError, ConfigError):  # ConfigError: a parameter given to load, e.g. redact

@@ -254,7 +254,6 @@ class SafePredictor(Lifecycle, BaseEstimator):  # type: ignore[misc]  # sklearn:
         elif feature_names is not None:
             self.feature_names_ = np.asarray(core.schema.feature_names, dtype=object)
         self.task_, self.policy_, self.conformity_score_ = task, policy, method
-        self.model_ = model
         if core.classes is not None:
             self.classes_ = core.classes
         self.conformal_ = core.conformal
