@@ -136,8 +136,16 @@ def _boosters() -> list[tuple[str, Any, str]]:
         import catboost as cb
 
         out += [
-            ("CatBoostClassifier", cb.CatBoostClassifier(iterations=100, verbose=0), "c"),
-            ("CatBoostRegressor", cb.CatBoostRegressor(iterations=100, verbose=0), "r"),
+            (
+                "CatBoostClassifier",
+                cb.CatBoostClassifier(iterations=100, verbose=0, allow_writing_files=False),
+                "c",
+            ),
+            (
+                "CatBoostRegressor",
+                cb.CatBoostRegressor(iterations=100, verbose=0, allow_writing_files=False),
+                "r",
+            ),
         ]
     return out
 

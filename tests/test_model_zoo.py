@@ -84,7 +84,9 @@ def _fitted(kind: str, X: Any, y: Any) -> tuple[Any, dict[str, Any], bool]:
         return model.fit(X, y), {}, True
     if kind == "catboost":
         cb = pytest.importorskip("catboost")
-        model = cb.CatBoostClassifier(iterations=30, depth=4, verbose=0, random_seed=0)
+        model = cb.CatBoostClassifier(
+            iterations=30, depth=4, verbose=0, random_seed=0, allow_writing_files=False
+        )
         return model.fit(X, y), {}, True
     inner = LogisticRegression(max_iter=1000).fit(X, y)
     classes = {"classes": inner.classes_.tolist(), "task": "classification"}

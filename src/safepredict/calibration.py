@@ -75,7 +75,10 @@ def resolve_task(model: Any, task: str) -> str:
     task = check_one_of(task, "task", ("auto", "classification", "regression"))
     if task != "auto":
         return str(task)
-    if _sklearn_kind(model, is_classifier) or hasattr(model, "predict_proba"):
+    if _sklearn_kind(model, is_classifier) or (
+        hasattr(model, "predict_proba")
+        and (hasattr(model, "classes_") or not hasattr(model, "predict"))
+    ):
         return "classification"
     if _sklearn_kind(model, is_regressor) or hasattr(model, "predict"):
         return "regression"
