@@ -82,10 +82,12 @@ def test_bench_writes_the_report(files: dict[str, Path]) -> None:
     for stem in PLOTS:
         assert (out / f"{stem}.png").stat().st_size > 5000
     summary = json.loads((out / "summary.json").read_text())
-    assert [p["policy"] for p in summary["policies"]] == ["current", "a", "b"]
+    # The predictor runs the first file: it is listed once, by name, and explained.
+    assert [p["policy"] for p in summary["policies"]] == ["a", "b"]
+    assert "'a' is the predictor's policy" in summary["meta"]["current"]
     assert summary["n_test"] + summary["n_calibration"] == 569 - 250
     assert summary["cost_model"]["cost_error"] == 50
-    b = summary["policies"][2]["tiers"][0]
+    b = summary["policies"][1]["tiers"][0]
     assert b["max_error"] == 0.05
     assert b["certified"] in (True, False)
 
@@ -175,3 +177,73 @@ def test_model_that_fails_on_the_data(files: dict[str, Path]) -> None:
     assert result.exit_code == 2
     assert "the model failed on the calibration rows" in result.output
     assert "could not convert string to float" in result.output
+
+
+STRICT = """
+delta = 0.05
+
+[[tiers]]
+name = "auto"
+action = "accept"
+max_error = 0.001
+
+[[tiers]]
+name = "human"
+action = "abstain"
+"""
+
+
+def test_bench_explains_current_fallbacks_gaps_and_recommends(files: dict[str, Path]) -> None:
+    strict = files["root"] / "strict.toml"
+    strict.write_text(STRICT)
+    out = files["root"] / "out-rec"
+    result = runner.invoke(
+        app,
+        ["bench", "--model", str(files["model"]), "--data", str(files["data"]),
+         "--target", "label", "--grid", "0.9", "--grid", "0.97", "--grid", "0.999",
+         "--cost-error", "50", "--cost-review", "2", "--max-error", "0.05",
+         "--min-accept", "0.5", "--out", str(out), str(strict)],
+        env={"COLUMNS": "200"},
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    policies = {p["policy"]: p for p in summary["policies"]}
+    assert list(policies) == ["strict", "min_confidence=0.9", "min_confidence=0.97",
+                              "min_confidence=0.999"]  # fmt: skip
+    # One fallback for all: the grid sends its rest where the predictor's policy does.
+    assert {p["tiers"][-1]["action"] for p in policies.values() if p["tiers"]} == {"abstain"}
+    assert "send the rows they do not accept to 'abstain'" in result.output.replace("\n", " ")
+    # max_error=0.001 at delta=0.05 needs rows_needed(0.001, 0.05) rows even with no error.
+    from safepredict.tiers import rows_needed
+
+    (gap,) = summary["meta"]["uncertified"]
+    assert (gap["policy"], gap["tier"], gap["reason"]) == ("strict", "auto", "budget")
+    assert gap["rows_needed"] == rows_needed(0.001, 0.05)
+    assert gap["rows_available"] < gap["rows_needed"] <= gap["calibration_rows_needed"]
+    assert f"needs at least {gap['rows_needed']}" in " ".join(result.output.split())
+    # The recommendation is the cheapest policy meeting both constraints.
+    meets = [p for p in summary["policies"]
+             if p["accepted_error_upper"] is not None and p["accepted_error_upper"] <= 0.05
+             and p["coverage"] >= 0.5]  # fmt: skip
+    assert meets, "the data should let some policy meet the constraints"
+    cheapest = min(meets, key=lambda p: (p["cost_per_1000"], -p["coverage"]))
+    rec = summary["meta"]["recommendation"]
+    assert rec["policy"] == cheapest["policy"]
+    assert rec["cost_per_1000"] == cheapest["cost_per_1000"]
+    assert f"recommended: {cheapest['policy']}" in " ".join(result.output.split())
+    assert f"{cheapest['policy']} (recommended)" in result.output
+    html = (out / "report.html").read_text()
+    assert "id='recommendation'" in html
+    assert "id='uncertified'" in html
+    assert "id='current-note'" in html
+    # Without --tiers the predictor's default policy is the 'current' row, explained.
+    impossible = runner.invoke(
+        app,
+        ["bench", "--model", str(files["model"]), "--data", str(files["data"]),
+         "--target", "label", "--max-error", "0.0001", "--out", str(out / "none")],
+        env={"COLUMNS": "200"},
+    )  # fmt: skip
+    assert impossible.exit_code == 0, impossible.output
+    text = " ".join(impossible.output.split())
+    assert "'current' is safepredict's default policy" in text
+    assert "no compared policy meets max error 0.0001" in text

@@ -47,7 +47,7 @@ def test_list_show_resolve_export(filled: tuple[Path, list[str]], tmp_path: Path
     assert ids[0] in table.stdout
     assert ids[2] not in table.stdout
 
-    shown = run("show", ids[0], "--queue", str(path))
+    shown = run("show", ids[0], "--queue", str(path), "--json")
     assert shown.exit_code == 0
     assert json.loads(shown.stdout)["decision_id"] == ids[0]
 

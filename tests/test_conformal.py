@@ -46,8 +46,13 @@ from safepredict import SafePredictor
 from safepredict.conformal import (
     ClassificationConformal,
     RegressionConformal,
+    _alpha,
+    _classifier_backend,
     _PrefitClassifier,
     _PrefitRegressor,
+    _raps_regularized,
+    _regression_quantile,
+    _regressor_backend,
 )
 from safepredict.exceptions import CalibrationError, ConfigError
 
@@ -614,3 +619,99 @@ def test_empty_batch_gives_empty_decisions(method: str) -> None:
     assert len(decisions) == 0
     assert decisions.set_mask is not None
     assert decisions.set_mask.shape == (0, 3)
+
+
+# ----------------------------------------------------- MAPIE private API, wrapped
+def test_each_wrapped_mapie_private_name_still_works() -> None:
+    """One wrapper per private MAPIE name, exercised on real MAPIE objects.
+
+    If a MAPIE upgrade renames one of them, this test fails with the message of
+    ``conformal._mapie_private`` (naming the MAPIE version and the missing name).
+    """
+    X, y = _make_clf()
+    X_fit, X_cal, y_fit, y_cal = train_test_split(X, y, test_size=0.5, random_state=0)
+    clf = LogisticRegression(max_iter=1000).fit(X_fit, y_fit)
+    split = SplitConformalClassifier(
+        estimator=_PrefitClassifier(clf),
+        confidence_level=0.9,
+        conformity_score="raps",
+        prefit=True,
+        random_state=0,
+    )
+    split.conformalize(X_cal, y_cal)
+    inner = _classifier_backend(split)
+    raw = np.asarray(inner.conformity_scores_, dtype=np.float64)
+    assert 0 < raw.shape[0] <= len(y_cal)  # RAPS holds some rows out to choose k_star
+    score_fn = inner.conformity_score_function_
+    # choosing k_star / lambda_star is part of the public quantile step, as in calibrate
+    score_fn.get_conformity_score_quantiles(
+        raw, np.array([0.1]), "prefit", agg_scores="mean", include_last_label=True
+    )
+    regularized = _raps_regularized(score_fn, raw)
+    assert regularized.size == raw.size  # one score per calibration row
+    # RAPS adds lambda_star * max(0, rank - k_star) >= 0 to every score.
+    flat_raw, flat_reg = raw.ravel(), regularized.ravel()
+    kept = ~np.isnan(flat_raw)
+    assert np.all(flat_reg[kept] >= flat_raw[kept] - 1e-12)
+
+    Xr, yr = load_diabetes(return_X_y=True)
+    Xr_fit, Xr_cal, yr_fit, yr_cal = train_test_split(Xr, yr, test_size=0.5, random_state=0)
+    reg = Ridge().fit(Xr_fit, yr_fit)
+    rsplit = SplitConformalRegressor(
+        estimator=_PrefitRegressor(reg), confidence_level=0.9, prefit=True
+    )
+    rsplit.conformalize(Xr_cal, yr_cal)
+    residuals = np.asarray(_regressor_backend(rsplit).conformity_scores_, dtype=np.float64)
+    np.testing.assert_allclose(residuals, np.abs(yr_cal - reg.predict(Xr_cal)))
+
+
+@pytest.mark.parametrize(
+    ("wrapper", "name"),
+    [
+        (_classifier_backend, "_mapie_classifier"),
+        (_regressor_backend, "_mapie_regressor"),
+        (lambda obj: _raps_regularized(obj, np.zeros(3)), "_regularize_conformity_score"),
+    ],
+)
+def test_a_changed_mapie_private_name_fails_loudly(
+    wrapper: Callable[[Any], Any], name: str
+) -> None:
+    import mapie
+
+    class Changed:  # what a MAPIE object looks like after the private name is renamed
+        pass
+
+    with pytest.raises(
+        CalibrationError, match=rf"MAPIE {mapie.__version__} has no Changed\.{name}"
+    ):
+        wrapper(Changed())
+
+
+@pytest.mark.parametrize("level", [0.5, 0.8, 0.9, 0.95, 0.99, 0.333, 0.7])
+def test_alpha_is_mapies(level: float) -> None:
+    # MAPIE keeps its alpha privately; compare with it here so a change shows up.
+    assert _alpha(level) == SplitConformalClassifier(confidence_level=level)._alphas[0]
+    assert _alpha(level) == ConformalizedQuantileRegressor(confidence_level=level)._alpha
+
+
+def test_regression_quantile_is_mapies() -> None:
+    from mapie.utils import _compute_regression_quantile  # the reference it replaces
+
+    rng = np.random.default_rng(0)
+    for n in (9, 10, 57, 200):
+        scores = rng.exponential(size=n)
+        scores[rng.random(n) < 0.1] = np.nan  # MAPIE ignores NaN scores; so do we
+        for level in (0.5, 0.8, 0.9, 0.97):
+            valid = int(np.sum(~np.isnan(scores)))
+            if np.ceil(level * (valid + 1)) > valid:  # no finite quantile: both refuse
+                with pytest.raises(ValueError, match="too low"):
+                    _compute_regression_quantile(scores[:, np.newaxis], np.array([level]))
+                with pytest.raises(CalibrationError, match="too few"):
+                    _regression_quantile(scores, level)
+                continue
+            expected = _compute_regression_quantile(
+                scores[:, np.newaxis], np.array([level]), axis=0
+            )
+            assert _regression_quantile(scores, level) == float(np.ravel(expected)[0])
+    with pytest.raises(CalibrationError, match="too few"):
+        _regression_quantile(np.arange(5.0), 0.9)

@@ -23,6 +23,7 @@ from safepredict.evaluation import (
     binomial_interval,
     calibrate_policy,
     certified_threshold,
+    certify_threshold,
     compare_policies,
     cost_curve,
     evaluate,
@@ -35,7 +36,7 @@ from safepredict.evaluation import (
     threshold_policies,
 )
 from safepredict.exceptions import ConfigError, InputSchemaError
-from safepredict.tiers import certify_threshold
+from safepredict.tiers import certify_threshold as tiers_certify_threshold
 
 # ----------------------------------------------------------------- brute force
 
@@ -191,7 +192,7 @@ def test_certified_threshold_controls_risk_over_many_splits() -> None:
     for _ in range(300):
         s = rng.uniform(size=1000)
         e = rng.uniform(size=1000) < 0.3 * (1 - s)
-        t = certified_threshold(s, e, max_error=0.05, delta=0.1)
+        t = certify_threshold(s, e, max_error=0.05, delta=0.1).threshold
         if math.isfinite(t):
             finite += 1
             violations += 0.15 * (1 - t) > 0.05
@@ -201,16 +202,27 @@ def test_certified_threshold_controls_risk_over_many_splits() -> None:
     assert finite >= 100
 
 
-def test_certified_threshold_is_the_tiers_procedure() -> None:
+def test_certify_threshold_is_the_tiers_procedure() -> None:
+    rng = np.random.default_rng(9)
+    s = rng.uniform(size=3000)
+    e = rng.uniform(size=3000) < 0.3 * (1 - s)
+    expected = tiers_certify_threshold(s, e, max_error=0.04, delta=0.05)
+    assert certify_threshold(s, e, max_error=0.04, delta=0.05) == expected
+
+
+def test_certify_threshold_refuses_on_tiny_data() -> None:
+    cert = certify_threshold([0.9, 0.8], [False, False], max_error=0.05, delta=0.05)
+    assert cert.threshold == math.inf
+    assert not cert.certified
+
+
+def test_certified_threshold_is_a_deprecated_alias() -> None:
     rng = np.random.default_rng(9)
     s = rng.uniform(size=3000)
     e = rng.uniform(size=3000) < 0.3 * (1 - s)
     expected = certify_threshold(s, e, max_error=0.04, delta=0.05).threshold
-    assert certified_threshold(s, e, max_error=0.04, delta=0.05) == expected
-
-
-def test_certified_threshold_refuses_on_tiny_data() -> None:
-    assert certified_threshold([0.9, 0.8], [False, False], max_error=0.05, delta=0.05) == math.inf
+    with pytest.warns(DeprecationWarning, match=r"certify_threshold\(scores, errors"):
+        assert certified_threshold(s, e, max_error=0.04, delta=0.05) == expected
 
 
 # ----------------------------------------------------------------- costs
@@ -342,7 +354,8 @@ def test_policy_with_max_error_uses_certification(iris_lr: Any) -> None:
     )
     tier_cal = calibrate_policy(policy, cal)
     t = tier_cal.thresholds["auto"]
-    assert t == certified_threshold(s[:3000], data.errors[:3000], max_error=0.05, delta=0.05)
+    cert = certify_threshold(s[:3000], data.errors[:3000], max_error=0.05, delta=0.05)
+    assert t == cert.threshold
     result = evaluate_policy(policy, test, calibration=tier_cal)
     assert result.coverage == pytest.approx(np.mean(s[3000:] >= t))
     auto = result.tiers[0]
@@ -442,6 +455,14 @@ def test_log_replay_matches_direct_scoring(
     assert {r.tier: r.n for r in result.tiers if r.n} == wine_predictor.decide(
         wine_hgb.X_test
     ).counts()["tier"]
+    # a gzip-compressed log (rotated logs often are) replays to the same data
+    import gzip
+
+    packed = log.with_name(log.name + ".gz")
+    packed.write_bytes(gzip.compress(log.read_bytes()))
+    unpacked = load_decision_log(packed, outcomes)
+    assert np.array_equal(unpacked.errors, replayed.errors)
+    assert np.allclose(unpacked.scores["conformal"], replayed.scores["conformal"])
 
 
 def test_replay_what_if(wine_log: tuple[Path, Path]) -> None:

@@ -31,6 +31,7 @@ from safepredict.explain import (
     _shap,
     feature_groups,
     model_kind,
+    to_shap,
 )
 
 # Tree and linear explainers are exact; their only error is floating-point
@@ -380,7 +381,7 @@ def test_to_shap_waterfall_renders_png(tmp_path: Any, splits: dict[str, Split]) 
     e = calibrated(split).decide(split.X_test.iloc[:1])[0].explanation
     assert e is not None
     shap = _shap()
-    sx = e.to_shap()
+    sx = to_shap(e)
     assert isinstance(sx, shap.Explanation)
     assert sx.values.shape == (len(e.feature_names),)
     assert float(sx.base_values) + float(np.sum(sx.values)) == pytest.approx(e.output_value)
@@ -390,6 +391,16 @@ def test_to_shap_waterfall_renders_png(tmp_path: Any, splits: dict[str, Split]) 
     plt.close("all")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert path.stat().st_size > 5_000
+
+
+def test_explanation_to_shap_method_is_a_deprecated_shim() -> None:
+    e = Explanation("tree", ("a", "b"), (0.5, -0.25), 1.0, output="y")
+    with pytest.warns(DeprecationWarning, match=r"explain\.to_shap\(explanation\)"):
+        sx = e.to_shap()
+    expected = to_shap(e)
+    np.testing.assert_array_equal(sx.values, expected.values)
+    assert float(sx.base_values) == float(expected.base_values) == 1.0
+    assert list(sx.feature_names) == ["a", "b"]
 
 
 def test_explanation_shape_is_stable_across_class_counts(splits: dict[str, Split]) -> None:

@@ -44,6 +44,7 @@ from safepredict._validation import (
     describe,
 )
 from safepredict.exceptions import ConfigError
+from safepredict.reasons import GUARD_REASONS
 
 __all__ = [
     "ACTIONS",
@@ -300,7 +301,7 @@ class GuardConfig:
     columns: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     #: Names of the guards, in the order their reasons are reported.
-    GUARDS = ("missing", "non_finite", "type", "unseen_category", "out_of_range", "ood")
+    GUARDS = GUARD_REASONS
 
     def __post_init__(self) -> None:
         for guard in self.GUARDS:

@@ -23,13 +23,14 @@ import math
 from bisect import bisect_left, bisect_right
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import numpy as np
+from mapie import __version__ as mapie_version
 from mapie.classification import SplitConformalClassifier
 from mapie.conformity_scores import ResidualNormalisedScore
 from mapie.regression import ConformalizedQuantileRegressor, SplitConformalRegressor
-from mapie.utils import _compute_regression_quantile
 from numpy.typing import NDArray
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.linear_model import LinearRegression
@@ -109,6 +110,42 @@ def _check_size(n: int, confidence_level: float, what: str = "calibration") -> N
             f"{what} needs at least {need} rows for confidence_level={confidence_level} "
             f"(got {n}); pass more calibration rows or lower confidence_level."
         )
+
+
+def _alpha(confidence_level: float) -> float:
+    """``1 - confidence_level`` computed in decimal, exactly as MAPIE 1.x derives its alpha."""
+    return float(Decimal("1") - Decimal(str(confidence_level)))
+
+
+# MAPIE private API. Each private name is reached through exactly one of the three
+# functions below; tests/test_conformal.py calls each on real MAPIE objects, so an
+# upgrade that renames one fails there with the message of _mapie_private.
+def _mapie_private(obj: Any, name: str) -> Any:
+    try:
+        return getattr(obj, name)
+    except AttributeError:
+        raise CalibrationError(
+            f"MAPIE {mapie_version} has no {type(obj).__name__}.{name}, which "
+            "safepredict reads to extract the calibrated state (tested with MAPIE 1.x); "
+            "install a MAPIE version supported by this safepredict release."
+        ) from None
+
+
+def _classifier_backend(split: Any) -> Any:
+    """The v0 classifier behind ``SplitConformalClassifier`` (holds the conformity scores)."""
+    return _mapie_private(split, "_mapie_classifier")
+
+
+def _regressor_backend(split: Any) -> Any:
+    """The v0 regressor behind ``SplitConformalRegressor`` (holds the conformity scores)."""
+    return _mapie_private(split, "_mapie_regressor")
+
+
+def _raps_regularized(score_fn: Any, raw: NDArray[np.float64]) -> NDArray[np.float64]:
+    """RAPS's regularized calibration scores (``k_star``/``lambda_star`` applied)."""
+    regularize = _mapie_private(score_fn, "_regularize_conformity_score")
+    out = regularize(score_fn.k_star, score_fn.lambda_star, raw, score_fn.cutoff)
+    return np.asarray(out, dtype=np.float64)
 
 
 def _kept_counts(
@@ -269,10 +306,10 @@ class ClassificationConformal:
         )
         try:
             mapie.conformalize(X, y)
-            inner = mapie._mapie_classifier  # the v0 backend holding the calibrated state
+            inner = _classifier_backend(mapie)
             score_fn = inner.conformity_score_function_
             raw = np.asarray(inner.conformity_scores_, dtype=np.float64)
-            alpha_np = np.asarray(mapie._alphas, dtype=np.float64)
+            alpha_np = np.array([_alpha(confidence_level)], dtype=np.float64)
             # Exactly what MAPIE's predict_set computes (include_last_label=True).
             quantiles = score_fn.get_conformity_score_quantiles(
                 raw, alpha_np, "prefit", agg_scores="mean", include_last_label=True
@@ -288,12 +325,7 @@ class ClassificationConformal:
         if method == "raps":
             k_star = float(np.ravel(score_fn.k_star)[0])
             lambda_star = float(np.ravel(score_fn.lambda_star)[0])
-            scores = np.asarray(
-                score_fn._regularize_conformity_score(
-                    score_fn.k_star, score_fn.lambda_star, raw, score_fn.cutoff
-                ),
-                dtype=np.float64,
-            )
+            scores = _raps_regularized(score_fn, raw)
         return cls(
             method=method,
             confidence_level=float(confidence_level),
@@ -551,9 +583,24 @@ class ClassificationConformal:
 
 
 def _regression_quantile(scores: NDArray[np.float64], level: float) -> float:
-    """MAPIE's split-conformal regression quantile at ``level`` (NaNs ignored)."""
-    q = _compute_regression_quantile(scores[..., np.newaxis], np.array([level]), axis=0)
-    return float(np.ravel(q)[0])
+    """The split-conformal quantile at ``level`` with the finite-sample correction.
+
+    MAPIE 1.x's rule (NaNs ignored): the ``ceil(level * (n + 1)) / n`` empirical
+    quantile with numpy's ``method="lower"``; ``_check_size`` ensures it is finite.
+
+    Examples
+    --------
+    >>> _regression_quantile(np.arange(1.0, 11.0), 0.8)  # ceil(8.8) = 9th of 10
+    9.0
+    """
+    n = int(np.sum(~np.isnan(scores)))
+    corrected = math.ceil(level * (n + 1)) / n if n else math.inf
+    if corrected > 1:
+        raise CalibrationError(
+            f"{n} calibration scores are too few for the conformal quantile at level {level}; "
+            "pass more calibration rows or lower confidence_level."
+        )
+    return float(np.nanquantile(scores, corrected, method="lower"))
 
 
 @dataclass
@@ -649,9 +696,9 @@ class RegressionConformal:
                     else "Check the calibration data."
                 )
             ) from err
-        inner = mapie._mapie_regressor  # the v0 backend holding the calibrated state
+        inner = _regressor_backend(mapie)
         raw = np.asarray(inner.conformity_scores_, dtype=np.float64)
-        alpha = float(mapie._alphas[0])
+        alpha = _alpha(confidence_level)
         used = raw[~np.isnan(raw)]
         _check_size(len(used), confidence_level, "the conformal quantile")
         residual_model = None
@@ -690,7 +737,7 @@ class RegressionConformal:
                 f"MAPIE could not conformalize with CQR: {str(err).rstrip('.')}."
             ) from err
         scores = np.asarray(mapie.conformity_scores, dtype=np.float64)
-        alpha = float(mapie._alpha)
+        alpha = _alpha(confidence_level)
         # predict_interval's default (symmetric_correction=False): alpha / 2 per side.
         level = 1 - alpha / 2
         return cls(

@@ -16,8 +16,10 @@ from typing import TYPE_CHECKING, Any, overload
 import numpy as np
 from numpy.typing import NDArray
 
+from safepredict._ids import decision_ids as _decision_ids
 from safepredict._jsonl import to_builtin
 from safepredict._validation import check_one_of
+from safepredict.reasons import is_guard_reason
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -74,15 +76,21 @@ class Explanation:
         return float(self.base_value + math.fsum(self.values))
 
     def to_shap(self) -> Any:
-        """Convert to a ``shap.Explanation`` (for ``shap.plots.waterfall``/``bar``).
+        """Deprecated (0.2, removed in 0.3): use ``safepredict.explain.to_shap(explanation)``.
 
-        The conversion lives in :mod:`safepredict.explain`, imported here lazily:
-        ``decisions`` is a layer-1 module and must not import shap (only
-        ``explain`` does; DESIGN.md "Layers"), and the lazy import keeps
-        ``import safepredict`` free of shap's import cost.
+        ``decisions`` is a layer-1 module and must not reach up to ``explain`` (the
+        only shap import; DESIGN.md "Layers"); this shim imports it lazily and warns.
         """
+        import warnings
+
         from safepredict.explain import to_shap
 
+        warnings.warn(
+            "Explanation.to_shap() is deprecated and will be removed in safepredict 0.3; "
+            "call safepredict.explain.to_shap(explanation) instead.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         return to_shap(self)
 
     def top(self, k: int = 5) -> list[tuple[str, float]]:
@@ -280,8 +288,7 @@ class Decisions(Sequence[Decision]):
     def decision_ids(self) -> NDArray[Any]:
         """Decision ids (``"<batch_id>-<row>"``), built on first access."""
         if self._ids is None:
-            prefix = self.batch_id
-            self._ids = np.array([f"{prefix}-{i}" for i in range(len(self))], dtype=object)
+            self._ids = _decision_ids(self.batch_id, len(self))
         return self._ids
 
     @property
@@ -304,7 +311,7 @@ class Decisions(Sequence[Decision]):
     def guard_report(self, i: int) -> GuardReport:
         """What the guards found for row ``i``."""
         ood = None if self.ood_scores is None else float(self.ood_scores[i])
-        guard_reasons = tuple(r for r in self.reasons[i] if _is_guard_reason(r))
+        guard_reasons = tuple(r for r in self.reasons[i] if is_guard_reason(r))
         status = "flag" if self.guard_flagged[i] else "pass"
         return GuardReport(status, guard_reasons, None if ood is None or math.isnan(ood) else ood)
 
@@ -484,9 +491,6 @@ class Decisions(Sequence[Decision]):
         return f"Decisions(n={len(self)}, tiers={c['tier']}, actions={c['action']})"
 
 
-_GUARD_PREFIXES = ("missing", "non_finite", "out_of_range", "unseen_category", "type", "ood")
-
-
 #: Columns of :meth:`Decisions.to_frame`, in order.
 FRAME_COLUMNS = (
     "decision_id",
@@ -540,7 +544,3 @@ def _encoded(rows: Sequence[tuple[Any, ...]], set_format: str) -> list[Any]:
             text = memo[r] = json.dumps(to_builtin(list(r)))
         out.append(text)
     return out
-
-
-def _is_guard_reason(reason: str) -> bool:
-    return reason.split(":", 1)[0] in _GUARD_PREFIXES

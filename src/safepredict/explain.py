@@ -52,7 +52,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from safepredict._validation import check_one_of, describe
+from safepredict._frames import default_feature_names
+from safepredict._validation import check_one_of
 from safepredict.decisions import Explanation
 from safepredict.exceptions import ConfigError
 
@@ -274,7 +275,7 @@ def check_request(model: Any, requested: str, background: Any) -> tuple[str, ...
 def _input_names(X: Any) -> list[str]:
     if hasattr(X, "columns"):
         return [str(c) for c in X.columns]
-    return [f"x{j}" for j in range(np.shape(X)[1])]
+    return default_feature_names(np.shape(X)[1])
 
 
 def _dense(data: Any) -> NDArray[np.float64]:
@@ -1009,10 +1010,3 @@ def to_shap(explanation: Explanation) -> Any:
         data=data,
         feature_names=list(explanation.feature_names),
     )
-
-
-def describe_method(explainer: ModelExplainer) -> str:
-    """One-line description of the chosen method and its cost (for logs/docs)."""
-    method = explainer.method
-    cost = explainer.state.per_row_ms.get(method or "", float("nan"))
-    return f"{method} ({cost:.2f} ms/row) for {describe(explainer.model)}"

@@ -20,7 +20,15 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 from safepredict.config import TierPolicy
-from safepredict.evaluation import CostModel, Evaluation, benchmark, threshold_policies
+from safepredict.evaluation import (
+    CostModel,
+    Evaluation,
+    evaluate,
+    score_predictor,
+    threshold_policies,
+)
+from safepredict.evaluation.explorer import write_explorer
+from safepredict.evaluation.recommend import certification_gaps, fallback_action, recommend
 from safepredict.evaluation.report import PLOTS, write_report
 from safepredict.exceptions import ConfigError, InputSchemaError, SafePredictError
 from safepredict.predictor import SafePredictor
@@ -164,18 +172,45 @@ def _load_model(path: Path) -> Any:
         ) from exc
 
 
-def _policies(paths: list[Path], grid: list[float]) -> dict[str, TierPolicy]:
+def _policies(paths: list[Path]) -> dict[str, TierPolicy]:
     out: dict[str, TierPolicy] = {}
     for p in paths:
         name = p.stem
         while name in out:
             name += "'"
         out[name] = TierPolicy.from_path(p)
-    out.update(threshold_policies(grid))
     return out
 
 
-def _summary_table(ev: Evaluation) -> Table:
+def _compared(
+    files: dict[str, TierPolicy], grid: list[float], current: TierPolicy
+) -> tuple[dict[str, TierPolicy], str]:
+    """The policies to compare, and a sentence saying what ``current`` is.
+
+    The predictor runs the first ``--tiers`` file (or safepredict's default policy
+    without one): that policy is listed once, under its own name or as
+    ``current``. Grid policies send the rows they do not accept where the current
+    policy sends its rest, so that the comparison changes one thing: the threshold.
+    """
+    rest = fallback_action(current)
+    grid_policies = threshold_policies(grid, reject_action=rest)
+    if files:
+        first = next(iter(files))
+        note = (
+            f"{first!r} is the predictor's policy (the first --tiers file); the other rows are "
+            f"what-ifs on the same calibration and test rows. Grid policies send the rows they "
+            f"do not accept to {rest!r}, like {first!r}."
+        )
+        return {**files, **grid_policies}, note
+    note = (
+        "'current' is safepredict's default policy (accept single-label conformal sets, "
+        f"{rest} the rest), which the predictor runs without --tiers; grid policies send the "
+        f"rows they do not accept to {rest!r} too."
+    )
+    return {"current": current, **grid_policies}, note
+
+
+def _summary_table(ev: Evaluation, chosen: str | None = None) -> Table:
     table = Table(title="Policies on the test rows")
     table.add_column("policy", no_wrap=True)
     for col in ("accepted", "review", "abstain", "error | accepted", "cost / 1,000"):
@@ -188,7 +223,7 @@ def _summary_table(ev: Evaluation) -> Table:
 
     for r in ev.policies.results:
         table.add_row(
-            r.name,
+            r.name + (" (recommended)" if r.name == chosen else ""),
             f(r.coverage),
             f(r.review_fraction),
             f(r.abstain_fraction),
@@ -238,6 +273,21 @@ def bench(
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the calibration/test split.")] = 0,
     title: Annotated[str, typer.Option(help="Report title.")] = "safepredict abstention benchmark",
+    max_error: Annotated[
+        float | None,
+        typer.Option(help="Recommend only policies whose accepted error is at most this."),
+    ] = None,
+    min_accept: Annotated[
+        float | None,
+        typer.Option(help="Recommend only policies accepting at least this share of rows."),
+    ] = None,
+    explore: Annotated[
+        bool,
+        typer.Option(
+            "--explore",
+            help="Also write explorer.html: sliders for thresholds and costs, TOML to copy.",
+        ),
+    ] = False,
 ) -> None:
     """Benchmark abstention offline: risk-coverage, guaranteed points, tiers, costs.
 
@@ -262,7 +312,8 @@ def bench(
             raise ConfigError(
                 f"--calibration-fraction must be in (0, 1); got {calibration_fraction}."
             )
-        policies = _policies(tier_files, list(grid or ([] if tier_files else [0.95, 0.97, 0.99])))
+        files = _policies(tier_files)
+        grid_values = list(grid or ([] if tier_files else [0.95, 0.97, 0.99]))
         with Progress(
             SpinnerColumn(),
             TextColumn("{task.description}"),
@@ -288,7 +339,7 @@ def bench(
             n_cal = round(len(X) * calibration_fraction)
             cal, test = np.sort(perm[:n_cal]), np.sort(perm[n_cal:])
             advance("calibrating")
-            first = next(iter(policies.values())) if tier_files else None
+            first = next(iter(files.values())) if files else None
             predictor = SafePredictor(
                 fitted,
                 confidence_level=confidence_level,
@@ -310,26 +361,67 @@ def bench(
                     "the model is a regressor: pass --tolerance (an answer is an error when "
                     "|y - y_hat| > tolerance)."
                 )
+            policies, current_note = _compared(files, grid_values, predictor.policy_)
             kwargs: dict[str, Any] = {"delta": delta}
             if error_target:
                 kwargs["error_targets"] = list(error_target)
-            ev = benchmark(
-                predictor,
-                X.iloc[test],
-                y.iloc[test],
-                X_cal=X.iloc[cal],
-                y_cal=y.iloc[cal],
+            test_rows = score_predictor(predictor, X.iloc[test], y.iloc[test], tolerance=tolerance)
+            cal_rows = score_predictor(predictor, X.iloc[cal], y.iloc[cal], tolerance=tolerance)
+            ev = evaluate(
+                test_rows,
+                calibration=cal_rows,
                 policies=policies,
                 cost=cost,
-                tolerance=tolerance,
                 progress=advance,
                 **kwargs,
             )
-            ev.meta.update({"data": str(data), "model": str(model), "target": target})
+            rec = recommend(ev.policies.results, max_error=max_error, min_accept=min_accept)
+            ev.meta.update(
+                {
+                    "source": "predictor",
+                    "model_name": predictor.model_name,
+                    "model_version": predictor.model_version,
+                    "data": str(data),
+                    "model": str(model),
+                    "target": target,
+                    "current": current_note,
+                    "uncertified": certification_gaps(policies, cal_rows),
+                    "constraints": {"max_error": max_error, "min_accept": min_accept},
+                    "recommendation": None if rec is None else rec.to_dict(),
+                }
+            )
             report = write_report(ev, out, title=title, progress=lambda s: advance(f"plot {s}"))
+            explorer = None
+            if explore:
+                start = policies[rec.policy] if rec is not None else next(iter(policies.values()))
+                explorer = write_explorer(ev, out, policy=start, title=f"{title}: policy explorer")
     except SafePredictError as exc:
         console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     stdout = Console()
-    stdout.print(_summary_table(ev))
+    stdout.print(_summary_table(ev, None if rec is None else rec.policy))
+    stdout.print(current_note, highlight=False)
+    for gap in ev.meta["uncertified"]:
+        stdout.print(f"[yellow]{gap['policy']}:[/yellow] {gap['message']}", highlight=False)
+    stdout.print(_recommendation_text(rec, ev.meta["constraints"]), highlight=False)
     stdout.print(f"report: {report}", highlight=False, soft_wrap=True)
+    if explorer is not None:
+        stdout.print(f"explorer: {explorer}", highlight=False, soft_wrap=True)
+
+
+def _recommendation_text(rec: Any, constraints: dict[str, Any]) -> str:
+    if rec is None:
+        wanted = [f"{k.replace('_', ' ')} {v:g}" for k, v in constraints.items() if v is not None]
+        return (
+            f"no compared policy meets {' and '.join(wanted)}; loosen a constraint, add "
+            "policies (--grid, --tiers) or calibrate on more rows."
+        )
+    cost = "" if math.isnan(rec.cost_per_1000) else f", cost {rec.cost_per_1000:,.1f} per 1,000"
+    certified = (
+        f"; certified tiers: {', '.join(rec.certified_tiers)}" if rec.certified_tiers else ""
+    )
+    return (
+        f"recommended: {rec.policy} ({rec.criterion}): accepts {rec.coverage:.1%}, error "
+        f"among accepted {rec.accepted_error:.3f} (95% upper {rec.accepted_error_upper:.3f})"
+        f"{cost}{certified}."
+    )

@@ -74,14 +74,16 @@ def print_report(report: MonitorReport, console: Console) -> None:
             "[red]" + ",".join(flags) + "[/red]" if flags else "",
         )
     console.print(table)
-    reasons: dict[str, float] = {}
-    for w in report.windows:
-        for k, v in w["guard_reason_rates"].items():
-            reasons[k] = max(reasons.get(k, 0.0), v)
-    if reasons:
+    from safepredict.monitoring.html import guard_summary
+
+    guards = guard_summary(report)
+    if guards["flagged_rows"]:
+        # Shares of rows, never of reason codes: a row can carry several codes.
+        codes = ", ".join(f"{k} {v:,}" for k, v in guards["codes"].items())
         console.print(
-            "guard reasons (max rate over windows): "
-            + ", ".join(f"{k}={_pct(v)}" for k, v in sorted(reasons.items()))
+            f"guards flagged {guards['flagged_rows']:,} of {guards['rows']:,} rows "
+            f"({_pct(guards['flagged_share'])})"
+            + (f"; reason codes (a row can have several): {codes}" if codes else "")
         )
     if report.outcomes is not None:
         t = Table(title=f"Realized error per tier ({100 * report.outcomes['ci_level']:.0f}% CI)")
@@ -107,7 +109,9 @@ def print_report(report: MonitorReport, console: Console) -> None:
         console.print("[bold red]Alerts[/bold red]")
         for a in report.alerts:
             console.print(
-                f"  [red]{a['kind']}[/red] {a.get('window', a.get('tier', ''))}: {a['detail']}"
+                f"  [red]{a['kind']}[/red] "
+                + (f"window {a['window']}" if "window" in a else f"tier {a.get('tier', '')}")
+                + f": {a['detail']}"
             )
     else:
         console.print("[green]No alerts.[/green]")

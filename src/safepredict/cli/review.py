@@ -65,6 +65,67 @@ def _parse_outcome(text: str) -> Any:
         return text
 
 
+def _list_title(
+    q: SQLiteReviewQueue,
+    cases: list[dict[str, Any]],
+    status: str,
+    tier: str | None,
+    reason: str | None,
+    limit: int,
+    queue: Path,
+) -> str:
+    """``"5 of 20 pending case(s) in reviews.db"`` (or ``"20 ..."`` when all are shown)."""
+    shown = len(cases)
+    total = shown
+    if shown >= limit:  # the list may be cut short: count what matches
+        if reason is None:
+            row = q.counts().get("*" if tier is None else tier, {})
+            total = sum(row.values()) if status == "all" else row.get(status, 0)
+        else:
+            wanted = None if status == "all" else status
+            total = len(q.cases(wanted, limit=None, tier=tier, reason=reason))
+    where = "".join(
+        f" with {k} {v!r}" for k, v in (("tier", tier), ("reason", reason)) if v is not None
+    )
+    count = f"{shown} of {total}" if total > shown else f"{shown}"
+    label = "" if status == "all" else f" {status}"
+    return f"{count}{label} case(s){where} in {queue}"
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and all(not isinstance(v, dict | list) for v in value):
+        return ", ".join(_cell(v) for v in value)
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _case_tables(case: dict[str, Any]) -> list[Table]:
+    """One field/value table for the case, one more per mapping field (inputs, explanation)."""
+    main = Table(title=f"case {case['decision_id']}", show_header=False)
+    main.add_column("field", style="bold", no_wrap=True)
+    main.add_column("value", overflow="fold")
+    nested: list[Table] = []
+    for key, value in case.items():
+        if isinstance(value, dict) and value:
+            sub = Table(title=key)
+            sub.add_column("name", no_wrap=True)
+            sub.add_column("value", overflow="fold")
+            for k, v in value.items():
+                sub.add_row(str(k), _cell(v))
+            nested.append(sub)
+            main.add_row(key, f"{len(value)} field(s), below")
+        else:
+            main.add_row(key, _cell(value))
+    return [main, *nested]
+
+
 @review_app.command("list")
 def list_cases(
     queue: QueueOpt = Path("reviews.db"),
@@ -88,7 +149,7 @@ def list_cases(
         for case in cases:
             sys.stdout.write(json.dumps(case, ensure_ascii=False) + "\n")
         return
-    table = Table(title=f"{len(cases)} {status} case(s) in {queue}")
+    table = Table(title=_list_title(q, cases, status, tier, reason, limit, queue))
     table.add_column("decision_id", no_wrap=True)
     for col in ("tier", "action", "audit", "prediction", "conf.", "reasons", "status"):
         table.add_column(col, overflow="fold")
@@ -110,13 +171,21 @@ def list_cases(
 
 
 @review_app.command("show")
-def show(decision_id: str, queue: QueueOpt = Path("reviews.db")) -> None:
+def show(
+    decision_id: str,
+    queue: QueueOpt = Path("reviews.db"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print the case as JSON.")] = False,
+) -> None:
     """Show every field of one case."""
     case = open_queue(queue).get(decision_id)
     if case is None:
         _err.print(f"[red]error:[/red] no case with decision_id {decision_id!r} in {queue}.")
         raise typer.Exit(1)
-    _console.print_json(json.dumps(case, ensure_ascii=False))
+    if as_json:
+        _console.print_json(json.dumps(case, ensure_ascii=False))
+        return
+    for table in _case_tables(case):
+        _console.print(table)
 
 
 @review_app.command("claim")

@@ -37,6 +37,7 @@ from safepredict.evaluation._curves import (
     RiskCoverageCurve,
     apply_threshold,
     certified_threshold,
+    certify_threshold,
     curve_from_counts,
     risk_coverage,
 )
@@ -69,6 +70,7 @@ __all__ = [
     "binomial_interval",
     "calibrate_policy",
     "certified_threshold",
+    "certify_threshold",
     "compare_policies",
     "cost_curve",
     "curve_from_counts",

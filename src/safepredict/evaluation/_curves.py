@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
@@ -15,9 +16,8 @@ from safepredict._jsonl import to_builtin
 from safepredict._stats import binomial_interval
 from safepredict._validation import check_fraction, check_one_of
 from safepredict.exceptions import ConfigError
-from safepredict.tiers import (
-    certify_threshold,
-)
+from safepredict.tiers import CertifiedThreshold
+from safepredict.tiers import certify_threshold as _certify
 
 #: Scores computed for classifiers (higher means more confident).
 CLASSIFICATION_SCORES: tuple[str, ...] = ("conformal", "top_prob", "margin", "entropy")
@@ -400,26 +400,45 @@ def apply_threshold(
 
 
 # ------------------------------------------------------------------ certification
-def certified_threshold(
+def certify_threshold(
     scores: ArrayLike, errors: ArrayLike, *, max_error: float, delta: float
-) -> float:
+) -> CertifiedThreshold:
     """Lowest threshold whose selective risk is at most ``max_error`` w.p. ``1 - delta``.
 
-    Learn-then-Test (fixed-sequence testing, exact binomial p-values), delegated
-    to :func:`safepredict.tiers.certify_threshold`, the same procedure the
-    risk-controlled tiers use: this is the single place the evaluation certifies
-    a threshold. ``inf`` means nothing could be certified (accept nothing).
+    Learn-then-Test (fixed-sequence testing, exact binomial p-values) on array-likes,
+    delegated to :func:`safepredict.tiers.certify_threshold`, the same procedure the
+    risk-controlled tiers use: this is the single place the evaluation certifies a
+    threshold. ``.threshold`` is ``inf`` when nothing could be certified (accept
+    nothing).
 
     Examples
     --------
     >>> rng = np.random.default_rng(0)
     >>> s = rng.uniform(size=2000)
     >>> err = rng.uniform(size=2000) < 0.3 * (1 - s)
-    >>> t = certified_threshold(s, err, max_error=0.05, delta=0.1)
-    >>> bool(0.5 < t < 1.0)
+    >>> cert = certify_threshold(s, err, max_error=0.05, delta=0.1)
+    >>> bool(cert.certified and 0.5 < cert.threshold < 1.0)
     True
     """
     check_fraction(max_error, "max_error")
     check_fraction(delta, "delta")
     s, e = _as_scores_errors(scores, errors)
-    return float(certify_threshold(s, e, max_error=max_error, delta=delta).threshold)
+    return _certify(s, e, max_error=max_error, delta=delta)
+
+
+def certified_threshold(
+    scores: ArrayLike, errors: ArrayLike, *, max_error: float, delta: float
+) -> float:
+    """Deprecated (0.2, removed in 0.3): ``certify_threshold(...).threshold``.
+
+    One verb, one meaning: ``certify_threshold`` runs the procedure here and in
+    :mod:`safepredict.tiers`; the certified threshold is what it returns.
+    """
+    warnings.warn(
+        "safepredict.evaluation.certified_threshold is deprecated and will be removed in "
+        "safepredict 0.3; use certify_threshold(scores, errors, max_error=..., "
+        "delta=...).threshold instead.",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return float(certify_threshold(scores, errors, max_error=max_error, delta=delta).threshold)

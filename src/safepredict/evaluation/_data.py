@@ -219,7 +219,7 @@ class ScoredData:
         return self.errors
 
 
-def _probability_scores(proba: NDArray[np.float64]) -> dict[str, NDArray[np.float64]]:
+def probability_scores(proba: NDArray[np.float64]) -> dict[str, NDArray[np.float64]]:
     """Top-class probability, margin and minus entropy of each row's probabilities."""
     n, k = proba.shape
     if k >= 2:
@@ -313,7 +313,7 @@ def score_predictor(
         y_idx = np.array([lookup.get(v, -1) for v in y_arr.tolist()], dtype=np.intp)
         errors = (predicted != y_idx) | failed
         scores = {"conformal": np.asarray(decisions.confidence, dtype=np.float64)}
-        scores.update(_probability_scores(proba))
+        scores.update(probability_scores(proba))
         for v in scores.values():
             v[failed] = np.nan
         rows = np.arange(len(y_idx))

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -20,7 +18,7 @@ from safepredict.evaluation._curves import (
     OperatingPoint,
     RiskCoverageCurve,
     apply_threshold,
-    certified_threshold,
+    certify_threshold,
     risk_coverage,
 )
 from safepredict.evaluation._data import ScoredData, score_predictor
@@ -163,12 +161,6 @@ class Evaluation:
         )
         return out
 
-    def write_json(self, path: str | Path) -> Path:
-        """Write :meth:`to_dict` as indented JSON."""
-        p = Path(path)
-        p.write_text(json.dumps(self.to_dict(), indent=2, allow_nan=False), encoding="utf-8")
-        return p
-
 
 def _conformal_summary(data: ScoredData) -> dict[str, Any]:
     out: dict[str, Any] = {"confidence_level": data.confidence_level}
@@ -274,7 +266,7 @@ def evaluate(
         cal_s, cal_e = cal.sorted_by(name)
         cal_curve = curve if in_sample else risk_coverage(cal_s, cal_e, name=name, band=band)
         for target, naive in zip(error_targets, cal_curve.at_risk(error_targets), strict=True):
-            t_cert = certified_threshold(cal_s, cal_e, max_error=target, delta=delta)
+            t_cert = certify_threshold(cal_s, cal_e, max_error=target, delta=delta).threshold
             points.append(
                 {
                     "score": name,

@@ -358,7 +358,7 @@ def evaluate_policy(
     )
 
 
-def _logged_result(test: ScoredData, cost: CostModel | None) -> PolicyResult | None:
+def logged_result(test: ScoredData, cost: CostModel | None) -> PolicyResult | None:
     """The tiers and actions the rows actually got, as a :class:`PolicyResult`."""
     if test.logged_tier is None or test.logged_action is None or test.errors is None:
         return None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -10,12 +9,13 @@ from typing import Any
 
 import numpy as np
 
+from safepredict._jsonl import iter_jsonl
 from safepredict._validation import check_fraction
 from safepredict.config import TierPolicy
 from safepredict.evaluation._costs import CostModel
-from safepredict.evaluation._data import ScoredData, _probability_scores
+from safepredict.evaluation._data import ScoredData, probability_scores
 from safepredict.evaluation._evaluate import Evaluation, evaluate
-from safepredict.evaluation._policies import PolicyComparison, _logged_result
+from safepredict.evaluation._policies import PolicyComparison, logged_result
 from safepredict.exceptions import InputSchemaError
 from safepredict.merge import MODEL_FAILURES
 
@@ -35,21 +35,8 @@ def _canon(value: Any) -> str:
 
 
 def _read_jsonl(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
-    records: list[tuple[int, dict[str, Any]]] = []
     bad: list[str] = []
-    with Path(path).open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                bad.append(f"line {lineno}: {exc.msg}")
-                continue
-            if not isinstance(obj, dict):
-                bad.append(f"line {lineno}: not a JSON object")
-                continue
-            records.append((lineno, obj))
+    records = list(iter_jsonl(path, bad=bad))
     if bad:
         shown = "; ".join(bad[:10]) + (f"; ... ({len(bad)} in all)" if len(bad) > 10 else "")
         raise InputSchemaError(
@@ -188,7 +175,7 @@ def load_decision_log(
                 ]
             )
         }
-        scores.update(_probability_scores(np.where(failed[:, None], 0.0, proba)))
+        scores.update(probability_scores(np.where(failed[:, None], 0.0, proba)))
         for v in scores.values():
             v[failed] = np.nan
         sets = [c.get("set") for c in conformal]
@@ -286,7 +273,7 @@ def replay(
     else:
         cal, test = None, data
     ev = evaluate(test, calibration=cal, policies=policies, cost=cost, **kwargs)
-    logged = _logged_result(test, cost)
+    logged = logged_result(test, cost)
     if logged is not None:
         ev.policies = PolicyComparison((logged, *ev.policies.results))
     ev.meta["source"] = "decision log"

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PLOTS",
+    "REPORT_CSS",
     "plot_calibration",
     "plot_conformal",
     "plot_cost",
@@ -76,7 +77,7 @@ def plot_risk_coverage(ev: Evaluation, *, max_points: int = 400) -> Figure:
     The naive (empirical) and certified operating points for the first error
     target are marked on each score's curve (realized on the test rows).
     """
-    fig = _figure()
+    fig = _figure(9.5, 4.5)
     if not ev.curves:
         return _no_data(fig, "no risk-coverage curve (no errors defined)")
     ax = fig.add_subplot()
@@ -116,7 +117,7 @@ def plot_risk_coverage(ev: Evaluation, *, max_points: int = 400) -> Figure:
             top = max(top, float(np.nanmax(curve.risk_upper[keep])))
     ax.set_ylim(0, min(1.0, 1.15 * top) if top > 0 else 1.0)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     return fig
 
 
@@ -212,13 +213,13 @@ def plot_tier_mix(ev: Evaluation) -> Figure:
     ax.set_xlim(0, 1.18)
     ax.set_xlabel("share of cases")
     ax.set_title("Tier mix per policy (error = among accepted)")
-    ax.legend(fontsize=8, ncols=3, loc="lower right")
+    ax.legend(fontsize=8, ncols=3, loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
     return fig
 
 
 def plot_cost(ev: Evaluation) -> Figure:
     """Expected cost per 1,000 cases vs coverage per score; policies as points."""
-    fig = _figure()
+    fig = _figure(9.0, 4.5)
     if not ev.cost_curves or ev.cost is None:
         return _no_data(fig, "no cost model given (pass --cost-error and --cost-review)")
     ax = fig.add_subplot()
@@ -226,15 +227,19 @@ def plot_cost(ev: Evaluation) -> Figure:
         ax.plot(cc.coverage, cc.cost_per_1000, color=color, lw=1.4, label=name)
         j = cc.best
         ax.plot(cc.coverage[j], cc.cost_per_1000[j], "v", color=color, ms=9, mec="black")
-    for r in ev.policies.results:
+    # Policies as numbered markers explained in the legend: names never overlap.
+    markers = "DsP^XhpdoH"  # not "v": triangles down mark the optimum
+    for i, r in enumerate(ev.policies.results):
         if not math.isnan(r.cost_per_1000):
-            ax.plot(r.coverage, r.cost_per_1000, "D", color="black", ms=5)
-            ax.annotate(
-                r.name,
-                (r.coverage, r.cost_per_1000),
-                fontsize=7,
-                xytext=(4, 4),
-                textcoords="offset points",
+            ax.plot(
+                r.coverage,
+                r.cost_per_1000,
+                markers[i % len(markers)],
+                color="black",
+                mfc="white" if i % 2 else "black",
+                ms=7,
+                ls="none",
+                label=f"policy: {r.name}",
             )
     ax.set_xlabel("coverage (fraction decided automatically)")
     ax.set_ylabel("expected cost per 1,000 cases")
@@ -243,7 +248,7 @@ def plot_cost(ev: Evaluation) -> Figure:
         "triangles = optimum"
     )
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     return fig
 
 
@@ -312,7 +317,8 @@ def _table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-_CSS = """
+#: The stylesheet of every safepredict HTML report (bench, monitor).
+REPORT_CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;
 max-width:1100px;color:#222;padding:0 1em}
 h1{font-size:1.6em;margin-bottom:.2em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;
@@ -322,6 +328,9 @@ td:first-child,th:first-child{text-align:left}.kpi{display:flex;gap:1em;flex-wra
 .kpi div{background:#f6f8fa;border:1px solid #ddd;border-radius:6px;padding:.6em 1em}
 .kpi b{display:block;font-size:1.4em}img{max-width:100%;border:1px solid #eee}
 .note{color:#555;font-size:.9em}.warn{color:#a00}
+.rec{background:#eef7ee;border:1px solid #9c9;border-radius:8px;padding:.2em 1em 1em}
+.rec.none{background:#fbeeee;border-color:#d99}.rec h2{border:none}
+details{margin:.4em 0}summary{cursor:pointer;color:#246}
 """
 
 
@@ -331,6 +340,70 @@ def _img(images: dict[str, bytes], stem: str) -> str:
     label = html.escape(PLOTS[stem][0])
     data = base64.b64encode(images[stem]).decode("ascii")
     return f"<figure><img alt='{label}' src='data:image/png;base64,{data}'></figure>"
+
+
+def _recommendation_html(ev: Evaluation) -> list[str]:
+    """The recommendation card, what ``current`` is, and tiers that certify nothing."""
+    parts: list[str] = []
+    meta = ev.meta
+    constraints = {k: v for k, v in (meta.get("constraints") or {}).items() if v is not None}
+    rec = meta.get("recommendation")
+    if rec is not None:
+        certified = ", ".join(rec["certified_tiers"]) or "none (no max_error tier)"
+        cards = [
+            ("accepted", _pct(rec["coverage"])),
+            ("reviewed", _pct(rec["review_fraction"])),
+            ("abstained", _pct(rec["abstain_fraction"])),
+            ("error among accepted", _fmt(rec["accepted_error"])),
+            ("upper (95%)", _fmt(rec["accepted_error_upper"])),
+            ("cost / 1,000", _fmt(rec["cost_per_1000"])),
+        ]
+        parts.append(
+            "<section class='rec' id='recommendation'><h2>Recommendation: "
+            f"<code>{html.escape(rec['policy'])}</code></h2>"
+            f"<p>{html.escape(rec['criterion'])}. Certified tiers: {html.escape(certified)}.</p>"
+            "<div class='kpi'>"
+            + "".join(f"<div>{html.escape(k)}<b>{v}</b></div>" for k, v in cards)
+            + "</div></section>"
+        )
+    elif constraints:
+        wanted = " and ".join(f"{k.replace('_', ' ')} {v:g}" for k, v in constraints.items())
+        parts.append(
+            "<section class='rec none' id='recommendation'><h2>No recommendation</h2>"
+            f"<p class='warn'>No compared policy meets {html.escape(wanted)}. Loosen a "
+            "constraint, compare more policies or calibrate on more rows.</p></section>"
+        )
+    if meta.get("current"):
+        parts.append(f"<p class='note' id='current-note'>{html.escape(str(meta['current']))}</p>")
+    gaps = meta.get("uncertified") or []
+    if gaps:
+        parts.append("<h3 id='uncertified'>Tiers that certify nothing</h3>")
+        parts.append(
+            _table(
+                gaps,
+                [
+                    ("policy", "policy"),
+                    ("tier", "tier"),
+                    ("reason", "why"),
+                    ("rows_available", "rows reaching it"),
+                    ("rows_needed", "rows needed"),
+                    ("calibration_rows_needed", "calibration rows needed"),
+                ],
+            )
+        )
+        parts.append(
+            "<p class='note'>'budget': even with zero errors, fewer rows reach the tier than "
+            "certifying its max_error at its delta needs; it accepts nothing until calibrated "
+            "on that many rows (or with a higher max_error or delta). 'not_certified': no "
+            "threshold keeps the error provably below max_error.</p>"
+        )
+    return parts
+
+
+def _pct(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{float(value):.1%}"
 
 
 def _html(ev: Evaluation, images: dict[str, bytes], title: str) -> str:
@@ -345,7 +418,7 @@ def _html(ev: Evaluation, images: dict[str, bytes], title: str) -> str:
     ]
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
-        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
+        f"<title>{html.escape(title)}</title><style>{REPORT_CSS}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
         f"<p class='note'>safepredict {html.escape(__version__)} · task {ev.task} · "
         f"source {html.escape(str(ev.meta.get('source', 'arrays')))}</p>",
@@ -358,6 +431,7 @@ def _html(ev: Evaluation, images: dict[str, bytes], title: str) -> str:
             "<p class='warn'>No separate calibration rows: thresholds were chosen on the test "
             "rows themselves, so the operating points below are optimistic.</p>"
         )
+    parts.extend(_recommendation_html(ev))
     parts.append("<h2>Scores: how well each one ranks errors last</h2>")
     parts.append(_img(images, "risk_coverage"))
     parts.append(
@@ -378,35 +452,37 @@ def _html(ev: Evaluation, images: dict[str, bytes], title: str) -> str:
     parts.append("<h2>Guaranteed vs naive operating points</h2>")
     rows = []
     for op in summary["operating_points"]:
-        for kind in ("empirical", "certified"):
-            pt = op[kind]
-            rows.append(
-                {
-                    "score": op["score"],
-                    "max_error": op["max_error"],
-                    "kind": "certified (LTT)" if kind == "certified" else "naive empirical",
-                    "threshold": pt["threshold"],
-                    "coverage": pt["coverage"],
-                    "risk": pt["risk"],
-                    "risk_upper": pt["risk_upper"],
-                    "ok": None if pt["risk"] is None else pt["risk"] <= op["max_error"],
-                }
-            )
-    parts.append(
-        _table(
-            rows,
-            [
-                ("score", "score"),
-                ("max_error", "error target"),
-                ("kind", "threshold chosen by"),
-                ("threshold", "threshold"),
-                ("coverage", "test coverage"),
-                ("risk", "test error"),
-                ("risk_upper", "error upper (95%)"),
-                ("ok", "meets target on test"),
-            ],
+        naive, cert = op["empirical"], op["certified"]
+        rows.append(
+            {
+                "score": op["score"],
+                "max_error": op["max_error"],
+                "naive_coverage": naive["coverage"],
+                "naive_risk": naive["risk"],
+                "naive_ok": None if naive["risk"] is None else naive["risk"] <= op["max_error"],
+                "cert_threshold": cert["threshold"],
+                "cert_coverage": cert["coverage"],
+                "cert_risk": cert["risk"],
+                "cert_upper": cert["risk_upper"],
+            }
         )
-    )
+    columns = [
+        ("score", "score"),
+        ("max_error", "error target"),
+        ("naive_coverage", "naive: coverage"),
+        ("naive_risk", "naive: test error"),
+        ("naive_ok", "naive meets target"),
+        ("cert_threshold", "certified: threshold"),
+        ("cert_coverage", "certified: coverage"),
+        ("cert_risk", "certified: test error"),
+        ("cert_upper", "upper (95%)"),
+    ]
+    first_score = rows[0]["score"] if rows else None
+    parts.append(_table([r for r in rows if r["score"] == first_score], columns))
+    if len(rows) > sum(r["score"] == first_score for r in rows):
+        parts.append(
+            "<details><summary>Every score</summary>" + _table(rows, columns) + "</details>"
+        )
     parts.append(
         f"<p class='note'>Both thresholds are chosen on the calibration rows and applied to "
         f"the test rows. The certified one holds its target with probability at least "
@@ -414,19 +490,21 @@ def _html(ev: Evaluation, images: dict[str, bytes], title: str) -> str:
         "error meets the target) carries no guarantee.</p>"
     )
     parts.append("<h2>Selective error at fixed coverage</h2>")
-    parts.append(
-        _table(
-            summary["at_coverage"],
-            [
-                ("score", "score"),
-                ("target", "target coverage"),
-                ("coverage", "coverage"),
-                ("risk", "selective error"),
-                ("risk_upper", "upper (95%)"),
-                ("threshold", "threshold"),
-            ],
+    at_columns = [
+        ("score", "score"),
+        ("target", "target coverage"),
+        ("coverage", "coverage"),
+        ("risk", "selective error"),
+        ("risk_upper", "upper (95%)"),
+        ("threshold", "threshold"),
+    ]
+    at_rows = summary["at_coverage"]
+    first = [r for r in at_rows if r["score"] == (at_rows[0]["score"] if at_rows else None)]
+    parts.append(_table(first, at_columns))
+    if len(first) < len(at_rows):
+        parts.append(
+            "<details><summary>Every score</summary>" + _table(at_rows, at_columns) + "</details>"
         )
-    )
     if ev.policies.results:
         parts.append("<h2>Policies side by side</h2>")
         parts.append(

@@ -45,8 +45,9 @@ from safepredict._frames import input_rows, resolve_redact
 from safepredict._hashing import row_hashes
 from safepredict._jsonl import to_builtin
 from safepredict._version import __version__
-from safepredict.decisions import Decisions, _is_guard_reason
+from safepredict.decisions import Decisions
 from safepredict.exceptions import ConfigError
+from safepredict.reasons import is_guard_reason
 
 __all__ = [
     "EVENT_BATCH",
@@ -620,7 +621,7 @@ class EventEmitter:
         for i in range(n):
             reasons = d.reasons[i]
             if reasons:
-                guard_reasons = [r for r in reasons if _is_guard_reason(r)]
+                guard_reasons = [r for r in reasons if is_guard_reason(r)]
                 reason_list = list(reasons)
             else:
                 guard_reasons = []
@@ -720,7 +721,7 @@ def _batch_event(d: Decisions, ctx: EventContext, request_id: str | None) -> dic
     for reasons in d.reasons:
         for r in reasons:
             reason_counts[r] += 1
-            if _is_guard_reason(r):
+            if is_guard_reason(r):
                 guard_counts[r.split(":", 1)[0]] += 1
     pairs: dict[str, dict[str, int]] = {}
     for (tier, action), count in Counter(

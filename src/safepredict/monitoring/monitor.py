@@ -28,7 +28,6 @@ from __future__ import annotations
 import bisect
 import csv
 import gzip
-import io
 import math
 import re
 from collections import Counter
@@ -36,20 +35,12 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
+from safepredict._jsonl import iter_lines, loads
 from safepredict._stats import clopper_pearson
 from safepredict.exceptions import ConfigError
 from safepredict.review.queue import SQLiteReviewQueue
-
-try:  # orjson is ~5x faster on long logs; the stdlib parser is the fallback
-    import orjson
-
-    _loads: Callable[[bytes], Any] = orjson.loads
-except ImportError:  # pragma: no cover - orjson is installed in CI
-    import json
-
-    _loads = json.loads
 
 __all__ = [
     "MonitorReport",
@@ -64,7 +55,6 @@ __all__ = [
 HIST_BINS = 20
 _WINDOW_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 _UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
-_PROGRESS_EVERY = 1 << 16
 
 
 def parse_window(window: str | float | None) -> float:
@@ -148,30 +138,15 @@ def ks_from_snapshot(snapshot: Mapping[str, Any], counts: Sequence[int]) -> tupl
 
 
 # ---------------------------------------------------------------- reading
-def _lines(path: Path, progress: Callable[[int, int], None] | None) -> Iterator[bytes]:
-    size = path.stat().st_size
-    with path.open("rb") as raw:
-        handle: IO[bytes] = raw
-        if path.suffix == ".gz":
-            handle = io.BufferedReader(gzip.GzipFile(fileobj=raw, mode="rb"), 1 << 20)
-        with handle:
-            for count, line in enumerate(handle, 1):
-                if progress is not None and count % _PROGRESS_EVERY == 0:
-                    progress(raw.tell(), size)
-                yield line
-    if progress is not None:
-        progress(size, size)
-
-
 def _records(path: Path) -> Iterator[dict[str, Any]]:
     if path.suffix in (".csv",) or path.name.endswith(".csv.gz"):
         opener = gzip.open if path.suffix == ".gz" else open
         with opener(path, "rt", newline="", encoding="utf-8") as fh:
             yield from csv.DictReader(fh)
         return
-    for line in _lines(path, None):
+    for line in iter_lines(path):
         if line.strip():
-            yield _loads(line)
+            yield loads(line)
 
 
 def read_labels(path: str | Path) -> dict[str, Any]:
@@ -408,9 +383,9 @@ def monitor(
             progress(done_bytes + done, total_bytes)
 
     for path in sources:
-        for line in _lines(path, cb if progress is not None else None):
+        for line in iter_lines(path, cb if progress is not None else None):
             try:
-                ev = _loads(line)
+                ev = loads(line)
                 name = ev.get("event")
             except Exception:  # not JSON / not an object: another app's line
                 events["skipped"] += 1

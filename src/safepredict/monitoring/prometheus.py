@@ -27,6 +27,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from safepredict.reasons import reason_name
+
 __all__ = ["PrometheusMetrics"]
 
 #: Bucket bounds (seconds) of the per-call latency histograms.
@@ -128,7 +130,7 @@ class PrometheusMetrics:
         if name == "safepredict.decision":
             self.decisions.labels(model, str(ev.get("tier")), str(ev.get("action"))).inc()
             for reason in (ev.get("guard") or {}).get("reasons") or ():
-                self.guard_reasons.labels(model, str(reason).split(":", 1)[0]).inc()
+                self.guard_reasons.labels(model, reason_name(str(reason))).inc()
             conf = ev.get("confidence")
             if conf is not None:
                 self.confidence.labels(model).observe(float(conf))

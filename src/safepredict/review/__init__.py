@@ -18,7 +18,9 @@ The writers here import layers 0-1 only (never a decide stage); the reviewer
 console (:mod:`safepredict.review.console`, layer 4) is imported on demand.
 """
 
-from safepredict.review.cases import build_cases, utc_now
+# build_cases and utc_now are for the facade, not users (import them from review.cases).
+from safepredict.review.cases import build_cases as build_cases
+from safepredict.review.cases import utc_now as utc_now
 from safepredict.review.queue import SQLiteReviewQueue
 from safepredict.review.router import Router
 from safepredict.review.sinks import CallableSink, JSONLSink, Sink
@@ -29,6 +31,4 @@ __all__ = [
     "Router",
     "SQLiteReviewQueue",
     "Sink",
-    "build_cases",
-    "utc_now",
 ]

@@ -15,11 +15,11 @@ from safepredict._validation import describe
 from safepredict.exceptions import ConfigError
 from safepredict.review.cases import utc_now
 
-_STATUSES = ("pending", "claimed", "resolved")
+STATUSES = ("pending", "claimed", "resolved")
 
 
 # ------------------------------------------------------------- SQLite queue
-_SCHEMA = """
+SCHEMA = """
 CREATE TABLE IF NOT EXISTS cases (
     decision_id    TEXT PRIMARY KEY NOT NULL,
     created_at     TEXT NOT NULL,
@@ -72,13 +72,13 @@ _COLUMNS = (
     "inputs_hash",
     "audit",
 )
-_INSERT = (
+INSERT = (
     f"INSERT INTO cases ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))}) "
     "ON CONFLICT (decision_id) DO NOTHING"
 )
 
 
-def _case_params(case: Mapping[str, Any]) -> tuple[Any, ...]:
+def case_params(case: Mapping[str, Any]) -> tuple[Any, ...]:
     out: list[Any] = []
     for col in _COLUMNS:
         value = case.get(col)
@@ -104,7 +104,7 @@ def _case_params(case: Mapping[str, Any]) -> tuple[Any, ...]:
     return tuple(out)
 
 
-def _row_to_case(row: sqlite3.Row) -> dict[str, Any]:
+def row_to_case(row: sqlite3.Row) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key in row.keys():  # noqa: SIM118  # sqlite3.Row is not iterable by key
         value = row[key]
@@ -116,12 +116,12 @@ def _row_to_case(row: sqlite3.Row) -> dict[str, Any]:
     return out
 
 
-def _has_reason(reasons: Sequence[str], reason: str) -> bool:
+def has_reason(reasons: Sequence[str], reason: str) -> bool:
     """A reason matches itself and its qualified forms (``ood`` ~ ``ood:x``)."""
     return any(r == reason or r.startswith(reason + ":") for r in reasons)
 
 
-def _cutoff(older_than: Any) -> str:
+def cutoff(older_than: Any) -> str:
     if isinstance(older_than, datetime):
         moment = older_than if older_than.tzinfo else older_than.replace(tzinfo=UTC)
     elif isinstance(older_than, timedelta):
@@ -136,7 +136,7 @@ def _cutoff(older_than: Any) -> str:
     return moment.astimezone(UTC).isoformat(timespec="microseconds")
 
 
-def _write_export(fh: IO[str], cases: list[dict[str, Any]], format: str) -> None:
+def write_export(fh: IO[str], cases: list[dict[str, Any]], format: str) -> None:
     if format == "jsonl":
         for case in cases:
             fh.write(dumps(case) + "\n")
@@ -152,14 +152,14 @@ def _write_export(fh: IO[str], cases: list[dict[str, Any]], format: str) -> None
         writer.writerow(row)
 
 
-def _close_all(conns: list[sqlite3.Connection]) -> None:
+def close_all(conns: list[sqlite3.Connection]) -> None:
     while conns:
         conn = conns.pop()
         with contextlib.suppress(sqlite3.Error):
             conn.close()
 
 
-def _check_reviewer(reviewer: Any) -> str:
+def check_reviewer(reviewer: Any) -> str:
     if not isinstance(reviewer, str) or not reviewer.strip():
         raise ConfigError(
             f"reviewer must be a non-empty string (who is reviewing); got {describe(reviewer)}."

@@ -36,45 +36,13 @@ from starlette.routing import Route
 
 from safepredict._stats import clopper_pearson
 from safepredict.exceptions import SafePredictError
+from safepredict.reasons import describe_reason as describe_reason  # moved to reasons
 from safepredict.review import SQLiteReviewQueue
 
-__all__ = ["TOKEN_ENV", "create_app", "describe_reason", "realized_error"]
+__all__ = ["TOKEN_ENV", "create_app", "realized_error"]
 
 #: Environment variable the token is read from when ``--token`` is not given.
 TOKEN_ENV = "SAFEPREDICT_REVIEW_TOKEN"
-
-_REASONS = {
-    "missing": "A value is missing for {col}.",
-    "non_finite": "{col} is NaN or infinite.",
-    "out_of_range": "{col} is outside the range seen in the reference data.",
-    "unseen_category": "{col} has a category never seen in the reference data.",
-    "type": "{col} has the wrong type (e.g. text in a numeric column).",
-    "ood": "The row as a whole is unlike the reference data (out of distribution).",
-    "empty_set": (
-        "Empty conformal set: the row is less typical than the calibration rows "
-        "(no label reaches the configured confidence level)."
-    ),
-    "model_error": "The model raised an error on this row.",
-    "uncertified": "Tier {col} could not be certified on the calibration data.",
-    "explanation_skipped": "The explanation was skipped ({col}).",
-}
-
-
-def describe_reason(code: str) -> str:
-    """A reason code in plain words.
-
-    Examples
-    --------
-    >>> describe_reason("out_of_range:age")
-    'age is outside the range seen in the reference data.'
-    >>> describe_reason("something_new")
-    'something_new'
-    """
-    head, _, col = code.partition(":")
-    template = _REASONS.get(head)
-    if template is None:
-        return code
-    return template.format(col=col or "a feature")
 
 
 def realized_error(cases: list[dict[str, Any]]) -> dict[str, Any]:

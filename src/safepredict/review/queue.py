@@ -16,16 +16,16 @@ from safepredict._jsonl import dumps
 from safepredict._validation import describe
 from safepredict.exceptions import CaseNotFoundError, ConfigError, ReviewQueueError
 from safepredict.review._sqlite import (
-    _INSERT,
-    _SCHEMA,
-    _STATUSES,
-    _case_params,
-    _check_reviewer,
-    _close_all,
-    _cutoff,
-    _has_reason,
-    _row_to_case,
-    _write_export,
+    INSERT,
+    SCHEMA,
+    STATUSES,
+    case_params,
+    check_reviewer,
+    close_all,
+    cutoff,
+    has_reason,
+    row_to_case,
+    write_export,
 )
 from safepredict.review.cases import utc_now
 
@@ -86,7 +86,7 @@ class SQLiteReviewQueue:
         self._conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
         # close this object's connections when it is garbage collected
-        weakref.finalize(self, _close_all, self._conns)
+        weakref.finalize(self, close_all, self._conns)
 
     # pickling: drop connections, reopen lazily
     def __getstate__(self) -> dict[str, Any]:
@@ -114,7 +114,7 @@ class SQLiteReviewQueue:
         conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute(f"PRAGMA synchronous = {'FULL' if self.durable else 'NORMAL'}")
-        conn.executescript(_SCHEMA)
+        conn.executescript(SCHEMA)
         self._local.conn = conn
         self._local.pid = os.getpid()
         with self._conns_lock:
@@ -137,7 +137,7 @@ class SQLiteReviewQueue:
     def close(self) -> None:
         """Close every connection this object opened (they reopen lazily on next use)."""
         with self._conns_lock:
-            _close_all(self._conns)
+            close_all(self._conns)
         self._local = threading.local()
 
     def integrity_check(self) -> str:
@@ -150,9 +150,9 @@ class SQLiteReviewQueue:
         """Insert the cases in one transaction (a case already present is kept as is)."""
         if not cases:
             return
-        params = [_case_params(c) for c in cases]
+        params = [case_params(c) for c in cases]
         with self._write() as conn:
-            conn.executemany(_INSERT, params)
+            conn.executemany(INSERT, params)
 
     def enqueue(self, case: Mapping[str, Any]) -> None:
         """Insert one case (its own transaction)."""
@@ -166,7 +166,7 @@ class SQLiteReviewQueue:
             .execute("SELECT * FROM cases WHERE decision_id = ?", (str(decision_id),))
             .fetchone()
         )
-        return None if row is None else _row_to_case(row)
+        return None if row is None else row_to_case(row)
 
     def _require(self, decision_id: str) -> dict[str, Any]:
         case = self.get(decision_id)
@@ -190,8 +190,8 @@ class SQLiteReviewQueue:
         where: list[str] = []
         params: list[Any] = []
         if status is not None:
-            if status not in _STATUSES:
-                raise ConfigError(f"status must be one of {_STATUSES}; got {describe(status)}.")
+            if status not in STATUSES:
+                raise ConfigError(f"status must be one of {STATUSES}; got {describe(status)}.")
             where.append("status = ?")
             params.append(status)
         if tier is not None:
@@ -205,7 +205,7 @@ class SQLiteReviewQueue:
             params.append(dumps(str(reason))[:-1])
         if older_than is not None:
             where.append("created_at < ?")
-            params.append(_cutoff(older_than))
+            params.append(cutoff(older_than))
         sql = "SELECT * FROM cases"
         if where:
             sql += " WHERE " + " AND ".join(where)
@@ -218,8 +218,8 @@ class SQLiteReviewQueue:
                 params.append(limit)
         out: list[dict[str, Any]] = []
         for row in self._conn().execute(sql, params):
-            case = _row_to_case(row)
-            if reason is not None and not _has_reason(case["reasons"], str(reason)):
+            case = row_to_case(row)
+            if reason is not None and not has_reason(case["reasons"], str(reason)):
                 continue
             out.append(case)
             if limit is not None and len(out) >= limit:
@@ -270,9 +270,9 @@ class SQLiteReviewQueue:
             .execute("SELECT tier, status, COUNT(*) FROM cases GROUP BY tier, status")
             .fetchall()
         )
-        out: dict[str, dict[str, int]] = {"*": dict.fromkeys(_STATUSES, 0)}
+        out: dict[str, dict[str, int]] = {"*": dict.fromkeys(STATUSES, 0)}
         for tier, status, n in rows:
-            out.setdefault(tier, dict.fromkeys(_STATUSES, 0))[status] = int(n)
+            out.setdefault(tier, dict.fromkeys(STATUSES, 0))[status] = int(n)
             out["*"][status] += int(n)
         return out
 
@@ -285,7 +285,7 @@ class SQLiteReviewQueue:
 
         Two reviewers -- in threads or processes -- never get the same case.
         """
-        reviewer = _check_reviewer(reviewer)
+        reviewer = check_reviewer(reviewer)
         sql = (
             "UPDATE cases SET status = 'claimed', reviewer = ?, claimed_at = ? "
             "WHERE rowid = (SELECT rowid FROM cases WHERE status = 'pending'"
@@ -297,11 +297,11 @@ class SQLiteReviewQueue:
             params.append(str(tier))
         with self._write() as conn:
             row = conn.execute(sql, params).fetchone()
-        return None if row is None else _row_to_case(row)
+        return None if row is None else row_to_case(row)
 
     def claim_case(self, decision_id: str, reviewer: str) -> dict[str, Any]:
         """Claim one given case; it must be pending (or already claimed by ``reviewer``)."""
-        reviewer = _check_reviewer(reviewer)
+        reviewer = check_reviewer(reviewer)
         with self._write() as conn:
             row = conn.execute(
                 "UPDATE cases SET status = 'claimed', reviewer = ?, claimed_at = ? "
@@ -310,7 +310,7 @@ class SQLiteReviewQueue:
                 (reviewer, utc_now(), str(decision_id), reviewer),
             ).fetchone()
         if row is not None:
-            return _row_to_case(row)
+            return row_to_case(row)
         case = self._require(decision_id)
         raise ReviewQueueError(
             f"case {decision_id!r} cannot be claimed by {reviewer!r}: it is {case['status']}"
@@ -320,7 +320,7 @@ class SQLiteReviewQueue:
 
     def release(self, decision_id: str, reviewer: str) -> dict[str, Any]:
         """Give a claimed case back to the pending pool (only its reviewer can)."""
-        reviewer = _check_reviewer(reviewer)
+        reviewer = check_reviewer(reviewer)
         with self._write() as conn:
             row = conn.execute(
                 "UPDATE cases SET status = 'pending', reviewer = NULL, claimed_at = NULL "
@@ -328,7 +328,7 @@ class SQLiteReviewQueue:
                 (str(decision_id), reviewer),
             ).fetchone()
         if row is not None:
-            return _row_to_case(row)
+            return row_to_case(row)
         case = self._require(decision_id)
         raise ReviewQueueError(
             f"case {decision_id!r} is {case['status']}"
@@ -351,7 +351,7 @@ class SQLiteReviewQueue:
             The case is pending (claim it first), claimed by someone else, or
             already resolved.
         """
-        reviewer = _check_reviewer(reviewer)
+        reviewer = check_reviewer(reviewer)
         with self._write() as conn:
             row = conn.execute(
                 "UPDATE cases SET status = 'resolved', outcome = ?, outcome_source = 'review', "
@@ -366,7 +366,7 @@ class SQLiteReviewQueue:
                 ),
             ).fetchone()
         if row is not None:
-            return _row_to_case(row)
+            return row_to_case(row)
         case = self._require(decision_id)
         if case["status"] == "pending":
             hint = f"it is pending: claim it first with queue.claim_case(id, {reviewer!r})"
@@ -447,7 +447,7 @@ class SQLiteReviewQueue:
         )
         rows = self._conn().execute(sql, params).fetchall()
         for row in rows:
-            case = _row_to_case(row)
+            case = row_to_case(row)
             yield {k: case[k] for k in keep}
         if include_external and not audited_only and tier is None:
             ext = self._conn().execute(
@@ -475,7 +475,7 @@ class SQLiteReviewQueue:
         cases = self.cases()
         if isinstance(dest, str | os.PathLike):
             with open(dest, "w", encoding="utf-8", newline="") as fh:
-                _write_export(fh, cases, format)
+                write_export(fh, cases, format)
         else:
-            _write_export(dest, cases, format)
+            write_export(dest, cases, format)
         return len(cases)

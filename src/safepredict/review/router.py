@@ -42,8 +42,6 @@ class Router:
         Cases whose sink write failed after every retry (spooled or not).
     spooled : int
         Cases written to the spool.
-    last_error : str or None
-        The last sink error, ``"<type>: <message>"``.
 
     Examples
     --------
@@ -72,7 +70,6 @@ class Router:
         self.spool: Path | None = None if spool is None else Path(spool)
         self.failures = 0
         self.spooled = 0
-        self.last_error: str | None = None
         self._lock = threading.Lock()
 
     def __getstate__(self) -> dict[str, Any]:
@@ -141,7 +138,6 @@ class Router:
             self.failures += len(cases)
             if status == "spooled":
                 self.spooled += len(cases)
-            self.last_error = message
         return [self._status(c, status, message) for c in cases]
 
     def report_failure(self, audits: Sequence[bool], error: BaseException) -> list[dict[str, Any]]:
@@ -149,7 +145,6 @@ class Router:
         message = f"{type(error).__name__}: {error}"
         with self._lock:
             self.failures += len(audits)
-            self.last_error = message
         return [self._status({"audit": a}, "failed", message) for a in audits]
 
     def _status(

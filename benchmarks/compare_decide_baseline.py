@@ -11,7 +11,7 @@ working tree is faster. BLAS/OpenMP pools are limited to one thread.
 
 Run::
 
-    PYTHONPATH=src python benchmarks/bench_decide_baseline.py [--ref main]
+    PYTHONPATH=src python benchmarks/compare_decide_baseline.py [--ref main]
         [--repeats 400] [--batch-repeats 7] [--only LogisticRegression]
 """
 
