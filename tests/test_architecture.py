@@ -56,6 +56,7 @@ LAYERS: dict[str, tuple[int, str]] = {
     "safepredict.config": (1, "core"),
     "safepredict.decisions": (1, "core"),
     # L2 pure stages of the decide pipeline: none imports another.
+    "safepredict.adapters": (2, "stage"),
     "safepredict.adaptive": (2, "stage"),
     "safepredict.conformal": (2, "stage"),
     "safepredict.explain": (2, "stage"),

@@ -76,11 +76,17 @@ def resolve_task(model: Any, task: str) -> str:
     if task != "auto":
         return str(task)
     if _sklearn_kind(model, is_classifier) or (
-        hasattr(model, "predict_proba") and hasattr(model, "classes_")
+        hasattr(model, "predict_proba")
+        and (hasattr(model, "classes_") or not hasattr(model, "predict"))
     ):
         return "classification"
     if _sklearn_kind(model, is_regressor) or hasattr(model, "predict"):
         return "regression"
+    if callable(model):
+        raise ConfigError(
+            f"a plain callable ({describe(model)}) does not say what it returns; pass "
+            "task='classification' (with classes=[...]) or task='regression'."
+        )
     raise ConfigError(
         f"model must have predict_proba (classification) or predict (regression); got "
         f"{describe(model)}. Pass a fitted estimator."
@@ -319,7 +325,21 @@ def fit_explainer(
         random_state=random_state,
         background=background,
     )
-    return ModelExplainer(model, state)
+    explainer = ModelExplainer(model, state)
+    if requested in ("tree", "linear"):  # an explicit method that cannot explain: say why now
+        try:
+            explainer.prepare()
+        except ConfigError:
+            raise
+        except Exception as exc:  # e.g. shap not installed
+            state.errors.setdefault(str(requested), f"{type(exc).__name__}: {exc}"[:300])
+        if state.method is None:
+            why = state.errors.get(str(requested), "no reason given")
+            raise ConfigError(
+                f"explainer={requested!r} cannot explain this model ({why}). Use "
+                "explainer='auto' (falls back to 'permutation') or 'permutation'."
+            )
+    return explainer
 
 
 # ------------------------------------------------------------------ tiers, baseline

@@ -77,6 +77,7 @@ __all__ = [
     "candidate_methods",
     "check_request",
     "feature_groups",
+    "margin_output",
     "model_kind",
     "split_pipeline",
     "to_shap",
@@ -191,6 +192,45 @@ def model_kind(model: Any) -> str:
     ):
         return "linear"
     return "other"
+
+
+def margin_output(model: Any, X: Any) -> NDArray[np.float64] | None:
+    """The classifier's additive margin (log-odds) on ``X``, or ``None`` if it has none.
+
+    Tree SHAP explains gradient-boosted classifiers in their raw margin, so
+    additivity is checked against it: ``output_margin=True`` (xgboost),
+    ``raw_score=True`` (lightgbm), ``prediction_type="RawFormulaVal"`` (catboost),
+    else ``decision_function`` (scikit-learn). A ``Pipeline`` is transformed up to
+    its final estimator first.
+
+    Examples
+    --------
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> X = np.array([[0.0], [1.0], [2.0], [3.0]])
+    >>> model = LogisticRegression().fit(X, [0, 0, 1, 1])
+    >>> bool(np.allclose(margin_output(model, X), model.decision_function(X)))
+    True
+    """
+    pre, final = split_pipeline(model)
+    root = (type(final).__module__ or "").split(".")[0]
+    try:
+        if root in _BOOSTING_MARGIN:
+            data = X if pre is None else pre.transform(X)
+            keyword, value = _BOOSTING_MARGIN[root]
+            return np.asarray(final.predict(data, **{keyword: value}), dtype=np.float64)
+        if hasattr(model, "decision_function"):
+            return np.asarray(model.decision_function(X), dtype=np.float64)
+    except Exception:  # a model without a usable margin: only probabilities are candidates
+        return None
+    return None
+
+
+#: The ``predict`` keyword that gives each boosting library's raw margin.
+_BOOSTING_MARGIN: dict[str, tuple[str, Any]] = {
+    "xgboost": ("output_margin", True),
+    "lightgbm": ("raw_score", True),
+    "catboost": ("prediction_type", "RawFormulaVal"),
+}
 
 
 def candidate_methods(kind: str, requested: str, n_inputs: int) -> tuple[str, ...]:
@@ -1020,8 +1060,8 @@ class ModelExplainer:
             return "prediction" if np.allclose(totals, pred, atol=1e-6, rtol=1e-6) else None
         proba = np.asarray(self.model.predict_proba(row), dtype=np.float64)
         cand: dict[str, NDArray[np.float64]] = {"proba": proba}
-        if hasattr(self.model, "decision_function"):
-            margin = np.asarray(self.model.decision_function(row), dtype=np.float64)
+        margin = margin_output(self.model, row)
+        if margin is not None:
             cand["margin"] = margin.reshape(len(row), -1)
         for space, ref in cand.items():
             if totals.shape[1] == 1 and ref.shape[1] == 2:

@@ -32,6 +32,7 @@ import numpy as np
 
 from safepredict import calibration, pipeline
 from safepredict._version import __version__
+from safepredict.adapters import adapt
 from safepredict.config import TierPolicy
 from safepredict.conformal import ClassificationConformal, RegressionConformal
 from safepredict.exceptions import ConfigError, NotCalibratedError
@@ -124,7 +125,7 @@ class Runtime:
             "stages",
             parts,
             lambda: pipeline.Stages(
-                model=parts[0],
+                model=adapt(parts[0], parts[1], parts[7]),  # what the stages call
                 task=parts[1],
                 policy=parts[2],
                 conformal=parts[3],

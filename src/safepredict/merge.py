@@ -34,6 +34,7 @@ __all__ = [
     "INVALID_OUTPUT",
     "MODEL_ERROR",
     "MODEL_FAILURES",
+    "MODEL_TIMEOUT",
     "action_ranks",
     "block_ranks",
     "merge_actions",
@@ -46,8 +47,10 @@ ACTIONS = ("accept", "review", "abstain")
 MODEL_ERROR = "model_error"
 #: Reason of a row whose model output broke the output contract.
 INVALID_OUTPUT = "invalid_output"
+#: Reason of a row whose (remote, async) model timed out after its retries.
+MODEL_TIMEOUT = "model_error:timeout"
 #: The reasons of a row the model gave no valid output for.
-MODEL_FAILURES = frozenset({MODEL_ERROR, INVALID_OUTPUT})
+MODEL_FAILURES = frozenset({MODEL_ERROR, INVALID_OUTPUT, MODEL_TIMEOUT})
 
 _RANK = {a: i for i, a in enumerate(ACTIONS)}
 _NAMES = np.array(ACTIONS, dtype=object)
@@ -132,12 +135,14 @@ def merge_reasons(
     invalid: NDArray[np.bool_],
     *,
     any_failed: bool = True,
+    timed_out: NDArray[np.bool_] | None = None,
 ) -> list[tuple[str, ...]]:
     """Reason codes of every row: guard, then tier, then model-failure reasons.
 
     Rows the guards kept from the model (``skipped``) carry their guard reasons
     only: they were never scored, so a tier reason (e.g. ``empty_set``) or a
-    model reason would be false.
+    model reason would be false. Raised rows that are ``timed_out`` carry
+    ``model_error:timeout`` instead of ``model_error``.
 
     Examples
     --------
@@ -152,7 +157,13 @@ def merge_reasons(
             reasons[row] = extra
     for row, why in guard_reasons.items():
         reasons[row] = why + reasons[row]
-    for mask, code in ((raised, MODEL_ERROR), (invalid, INVALID_OUTPUT)):
+    timeout = np.zeros(n, dtype=bool) if timed_out is None else timed_out
+    failures = (
+        (raised & ~timeout, MODEL_ERROR),
+        (timeout, MODEL_TIMEOUT),
+        (invalid, INVALID_OUTPUT),
+    )
+    for mask, code in failures:
         if any_failed and mask.any():
             for row in np.flatnonzero(mask & ~skipped).tolist():
                 reasons[row] = (*reasons[row], code)

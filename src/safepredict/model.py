@@ -77,6 +77,7 @@ class ModelOutput:
     invalid: NDArray[np.bool_]
     skipped: NDArray[np.bool_]
     any_failed: bool = True
+    timed_out: NDArray[np.bool_] | None = None  # raised rows whose model call timed out
 
     @property
     def failed(self) -> NDArray[np.bool_]:
@@ -224,14 +225,27 @@ def run_model(
         values = np.full(shape, np.nan)
         invalid = np.zeros(n, dtype=bool)
         keep = np.flatnonzero(~skipped)
+        timed_out = None
         if len(keep):
             sub = run_model(model, task, take_rows(X, keep), n_classes=n_classes)
             values[keep] = sub.values
             raised[keep] = sub.raised
             invalid[keep] = sub.invalid
-        return ModelOutput(values, raised, invalid, skipped)
+            if sub.timed_out is not None:
+                timed_out = np.zeros(n, dtype=bool)
+                timed_out[keep] = sub.timed_out
+        return ModelOutput(values, raised, invalid, skipped, timed_out=timed_out)
     try:
         raw = _call(model, model_method(task), X)
+    except TimeoutError:  # a remote model out of time (after its retries): every row fails
+        everything = np.ones(n, dtype=bool)
+        return ModelOutput(
+            np.full(shape, np.nan),
+            everything,
+            np.zeros(n, dtype=bool),
+            skipped,
+            timed_out=everything,
+        )
     except Exception:  # any model failure: score row by row, never crash the batch
         return _row_by_row(model, task, X, n_classes, skipped)
     return from_output(model, task, X, raw, n_classes=n_classes)

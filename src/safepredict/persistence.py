@@ -56,6 +56,7 @@ import numpy as np
 
 from safepredict._state import array_to_state, check_array, check_unit_level
 from safepredict._version import __version__
+from safepredict.adapters import adapt
 from safepredict.config import GuardConfig, TierPolicy
 from safepredict.conformal import (
     CLASSIFICATION_SCORES,
@@ -167,7 +168,10 @@ def _regression_conformal(state: Mapping[str, Any], predictor: SavedPredictor) -
 
 def _explainer(state: Mapping[str, Any], predictor: SavedPredictor) -> Any:
     """``ModelExplainer.from_state`` bound to the predictor's model (shap rebuilds lazily)."""
-    return ModelExplainer.from_state(dict(state), model=predictor.model)
+    return ModelExplainer.from_state(
+        dict(state),
+        model=adapt(predictor.model, predictor.task_, getattr(predictor, "classes_", None)),
+    )
 
 
 def _validate_conformal(obj: Any, predictor: SavedPredictor) -> None:
@@ -462,6 +466,11 @@ def _check_model(saved: Mapping[str, Any], model: Any, task: str, *, verify: boo
 
 
 # ---------------------------------------------------------------- save
+def _builtin_labels(values: Any) -> list[Any]:
+    """Class labels as JSON values (numpy scalars to Python ones)."""
+    return [v.item() if isinstance(v, np.generic) else v for v in list(values)]
+
+
 def _params(predictor: SavedPredictor) -> tuple[dict[str, Any], list[str]]:
     saved: dict[str, Any] = {}
     skipped: list[str] = []
@@ -476,6 +485,8 @@ def _params(predictor: SavedPredictor) -> tuple[dict[str, Any], list[str]]:
             )
         elif name == "redact":
             saved[name] = [str(v) for v in value]
+        elif name == "classes" and value is not None:  # labels of an adapted model
+            saved[name] = _builtin_labels(value)
         elif value is None or isinstance(value, bool | int | float | str):
             saved[name] = value
         else:
@@ -767,8 +778,9 @@ def load_predictor(
                 names_value = [str(c) for c in fitted[names_attr]]
                 setattr(predictor, names_attr, np.asarray(names_value, dtype=object))
         predictor.policy_ = TierPolicy.from_dict(doc["policy"])
-        if task == "classification":
-            setattr(predictor, "classes_", np.asarray(model.classes_))  # noqa: B010
+        if task == "classification":  # classes_, or classes= (safepredict.adapters)
+            classes = adapt(model, task, kwargs.get("classes")).classes_
+            setattr(predictor, "classes_", np.asarray(classes))  # noqa: B010
         _restore_components(predictor, doc["state"], p)
         _check_conformal(predictor, task, p)
         _trial_decide(predictor)
@@ -839,7 +851,10 @@ def _check_conformal(predictor: SavedPredictor, task: str, p: Path) -> None:
             f"{list(scores)} for {task}; the file is inconsistent."
         )
     if isinstance(conformal, ClassificationConformal):
-        if np.asarray(conformal.classes).tolist() != np.asarray(predictor.model.classes_).tolist():
+        if (
+            np.asarray(conformal.classes).tolist()
+            != np.asarray(getattr(predictor, "classes_", None)).tolist()
+        ):
             raise PersistenceError(f"{p}: the conformal state's classes differ from the model's.")
     elif method == "cqr" and getattr(predictor, "quantile_models", None) is None:
         raise PersistenceError(

@@ -424,7 +424,14 @@ def decide(
         block = block_ranks(no_block if guard_rank is None else guard_rank, raised | invalid)
     codes, actions = merge_actions(tier_codes, stages.tier_actions, block)
     reasons = merge_reasons(
-        n, tier_reasons, guard_reasons, out.skipped, raised, invalid, any_failed=any_failed
+        n,
+        tier_reasons,
+        guard_reasons,
+        out.skipped,
+        raised,
+        invalid,
+        any_failed=any_failed,
+        timed_out=out.timed_out,
     )
     guard_flagged = np.zeros(n, dtype=bool)
     if guard_reasons:

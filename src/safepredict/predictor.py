@@ -20,7 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 from sklearn.base import BaseEstimator
 
-from safepredict import calibration, pipeline
+from safepredict import adapters, calibration, pipeline
 from safepredict._frames import is_frame, resolve_redact
 from safepredict.decisions import Decision, Decisions
 from safepredict.exceptions import ConfigError, InputSchemaError, PersistenceError
@@ -86,6 +86,10 @@ class SafePredictor(TierHealth, BaseEstimator):  # type: ignore[misc]  # sklearn
         ``explanation_skipped:budget``.
     quantile_models : tuple of (lower, median, upper) estimators, optional
         Fitted quantile regressors for CQR.
+    classes : sequence, optional
+        Class labels, in the order of the model's probability columns, for a
+        classifier without ``classes_`` (a remote client, a plain function); see
+        :mod:`safepredict.adapters`.
 
     Examples
     --------
@@ -120,6 +124,7 @@ class SafePredictor(TierHealth, BaseEstimator):  # type: ignore[misc]  # sklearn
         explain_budget_ms: float | None = None,
         quantile_models: Any = None,
         explainer_background: str = "kmeans",
+        classes: Sequence[Any] | None = None,
     ) -> None:
         self.model = model
         self.task = task
@@ -139,6 +144,7 @@ class SafePredictor(TierHealth, BaseEstimator):  # type: ignore[misc]  # sklearn
         self.explain_budget_ms = explain_budget_ms
         self.quantile_models = quantile_models
         self.explainer_background = explainer_background
+        self.classes = classes
         _check_redact(redact, getattr(model, "feature_names_in_", None))
 
     # ------------------------------------------------------------ sklearn glue
@@ -233,10 +239,14 @@ class SafePredictor(TierHealth, BaseEstimator):  # type: ignore[misc]  # sklearn
             self.explainer_background,
         )
         task = calibration.resolve_task(self.model, self.task)
+        # -- model adapters (safepredict.adapters): what the stages call
+        adapters.check_task(self.model, self.task, task, X)
+        model = adapters.adapt(self.model, task, self.classes)
+        # -- end model adapters
         policy = calibration.resolve_policy(self.tiers, self.guards, task)
         method = calibration.resolve_score(self.conformity_score, task, self.quantile_models)
         core = calibration.fit_core(
-            self.model,
+            model,
             X,
             y,
             task=task,
@@ -268,7 +278,7 @@ class SafePredictor(TierHealth, BaseEstimator):  # type: ignore[misc]  # sklearn
             reference, core.schema, self.guard_config_, self.random_state
         )
         self.explainer_ = calibration.fit_explainer(
-            self.model,
+            model,
             core.X_model,
             requested=self.explainer,
             task=task,
@@ -347,6 +357,10 @@ class SafePredictor(TierHealth, BaseEstimator):  # type: ignore[misc]  # sklearn
     async def adecide(self, X: Any, **kwargs: Any) -> Decisions:
         """:meth:`decide` run in a worker thread, so an event loop is never blocked.
 
+        An ``async`` model (a remote client, see :class:`~safepredict.adapters.AsyncModel`)
+        is awaited on this event loop, with its per-batch timeout and retries;
+        rows of a batch that times out abstain with ``model_error:timeout``.
+
         Keyword arguments are passed on to :meth:`decide`. Use it from async
         services (FastAPI, aiohttp): ``decisions = await predictor.adecide(rows)``.
 
@@ -361,7 +375,12 @@ class SafePredictor(TierHealth, BaseEstimator):  # type: ignore[misc]  # sklearn
         >>> len(asyncio.run(sp.adecide(X[:5])))
         5
         """
-        return await asyncio.to_thread(self.decide, X, **kwargs)
+        # -- model adapters: an async model's calls are awaited on this loop
+        token = adapters.caller_loop.set(asyncio.get_running_loop())
+        try:
+            return await asyncio.to_thread(self.decide, X, **kwargs)
+        finally:
+            adapters.caller_loop.reset(token)
 
     @classmethod
     def load(
