@@ -26,16 +26,17 @@ import threading
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol, TypeVar, cast
+from typing import Any, Protocol, Self, TypeVar, cast
 
 import numpy as np
 
 from safepredict import calibration, pipeline
+from safepredict._frames import resolve_redact
 from safepredict._version import __version__
 from safepredict.adapters import adapt
 from safepredict.config import TierPolicy
 from safepredict.conformal import ClassificationConformal, RegressionConformal
-from safepredict.exceptions import ConfigError, NotCalibratedError
+from safepredict.exceptions import ConfigError, NotCalibratedError, PersistenceError
 from safepredict.inputs import InputSchema
 from safepredict.monitoring.events import EventContext, EventEmitter
 from safepredict.review import Router
@@ -353,6 +354,70 @@ class Lifecycle(Runtime):
         # the mixin only ever runs as part of SafePredictor, a SavedPredictor
         return save_predictor(cast(SavedPredictor, self), path, model=model, key=key)
 
+    @classmethod
+    def load(
+        cls,
+        path: str | Path,
+        *,
+        model: Any = None,
+        trusted: Sequence[str] | None = None,
+        key: bytes | str | None = None,
+        verify_model: bool = True,
+        **params: Any,
+    ) -> Self:
+        """Restore a predictor saved with :meth:`save`; it decides exactly as before.
+
+        Parameters
+        ----------
+        path : str or Path
+            The calibration file.
+        model : estimator, optional
+            The fitted model the predictor was calibrated with. If omitted, the
+            model saved with ``save(path, model="skops")`` is loaded with skops.
+        trusted : sequence of str, optional
+            Types in the skops model file that skops does not trust by default
+            and that you accept (see ``skops.io.get_untrusted_types``).
+        key : str or bytes, optional
+            The HMAC key the file was signed with.
+        verify_model : bool, default=True
+            Check the model's outputs on the fingerprint probe rows.
+        **params
+            Runtime parameters that cannot be saved or that you want to change:
+            ``router``, ``logger``, ``log``, ``model_name``, ... (not the
+            calibration parameters).
+
+        Raises
+        ------
+        PersistenceError
+            Missing file, not a safepredict file, other major schema version,
+            tampered checksum, or a model that differs from the calibrated one.
+        ConfigError
+            ``redact`` (saved or given) names no input column.
+        """
+        from safepredict.persistence import SavedPredictor, load_predictor
+
+        # the mixin only ever runs as part of SafePredictor, a SavedPredictor
+        loaded = load_predictor(
+            cast("type[SavedPredictor]", cls),
+            path,
+            model=model,
+            trusted=trusted,
+            key=key,
+            verify_model=verify_model,
+            **params,
+        )
+        predictor = cast(Self, loaded)
+        try:
+            check_redact(predictor.redact, predictor._known_names())
+        except ConfigError as exc:
+            if "redact" in params:  # the caller's own parameter
+                raise
+            raise PersistenceError(
+                f"{path}: its saved redact does not fit its columns ({exc}); re-save the "
+                "predictor, or pass redact=[...] to load."
+            ) from exc
+        return predictor
+
     # ------------------------------------------------------------ outcomes
     def record_outcome(self, decision_id: str, y_true: Any) -> str:
         """Record the realized outcome of a decision that arrived by another path.
@@ -488,3 +553,20 @@ class Lifecycle(Runtime):
             "policy_hash": self.policy_.policy_hash,
             "quantile": float(self.conformal_.quantile),
         }
+
+
+def check_redact(redact: Any, names: Sequence[str] | None) -> None:
+    """``redact`` must name input columns (by name or position); ConfigError otherwise.
+
+    Before the names are known only the entries' types are checked (the names and
+    positions are checked again at calibration).
+    """
+    if names is not None:
+        resolve_redact(redact, [str(c) for c in names])
+        return
+    if isinstance(redact, str | bytes) or not isinstance(redact, Sequence | set | frozenset):
+        resolve_redact(redact, ())  # raises the message for a non-list
+    known = [e for e in redact if isinstance(e, str)]
+    positions = [int(e) for e in redact if isinstance(e, int | np.integer)]
+    width = max([p + 1 for p in positions if p >= 0], default=0)
+    resolve_redact(redact, [*known, *(f"\x00{j}" for j in range(width))])

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,10 +20,11 @@ from numpy.typing import NDArray
 from sklearn.base import BaseEstimator
 
 from safepredict import adapters, calibration, pipeline
-from safepredict._frames import is_frame, resolve_redact
+from safepredict._frames import is_frame
 from safepredict.decisions import Decision, Decisions
-from safepredict.exceptions import ConfigError, InputSchemaError, PersistenceError
+from safepredict.exceptions import InputSchemaError
 from safepredict.health import TierHealth
+from safepredict.lifecycle import check_redact
 from safepredict.tiers import TierCalibration, TierInputs
 
 __all__ = ["SafePredictor"]
@@ -145,7 +145,7 @@ class SafePredictor(TierHealth, BaseEstimator):  # type: ignore[misc]  # sklearn
         self.quantile_models = quantile_models
         self.explainer_background = explainer_background
         self.classes = classes
-        _check_redact(redact, getattr(model, "feature_names_in_", None))
+        check_redact(redact, getattr(model, "feature_names_in_", None))
 
     # ------------------------------------------------------------ sklearn glue
     def __sklearn_clone__(self) -> SafePredictor:
@@ -178,7 +178,7 @@ class SafePredictor(TierHealth, BaseEstimator):  # type: ignore[misc]  # sklearn
         """
         super().set_params(**params)
         if "redact" in params:
-            _check_redact(self.redact, self._known_names())
+            check_redact(self.redact, self._known_names())
         return self
 
     def predict(self, X: Any) -> Any:
@@ -257,7 +257,7 @@ class SafePredictor(TierHealth, BaseEstimator):  # type: ignore[misc]  # sklearn
             quantile_models=self.quantile_models,
             feature_names=feature_names,
         )
-        _check_redact(self.redact, core.schema.feature_names)
+        check_redact(self.redact, core.schema.feature_names)
         for stale in ("feature_names_in_", "feature_names_", "classes_"):
             self.__dict__.pop(stale, None)
         self.n_features_in_ = core.schema.n_features
@@ -382,62 +382,6 @@ class SafePredictor(TierHealth, BaseEstimator):  # type: ignore[misc]  # sklearn
         finally:
             adapters.caller_loop.reset(token)
 
-    @classmethod
-    def load(
-        cls,
-        path: str | Path,
-        *,
-        model: Any = None,
-        trusted: Sequence[str] | None = None,
-        key: bytes | str | None = None,
-        verify_model: bool = True,
-        **params: Any,
-    ) -> SafePredictor:
-        """Restore a predictor saved with :meth:`save`; it decides exactly as before.
-
-        Parameters
-        ----------
-        path : str or Path
-            The calibration file.
-        model : estimator, optional
-            The fitted model the predictor was calibrated with. If omitted, the
-            model saved with ``save(path, model="skops")`` is loaded with skops.
-        trusted : sequence of str, optional
-            Types in the skops model file that skops does not trust by default
-            and that you accept (see ``skops.io.get_untrusted_types``).
-        key : str or bytes, optional
-            The HMAC key the file was signed with.
-        verify_model : bool, default=True
-            Check the model's outputs on the fingerprint probe rows.
-        **params
-            Runtime parameters that cannot be saved or that you want to change:
-            ``router``, ``logger``, ``log``, ``model_name``, ... (not the
-            calibration parameters).
-
-        Raises
-        ------
-        PersistenceError
-            Missing file, not a safepredict file, other major schema version,
-            tampered checksum, or a model that differs from the calibrated one.
-        ConfigError
-            ``redact`` (saved or given) names no input column.
-        """
-        from safepredict.persistence import load_predictor
-
-        predictor = load_predictor(
-            cls, path, model=model, trusted=trusted, key=key, verify_model=verify_model, **params
-        )
-        try:
-            _check_redact(predictor.redact, predictor._known_names())
-        except ConfigError as exc:
-            if "redact" in params:  # the caller's own parameter
-                raise
-            raise PersistenceError(
-                f"{path}: its saved redact does not fit its columns ({exc}); re-save the "
-                "predictor, or pass redact=[...] to load."
-            ) from exc
-        return predictor
-
     # ------------------------------------------------------------ stage hooks
     def _calibrate_tiers(
         self,
@@ -449,20 +393,3 @@ class SafePredictor(TierHealth, BaseEstimator):  # type: ignore[misc]  # sklearn
         """Certify the ``max_error`` tiers (:func:`safepredict.calibration.certify_tiers`)."""
         classes = getattr(self, "classes_", None)
         return calibration.certify_tiers(self.policy_, self.task_, classes, y, out, failed, inputs)
-
-
-def _check_redact(redact: Any, names: Sequence[str] | None) -> None:
-    """``redact`` must name input columns (by name or position); ConfigError otherwise.
-
-    Before the names are known only the entries' types are checked (the names and
-    positions are checked again at calibration).
-    """
-    if names is not None:
-        resolve_redact(redact, [str(c) for c in names])
-        return
-    if isinstance(redact, str | bytes) or not isinstance(redact, Sequence | set | frozenset):
-        resolve_redact(redact, ())  # raises the message for a non-list
-    known = [e for e in redact if isinstance(e, str)]
-    positions = [int(e) for e in redact if isinstance(e, int | np.integer)]
-    width = max([p + 1 for p in positions if p >= 0], default=0)
-    resolve_redact(redact, [*known, *(f"\x00{j}" for j in range(width))])
