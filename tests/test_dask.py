@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -73,7 +74,11 @@ def test_predictor_is_scattered_once_with_a_client(cancer_predictor, cluster) ->
         out = decide_dask(sp, ddf)
         added = _graph_bytes(out) - _graph_bytes(ddf)
         assert added < len(pickle.dumps(sp)) / 4  # the graph holds a future, not the model
+        deadline = time.monotonic() + 10.0  # the broadcast may land a moment later
         holders = [w for w, keys in cluster.has_what().items() if keys]
+        while len(holders) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+            holders = [w for w, keys in cluster.has_what().items() if keys]
         assert len(holders) == 2  # broadcast to both workers
         _same(out.compute(), sp.decide(X).to_frame(set_format="string"))
 
