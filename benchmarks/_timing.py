@@ -18,3 +18,20 @@ def median_seconds(fn: Callable[[], Any], repeats: int, *, warmup: int = 0) -> f
         fn()
         times.append(time.perf_counter() - t)
     return statistics.median(times)
+
+
+def interleaved_seconds(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str, list[float]]:
+    """Seconds per call of each function, calls interleaved round-robin after one warm-up.
+
+    Interleaving makes machine noise hit every column alike, so ratios of the
+    medians are comparable within one run.
+    """
+    for fn in fns.values():  # warm-up
+        fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return times

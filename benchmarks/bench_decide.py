@@ -22,11 +22,11 @@ Run::
 from __future__ import annotations
 
 import argparse
-import time
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from _timing import interleaved_seconds
 from mapie.classification import SplitConformalClassifier
 from mapie.regression import SplitConformalRegressor
 from numpy.typing import NDArray
@@ -46,15 +46,7 @@ BATCH = 10_000
 
 def _timings(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str, NDArray[np.float64]]:
     """Seconds per call of each function, calls interleaved round-robin."""
-    for fn in fns.values():  # warm-up
-        fn()
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-    return {k: np.asarray(v) for k, v in times.items()}
+    return {k: np.asarray(v) for k, v in interleaved_seconds(fns, repeats).items()}
 
 
 def _cases() -> list[tuple[str, str, Any, Any, Any, Any, Any]]:
