@@ -149,9 +149,12 @@ class Tier:
     adapt: bool = False  # adaptive thresholds (issue 22)
     adapt_step: float = 0.01
     group_by: str | None = None
+    reviews_required: int = 1  # review at team scale (issue 25)
+    review_cost: float | None = None  # the expected_value review priority (issue 25)
 
     def __post_init__(self) -> None:
         where = f"tier {self.name!r}"
+        _check_review_keys(self, where)
         if not isinstance(self.name, str) or not self.name.strip():
             raise ConfigError(
                 f"every tier needs a non-empty string 'name'; got {describe(self.name)}."
@@ -262,6 +265,10 @@ class Tier:
         if self.adapt:
             out["adapt"] = True
             out["adapt_step"] = self.adapt_step
+        if self.reviews_required != 1:  # review at team scale (issue 25)
+            out["reviews_required"] = self.reviews_required
+        if self.review_cost is not None:
+            out["review_cost"] = self.review_cost
         return out
 
     @classmethod
@@ -286,6 +293,18 @@ class Tier:
                     f'(e.g. name = "auto", action = "accept").'
                 )
         return cls(**dict(data))
+
+
+def _check_review_keys(tier: Tier, where: str) -> None:
+    """``reviews_required``: an integer in [1, 25]; ``review_cost``: a finite number > 0."""
+    k = tier.reviews_required
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 25:
+        raise ConfigError(
+            f"{where}: reviews_required must be an integer in [1, 25] (distinct reviewers "
+            f"per case); got {describe(k)}. Write e.g. reviews_required = 2."
+        )
+    if tier.review_cost is not None:
+        _check_positive_number(tier.review_cost, "review_cost", where)
 
 
 def _check_positive_number(value: Any, name: str, where: str, *, allow_zero: bool = False) -> None:
@@ -483,6 +502,9 @@ class TierPolicy:
         ``"accept"``. It may name one of ``tiers`` or be a name of its own.
     guards : GuardConfig, default=GuardConfig()
         Per-guard actions and guard fitting options.
+    review_priority : {"fifo", "oldest_per_tier", "expected_value"}, default="fifo"
+        Which pending case a reviewer gets next (see
+        :mod:`safepredict.review.priority`).
 
     Examples
     --------
@@ -506,8 +528,15 @@ class TierPolicy:
     audit_seed: int = 0
     guard_tier: str = "guard"
     guards: GuardConfig = field(default_factory=GuardConfig)
+    review_priority: str = "fifo"  # review at team scale (issue 25)
 
     def __post_init__(self) -> None:
+        check_one_of(
+            self.review_priority,
+            "review_priority",
+            ("fifo", "oldest_per_tier", "expected_value"),
+            where="policy: ",
+        )
         tiers = tuple(self.tiers)
         object.__setattr__(self, "tiers", tiers)
         if not tiers:
@@ -591,6 +620,8 @@ class TierPolicy:
         }
         if self.explain is not None:
             out["explain"] = list(self.explain)
+        if self.review_priority != "fifo":  # review at team scale (issue 25)
+            out["review_priority"] = self.review_priority
         return out
 
     @cached_property

@@ -591,7 +591,9 @@ def route_rows(
         )
         # what a valid outcome is, and the tiers' rules, for the queue's reviewers
         router.set_context(
-            outcome_space(stages.task, stages.classes), stages.policy.to_dict()["tiers"]
+            outcome_space(stages.task, stages.classes),
+            stages.policy.to_dict()["tiers"],
+            stages.policy.review_priority,
         )
         statuses = router.route(cases)
     except Exception as exc:  # building the cases must not fail the decision either

@@ -5,7 +5,10 @@ A decision the model should not take alone becomes a JSON-safe *case*
 batch to a *sink*:
 
 - :class:`SQLiteReviewQueue` -- the embedded default (stdlib ``sqlite3``, WAL
-  mode), with the reviewer API (``pending``, ``claim``, ``resolve``, ...);
+  mode), with the reviewer API (``pending``, ``claim``, ``heartbeat``,
+  ``resolve``, ...): leases, several reviewers per case, priorities;
+- :class:`PostgresReviewQueue` -- the same API in PostgreSQL, for replicated
+  services (the ``postgres`` extra; ``router="postgresql://..."``);
 - :class:`JSONLSink` -- one JSON object per case appended to a file;
 - :class:`CallableSink` -- any Python callable.
 
@@ -19,6 +22,7 @@ console (:mod:`safepredict.review.console`, layer 4) is imported on demand.
 """
 
 # build_cases and utc_now are for the facade, not users (import them from review.cases).
+from safepredict.review._postgres import PostgresReviewQueue
 from safepredict.review.cases import build_cases as build_cases
 from safepredict.review.cases import utc_now as utc_now
 from safepredict.review.queue import SQLiteReviewQueue
@@ -28,6 +32,7 @@ from safepredict.review.sinks import CallableSink, JSONLSink, Sink
 __all__ = [
     "CallableSink",
     "JSONLSink",
+    "PostgresReviewQueue",
     "Router",
     "SQLiteReviewQueue",
     "Sink",

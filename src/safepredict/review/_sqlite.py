@@ -1,35 +1,24 @@
-"""The SQLite review queue's schema and row codecs (private to :mod:`~safepredict.review.queue`)."""
+"""The SQLite review queue's schema, migrations, transactions and errors (private)."""
 
 from __future__ import annotations
 
 import contextlib
-import csv
-import json
-import math
 import sqlite3
-from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime, timedelta
-from typing import IO, Any
+from collections.abc import Sequence
+from typing import Any
 
-from safepredict._jsonl import dumps
-from safepredict._validation import describe
 from safepredict.exceptions import (
-    ConfigError,
     QueueCorruptError,
     QueueFullError,
     QueueLockedError,
     QueueReadOnlyError,
     ReviewQueueError,
 )
-from safepredict.review.cases import utc_now
-
-STATUSES = ("pending", "claimed", "resolved")
-
 
 # ------------------------------------------------------------- SQLite queue
 #: ``PRAGMA user_version`` of the queue layout this module writes. 0 is the 0.1.0 layout
-#: (no version stored, no tallies), migrated in place on first open.
-SCHEMA_VERSION = 1
+#: (no version stored, no tallies), 1 the 0.2 layout; both are migrated in place on first open.
+SCHEMA_VERSION = 2
 
 TABLES = """
 CREATE TABLE IF NOT EXISTS cases (
@@ -122,128 +111,67 @@ def _tally_sql(row: str, sign: str) -> str:
 
 MIGRATE_V1 = _V1.format(add_new=_tally_sql("NEW", "+"), sub_old=_tally_sql("OLD", "-"))
 
-_JSON_COLUMNS = ("reasons", "prediction", "prediction_set", "interval", "explanation", "inputs")
-_COLUMNS = (
-    "decision_id",
-    "created_at",
-    "model_name",
-    "model_version",
-    "tier",
-    "action",
-    "reasons",
-    "prediction",
-    "prediction_set",
-    "interval",
-    "confidence",
-    "explanation",
-    "inputs",
-    "inputs_hash",
-    "audit",
-)
-INSERT = (
-    f"INSERT INTO cases ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))}) "
-    "ON CONFLICT (decision_id) DO NOTHING"
-)
+# Version 2: leases, several reviewers per case, priorities, and a schema_version table.
+MIGRATE_V2 = """
+ALTER TABLE cases ADD COLUMN stage TEXT NOT NULL DEFAULT 'review';
+ALTER TABLE cases ADD COLUMN priority REAL NOT NULL DEFAULT 0;
+ALTER TABLE cases ADD COLUMN reviews_required INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE cases ADD COLUMN lease_id TEXT;
+ALTER TABLE cases ADD COLUMN lease_expires_at TEXT;
+ALTER TABLE cases ADD COLUMN previous_reviewer TEXT;
+ALTER TABLE cases ADD COLUMN first_claimed_at TEXT;
+UPDATE cases SET first_claimed_at = claimed_at WHERE claimed_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS cases_claim_order
+    ON cases (status, stage, priority DESC, created_at);
+CREATE INDEX IF NOT EXISTS cases_lease ON cases (status, lease_expires_at);
+CREATE INDEX IF NOT EXISTS cases_tier_resolved ON cases (tier, resolved_at);
+CREATE TABLE IF NOT EXISTS reviews (
+    decision_id TEXT NOT NULL,
+    reviewer    TEXT NOT NULL,
+    stage       TEXT NOT NULL,
+    outcome     TEXT NOT NULL,
+    note        TEXT,
+    answered_at TEXT NOT NULL,
+    PRIMARY KEY (decision_id, reviewer, stage)
+);
+CREATE TABLE IF NOT EXISTS tier_seq (tier TEXT PRIMARY KEY NOT NULL, n INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS schema_version (
+    version INTEGER PRIMARY KEY NOT NULL, applied_at TEXT NOT NULL
+);
+"""
 
-
-def case_params(case: Mapping[str, Any]) -> tuple[Any, ...]:
-    out: list[Any] = []
-    for col in _COLUMNS:
-        value = case.get(col)
-        if col == "decision_id":
-            if value is None:
-                raise ConfigError("a case needs a 'decision_id'; got None.")
-            out.append(str(value))
-        elif col == "created_at":
-            out.append(str(value) if value is not None else utc_now())
-        elif col in ("tier", "action"):
-            out.append("" if value is None else str(value))
-        elif col in _JSON_COLUMNS:
-            if col == "reasons":
-                out.append(dumps(list(value or ())))
-            else:
-                out.append(None if value is None else dumps(value))
-        elif col == "confidence":
-            out.append(None if value is None else float(value))
-        elif col == "audit":
-            out.append(1 if value else 0)
-        else:
-            out.append(None if value is None else str(value))
-    return tuple(out)
-
-
-def row_to_case(row: sqlite3.Row) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key in row.keys():  # noqa: SIM118  # sqlite3.Row is not iterable by key
-        value = row[key]
-        if key in _JSON_COLUMNS or key == "outcome":
-            value = None if value is None else json.loads(value)
-        elif key == "audit":
-            value = bool(value)
-        out[key] = value
-    return out
-
-
-def has_reason(reasons: Sequence[str], reason: str) -> bool:
-    """A reason matches itself and its qualified forms (``ood`` ~ ``ood:x``)."""
-    return any(r == reason or r.startswith(reason + ":") for r in reasons)
-
-
-def cutoff(older_than: Any) -> str:
-    """``created_at`` bound for ``older_than``; an age beyond the calendar matches nothing."""
-    if isinstance(older_than, datetime):
-        moment = older_than if older_than.tzinfo else older_than.replace(tzinfo=UTC)
-        return moment.astimezone(UTC).isoformat(timespec="microseconds")
-    if isinstance(older_than, timedelta):
-        seconds = older_than.total_seconds()
-    elif isinstance(older_than, int | float) and not isinstance(older_than, bool):
-        seconds = float(older_than)
-    else:
-        raise ConfigError(
-            "older_than must be a datetime (created before), a timedelta or a number of "
-            f"seconds (age); got {describe(older_than)}."
-        )
-    if not math.isfinite(seconds) or seconds < 0:
-        raise ConfigError(
-            f"older_than must be a finite age >= 0 (seconds or a timedelta); got "
-            f"{describe(older_than)}."
-        )
-    try:
-        moment = datetime.now(UTC) - timedelta(seconds=seconds)
-    except OverflowError:  # older than year 1: no case can be that old
-        return "0000"
-    return moment.isoformat(timespec="microseconds")
-
-
-def write_export(fh: IO[str], cases: list[dict[str, Any]], format: str) -> None:
-    if format == "jsonl":
-        for case in cases:
-            fh.write(dumps(case) + "\n")
-        return
-    columns = (*_COLUMNS, "status", "reviewer", "claimed_at", "resolved_at", "outcome", "note")
-    writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
-    writer.writeheader()
-    for case in cases:
-        row = {
-            k: (dumps(case.get(k)) if k in (*_JSON_COLUMNS, "outcome") else case.get(k))
-            for k in columns
-        }
-        writer.writerow(row)
+#: The migration to each version from the one before (``PRAGMA user_version`` mirrors the
+#: ``schema_version`` table, so opening a current file costs one pragma).
+MIGRATIONS = {1: TABLES + MIGRATE_V1, 2: MIGRATE_V2}
 
 
 def close_all(conns: list[sqlite3.Connection]) -> None:
+    """Close the connections (errors ignored: the file may be gone)."""
     while conns:
         conn = conns.pop()
         with contextlib.suppress(sqlite3.Error):
             conn.close()
 
 
-def check_reviewer(reviewer: Any) -> str:
-    if not isinstance(reviewer, str) or not reviewer.strip():
-        raise ConfigError(
-            f"reviewer must be a non-empty string (who is reviewing); got {describe(reviewer)}."
-        )
-    return reviewer
+def dict_row(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> dict[str, Any]:
+    """``sqlite3`` row factory: rows as dicts, like the PostgreSQL queue's."""
+    return {d[0]: v for d, v in zip(cursor.description, row, strict=True)}
+
+
+class SQLiteTx:
+    """One SQLite transaction as the queue core's ``Tx``."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def run(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        return list(self.conn.execute(sql, params).fetchall())
+
+    def count(self, sql: str, params: Sequence[Any] = ()) -> int:
+        return int(self.conn.execute(sql, params).rowcount)
+
+    def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        self.conn.executemany(sql, rows)
 
 
 # ------------------------------------------------------------- errors

@@ -13,12 +13,15 @@ from typing import Any
 from safepredict._jsonl import append_jsonl, read_jsonl
 from safepredict._validation import describe
 from safepredict.exceptions import ConfigError, QueueLockedError
+from safepredict.review._core import ReviewQueueCore
+from safepredict.review._postgres import PostgresReviewQueue
 from safepredict.review.outcomes import OutcomeSpace
 from safepredict.review.queue import SQLiteReviewQueue
 from safepredict.review.sinks import CallableSink, JSONLSink, Sink
 
 _QUEUE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 _JSONL_SUFFIXES = (".jsonl", ".ndjson")
+_POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
 # ---------------------------------------------------------------------- router
@@ -94,7 +97,9 @@ class Router:
         """A Router from a Router, a sink, a callable or a path.
 
         Paths ending in ``.db``/``.sqlite``/``.sqlite3`` open a
-        :class:`SQLiteReviewQueue`; ``.jsonl``/``.ndjson`` a :class:`JSONLSink`.
+        :class:`SQLiteReviewQueue`; ``.jsonl``/``.ndjson`` a :class:`JSONLSink`;
+        a ``postgresql://`` (or ``postgres://``) URL a
+        :class:`~safepredict.review.PostgresReviewQueue`.
 
         Examples
         --------
@@ -106,9 +111,9 @@ class Router:
         return cls(router)
 
     @property
-    def queue(self) -> SQLiteReviewQueue | None:
-        """The sink when it is a :class:`SQLiteReviewQueue`, else None."""
-        return self.sink if isinstance(self.sink, SQLiteReviewQueue) else None
+    def queue(self) -> ReviewQueueCore | None:
+        """The sink when it is a review queue (SQLite or PostgreSQL), else None."""
+        return self.sink if isinstance(self.sink, ReviewQueueCore) else None
 
     def route(self, cases: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         """Write the cases in one batch; return one route status per case. Never raises.
@@ -148,19 +153,25 @@ class Router:
         return [self._status(c, status, message) for c in cases]
 
     def set_context(
-        self, space: OutcomeSpace | None, tiers: Sequence[Mapping[str, Any]] | None = None
+        self,
+        space: OutcomeSpace | None,
+        tiers: Sequence[Mapping[str, Any]] | None = None,
+        priority: str | None = None,
     ) -> None:
-        """Tell a queue sink what a valid outcome is and the tiers' rules (never raises).
+        """Tell a queue sink what a valid outcome is, the tiers' rules and the review priority.
 
-        The predictor calls this before each routed batch. A sink with
-        ``set_context`` (the SQLite queue) stores them with the next batch, in the
-        same transaction; other sinks are skipped.
+        Never raises. The predictor calls this before each routed batch. A review
+        queue stores them with the next batch, in the same transaction; other
+        sinks with ``set_context(space, tiers)`` get those two; the rest are skipped.
         """
         setter = getattr(self.sink, "set_context", None)
         if setter is None:
             return
         with contextlib.suppress(Exception):  # context is best effort, never a failed decision
-            setter(space, tiers)
+            if isinstance(self.sink, ReviewQueueCore):
+                self.sink.set_context(space, tiers, priority)
+            else:
+                setter(space, tiers)
 
     def report_failure(self, audits: Sequence[bool], error: BaseException) -> list[dict[str, Any]]:
         """Count cases that could not even be built and return their ``"failed"`` statuses."""
@@ -227,6 +238,8 @@ class Router:
 
 
 def _coerce_sink(sink: Any) -> Sink:
+    if isinstance(sink, str) and sink.lower().startswith(_POSTGRES_SCHEMES):
+        return PostgresReviewQueue(sink)
     if isinstance(sink, str | os.PathLike):
         path = Path(sink)
         suffix = path.suffix.lower()
@@ -236,13 +249,15 @@ def _coerce_sink(sink: Any) -> Sink:
             return JSONLSink(path)
         raise ConfigError(
             f"router path {str(path)!r} has an unknown suffix; use '.db'/'.sqlite' for a "
-            "SQLite review queue or '.jsonl' for a JSON-lines file."
+            "SQLite review queue, '.jsonl' for a JSON-lines file, or a 'postgresql://' URL "
+            "for a PostgreSQL review queue."
         )
     if isinstance(sink, Sink) and not isinstance(sink, type):
         return sink
     if callable(sink):
         return CallableSink(sink)
     raise ConfigError(
-        "router must be a Router, a SQLiteReviewQueue, a sink with write_batch(cases), a "
-        f"callable or a path ('.db', '.sqlite', '.jsonl'); got {describe(sink)}."
+        "router must be a Router, a review queue, a sink with write_batch(cases), a "
+        "callable, a path ('.db', '.sqlite', '.jsonl') or a 'postgresql://' URL; got "
+        f"{describe(sink)}."
     )
