@@ -233,7 +233,26 @@ class ReviewQueueCore(QueueReads):
             Claim a case whose reviewers tied (it waits for an adjudicator,
             whose answer is final) instead of a case waiting for a review.
         """
+        got = self.claim_many(reviewer, 1, tier, ttl=ttl, adjudicate=adjudicate)
+        return got[0] if got else None
+
+    @guarded
+    def claim_many(
+        self,
+        reviewer: str,
+        n: int,
+        tier: str | None = None,
+        *,
+        ttl: float | None = None,
+        adjudicate: bool = False,
+    ) -> list[dict[str, Any]]:
+        """Claim up to ``n`` pending cases in one transaction, in claim order (see :meth:`claim`).
+
+        Each case gets its own lease of ``ttl`` seconds.
+        """
         reviewer = check_reviewer(reviewer)
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 10_000:
+            raise ConfigError(f"n must be an integer in [1, 10000]; got {describe(n)}.")
         now, lease = self._lease(reviewer, ttl)
         where = "status = 'pending' AND stage = ?"
         params: list[Any] = [*lease, "adjudication" if adjudicate else "review"]
@@ -243,15 +262,17 @@ class ReviewQueueCore(QueueReads):
         if not adjudicate:
             where += f" AND NOT {_ANSWERED}"
             params.append(reviewer)
+        params.append(n)
         sql = (
-            f"UPDATE cases SET {_CLAIMED} WHERE {self.SEQ} = (SELECT {self.SEQ} FROM cases "
+            f"UPDATE cases SET {_CLAIMED} WHERE {self.SEQ} IN (SELECT {self.SEQ} FROM cases "
             f"WHERE {where} ORDER BY priority DESC, created_at, {self.SEQ} "
-            f"LIMIT 1{self.SKIP_LOCKED}) AND status = 'pending' RETURNING *"
+            f"LIMIT ?{self.SKIP_LOCKED}) AND status = 'pending' RETURNING *"
         )
         with self._transaction() as tx:
             self._expire(tx, now)
-            rows = tx.run(sql, params)
-        return row_to_case(rows[0]) if rows else None
+            rows = [row_to_case(r) for r in tx.run(sql, params)]
+        rows.sort(key=lambda c: (-c["priority"], c["created_at"]))
+        return rows
 
     @guarded
     def claim_case(
