@@ -76,6 +76,7 @@ LAYERS: dict[str, tuple[int, str]] = {
     "safepredict.review._core": (2, "writer"),
     "safepredict.review._postgres": (2, "writer"),
     "safepredict.review._reads": (2, "writer"),
+    "safepredict.review._routing": (2, "writer"),
     "safepredict.review.agreement": (2, "writer"),
     "safepredict.review.priority": (2, "writer"),
     "safepredict.review.cases": (2, "writer"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -11,7 +12,8 @@ import structlog
 from prometheus_client import CollectorRegistry, generate_latest
 
 import safepredict as sp
-from safepredict.monitoring.prometheus import PrometheusMetrics
+from safepredict.monitoring.prometheus import PrometheusMetrics, register_review_queue
+from safepredict.review import SQLiteReviewQueue
 
 
 @pytest.fixture
@@ -101,3 +103,30 @@ def test_processor_never_raises_on_odd_events(metrics: PrometheusMetrics) -> Non
     out = metrics(None, "info", {"event": "safepredict.decision", "confidence": "high"})
     assert out["confidence"] == "high"
     assert metrics(None, "info", {"event": 42}) == {"event": 42}
+
+
+def test_review_queue_gauges_follow_the_queue(tmp_path: Path) -> None:
+    q = SQLiteReviewQueue(tmp_path / "q.db")
+    q.write_batch(
+        [{"decision_id": f"d{i}", "tier": "human", "action": "abstain"} for i in range(3)]
+    )
+    registry = CollectorRegistry()
+    register_review_queue(q, registry)
+
+    def value(name: str, **labels: str) -> float | None:
+        return registry.get_sample_value(f"safepredict_{name}", labels)
+
+    assert value("review_queue_up") == 1.0
+    assert value("review_cases", tier="human", status="pending") == 3.0
+    assert value("review_time_to_claim_seconds", tier="human") is None  # nothing claimed yet
+    q.claim_case("d0", "ana")
+    q.resolve("d0", 1, "ana")
+    assert value("review_cases", tier="human", status="pending") == 2.0  # read at scrape
+    assert value("review_cases", tier="human", status="resolved") == 1.0
+    assert value("review_time_to_resolve_seconds", tier="human") >= 0.0  # type: ignore[operator]
+    assert value("review_oldest_pending_seconds", tier="human") >= 0.0  # type: ignore[operator]
+    (tmp_path / "bad.db").write_bytes(b"not a database at all" * 400)
+    broken = SQLiteReviewQueue(tmp_path / "bad.db")
+    other = CollectorRegistry()
+    register_review_queue(broken, other)
+    assert other.get_sample_value("safepredict_review_queue_up") == 0.0

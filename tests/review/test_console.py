@@ -18,6 +18,7 @@ import uvicorn
 
 from safepredict.review import SQLiteReviewQueue
 from safepredict.review.console import create_app, describe_reason, realized_error
+from safepredict.review.outcomes import OutcomeSpace
 
 TOKEN = "test-token-123456"
 
@@ -183,6 +184,71 @@ def test_two_reviewers_never_get_the_same_case_over_http(
         assert all(owners[d] == f"rev{i}" for d in ids)
 
 
+def _pair_case(queue: SQLiteReviewQueue) -> None:
+    """A case of a tier that needs two reviewers."""
+    tiers = [{"name": "pair", "action": "review", "reviews_required": 2}]
+    queue.set_context(OutcomeSpace("classification", (0, 1, 2)), tiers)
+    queue.enqueue({"decision_id": "k2", "tier": "pair", "action": "review", "prediction": 1})
+
+
+def test_claim_shows_the_lease_countdown(server: str, queue: SQLiteReviewQueue) -> None:
+    client = _login(server, "ana")
+    page = client.post("/claim", data={"csrf": _csrf(client.get("/").text)})
+    m = re.search(r'id="lease-countdown" data-seconds="(\d+)">(\d+):(\d\d)<', page.text)
+    assert m is not None
+    left = int(m.group(1))
+    assert 1790 <= left <= 1800  # the queue's default 30-minute lease, just claimed
+    assert int(m.group(2)) * 60 + int(m.group(3)) == left
+    case = queue.get("d-000")
+    assert case is not None
+    assert case["lease_expires_at"][11:19] in page.text
+    listing = client.get("/case/d-001").text  # a case ana does not hold: no countdown
+    assert "lease-countdown" not in listing
+
+
+def test_who_answered_what_shows_only_after_resolution(
+    server: str, queue: SQLiteReviewQueue
+) -> None:
+    _pair_case(queue)
+    ana, bob = _login(server, "ana"), _login(server, "bob")
+    for client, answer in ((ana, "1"), (bob, "2")):
+        page = client.post("/case/k2/claim", data={"csrf": _csrf(client.get("/").text)})
+        client.post(
+            "/case/k2/resolve", data={"csrf": _csrf(page.text), "outcome": answer, "note": "n"}
+        )
+        if client is ana:  # one answer in: the second reviewer must not see it
+            assert 'id="answers"' not in bob.get("/case/k2").text
+    tied = bob.get("/case/k2").text
+    assert "adjudication" in tied
+    assert 'id="answers"' not in tied
+    judge = _login(server, "judge")
+    page = judge.post("/case/k2/claim", data={"csrf": _csrf(judge.get("/").text)})
+    judge.post("/case/k2/resolve", data={"csrf": _csrf(page.text), "outcome": "2"})
+    done = ana.get("/case/k2").text
+    rows = re.findall(r"<tr><td>(\w+)</td><td>(\w+)</td><td>(\d)</td>", done)
+    assert rows == [("ana", "review", "1"), ("bob", "review", "2"), ("judge", "adjudication", "2")]
+    assert 'id="outcome-source">adjudication<' in done
+    single = ana.get("/case/d-000").text  # a one-reviewer case shows no answers table
+    assert 'id="answers"' not in single
+
+
+def test_reviewer_stats_page(server: str, queue: SQLiteReviewQueue) -> None:
+    for i in range(4):  # ana and bob both answer four two-reviewer cases
+        queue.set_context(None, [{"name": "pair", "action": "review", "reviews_required": 2}])
+        queue.enqueue({"decision_id": f"p{i}", "tier": "pair", "action": "review"})
+        for reviewer, answer in (("ana", i % 2), ("bob", i % 2 if i else 1)):
+            queue.claim_case(f"p{i}", reviewer)
+            queue.resolve(f"p{i}", answer, reviewer)
+    client = _login(server, "ana")
+    html = client.get("/stats").text
+    assert re.search(r"<td>ana</td><td>4</td>", html)
+    assert re.search(r"<td>bob</td><td>4</td>", html)
+    kappa = queue.reviewer_stats()["pairs"][0]["kappa"]
+    assert f"<td>ana · bob</td><td>{kappa:.3f}</td><td>4</td>" in html
+    assert 'id="sla"' in html
+    assert ">pair</td>" in html
+
+
 def test_reason_words_and_realized_error() -> None:
     assert describe_reason("ood").startswith("The row as a whole")
     r = realized_error(
@@ -219,6 +285,11 @@ def test_browser_claim_resolve_and_no_script(
         assert page.locator("#pending").is_visible()
         page.click("#claim-next")
         assert page.locator("#decision-id").inner_text() == "d-000"
+        first = page.locator("#lease-countdown").inner_text()
+        page.wait_for_timeout(2100)  # the countdown ticks in the page
+        later = page.locator("#lease-countdown").inner_text()
+        assert later < first  # "29:57" < "29:59"
+        assert re.fullmatch(r"29:5\d", later)
         page.fill("#outcome-input", "1")
         page.fill("#note-input", "<script>alert(1)</script>")
         page.click("#resolve")
@@ -230,6 +301,17 @@ def test_browser_claim_resolve_and_no_script(
         assert page.locator("#note").inner_text() == "<script>alert(1)</script>"
         page.goto(f"{server}/case/evil")
         assert "<script>alert(3)</script>" in page.locator("#inputs").inner_text()
+        _pair_case(queue)
+        for reviewer, answer in (("ana", 1), ("bob", 1)):
+            queue.claim_case("k2", reviewer)
+            queue.resolve("k2", answer, reviewer)
+        page.goto(f"{server}/case/k2")
+        assert page.locator("#answers").is_visible()
+        assert page.locator("#answers tbody tr").count() == 2
+        page.click("#stats-link")
+        assert "carol" in page.locator("#reviewers").inner_text()
+        assert "ana · bob" in page.locator("#kappa").inner_text()
+        page.screenshot(path=str(tmp_path / "stats.png"))
         browser.close()
     assert dialogs == []
     assert (tmp_path / "console.png").stat().st_size > 10_000

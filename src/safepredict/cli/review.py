@@ -1,6 +1,7 @@
 """``safepredict review``: work the embedded review queue from a terminal.
 
-Commands: ``list``, ``show``, ``claim``, ``resolve``, ``counts``, ``export``; ``serve`` is
+Commands: ``list``, ``show``, ``claim``, ``resolve``, ``counts``, ``stats``, ``export``;
+``serve`` is
 added to :data:`review_app` in :mod:`safepredict.cli._app`.
 """
 
@@ -19,20 +20,26 @@ from rich.markup import escape
 from rich.table import Table
 
 from safepredict.exceptions import SafePredictError
-from safepredict.review import SQLiteReviewQueue
+from safepredict.review import PostgresReviewQueue, SQLiteReviewQueue
+from safepredict.review._core import ReviewQueueCore
 from safepredict.review.outcomes import check_outcome, parse_outcome
 
 __all__ = ["open_queue", "review_app"]
 
 review_app = typer.Typer(
     name="review",
-    help="Work the human review queue (a SQLite file written by SafePredictor(router=...)).",
+    help="Work the human review queue (the SQLite file or PostgreSQL database that "
+    "SafePredictor(router=...) writes).",
     no_args_is_help=True,
 )
 
 QueueOpt = Annotated[
-    Path,
-    typer.Option("--queue", "-q", help="The review queue database, e.g. reviews.db."),
+    str,
+    typer.Option(
+        "--queue",
+        "-q",
+        help="The review queue: a SQLite file (reviews.db) or a postgresql:// URL.",
+    ),
 ]
 ReviewerOpt = Annotated[str, typer.Option("--reviewer", "-r", help="Who is reviewing.")]
 
@@ -40,8 +47,11 @@ _console = Console()
 _err = Console(stderr=True, soft_wrap=True)  # error lines are never re-wrapped
 
 
-def open_queue(path: Path) -> SQLiteReviewQueue:
+def open_queue(target: str | Path) -> ReviewQueueCore:
     """Open an existing queue (a missing file is an error, not a new empty queue)."""
+    if isinstance(target, str) and target.lower().startswith(("postgresql://", "postgres://")):
+        return PostgresReviewQueue(target)
+    path = Path(target)
     if not path.exists():
         _err.print(
             f"[red]error:[/red] no review queue at {str(path)!r}; pass the database the "
@@ -71,13 +81,13 @@ def _short(value: Any, width: int = 28) -> str:
 
 
 def _list_title(
-    q: SQLiteReviewQueue,
+    q: ReviewQueueCore,
     cases: list[dict[str, Any]],
     status: str,
     tier: str | None,
     reason: str | None,
     limit: int,
-    queue: Path,
+    queue: str,
 ) -> str:
     """``"5 of 20 pending case(s) in reviews.db"`` (or ``"20 ..."`` when all are shown)."""
     shown = len(cases)
@@ -133,7 +143,7 @@ def _case_tables(case: dict[str, Any]) -> list[Table]:
 
 @review_app.command("list")
 def list_cases(
-    queue: QueueOpt = Path("reviews.db"),
+    queue: QueueOpt = "reviews.db",
     status: Annotated[str, typer.Option(help="pending, claimed, resolved or all.")] = "pending",
     tier: Annotated[str | None, typer.Option(help="Only this tier.")] = None,
     reason: Annotated[str | None, typer.Option(help="Only cases with this reason.")] = None,
@@ -176,7 +186,7 @@ def list_cases(
 @review_app.command("show")
 def show(
     decision_id: str,
-    queue: QueueOpt = Path("reviews.db"),
+    queue: QueueOpt = "reviews.db",
     as_json: Annotated[bool, typer.Option("--json", help="Print the case as JSON.")] = False,
 ) -> None:
     """Show every field of one case."""
@@ -195,7 +205,7 @@ def show(
 @review_app.command("claim")
 def claim(
     reviewer: ReviewerOpt,
-    queue: QueueOpt = Path("reviews.db"),
+    queue: QueueOpt = "reviews.db",
     tier: Annotated[str | None, typer.Option(help="Only from this tier.")] = None,
 ) -> None:
     """Claim the oldest pending case and show it."""
@@ -218,7 +228,7 @@ def resolve(
         ),
     ],
     reviewer: ReviewerOpt,
-    queue: QueueOpt = Path("reviews.db"),
+    queue: QueueOpt = "reviews.db",
     note: Annotated[str | None, typer.Option(help="Free-text note.")] = None,
 ) -> None:
     """Resolve a case (a pending case is claimed for REVIEWER first)."""
@@ -236,7 +246,7 @@ def resolve(
 
 
 @review_app.command("counts")
-def counts(queue: QueueOpt = Path("reviews.db")) -> None:
+def counts(queue: QueueOpt = "reviews.db") -> None:
     """Cases per tier and status."""
     with _one_line_errors():
         data = open_queue(queue).counts()
@@ -248,10 +258,67 @@ def counts(queue: QueueOpt = Path("reviews.db")) -> None:
     _console.print(table)
 
 
+def _seconds(value: Any) -> str:
+    return "" if value is None else f"{value:,.0f} s" if value >= 10 else f"{value:.2g} s"
+
+
+@review_app.command("stats")
+def stats(
+    queue: QueueOpt = "reviews.db",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """SLA figures per tier, reviewer agreement (Cohen's kappa, Krippendorff's alpha), accuracy."""
+    with _one_line_errors():
+        q = open_queue(queue)
+        sla = q.counts(sla=True)
+        people = q.reviewer_stats()
+    if as_json:
+        _console.print_json(json.dumps({"tiers": sla, **people}))
+        return
+    table = Table(title=f"service levels in {queue}")
+    columns = ("pending", "claimed", "resolved", "oldest_pending_s", "claim_s", "resolve_s")
+    for col in (
+        "tier",
+        "pending",
+        "claimed",
+        "resolved",
+        "oldest pending",
+        "to claim",
+        "to resolve",
+        "adjudication",
+    ):
+        table.add_column(col, justify="left" if col == "tier" else "right")
+    for tier, row in sorted(sla.items(), key=lambda kv: (kv[0] == "*", kv[0])):
+        cells = [str(row[c]) if c in columns[:3] else _seconds(row[c]) for c in columns]
+        table.add_row("all" if tier == "*" else tier, *cells, str(row["adjudication"]))
+    _console.print(table)
+    who = Table(title="reviewers")
+    for col in ("reviewer", "answers", "gold", "accuracy"):
+        who.add_column(col, justify="left" if col == "reviewer" else "right")
+    for name, row in people["reviewers"].items():
+        accuracy = "" if row["accuracy"] is None else f"{row['accuracy']:.1%}"
+        who.add_row(
+            escape(name), str(row["answers"]), f"{row['gold_correct']}/{row['gold_n']}", accuracy
+        )
+    _console.print(who)
+    for pair in people["pairs"]:
+        if pair["n"]:
+            _console.print(
+                f"kappa {escape(pair['a'])} vs {escape(pair['b'])}: {pair['kappa']:.3f} "
+                f"over {pair['n']} shared case(s)"
+            )
+    alpha = people["alpha"]
+    _console.print(
+        "Krippendorff's alpha: "
+        + ("n/a (no case has two answers)" if alpha is None else f"{alpha:.3f}")
+        + f" over {people['units']} case(s)"
+    )
+
+
 @review_app.command("export")
 def export(
     out: Annotated[str, typer.Option("--out", "-o", help="Output file, or - for stdout.")],
-    queue: QueueOpt = Path("reviews.db"),
+    queue: QueueOpt = "reviews.db",
     fmt: Annotated[str, typer.Option("--format", help="jsonl or csv.")] = "jsonl",
 ) -> None:
     """Export every case (any status)."""

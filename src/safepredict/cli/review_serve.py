@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import secrets
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -17,7 +16,7 @@ __all__ = ["serve"]
 
 
 def serve(
-    queue: QueueOpt = Path("reviews.db"),
+    queue: QueueOpt = "reviews.db",
     host: Annotated[str, typer.Option(help="Interface to bind (default: this machine only).")] = (
         "127.0.0.1"
     ),

@@ -32,9 +32,10 @@ try:
 except ImportError as _exc:  # the optional 'prometheus' extra
     raise missing_extra(_exc, "prometheus", "safepredict.monitoring.prometheus") from _exc
 
+from safepredict.exceptions import SafePredictError
 from safepredict.reasons import reason_name
 
-__all__ = ["PrometheusMetrics"]
+__all__ = ["PrometheusMetrics", "register_review_queue"]
 
 #: Bucket bounds (seconds) of the per-call latency histograms.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -206,3 +207,75 @@ def _tier_action_counts(ev: MutableMapping[str, Any]) -> dict[tuple[str, str], i
         for tier, actions in pairs.items()
         for action, count in actions.items()
     }
+
+
+# ------------------------------------------------------------ review queue (issue 25)
+_REVIEW_SLA = (
+    ("oldest_pending_s", "review_oldest_pending_seconds", "Age of the oldest pending case."),
+    ("claim_s", "review_time_to_claim_seconds", "Median seconds from routing to first claim."),
+    ("resolve_s", "review_time_to_resolve_seconds", "Median seconds from routing to resolution."),
+    ("adjudication", "review_adjudication_cases", "Cases waiting for an adjudicator."),
+)
+
+
+def register_review_queue(
+    queue: Any, registry: CollectorRegistry, *, namespace: str = "safepredict"
+) -> Any:
+    """Expose a review queue's counts and SLA figures as gauges read at scrape time.
+
+    Registers a collector on ``registry`` that calls ``queue.counts(sla=True)``
+    on every scrape: ``<ns>_review_cases{tier,status}``,
+    ``<ns>_review_oldest_pending_seconds{tier}``,
+    ``<ns>_review_time_to_claim_seconds{tier}``,
+    ``<ns>_review_time_to_resolve_seconds{tier}``,
+    ``<ns>_review_adjudication_cases{tier}`` and ``<ns>_review_queue_up``
+    (0 when the queue could not be read; the scrape itself never fails).
+    Returns the collector (``registry.unregister`` it to stop).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from safepredict.review import SQLiteReviewQueue
+    >>> q = SQLiteReviewQueue(tempfile.mkdtemp() + "/q.db")
+    >>> q.enqueue({"decision_id": "d", "tier": "human", "action": "abstain"})
+    >>> registry = CollectorRegistry()
+    >>> _ = register_review_queue(q, registry)
+    >>> registry.get_sample_value("safepredict_review_cases",
+    ...     {"tier": "human", "status": "pending"})
+    1.0
+    """
+    from prometheus_client.core import GaugeMetricFamily
+    from prometheus_client.registry import Collector
+
+    class ReviewQueueCollector(Collector):
+        def collect(self) -> Any:
+            up = GaugeMetricFamily(f"{namespace}_review_queue_up", "1 if the queue was read.")
+            try:
+                counts = queue.counts(sla=True)
+            except SafePredictError:
+                up.add_metric([], 0.0)
+                yield up
+                return
+            up.add_metric([], 1.0)
+            yield up
+            cases = GaugeMetricFamily(
+                f"{namespace}_review_cases", "Cases by tier and status.", labels=["tier", "status"]
+            )
+            families = {
+                key: GaugeMetricFamily(f"{namespace}_{name}", text, labels=["tier"])
+                for key, name, text in _REVIEW_SLA
+            }
+            for tier, row in counts.items():
+                if tier == "*":
+                    continue
+                for status in ("pending", "claimed", "resolved"):
+                    cases.add_metric([tier, status], float(row.get(status, 0)))
+                for key, family in families.items():
+                    if row.get(key) is not None:
+                        family.add_metric([tier], float(row[key]))
+            yield cases
+            yield from families.values()
+
+    collector = ReviewQueueCollector()
+    registry.register(collector)
+    return collector

@@ -1,8 +1,11 @@
-"""Reviewer console: a small web app where humans work the SQLite review queue (layer 4).
+"""Reviewer console: a small web app where humans work the review queue (layer 4).
 
-Server-rendered HTML (Starlette + Jinja2, no front-end build step) over
-:class:`~safepredict.review.SQLiteReviewQueue`. Start it with
-``safepredict review serve --queue reviews.db``.
+Server-rendered HTML (Starlette + Jinja2, no front-end build step) over a
+:class:`~safepredict.review.SQLiteReviewQueue` or
+:class:`~safepredict.review.PostgresReviewQueue`. Start it with
+``safepredict review serve --queue reviews.db``. A claimed case shows its lease
+countdown; a resolved case that needed several reviewers shows who answered
+what; ``/stats`` shows service levels and reviewer agreement.
 
 Security model
 --------------
@@ -30,6 +33,7 @@ import math
 import secrets
 import unicodedata
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote, urlencode, urlsplit
@@ -59,7 +63,8 @@ from safepredict.exceptions import (
     SafePredictError,
 )
 from safepredict.reasons import describe_reason
-from safepredict.review import SQLiteReviewQueue
+from safepredict.review import PostgresReviewQueue, SQLiteReviewQueue
+from safepredict.review._core import ReviewQueueCore
 from safepredict.review.outcomes import OutcomeSpace, check_outcome, parse_outcome
 
 __all__ = ["TOKEN_ENV", "create_app", "describe_tier", "realized_error"]
@@ -212,7 +217,7 @@ def _escape(text: str) -> str:
 
 
 class _Console:
-    def __init__(self, queue: SQLiteReviewQueue, token: str) -> None:
+    def __init__(self, queue: ReviewQueueCore, token: str) -> None:
         self.queue = queue
         self.token = token.encode("utf-8")
         self.env = Environment(
@@ -326,14 +331,13 @@ class _Console:
         decision_id = request.path_params["decision_id"]
 
         def load() -> tuple[Any, ...]:
-            return (
-                self.queue.get(decision_id),
-                self.stats(),
-                self.queue.outcome_space(),
-                self.queue.tiers(),
-            )
+            case = self.queue.get(decision_id)
+            answers = []  # who answered what: shown once resolved, so it cannot anchor anyone
+            if case is not None and case["status"] == "resolved":
+                answers = self.queue.reviews(decision_id)
+            return (case, self.stats(), self.queue.outcome_space(), self.queue.tiers(), answers)
 
-        case, stats, space, tiers = await self.call(load)
+        case, stats, space, tiers, answers = await self.call(load)
         if case is None:
             return self.render(
                 request,
@@ -357,7 +361,17 @@ class _Console:
             labels=_labels(space),
             numeric=space is not None and space.task == "regression",
             error=request.query_params.get("error", "")[:500] or None,
+            answers=answers if len(answers) > 1 else [],
+            lease_left=_seconds_left(case.get("lease_expires_at")),
         )
+
+    async def stats_page(self, request: Request) -> Response:
+        def load() -> tuple[Any, ...]:
+            return self.stats(), self.queue.counts(sla=True), self.queue.reviewer_stats()
+
+        stats, sla, people = await self.call(load)
+        tiers = sorted(sla.items(), key=lambda kv: (kv[0] == "*", kv[0]))
+        return self.render(request, "console_stats.html", stats, sla=tiers, people=people)
 
     async def set_reviewer(self, request: Request) -> Response:
         data = await self.form(request)
@@ -434,6 +448,17 @@ class _Console:
         return RedirectResponse("/", status_code=303)
 
 
+def _seconds_left(expires: Any) -> int | None:
+    """Whole seconds until a lease expires (0 once past), or None without a lease."""
+    if not isinstance(expires, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(expires)
+    except ValueError:
+        return None
+    return max(0, int((moment - datetime.now(UTC)).total_seconds()))
+
+
 def _labels(space: OutcomeSpace | None) -> list[tuple[str, str]] | None:
     """(value, text) options for the outcome control, or None for a free field."""
     if space is None or space.task != "classification" or space.labels is None:
@@ -446,13 +471,13 @@ def _set_reviewer_cookie(response: Response, name: str) -> None:
     response.set_cookie("sp_reviewer", quote(name, safe=""), httponly=True, samesite="strict")
 
 
-def create_app(queue: SQLiteReviewQueue | str | Path, token: str) -> Starlette:
+def create_app(queue: ReviewQueueCore | str | Path, token: str) -> Starlette:
     """Build the console's ASGI app over a review queue.
 
     Parameters
     ----------
-    queue : SQLiteReviewQueue or path
-        The queue (a path opens it).
+    queue : SQLiteReviewQueue, PostgresReviewQueue, path or postgresql:// URL
+        The queue (a path or URL opens it).
     token : str
         Access token every request must carry (at least 8 characters).
 
@@ -478,7 +503,12 @@ def create_app(queue: SQLiteReviewQueue | str | Path, token: str) -> Starlette:
             "the console token must be a string of at least 8 characters; got "
             f"{type(token).__name__} of length {len(token) if isinstance(token, str) else 0}."
         )
-    q = queue if isinstance(queue, SQLiteReviewQueue) else SQLiteReviewQueue(queue)
+    if isinstance(queue, ReviewQueueCore):
+        q: ReviewQueueCore = queue
+    elif isinstance(queue, str) and queue.lower().startswith(("postgresql://", "postgres://")):
+        q = PostgresReviewQueue(queue)
+    else:
+        q = SQLiteReviewQueue(queue)
     console = _Console(q, token)
 
     def guarded(endpoint: Any) -> Any:
@@ -518,6 +548,7 @@ def create_app(queue: SQLiteReviewQueue | str | Path, token: str) -> Starlette:
         Route("/case/{decision_id:path}/claim", guarded(console.claim_case), methods=["POST"]),
         Route("/case/{decision_id:path}/resolve", guarded(console.resolve), methods=["POST"]),
         Route("/case/{decision_id:path}", guarded(console.case), methods=["GET"]),
+        Route("/stats", guarded(console.stats_page), methods=["GET"]),
         Route("/claim", guarded(console.claim_next), methods=["POST"]),
         Route("/reviewer", guarded(console.set_reviewer), methods=["POST"]),
     ]
