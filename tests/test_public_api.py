@@ -15,6 +15,7 @@ EXPECTED = [
     "JSONLSink",
     "NotCalibratedError",
     "PersistenceError",
+    "PostgresReviewQueue",
     "ReviewQueueError",
     "Router",
     "SQLiteReviewQueue",

@@ -20,7 +20,7 @@ from safepredict.exceptions import (
     SafePredictError,
 )
 from safepredict.predictor import SafePredictor
-from safepredict.review import JSONLSink, Router, SQLiteReviewQueue
+from safepredict.review import JSONLSink, PostgresReviewQueue, Router, SQLiteReviewQueue
 from safepredict.tiers import plan_calibration
 
 __all__ = [
@@ -36,6 +36,7 @@ __all__ = [
     "JSONLSink",
     "NotCalibratedError",
     "PersistenceError",
+    "PostgresReviewQueue",
     "ReviewQueueError",
     "Router",
     "SQLiteReviewQueue",
