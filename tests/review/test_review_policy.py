@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from sklearn.datasets import make_classification
@@ -54,15 +55,21 @@ def test_review_keys_parse_round_trip_and_validate() -> None:
         TierPolicy.from_toml(TOML.replace("review_cost = 5.0", "review_cost = -1.0"))
 
 
-def test_decide_routes_with_the_policys_reviewers_and_priority(
-    make_queue: Callable[..., ReviewQueueCore],
-) -> None:
+@pytest.fixture(scope="module")
+def fitted() -> tuple[Any, ...]:
+    """A 3-class model unsure enough to route rows to both review tiers (fitted once)."""
     X, y = make_classification(
         n_samples=900, n_features=6, n_informative=3, n_classes=3, class_sep=0.7, random_state=0
     )
     X_fit, X_rest, y_fit, y_rest = train_test_split(X, y, test_size=0.6, random_state=0)
     X_cal, X_test, y_cal, _ = train_test_split(X_rest, y_rest, test_size=0.5, random_state=0)
-    model = LogisticRegression(max_iter=1000).fit(X_fit, y_fit)
+    return LogisticRegression(max_iter=1000).fit(X_fit, y_fit), X_cal, y_cal, X_test
+
+
+def test_decide_routes_with_the_policys_reviewers_and_priority(
+    make_queue: Callable[..., ReviewQueueCore], fitted: tuple[Any, ...]
+) -> None:
+    model, X_cal, y_cal, X_test = fitted
     queue = make_queue()
     sp = SafePredictor(model, log="off", tiers=TOML, router=queue)
     sp.calibrate(X_cal, y_cal)

@@ -129,18 +129,20 @@ class ReviewQueueCore(QueueRouting):
             raise ConfigError(f"n must be an integer in [1, 10000]; got {describe(n)}.")
         now, lease = self._lease(reviewer, ttl)
         where = "status = 'pending' AND stage = ?"
-        params: list[Any] = [*lease, "adjudication" if adjudicate else "review"]
+        params: list[Any] = ["adjudication" if adjudicate else "review"]
         if tier is not None:
             where += " AND tier = ?"
             params.append(str(tier))
         if not adjudicate:
             where += f" AND NOT {_ANSWERED}"
             params.append(reviewer)
-        params.append(n)
+        params += [n, *lease]
+        # MATERIALIZED: the locked pick runs once (an IN subquery may be re-run by a planner)
         sql = (
-            f"UPDATE cases SET {_CLAIMED} WHERE {self.SEQ} IN (SELECT {self.SEQ} FROM cases "
-            f"WHERE {where} ORDER BY priority DESC, created_at, {self.SEQ} "
-            f"LIMIT ?{self.SKIP_LOCKED}) AND status = 'pending' RETURNING *"
+            f"WITH picked AS MATERIALIZED (SELECT {self.SEQ} AS k FROM cases WHERE {where} "
+            f"ORDER BY priority DESC, created_at, {self.SEQ} LIMIT ?{self.SKIP_LOCKED}) "
+            f"UPDATE cases SET {_CLAIMED} WHERE {self.SEQ} IN (SELECT k FROM picked) "
+            "AND status = 'pending' RETURNING *"
         )
         with self._transaction() as tx:
             self._expire(tx, now)

@@ -58,7 +58,8 @@ def calibration_rows(
     outcomes = getattr(source, "outcomes", None)
     if outcomes is None:
         raise ConfigError(
-            f"recalibrate_from needs a SQLiteReviewQueue (or its path); got {describe(queue)}."
+            "recalibrate_from needs a review queue (SQLiteReviewQueue, PostgresReviewQueue, "
+            f"a .db path or a postgresql:// URL); got {describe(queue)}."
         )
     items = [o for o in outcomes(audited_only=audited_only) if o.get("outcome") is not None]
     kind = "audited " if audited_only else ""
