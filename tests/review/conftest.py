@@ -9,6 +9,7 @@ stops it at teardown. As root it runs the server as the ``postgres`` user
 from __future__ import annotations
 
 import contextlib
+import getpass
 import glob
 import itertools
 import os
@@ -56,15 +57,11 @@ def postgres_server() -> Iterator[str]:
     root = Path(tempfile.mkdtemp(prefix="sp-pg-"))
     data = root / "data"
     as_user: list[str] = []
-    user = os.environ.get("USER") or "postgres"
+    user = getpass.getuser()
     if os.geteuid() == 0:  # initdb refuses root: run the cluster as the postgres user
         as_user = ["runuser", "-u", "postgres", "--"]
         user = "postgres"
         shutil.chown(root, "postgres")
-    else:
-        import getpass
-
-        user = getpass.getuser()
     port = _free_port()
     run = {"check": True, "capture_output": True}
     subprocess.run(
