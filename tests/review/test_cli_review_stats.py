@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 from collections.abc import Callable
 
@@ -16,7 +17,13 @@ runner = CliRunner()
 
 
 def target(q: ReviewQueueCore) -> str:
-    return str(q.path) if isinstance(q, SQLiteReviewQueue) else q.dsn  # type: ignore[attr-defined]
+    """The --queue value: the file, or the URL with a password (trust auth ignores it)."""
+    if isinstance(q, SQLiteReviewQueue):
+        return str(q.path)
+    dsn: str = q.dsn  # type: ignore[attr-defined]
+    return dsn.replace("postgresql://postgres@", "postgresql://postgres:secret-pw@", 1).replace(
+        f"postgresql://{getpass.getuser()}@", f"postgresql://{getpass.getuser()}:secret-pw@", 1
+    )
 
 
 def test_review_stats_reports_sla_agreement_and_accuracy(
@@ -53,6 +60,7 @@ def test_review_stats_reports_sla_agreement_and_accuracy(
     assert data["alpha"] == q.reviewer_stats()["alpha"]
     table = runner.invoke(app, ["review", "stats", "--queue", target(q)])
     assert table.exit_code == 0
+    assert "secret-pw" not in table.stdout
     assert "kappa ana vs bo" in table.stdout
     assert "Krippendorff's alpha" in table.stdout
     counts = runner.invoke(app, ["review", "counts", "--queue", target(q)])

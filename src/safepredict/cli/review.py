@@ -61,6 +61,15 @@ def open_queue(target: str | Path) -> ReviewQueueCore:
     return SQLiteReviewQueue(path)
 
 
+def display_name(target: str) -> str:
+    """The queue as printed: a path as given, a database URL without its password."""
+    if target.lower().startswith(("postgresql://", "postgres://")):
+        with contextlib.suppress(SafePredictError):
+            return PostgresReviewQueue(target).name
+        return "a PostgreSQL database"
+    return target
+
+
 def fail(exc: Exception) -> typer.Exit:
     _err.print(f"[red]error:[/red] {escape(str(exc))}")
     return typer.Exit(1)
@@ -104,7 +113,7 @@ def _list_title(
     )
     count = f"{shown} of {total}" if total > shown else f"{shown}"
     label = "" if status == "all" else f" {status}"
-    return f"{count}{label} case(s){where} in {queue}"
+    return f"{count}{label} case(s){where} in {display_name(queue)}"
 
 
 def _cell(value: Any) -> str:
@@ -193,7 +202,9 @@ def show(
     with _one_line_errors():
         case = open_queue(queue).get(decision_id)
     if case is None:
-        _err.print(f"[red]error:[/red] no case with decision_id {decision_id!r} in {queue}.")
+        _err.print(
+            f"[red]error:[/red] no case with decision_id {decision_id!r} in {display_name(queue)}."
+        )
         raise typer.Exit(1)
     if as_json:
         _console.print_json(json.dumps(case, ensure_ascii=False))
@@ -250,7 +261,7 @@ def counts(queue: QueueOpt = "reviews.db") -> None:
     """Cases per tier and status."""
     with _one_line_errors():
         data = open_queue(queue).counts()
-    table = Table(title=f"cases in {queue}")
+    table = Table(title=f"cases in {display_name(queue)}")
     for col in ("tier", "pending", "claimed", "resolved"):
         table.add_column(col, justify="left" if col == "tier" else "right")
     for tier, row in sorted(data.items(), key=lambda kv: (kv[0] == "*", kv[0])):
@@ -275,7 +286,7 @@ def stats(
     if as_json:
         _console.print_json(json.dumps({"tiers": sla, **people}))
         return
-    table = Table(title=f"service levels in {queue}")
+    table = Table(title=f"service levels in {display_name(queue)}")
     columns = ("pending", "claimed", "resolved", "oldest_pending_s", "claim_s", "resolve_s")
     for col in (
         "tier",

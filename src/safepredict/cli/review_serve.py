@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from safepredict._extras import require
-from safepredict.cli.review import QueueOpt, fail, open_queue
+from safepredict.cli.review import QueueOpt, display_name, fail, open_queue
 from safepredict.exceptions import SafePredictError
 
 __all__ = ["serve"]
@@ -48,5 +48,7 @@ def serve(
             "can reach it still needs the token.",
             err=True,
         )
-    typer.echo(f"Reviewer console for {queue}: http://{host}:{port}/?token={token}", err=True)
+    typer.echo(
+        f"Reviewer console for {display_name(queue)}: http://{host}:{port}/?token={token}", err=True
+    )
     uvicorn.run(create_app(q, token), host=host, port=port, log_level="warning")
