@@ -76,6 +76,12 @@ class OIPError(Exception):
         self.status = status
 
 
+def _names(values: list[Any], limit: int = 10) -> str:
+    """Up to ``limit`` of a client's names, quoted: ``'a', 'b' (+3 more)``."""
+    shown = ", ".join(_quote(v) for v in values[:limit])
+    return shown + (f" (+{len(values) - limit} more)" if len(values) > limit else "")
+
+
 def _quote(value: Any) -> str:
     """A client's value, quoted and shortened for an error message."""
     text = repr(value)
@@ -336,7 +342,7 @@ def decode_rows(body: Any, predictor: sp.SafePredictor, max_rows: int) -> list[d
     unknown = sorted(set(body) - {"id", "parameters", "inputs", "outputs"})
     if unknown:
         raise OIPError(
-            f"unknown request fields {[_quote(k) for k in unknown][:5]}; an inference request "
+            f"unknown request fields {_names(unknown, 5)}; an inference request "
             "has id, parameters, inputs and outputs."
         )
     if "id" in body and not isinstance(body["id"], str):
@@ -366,7 +372,7 @@ def decode_rows(body: Any, predictor: sp.SafePredictor, max_rows: int) -> list[d
     missing = [c.name for c in columns if c.name not in names]
     if duplicated or unknown_inputs or missing:
         parts = [
-            f"{label} {[_quote(n) for n in group][:10]}"
+            f"{label} {_names(group)}"
             for label, group in (
                 ("missing", missing),
                 ("unknown", unknown_inputs),
@@ -407,9 +413,7 @@ def requested_outputs(body: dict[str, Any], available: list[str]) -> list[str]:
     names = [o["name"] for o in raw]
     unknown = [n for n in names if n not in available]
     if unknown:
-        raise OIPError(
-            f"unknown outputs {[_quote(n) for n in unknown][:10]}; this model has {available}."
-        )
+        raise OIPError(f"unknown outputs {_names(unknown)}; this model has {available}.")
     return list(dict.fromkeys(names))
 
 
