@@ -148,3 +148,54 @@ def test_quantile_models_in_the_wrong_order_are_refused(
     predictor = SafePredictor(models[1], quantile_models=given, log="off")
     with pytest.raises(ConfigError, match=words):
         predictor.calibrate(X_cal, y_cal)
+
+
+class _CrossingOn:
+    """A fitted quantile regressor that jumps by ``shift`` where feature 0 exceeds ``above``.
+
+    A real misbehaving model (DESIGN.md "Habits": models that misbehave), not a mock.
+    """
+
+    def __init__(self, base: Any, above: float, shift: float) -> None:
+        self.base, self.above, self.shift = base, above, shift
+
+    def predict(self, X: Any) -> Any:
+        out = np.asarray(self.base.predict(X), dtype=np.float64).copy()
+        out[np.asarray(X)[:, 0] > self.above] += self.shift
+        return out
+
+
+def test_rows_where_the_quantiles_cross_abstain(quantile_split: tuple[Any, ...]) -> None:
+    """Crossing on a few rows calibrates; those rows' inverted intervals are invalid_output."""
+    (lower, median, upper), X_cal, y_cal, X_te, _ = quantile_split
+    above = float(np.max(X_cal[:, 0]))  # no calibration row crosses
+    crossing = _CrossingOn(lower, above, shift=1e4)
+    predictor = SafePredictor(median, quantile_models=(crossing, median, upper), log="off")
+    predictor.calibrate(X_cal, y_cal)
+    X_new = X_te[:20].copy()
+    X_new[:5, 0] = above + 1.0  # these five rows cross: lower is far above upper
+    decisions = predictor.decide(X_new)
+    for i in range(5):
+        assert decisions.actions[i] == "abstain"
+        assert "invalid_output" in decisions.reasons[i]
+    assert not any("invalid_output" in r for r in decisions.reasons[5:])
+    # The same rows with the honest lower model are not invalid.
+    honest = SafePredictor(median, quantile_models=(lower, median, upper), log="off")
+    honest.calibrate(X_cal, y_cal)
+    assert not any("invalid_output" in r for r in honest.decide(X_new).reasons)
+
+
+@pytest.mark.parametrize("level", [0.05, 0.2, 0.9])
+def test_honest_quantile_models_are_not_refused_at_narrow_levels(level: float) -> None:
+    """Near-equal quantiles cross often, but not on most rows: the check leaves them be."""
+    X, y = load_diabetes(return_X_y=True)
+    X_tr, X_cal, y_tr, y_cal = train_test_split(X, y, train_size=0.5, random_state=3)
+    models = tuple(
+        GradientBoostingRegressor(loss="quantile", alpha=a, n_estimators=40, random_state=0).fit(
+            X_tr, y_tr
+        )
+        for a in ((1 - level) / 2, 0.5, (1 + level) / 2)
+    )
+    predictor = SafePredictor(models[1], quantile_models=models, confidence_level=level, log="off")
+    predictor.calibrate(X_cal, y_cal)
+    assert predictor.conformity_score_ == "cqr"
