@@ -422,3 +422,71 @@ def test_tritonclient_http_conformance(service: Service) -> None:
             client.infer(MODEL, [binary])
     finally:
         client.close()
+
+
+# ------------------------------------------------------------------ in process: a regressor
+def _oip_module() -> Any:
+    import importlib.util
+    import sys
+
+    path = service_tests.SERVICE / "oip.py"
+    spec = importlib.util.spec_from_file_location("service_oip", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = sys.modules["service_oip"] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_regressor_outputs_are_intervals_and_numbers() -> None:
+    """A regressor: FP64 predictions, an [n, 2] interval tensor, no confidence or set."""
+    from sklearn.datasets import load_diabetes
+    from sklearn.linear_model import Ridge
+
+    import safepredict as sp
+
+    oip = _oip_module()
+    X, y = load_diabetes(return_X_y=True, as_frame=True)
+    model = Ridge().fit(X[:200], y[:200])
+    predictor = sp.SafePredictor(model, model_name="ridge", log="off").calibrate(
+        X[200:350], y[200:350]
+    )
+    meta = oip.model_metadata(predictor)
+    assert {t["datatype"] for t in meta["inputs"]} == {"FP64"}
+    outputs = {t["name"]: t for t in meta["outputs"]}
+    assert "confidence" not in outputs
+    assert "prediction_set" not in outputs
+    assert outputs["interval"] == {"name": "interval", "datatype": "FP64", "shape": [-1, 2]}
+    assert outputs["prediction"]["datatype"] == "FP64"
+    rows = X[350:360].to_dict(orient="records")
+    rows[3] = {**rows[3], "bmi": float("nan")}  # no prediction there: nulls, never NaN
+    body = {"inputs": [{"name": "rows", "shape": [10], "datatype": "BYTES",
+                        "data": [json.dumps(r) for r in rows]}]}  # fmt: skip
+    decided = predictor.decide(oip.decode_rows(body, predictor, 100))
+    out = {o["name"]: o for o in oip.encode_outputs(decided, predictor, list(outputs))}
+    assert out["interval"]["shape"] == [10, 2]
+    flat = out["interval"]["data"]
+    assert len(flat) == 20
+    want = decided.intervals
+    assert want is not None
+    for i in range(10):
+        if i == 3:
+            assert flat[6:8] == [None, None]
+            assert out["prediction"]["data"][3] is None
+            continue
+        assert flat[2 * i : 2 * i + 2] == pytest.approx(want[i].tolist())
+        assert out["prediction"]["data"][i] == pytest.approx(float(decided.predictions[i]))
+    json.dumps(out, allow_nan=False)  # standard JSON: no NaN anywhere
+
+
+def test_the_response_check_has_teeth() -> None:
+    """Negative control: the property test's check fails on a 5xx and on a loose error body."""
+    server_error = httpx.Response(500, json={"error": "boom"})
+    with pytest.raises(AssertionError):
+        _check_response(server_error)
+    loose = httpx.Response(400, json={"error": "bad", "detail": "extra key"})
+    with pytest.raises(AssertionError):
+        _check_response(loose)
+    torn = {"outputs": [{"shape": [2], "data": [1, 2]}, {"shape": [3], "data": [1, 2, 3]}]}
+    with pytest.raises(AssertionError):  # outputs of different lengths
+        _check_response(httpx.Response(200, json=torn))
