@@ -323,8 +323,8 @@ def check_quantile_order(quantile_models: Any, X: Any) -> None:
     The check runs the three models on the calibration rows ``X``: the lower
     model above the upper one, or the median model above the upper one or below
     the lower one, on more than :data:`QUANTILE_ORDER_MAJORITY` of the rows means
-    the models were passed in another order. Models that fail or give non-numeric output are left
-    to the conformal stage, which reports them.
+    the models were passed in another order. Models that fail or give
+    non-numeric output are left to the conformal stage, which reports them.
 
     Parameters
     ----------
