@@ -277,6 +277,9 @@ def test_transport_level_errors_use_the_protocol_body(service: Service) -> None:
     deep = b'{"inputs": ' + b"[" * 50_000 + b"]" * 50_000 + b"}"
     _assert_error(httpx.post(url, content=deep), 400, "not JSON")
     _assert_error(httpx.post(url, content=b"x" * 250_000), 413, "200000 bytes")
+    # A chunked body has no Content-Length: the limit holds while it is read.
+    chunks = iter([b'{"inputs": [' + b" " * 50_000] * 6)
+    _assert_error(httpx.post(url, content=chunks), 413, "200000 bytes")
     _assert_error(httpx.post(_infer_url(service, "nope"), json=_valid(service)), 404, "nope")
     _assert_error(httpx.get(url), 405)
     _assert_error(httpx.get(f"{service.url}/v2/models/{MODEL}/nothing"), 404)

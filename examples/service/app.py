@@ -100,6 +100,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.predictor = predictor
     app.state.queue = queue
     app.state.max_rows = MAX_ROWS
+    app.state.max_body_bytes = MAX_BODY_BYTES
     # decide(request_id=...) when the library supports it; contextvars otherwise.
     app.state.pass_request_id = "request_id" in inspect.signature(predictor.decide).parameters
     log.info(

@@ -539,6 +539,18 @@ async def model_ready(request: Request, name: str, version: str | None = None) -
     return {"name": _model_name(predictor), "ready": True}
 
 
+async def _body(request: Request, limit: int) -> bytes:
+    """The request body, read up to ``limit`` bytes (a chunked body has no Content-Length)."""
+    raw = bytearray()
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > limit:
+            raise OIPError(
+                f"request bodies are limited to {limit} bytes; send fewer rows per request.", 413
+            )
+    return bytes(raw)
+
+
 @router.post("/models/{name}/infer")
 @router.post("/models/{name}/versions/{version}/infer")
 async def infer(request: Request, name: str, version: str | None = None) -> Any:
@@ -551,7 +563,7 @@ async def infer(request: Request, name: str, version: str | None = None) -> Any:
                 "(tritonclient: set_data_from_numpy(..., binary_data=False) and "
                 "InferRequestedOutput(name, binary_data=False))."
             )
-        raw = await request.body()
+        raw = await _body(request, request.app.state.max_body_bytes)
         try:
             body = json.loads(raw)
         except (ValueError, RecursionError):
