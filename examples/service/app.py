@@ -51,7 +51,8 @@ from starlette.exceptions import HTTPException
 
 import safepredict as sp
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # oip.py beside this file
+if str(Path(__file__).resolve().parent) not in sys.path:  # oip.py lives beside this file
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
 import oip  # the Open Inference Protocol (V2) routes
 
 HERE = Path(__file__).resolve().parent
