@@ -15,14 +15,10 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-import tests.test_service as service_tests
+import tests.service_server as service_tests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tests.test_service import Service
-
-#: The example under uvicorn on a free port, with the limits test_service.py sets
-#: (100 rows, 200,000 bytes per request).
-service = service_tests.service
+from tests.service_server import Service
 
 pytestmark = pytest.mark.xdist_group("service")
 
