@@ -101,3 +101,7 @@ def diabetes_ridge() -> Split:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
+
+
+# The service example under uvicorn, shared by test_service.py and test_service_oip.py.
+from tests.service_server import service  # noqa: E402, F401

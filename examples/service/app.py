@@ -19,7 +19,8 @@ Configuration (environment variables):
 
 Endpoints: ``POST /predict`` (``{"rows": [{feature: value, ...}, ...]}`` or
 ``{"rows": [[v1, v2, ...], ...]}``) -> ``{"request_id", "decisions": [...]}``;
-``GET /health``; ``GET /review/pending``.
+``GET /health``; ``GET /review/pending``; and the Open Inference Protocol (V2)
+under ``/v2`` (see ``oip.py``), which KServe, MLServer and Triton clients speak.
 
 Logging: the APP (not the library) configures structlog to write one JSON
 object per line to stdout. The library's decision events and this app's
@@ -49,6 +50,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
 import safepredict as sp
+
+if str(Path(__file__).resolve().parent) not in sys.path:  # oip.py lives beside this file
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+import oip  # the Open Inference Protocol (V2) routes
 
 HERE = Path(__file__).resolve().parent
 CALIBRATION = Path(os.environ.get("SAFEPREDICT_CALIBRATION", HERE / "artifacts/diabetes.json"))
@@ -95,6 +100,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     predictor = sp.SafePredictor.load(CALIBRATION, trusted=TRUSTED, key=KEY, **extra)
     app.state.predictor = predictor
     app.state.queue = queue
+    app.state.max_rows = MAX_ROWS
+    app.state.max_body_bytes = MAX_BODY_BYTES
     # decide(request_id=...) when the library supports it; contextvars otherwise.
     app.state.pass_request_id = "request_id" in inspect.signature(predictor.decide).parameters
     log.info(
@@ -107,6 +114,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 app = FastAPI(title="safepredict service example", lifespan=lifespan)
+app.include_router(oip.router)
 
 
 class PredictRequest(BaseModel):
@@ -117,6 +125,8 @@ class PredictRequest(BaseModel):
 
 
 def _error(request: Request, status: int, error: str, detail: str, **reasons: Any) -> JSONResponse:
+    if request.url.path == "/v2" or request.url.path.startswith("/v2/"):
+        return oip.error(status, detail)  # the protocol's error body: {"error": ...}
     body = {"request_id": request.state.request_id, "error": error, "detail": detail, **reasons}
     return JSONResponse(body, status_code=status)
 

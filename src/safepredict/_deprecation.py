@@ -18,7 +18,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["moved_module"]
+__all__ = ["moved_module", "warn_deprecated"]
 
 
 def moved_module(old: str, new: str) -> Callable[[str], Any]:
@@ -54,3 +54,31 @@ def moved_module(old: str, new: str) -> Callable[[str], Any]:
         return value
 
     return __getattr__
+
+
+def warn_deprecated(old: str, new: str, *, stacklevel: int = 3) -> None:
+    """Warn that ``old`` is deprecated in favour of ``new`` and goes in safepredict 0.3.
+
+    Parameters
+    ----------
+    old : str
+        What the caller used, e.g. ``"Decisions.prediction_set(i)"``.
+    new : str
+        What to use instead, e.g. ``"Decisions.prediction_sets[i]"``.
+    stacklevel : int, default=3
+        Points the warning at the caller of the deprecated function (which calls
+        this one).
+
+    Examples
+    --------
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     warn_deprecated("old()", "new()")
+    >>> str(caught[0].message)
+    'old() is deprecated and will be removed in safepredict 0.3; use new() instead.'
+    """
+    warnings.warn(
+        f"{old} is deprecated and will be removed in safepredict 0.3; use {new} instead.",
+        DeprecationWarning,
+        stacklevel=stacklevel,
+    )

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,7 +49,7 @@ from safepredict.exceptions import CalibrationError, ConfigError
 from safepredict.explain import ExplainerState, ModelExplainer, check_request
 from safepredict.guards import InputGuards
 from safepredict.inputs import InputSchema, prepare, schema_from_calibration
-from safepredict.model import from_output, model_method
+from safepredict.model import check_quantile_order, from_output, model_method
 from safepredict.monitoring.events import confidence_snapshot
 from safepredict.pipeline import group_columns, score, tier_groups
 from safepredict.tiers import TierCalibration, TierInputs, assign_tiers, calibrate_tiers
@@ -96,7 +96,8 @@ def resolve_task(model: Any, task: str) -> str:
 def resolve_policy(tiers: Any, guards: Any, task: str) -> TierPolicy:
     """The tier policy (with a ``GuardConfig`` given as ``guards``), checked for the task."""
     policy = TierPolicy.default(task) if tiers is None else TierPolicy.coerce(tiers)
-    if isinstance(guards, GuardConfig):
+    if isinstance(guards, GuardConfig | Mapping):
+        guards = GuardConfig.coerce(guards)
         policy = TierPolicy(
             tiers=policy.tiers,
             delta=policy.delta,
@@ -107,7 +108,10 @@ def resolve_policy(tiers: Any, guards: Any, task: str) -> TierPolicy:
             guards=guards,
         )
     elif guards not in ("auto", "off", None):
-        raise ConfigError(f"guards must be 'auto', 'off' or a GuardConfig; got {describe(guards)}.")
+        raise ConfigError(
+            "guards must be 'auto', 'off', a GuardConfig or a dict of its fields (e.g. "
+            f'{{"ood": "review"}}); got {describe(guards)}.'
+        )
     for tier in policy.tiers:
         if task == "classification" and tier.max_interval_width is not None:
             raise ConfigError(
@@ -267,6 +271,8 @@ def fit_core(
             )
         conformal = ClassificationConformal.calibrate(model, X_model, y_arr, **common)
     else:
+        if method == "cqr" and quantile_models is not None and len(quantile_models) == 3:
+            check_quantile_order(quantile_models, X_model)
         conformal = RegressionConformal.calibrate(
             model, X_model, y_arr.astype(np.float64), quantile_models=quantile_models, **common
         )

@@ -466,6 +466,31 @@ class GuardConfig:
         return out
 
     @classmethod
+    def coerce(cls, value: GuardConfig | Mapping[str, Any]) -> GuardConfig:
+        """Turn what users pass as ``guards=`` into a configuration.
+
+        Accepts a :class:`GuardConfig` or a dict of its fields (the ``[guards]``
+        table of a policy file), as ``tiers=`` accepts a dict.
+
+        Examples
+        --------
+        >>> GuardConfig.coerce({"ood": "review"}) == GuardConfig(ood="review")
+        True
+        >>> GuardConfig.coerce({"odd": "review"})
+        Traceback (most recent call last):
+        ...
+        safepredict.exceptions.ConfigError: [guards]: unknown key 'odd' (did you mean 'ood'?). ...
+        """
+        if isinstance(value, GuardConfig):
+            return value
+        if isinstance(value, Mapping):
+            return cls.from_dict(value)
+        raise ConfigError(
+            "guards must be 'auto', 'off', a GuardConfig or a dict of its fields (e.g. "
+            f'{{"ood": "review"}}); got {describe(value)}.'
+        )
+
+    @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> GuardConfig:
         """Build from the ``[guards]`` table, reporting unknown keys."""
         if not isinstance(data, Mapping):

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, overload
 import numpy as np
 from numpy.typing import NDArray
 
+from safepredict._deprecation import warn_deprecated
 from safepredict._ids import decision_ids as _decision_ids
 from safepredict._jsonl import to_builtin
 from safepredict._validation import check_one_of
@@ -302,8 +303,44 @@ class Decisions(Sequence[Decision]):
         """Number of labels in each prediction set (classification only)."""
         return None if self.set_mask is None else self.set_mask.sum(axis=1)
 
+    @property
+    def prediction_sets(self) -> list[tuple[Any, ...] | None] | None:
+        """The prediction set of every row, as tuples of labels (classification only).
+
+        A row without a prediction (a guard or the model failed) has ``None``, as
+        :attr:`Decision.prediction_set` does; a regressor's batch has no sets
+        (``None``, as :attr:`set_sizes`).
+
+        Examples
+        --------
+        >>> batch = Decisions(
+        ...     predictions=np.array([0, None], dtype=object),
+        ...     tier_codes=np.array([0, 1]),
+        ...     tier_names=("auto", "guard"),
+        ...     actions=np.array(["accept", "abstain"], dtype=object),
+        ...     reasons=[(), ("missing:x",)],
+        ...     confidence=np.array([0.95, np.nan]),
+        ...     batch_id="b",
+        ...     set_mask=np.array([[True, False], [False, False]]),
+        ...     classes=np.array([0, 1]),
+        ... )
+        >>> batch.prediction_sets
+        [(0,), None]
+        """
+        if self.set_mask is None or self.classes is None:
+            return None
+        return self._set_column("tuple")
+
     def prediction_set(self, i: int) -> tuple[Any, ...] | None:
-        """The prediction set of row ``i`` as a tuple of labels."""
+        """Deprecated (0.2, removed in 0.3): use ``prediction_sets[i]``.
+
+        Unlike ``prediction_sets[i]`` it gives the set even where the row has no
+        prediction (an empty tuple there).
+        """
+        warn_deprecated("Decisions.prediction_set(i)", "Decisions.prediction_sets[i]")
+        return self._row_set(i)
+
+    def _row_set(self, i: int) -> tuple[Any, ...] | None:
         if self.set_mask is None or self.classes is None:
             return None
         return tuple(self.classes[self.set_mask[i]].tolist())
@@ -341,7 +378,7 @@ class Decisions(Sequence[Decision]):
         return Decision(
             decision_id=str(self.decision_ids[i]),
             prediction=pred.item() if isinstance(pred, np.generic) else pred,
-            prediction_set=self.prediction_set(i) if pred is not None else None,
+            prediction_set=self._row_set(i) if pred is not None else None,
             interval=interval,
             confidence=None if math.isnan(conf) else conf,
             tier=self.tier_names[self.tier_codes[i]],

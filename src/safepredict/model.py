@@ -38,11 +38,14 @@ import numpy as np
 from numpy.typing import NDArray
 
 from safepredict._frames import take_rows
+from safepredict.exceptions import ConfigError
 
 __all__ = [
     "PROBA_SUM_TOL",
+    "QUANTILE_ORDER_MAJORITY",
     "ModelOutput",
     "check_output",
+    "check_quantile_order",
     "from_output",
     "model_method",
     "run_model",
@@ -53,6 +56,12 @@ __all__ = [
 #: float32 softmax outputs with hundreds of classes (rounding ~K * 6e-8) and rejects
 #: margins, scaled or shifted probabilities.
 PROBA_SUM_TOL = 1e-5
+
+#: ``quantile_models`` are refused when their order is broken on more than this
+#: share of the calibration rows. Quantile regressors fitted one by one cross on
+#: some rows (that is noise, and CQR's conformal correction stays valid); on most
+#: rows it is the order the caller passed them in.
+QUANTILE_ORDER_MAJORITY = 0.5
 
 
 @dataclass(frozen=True)
@@ -306,3 +315,70 @@ def _row_by_row(
             continue
         values[i] = out[0]
     return ModelOutput(values, raised, invalid, skipped)
+
+
+def check_quantile_order(quantile_models: Any, X: Any) -> None:
+    """Refuse CQR quantile models that are not given as ``(lower, median, upper)``.
+
+    The check runs the three models on the calibration rows ``X``: the lower
+    model above the upper one, or the median model above the upper one or below
+    the lower one, on more than :data:`QUANTILE_ORDER_MAJORITY` of the rows means
+    the models were passed in another order. Models that fail or give
+    non-numeric output are left to the conformal stage, which reports them.
+
+    Parameters
+    ----------
+    quantile_models : sequence of three estimators
+        The fitted ``(lower, median, upper)`` quantile regressors.
+    X : array-like
+        Calibration rows, as the models take them.
+
+    Raises
+    ------
+    ConfigError
+        The order is broken on most rows; the message says which models to swap.
+
+    Examples
+    --------
+    >>> X = np.arange(10.0).reshape(-1, 1)
+    >>> low, mid, high = (lambda X: X[:, 0] - 1), (lambda X: X[:, 0]), (lambda X: X[:, 0] + 1)
+    >>> check_quantile_order((low, mid, high), X)
+    >>> check_quantile_order((high, mid, low), X)
+    Traceback (most recent call last):
+    ...
+    safepredict.exceptions.ConfigError: quantile_models: the lower model (first) is above ...
+    """
+    preds = []
+    for m in quantile_models:
+        try:
+            out = _as_float(_call(m, "predict", X))
+        except Exception:  # the conformal stage reports a model that cannot predict
+            return
+        if out is None or out.size != len(X):
+            return
+        preds.append(out.reshape(-1))
+    lo, med, up = preds
+    ok = np.isfinite(lo) & np.isfinite(med) & np.isfinite(up)
+    if not ok.any():
+        return
+    lo, med, up = lo[ok], med[ok], up[ok]
+    fix = (
+        "Pass quantile_models=(lower, median, upper): regressors fitted at the quantiles "
+        "(1 - confidence_level) / 2, 0.5 and (1 + confidence_level) / 2, in that order."
+    )
+    crossed = float(np.mean(lo > up))
+    if crossed > QUANTILE_ORDER_MAJORITY:
+        raise ConfigError(
+            f"quantile_models: the lower model (first) is above the upper model (third) on "
+            f"{crossed:.0%} of the calibration rows, so they look reversed. {fix}"
+        )
+    # One side at a time: near-equal quantiles (a low confidence_level) put the
+    # median outside [lower, upper] on many rows, but on both sides at random.
+    for share, side in ((float(np.mean(med > up)), "above the upper model (third)"),
+                        (float(np.mean(med < lo)), "below the lower model (first)")):  # fmt: skip
+        if share > QUANTILE_ORDER_MAJORITY:
+            raise ConfigError(
+                f"quantile_models: the median model (second) is {side}, outside [lower, "
+                f"upper], on {share:.0%} of the calibration rows, so the models look out of "
+                f"order. {fix}"
+            )

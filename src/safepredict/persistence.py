@@ -481,7 +481,9 @@ def _params(predictor: SavedPredictor) -> tuple[dict[str, Any], list[str]]:
             saved[name] = predictor.policy_.to_dict()
         elif name == "guards":
             saved[name] = (
-                {"guard_config": value.to_dict()} if isinstance(value, GuardConfig) else value
+                {"guard_config": GuardConfig.coerce(value).to_dict()}
+                if isinstance(value, GuardConfig | Mapping)
+                else value
             )
         elif name == "redact":
             saved[name] = [str(v) for v in value]

@@ -50,9 +50,10 @@ class SafePredictor(TierHealth, BaseEstimator):  # type: ignore[misc]  # sklearn
     tiers : TierPolicy, dict, str or path, optional
         The tier policy (TOML file, TOML string, dict or object). Default:
         :meth:`TierPolicy.default`.
-    guards : {"auto", "off"} or GuardConfig, default="auto"
-        ``"auto"`` uses the policy's ``[guards]`` table; a ``GuardConfig``
-        replaces it; ``"off"`` disables input guards (not recommended).
+    guards : {"auto", "off"}, GuardConfig or dict, default="auto"
+        ``"auto"`` uses the policy's ``[guards]`` table; a ``GuardConfig`` (or a
+        dict of its fields, e.g. ``{"ood": "review"}``) replaces it; ``"off"``
+        disables input guards (not recommended).
     explainer : {"auto", "tree", "linear", "permutation"} or None, default=None
         How rows in the policy's ``explain`` tiers are explained.
     explainer_background : {"kmeans", "sample"}, default="kmeans"
