@@ -68,6 +68,10 @@ LAYERS: dict[str, tuple[int, str]] = {
     # L2 writers: turn decisions into events and review cases; never import a stage.
     "safepredict.monitoring": (2, "writer"),
     "safepredict.monitoring.events": (2, "writer"),
+    "safepredict.monitoring._event_fields": (2, "writer"),
+    "safepredict.monitoring._event_files": (2, "writer"),
+    "safepredict.monitoring._event_json": (2, "writer"),
+    "safepredict.monitoring._snapshot": (2, "writer"),
     "safepredict.monitoring.feature_drift": (2, "writer"),
     "safepredict.monitoring.tier_health": (2, "writer"),
     "safepredict.review": (2, "writer"),
