@@ -38,7 +38,7 @@ try:  # orjson renders an event in about a microsecond; the stdlib is the fallba
 except ImportError:  # pragma: no cover - orjson is in the `fast` extra and in CI
     _ORJSON = False
 
-__all__ = ["decision_lines", "dumps", "gc_paused"]
+__all__ = ["decision_head", "decision_lines", "dumps", "gc_paused"]
 
 
 def _dumps_plain(value: Any) -> bytes:
@@ -168,26 +168,31 @@ def _set_fragments(d: Decisions) -> tuple[Any, Any]:
     return list(map(set_frags.__getitem__, codes)), list(map(size_frags.__getitem__, codes))
 
 
+def decision_head(common: Mapping[str, Any], context_vars: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields every decision event of a batch shares, in the order of the JSON log.
+
+    ``event`` and ``level`` (structlog's ``add_log_level``), the batch-wide fields,
+    then ``context_vars`` (structlog's contextvars) unless a field of the event has
+    the same name, as structlog's ``merge_contextvars`` would.
+    """
+    head: dict[str, Any] = {"event": EVENT_DECISION, "level": "info", **common}
+    for key, value in context_vars.items():
+        if key not in _ROW_FIELDS:
+            head.setdefault(key, value)
+    return head
+
+
 def decision_lines(
-    d: Decisions,
-    ctx: EventContext,
-    common: Mapping[str, Any],
-    inputs: list[Any] | None,
-    context_vars: Mapping[str, Any],
+    d: Decisions, ctx: EventContext, head_fields: Mapping[str, Any], inputs: list[Any] | None
 ) -> bytes:
     """The JSON lines of a batch's decision events, serialized column by column.
 
     Same content as the per-row structlog events rendered by the documented recipe
-    (``add_log_level`` + ``JSONRenderer``): the batch-wide fields are serialized
-    once, each per-row field once per column (a float column is one ``orjson``
-    call, whose ``NaN`` is ``null``), and the rows are joined in C. ``context_vars``
-    (structlog's contextvars) are added to every line unless a field of the event
-    has the same name.
+    (``add_log_level`` + ``JSONRenderer``): the batch-wide fields (``head_fields``,
+    from :func:`decision_head`) are serialized once, each per-row field once per
+    column (a float column is one ``orjson`` call, whose ``NaN`` is ``null``), and
+    the rows are joined in C.
     """
-    head_fields: dict[str, Any] = {"event": EVENT_DECISION, "level": "info", **common}
-    for key, value in context_vars.items():
-        if key not in _ROW_FIELDS:
-            head_fields.setdefault(key, value)
     if len(d) <= SMALL_BATCH:  # a few rows: dicts are cheaper than columns
         return b"".join(
             dumps({**head_fields, **fields}) + b"\n" for fields in row_fields(d, ctx, inputs)

@@ -61,8 +61,9 @@ from safepredict.monitoring._event_fields import (
     row_fields,
 )
 from safepredict.monitoring._event_files import JsonlEventLog
-from safepredict.monitoring._event_json import decision_lines, gc_paused
+from safepredict.monitoring._event_json import decision_head, decision_lines, gc_paused
 from safepredict.monitoring._snapshot import confidence_snapshot
+from safepredict.monitoring.columnar import ArrowDecisionLog, is_columnar
 
 __all__ = [
     "EVENT_BATCH",
@@ -89,7 +90,9 @@ def get_logger(logger: Any = None) -> Any:
     """The logger events go to.
 
     ``logger`` itself if it is a logger; a path (``str`` or ``os.PathLike``)
-    becomes a :class:`JsonlEventLog` appending JSON lines to that file; ``None``
+    becomes a :class:`JsonlEventLog` appending JSON lines to that file, or, when
+    it ends in ``.arrows``, a columnar
+    :class:`~safepredict.monitoring.columnar.ArrowDecisionLog`; ``None``
     is ``structlog.get_logger("safepredict")``, which an :class:`EventEmitter`
     only writes to once the application has configured structlog.
 
@@ -103,7 +106,7 @@ def get_logger(logger: Any = None) -> Any:
     if logger is None:
         return structlog.get_logger("safepredict")
     if isinstance(logger, str | os.PathLike):
-        return JsonlEventLog(logger)
+        return ArrowDecisionLog(logger) if is_columnar(logger) else JsonlEventLog(logger)
     return logger
 
 
@@ -242,7 +245,7 @@ class EventEmitter:
     def _emit(self, level: str, event: str, payload: Mapping[str, Any]) -> bool:
         if self.silent:
             return False
-        if isinstance(self.logger, JsonlEventLog):  # structlog's merge_contextvars, by hand
+        if isinstance(self.logger, JsonlEventLog | ArrowDecisionLog):  # merge_contextvars
             payload = dict(payload)
             for key, value in structlog.contextvars.get_contextvars().items():
                 payload.setdefault(key, value)
@@ -445,11 +448,13 @@ class EventEmitter:
             inputs = input_rows(X_model, None, ctx.feature_names, hidden)
         common = decision_header(d, ctx, request_id)
         log = self.logger
-        if isinstance(log, JsonlEventLog):
+        if isinstance(log, JsonlEventLog | ArrowDecisionLog):
+            head = decision_head(common, structlog.contextvars.get_contextvars())
             try:
-                log.write(
-                    decision_lines(d, ctx, common, inputs, structlog.contextvars.get_contextvars())
-                )
+                if isinstance(log, JsonlEventLog):
+                    log.write(decision_lines(d, ctx, head, inputs))
+                else:
+                    log.write_decisions(d, head, ctx.confidence_level, inputs)
             except Exception:  # a failing file never fails a decision; count the batch
                 self._count(0, n)
                 sent = 0
