@@ -256,3 +256,21 @@ def test_a_file_that_is_not_a_decision_log_is_reported(tmp_path: Path) -> None:
     (tmp_path / "empty.arrows").write_bytes(b"")
     with pytest.raises(EOFError, match="not a complete Arrow stream"):
         list(read_events(tmp_path / "empty.arrows"))
+
+
+def test_inputs_hash_is_recorded_when_the_call_computed_it(iris_lr: Any, tmp_path: Path) -> None:
+    from safepredict._hashing import row_hashes
+
+    X = iris_lr.X_test[:20]
+    plain = sp.SafePredictor(iris_lr.model, logger=tmp_path / "a.arrows", random_state=0)
+    plain.calibrate(iris_lr.X_cal, iris_lr.y_cal).decide(X)
+    assert [e["inputs_hash"] for e in arrow_decisions(tmp_path / "a.arrows")] == [None] * 20
+    audited = sp.SafePredictor(
+        iris_lr.model,
+        logger=tmp_path / "b.arrows",
+        tiers={"tiers": [{"name": "auto", "action": "accept"}], "audit_rate": 0.5},
+        random_state=0,
+    )
+    audited.calibrate(iris_lr.X_cal, iris_lr.y_cal).decide(X)
+    hashes = [e["inputs_hash"] for e in arrow_decisions(tmp_path / "b.arrows")]
+    assert hashes == row_hashes(X).tolist()

@@ -11,8 +11,9 @@ shares are written once per batch (as the batch's custom metadata), and
 Layout and crash safety
     ``decisions.arrows`` is a directory. Each log instance (each process, each
     unpickled copy on a worker) writes its own stream file in it,
-    ``<time_ns>-<pid>-<random>.arrows``, and appends one record batch per
-    ``decide`` call straight to the operating system (unbuffered). A stream file
+    ``<time_ns>-<pid>-<random>-<n>.arrows``, and appends one record batch per
+    ``decide`` call, serialized in memory and handed to the operating system with
+    one ``write`` loop before ``decide`` returns. A stream file
     needs no footer, so a killed process leaves every batch it finished readable
     and loses at most the batch it was writing (a torn tail the reader reports).
     Parquet was not chosen: its footer is written on close, so a killed writer
@@ -46,6 +47,7 @@ Examples
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import math
 import os
@@ -56,9 +58,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from safepredict._extras import require
 from safepredict._jsonl import safe_text, to_builtin
+from safepredict.config import ACTIONS
 from safepredict.decisions import Decisions
 from safepredict.monitoring._event_fields import clean, explanation_fields, needs_clean
 from safepredict.monitoring._event_files import JsonlEventLog
@@ -89,28 +93,35 @@ def is_columnar(path: str | os.PathLike[str]) -> bool:
     return str(path).endswith(SUFFIX)
 
 
-class _JsonOf(dict[Any, str]):
-    """A row's reason tuple -> the JSON text of its reasons (or its guard reasons)."""
+class _Codes(dict[Any, int]):
+    """Value -> its dictionary code, numbered in order of first appearance."""
 
-    def __init__(self, guard_only: bool) -> None:
-        super().__init__()
-        self.guard_only = guard_only
-
-    def __missing__(self, key: Any) -> str:
-        reasons = [safe_text(str(r)) for r in key]
-        if self.guard_only:
-            reasons = [r for r in reasons if is_guard_reason(r)]
-        value = self[key] = dumps(reasons).decode("utf-8")
+    def __missing__(self, key: Any) -> int:
+        value = self[key] = len(self)
         return value
 
 
-def _codes(values: list[Any], table: dict[Any, str]) -> tuple[Any, list[str]]:
-    """Dictionary codes of ``values`` through ``table`` (value -> text), and the texts."""
-    index: dict[str, int] = {}
-    codes = np.fromiter(
-        (index.setdefault(table[v], len(index)) for v in values), dtype=np.int32, count=len(values)
-    )
-    return codes, list(index)
+def _reason_texts(reasons: tuple[str, ...], guard_only: bool) -> str:
+    texts = [safe_text(str(r)) for r in reasons]
+    if guard_only:
+        texts = [r for r in texts if is_guard_reason(r)]
+    return dumps(texts).decode("utf-8")
+
+
+def _dictionary(pa: Any, codes: Any, values: list[Any], nulls: Any = None) -> Any:
+    indices = pa.array(np.asarray(codes, dtype=np.int32), mask=nulls)
+    return pa.DictionaryArray.from_arrays(indices, pa.array(values), safe=False)
+
+
+def _vocabulary_codes(values: NDArray[Any], vocabulary: list[Any]) -> NDArray[np.int32] | None:
+    """Each value's index in ``vocabulary`` (-1 for ``None``), or ``None`` if one is not in it."""
+    codes = np.full(len(values), -1, dtype=np.int32)
+    for j, v in enumerate(vocabulary):
+        codes[values == v] = j
+    missing = codes < 0
+    if missing.any() and not all(v is None for v in values[missing].tolist()):
+        return None
+    return codes
 
 
 def _json_column(pa: Any, values: list[Any] | None) -> Any:
@@ -119,34 +130,48 @@ def _json_column(pa: Any, values: list[Any] | None) -> Any:
     )
 
 
+def _hashes(pa: Any, hashes: NDArray[Any] | None, n: int) -> Any:
+    """``inputs_hash`` as unsigned 64-bit integers (16 hex digits each), or text if not."""
+    if hashes is None:
+        return pa.nulls(n, pa.uint64())
+    values = hashes.tolist()
+    joined = "".join(values)
+    if len(joined) == 16 * n:
+        with contextlib.suppress(ValueError):
+            return pa.array(np.frombuffer(bytes.fromhex(joined), dtype=">u8").astype(np.uint64))
+    return pa.array(values, pa.string())
+
+
 def _decision_batch(d: Decisions, inputs: list[Any] | None) -> tuple[Any, dict[str, Any]]:
     """The Arrow record batch of a ``Decisions``, and the schema facts the reader needs.
 
-    Columns: ``inputs_hash``, ``guard_flagged``, ``guard_reasons`` and ``reasons``
-    (dictionary-encoded JSON lists), ``ood_score``, ``prediction``,
-    ``probabilities`` and ``set`` (fixed-size lists over the classes),
-    ``interval``, ``confidence``, ``tier`` and ``action`` (dictionary-encoded),
-    ``audit``, and ``route`` / ``explanation`` / ``inputs`` (JSON text) when the
-    batch has them. ``nan`` stays ``nan`` in float columns (the reader writes
-    ``null`` as the JSON log does).
+    Columns: ``inputs_hash`` (64-bit integers), ``guard_flagged``,
+    ``guard_reasons`` and ``reasons`` (dictionary-encoded JSON lists),
+    ``ood_score``, ``prediction`` (dictionary-encoded class labels, floats, or
+    JSON text as ``prediction_json``), ``probabilities`` and ``set`` (fixed-size
+    lists over the classes), ``interval``, ``confidence``, ``tier`` and
+    ``action`` (dictionary-encoded), ``audit``, and ``route`` / ``explanation`` /
+    ``inputs`` (JSON text) when the batch has them. ``nan`` stays ``nan`` in float
+    columns (the reader writes ``null``, as the JSON log does).
     """
     pa = _pa()
     n = len(d)
     cols: dict[str, Any] = {}
     facts: dict[str, Any] = {}
-    cols["inputs_hash"] = pa.array(
-        [None] * n if d.inputs_hash is None else d.inputs_hash.tolist(), pa.string()
-    )
+    cols["inputs_hash"] = _hashes(pa, d.inputs_hash, n)
     cols["guard_flagged"] = pa.array(np.asarray(d.guard_flagged, dtype=bool))
     reasons: list[Any] = d.reasons
     if not all(map(tuple.__instancecheck__, reasons)):  # lists from a hand-built batch
         reasons = [tuple(r) for r in reasons]
+    table = _Codes()
+    codes = np.fromiter(map(table.__getitem__, reasons), dtype=np.int32, count=n)
+    distinct = list(table)
     for name, guard_only in (("guard_reasons", True), ("reasons", False)):
-        codes, texts = _codes(reasons, _JsonOf(guard_only))
-        cols[name] = pa.DictionaryArray.from_arrays(codes, pa.array(texts, pa.string()))
+        texts = [_reason_texts(r, guard_only) for r in distinct]
+        cols[name] = _dictionary(pa, codes, texts)
     ood = np.full(n, np.nan) if d.ood_scores is None else d.ood_scores
     cols["ood_score"] = pa.array(np.asarray(ood, dtype=np.float64))
-    cols["prediction"] = _predictions(pa, d)
+    cols.update(_predictions(pa, d))
     if d.classes is not None:
         labels = [clean(c) for c in d.classes.tolist()]
         facts["labels"] = labels
@@ -161,11 +186,13 @@ def _decision_batch(d: Decisions, inputs: list[Any] | None) -> tuple[Any, dict[s
         flat = pa.array(np.ascontiguousarray(d.intervals, dtype=np.float64).ravel())
         cols["interval"] = pa.FixedSizeListArray.from_arrays(flat, 2)
     cols["confidence"] = pa.array(np.asarray(d.confidence, dtype=np.float64))
-    tier_names = pa.array([safe_text(str(t)) for t in d.tier_names], pa.string())
-    cols["tier"] = pa.DictionaryArray.from_arrays(
-        np.asarray(d.tier_codes, dtype=np.int32), tier_names
-    )
-    cols["action"] = pa.array(d.actions.tolist(), pa.string()).dictionary_encode()
+    tier_names = [safe_text(str(t)) for t in d.tier_names]
+    cols["tier"] = _dictionary(pa, d.tier_codes, tier_names)
+    action_codes = _vocabulary_codes(d.actions, list(ACTIONS))
+    if action_codes is None or (action_codes < 0).any():
+        cols["action"] = pa.array([safe_text(str(a)) for a in d.actions.tolist()], pa.string())
+    else:
+        cols["action"] = _dictionary(pa, action_codes, list(ACTIONS))
     cols["audit"] = pa.array(np.asarray(d.audit, dtype=bool))
     if d.route is not None:
         cols["route"] = _json_column(
@@ -175,19 +202,29 @@ def _decision_batch(d: Decisions, inputs: list[Any] | None) -> tuple[Any, dict[s
         cols["explanation"] = _json_column(pa, [explanation_fields(e) for e in d.explanations])
     if inputs is not None:
         cols["inputs"] = _json_column(pa, inputs)
-    return pa.RecordBatch.from_pydict(cols), facts
+    return pa.RecordBatch.from_arrays(list(cols.values()), names=list(cols)), facts
 
 
-def _predictions(pa: Any, d: Decisions) -> Any:
-    """The predictions as a typed column, or as JSON text (a ``json`` column) when mixed."""
-    values = d.predictions.tolist()
+def _predictions(pa: Any, d: Decisions) -> dict[str, Any]:
+    """The predictions column: class codes, floats, a typed column, or JSON text."""
+    preds = d.predictions
+    if d.classes is not None and len(d.classes) <= 64:  # class labels or None
+        labels = [clean(c) for c in d.classes.tolist()]
+        codes = _vocabulary_codes(preds, d.classes.tolist())
+        if codes is not None:
+            with contextlib.suppress(pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+                return {"prediction": _dictionary(pa, codes, labels, nulls=codes < 0)}
+    if d.classes is None:  # regression: floats, None where the model failed
+        with contextlib.suppress(TypeError, ValueError):
+            return {"prediction": pa.array(np.asarray(preds, dtype=np.float64))}
+    values = preds.tolist()
     if any(map(needs_clean, values)):  # numpy scalars, nan, non-ASCII text, objects
         values = [clean(v) for v in values]
     with contextlib.suppress(pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
         column = pa.array(values)
         kind = column.type
         if pa.types.is_null(kind):
-            return column.cast(pa.string())
+            return {"prediction": column.cast(pa.string())}
         if any(
             check(kind)
             for check in (
@@ -197,9 +234,8 @@ def _predictions(pa: Any, d: Decisions) -> Any:
                 pa.types.is_boolean,
             )
         ):
-            return column
-    texts = [dumps(v).decode("utf-8") for v in values]
-    return pa.array(texts, pa.string()).dictionary_encode()
+            return {"prediction": column}
+    return {"prediction_json": pa.array([dumps(v).decode("utf-8") for v in values], pa.string())}
 
 
 class ArrowDecisionLog:
@@ -224,9 +260,11 @@ class ArrowDecisionLog:
         self.path = Path(path)
         self._stem = f"{time.time_ns():020d}-{os.getpid()}-{os.urandom(3).hex()}"
         self._lock = threading.Lock()
-        self._file: Any = None
+        self._fd: int | None = None
+        self._buffer = io.BytesIO()
         self._writer: Any = None
         self._schema: Any = None
+        self._facts: dict[str, Any] = {}
         self._streams = 0
         self._jsonl: JsonlEventLog | None = None
 
@@ -253,10 +291,24 @@ class ArrowDecisionLog:
     def _close_stream(self) -> None:
         if self._writer is not None:
             try:
-                self._writer.close()
+                self._writer.close()  # the end-of-stream marker
+                self._flush()
             finally:
-                self._file.close()
-                self._writer = self._file = self._schema = None
+                assert self._fd is not None
+                os.close(self._fd)
+                self._writer = self._fd = self._schema = None
+
+    def _flush(self) -> None:
+        """Hand what the stream writer produced to the OS with one ``write`` loop."""
+        data = memoryview(self._buffer.getbuffer())
+        try:
+            while data:
+                assert self._fd is not None
+                data = data[os.write(self._fd, data) :]
+        finally:
+            data.release()
+            self._buffer.seek(0)
+            self._buffer.truncate()
 
     def _events_file(self) -> JsonlEventLog:
         if self._jsonl is None:
@@ -290,7 +342,11 @@ class ArrowDecisionLog:
         batch, facts = _decision_batch(d, inputs)
         meta = {b"head": dumps(dict(head)), b"confidence_level": dumps(float(confidence_level))}
         with self._lock:
-            if self._writer is None or not batch.schema.equals(self._schema):
+            if (
+                self._writer is None
+                or facts != self._facts
+                or not batch.schema.equals(self._schema)
+            ):
                 self._close_stream()
                 self.path.mkdir(parents=True, exist_ok=True)
                 name = f"{self._stem}-{self._streams:04d}{SUFFIX}"
@@ -302,11 +358,14 @@ class ArrowDecisionLog:
                         b"facts": dumps(facts),
                     }
                 )
-                # unbuffered: every message reaches the OS as it is written
-                self._file = open(self.path / name, "xb", buffering=0)  # noqa: SIM115
-                self._writer = pa.ipc.new_stream(self._file, schema)
-                self._schema = batch.schema
+                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+                self._fd = os.open(self.path / name, flags, 0o640)
+                self._writer = pa.ipc.new_stream(self._buffer, schema)
+                self._schema, self._facts = batch.schema, facts
+            # the batch is serialized in memory, then written with one write loop:
+            # a crash tears at most this batch, never an earlier one
             self._writer.write_batch(batch, custom_metadata=meta)
+            self._flush()
 
 
 # ---------------------------------------------------------------- reading
@@ -326,11 +385,17 @@ def _column(batch: Any, name: str, loads: bool = False) -> list[Any]:
 
 
 def _predictions_of(batch: Any) -> list[Any]:
-    column = batch.column("prediction")
-    values: list[Any] = column.to_pylist()
-    if hasattr(column, "dictionary"):  # JSON text of predictions of mixed types
-        return [_loads(v) for v in values]
+    if batch.schema.get_field_index("prediction_json") >= 0:  # predictions of mixed types
+        return _column(batch, "prediction_json", loads=True)
+    values: list[Any] = batch.column("prediction").to_pylist()
     return [_finite(v) if type(v) is float else v for v in values]
+
+
+def _hashes_of(batch: Any) -> list[Any]:
+    values = _column(batch, "inputs_hash")
+    if not _pa().types.is_integer(batch.schema.field("inputs_hash").type):
+        return values
+    return [None if h is None else f"{h:016x}" for h in values]
 
 
 def _rows(batch: Any, meta: Mapping[bytes, bytes], facts: Mapping[str, Any]) -> list[Any]:
@@ -346,9 +411,8 @@ def _rows(batch: Any, meta: Mapping[bytes, bytes], facts: Mapping[str, Any]) -> 
     explanations = _column(batch, "explanation", loads=True)
     has_inputs = batch.schema.get_field_index("inputs") >= 0
     inputs = _column(batch, "inputs", loads=True)
-    hashes, flagged, ood = (
-        _column(batch, c) for c in ("inputs_hash", "guard_flagged", "ood_score")
-    )
+    flagged, ood = _column(batch, "guard_flagged"), _column(batch, "ood_score")
+    hashes = _hashes_of(batch)
     conf, tiers, actions, audit = (
         _column(batch, c) for c in ("confidence", "tier", "action", "audit")
     )

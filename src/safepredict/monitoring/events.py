@@ -440,14 +440,16 @@ class EventEmitter:
         n = len(d)
         if n == 0:
             return 0
-        if d.inputs_hash is None and X_model is not None:
+        log = self.logger
+        # the columnar log records the hash only when the call computed it (audit,
+        # routing): hashing each row costs more than the whole columnar event
+        if d.inputs_hash is None and X_model is not None and not isinstance(log, ArrowDecisionLog):
             d.inputs_hash = row_hashes(X_model)
         inputs: list[Any] | None = None
         if self.log_inputs and X_model is not None:
             hidden = resolve_redact(self.redact, ctx.feature_names)
             inputs = input_rows(X_model, None, ctx.feature_names, hidden)
         common = decision_header(d, ctx, request_id)
-        log = self.logger
         if isinstance(log, JsonlEventLog | ArrowDecisionLog):
             head = decision_head(common, structlog.contextvars.get_contextvars())
             try:
