@@ -18,6 +18,9 @@ jsonl-file     per-row events through the documented recipe: merge_contextvars,
                ``cache_logger_on_first_use=True``.
 jsonl-fast     ``SafePredictor(logger="events.jsonl")``: the same lines written by
                the library's column-wise JSON-lines writer (structlog unconfigured).
+arrow          ``SafePredictor(logger="decisions.arrows")``: the columnar decision
+               log, one Arrow record batch per call (needs pyarrow, the ``arrow``
+               extra).
 summary        ``log="summary"``: one ``safepredict.batch`` event per call, same
                JSONL recipe.
 
@@ -78,18 +81,19 @@ def main() -> None:
     )
     model = LogisticRegression(max_iter=1000).fit(X[:2000], y[:2000])
     X_cal, y_cal, X_run = X[2000:4000], y[2000:4000], X[4000:]
-    kinds = ("off", "build-only", "jsonl-file", "jsonl-fast", "summary")
+    kinds = ("off", "build-only", "jsonl-file", "jsonl-fast", "arrow", "summary")
     times: dict[str, list[float]] = {k: [] for k in kinds}
     cpu: dict[str, list[float]] = {k: [] for k in kinds}
     with tempfile.TemporaryDirectory() as tmp:
         log_path = Path(tmp) / "events.jsonl"
         fast_path = Path(tmp) / "fast.jsonl"
+        arrow_path = Path(tmp) / "decisions.arrows"
         with log_path.open("ab") as fh:
             predictors = {}
             for kind in kinds:
                 configure(kind, fh)
                 log = {"off": "off", "summary": "summary"}.get(kind, "decision")
-                logger = str(fast_path) if kind == "jsonl-fast" else None
+                logger = {"jsonl-fast": str(fast_path), "arrow": str(arrow_path)}.get(kind)
                 predictors[kind] = sp.SafePredictor(
                     model, log=log, logger=logger, guards="off"
                 ).calibrate(X_cal, y_cal)
@@ -102,7 +106,7 @@ def main() -> None:
                     p.decide(X_run)
                     cpu[kind].append(time.process_time() - c)
                     times[kind].append(time.perf_counter() - t)
-            single_kinds = ("off", "jsonl-file", "jsonl-fast")
+            single_kinds = ("off", "jsonl-file", "jsonl-fast", "arrow")
             single: dict[str, list[float]] = {k: [] for k in single_kinds}
             row = X_run[0]
             for _ in range(args.single):
@@ -113,6 +117,7 @@ def main() -> None:
                     single[kind].append(time.perf_counter() - t)
             structlog.reset_defaults()
         size = log_path.stat().st_size + fast_path.stat().st_size
+        arrow_size = sum(f.stat().st_size for f in arrow_path.iterdir())
         dropped = sum(p.events.dropped for p in predictors.values())
 
     print(f"decide on {args.rows} rows, {args.rounds} rounds, medians")
@@ -127,10 +132,16 @@ def main() -> None:
             f"{kind:<12} {mc:>8.4f} {mc / base_c:>6.2f} {(mc - base_c) / args.rows * 1e6:>11.2f} "
             f"{mw:>8.4f} {mw / base_w:>6.2f} {(mw - base_w) / args.rows * 1e6:>12.2f}"
         )
-    print(f"JSONL written: {size / 1e6:.1f} MB, dropped events: {dropped}")
+    print(
+        f"JSONL written: {size / 1e6:.1f} MB, Arrow written: {arrow_size / 1e6:.1f} MB, "
+        f"dropped events: {dropped}"
+    )
+    jsonl_row = statistics.median(cpu["jsonl-fast"]) - base_c
+    arrow_row = statistics.median(cpu["arrow"]) - base_c
+    print(f"cpu per row, jsonl-fast / arrow: {jsonl_row / arrow_row:.1f}x")
     print(f"decide_one, {args.single} calls each, interleaved, medians")
     base = statistics.median(single["off"])
-    for kind in ("off", "jsonl-file", "jsonl-fast"):
+    for kind in single_kinds:
         med = statistics.median(single[kind])
         print(f"{kind:<12} {med * 1e6:>8.1f} us/call  event: {(med - base) * 1e6:>6.1f} us")
     print(f"load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")

@@ -10,6 +10,8 @@ busy machine slows every column alike), the MEDIAN time per call of:
   detector included) and one decision event per row written to a JSON-lines file
   (``logger="events.jsonl"``, the column-wise fast path),
 - ``sp guards off``: the same with ``guards="off"`` (events still written),
+- ``sp columnar``: default guards, decision events to the columnar decision log
+  (``logger="decisions.arrows"``, one Arrow record batch per call; needs pyarrow),
 - ``sp log off``: default guards, ``log="off"``,
 - ``sp bare``: ``guards="off", log="off"``,
 
@@ -82,7 +84,16 @@ def main() -> None:
         "LogisticRegression": LogisticRegression(max_iter=1000),
         "HistGradientBoosting": HistGradientBoostingClassifier(max_iter=60, random_state=0),
     }
-    columns = ["bare", "MAPIE", "crepes", "sp default", "sp guards off", "sp log off", "sp bare"]
+    columns = [
+        "bare",
+        "MAPIE",
+        "crepes",
+        "sp default",
+        "sp guards off",
+        "sp columnar",
+        "sp log off",
+        "sp bare",
+    ]
     rows = []
     with tempfile.TemporaryDirectory() as tmp, threadpool_limits(limits=1):
         for name, model in models.items():
@@ -96,6 +107,7 @@ def main() -> None:
             sp = {
                 "sp default": SafePredictor(model, logger=str(events)),
                 "sp guards off": SafePredictor(model, guards="off", logger=str(events)),
+                "sp columnar": SafePredictor(model, logger=str(Path(tmp) / f"{name}.arrows")),
                 "sp log off": SafePredictor(model, log="off"),
                 "sp bare": SafePredictor(model, guards="off", log="off"),
             }

@@ -35,6 +35,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "safepredict"
 # Roles: "base" (L0), "core" (L1), "stage" and "writer" (L2), "app" (L3), "edge" (L4).
 LAYERS: dict[str, tuple[int, str]] = {
     # L0: primitives with one home each; import nothing but other L0 modules.
+    "safepredict._calibration_file": (0, "base"),
     "safepredict._cluster": (0, "base"),
     "safepredict._deprecation": (0, "base"),
     "safepredict._extras": (0, "base"),
@@ -42,6 +43,7 @@ LAYERS: dict[str, tuple[int, str]] = {
     "safepredict._hashing": (0, "base"),
     "safepredict._ids": (0, "base"),
     "safepredict._jsonl": (0, "base"),
+    "safepredict._model_fingerprint": (0, "base"),
     "safepredict._state": (0, "base"),
     "safepredict._stats": (0, "base"),
     "safepredict._typing": (0, "base"),
@@ -68,6 +70,11 @@ LAYERS: dict[str, tuple[int, str]] = {
     # L2 writers: turn decisions into events and review cases; never import a stage.
     "safepredict.monitoring": (2, "writer"),
     "safepredict.monitoring.events": (2, "writer"),
+    "safepredict.monitoring._event_fields": (2, "writer"),
+    "safepredict.monitoring._event_files": (2, "writer"),
+    "safepredict.monitoring._event_json": (2, "writer"),
+    "safepredict.monitoring._snapshot": (2, "writer"),
+    "safepredict.monitoring.columnar": (2, "writer"),
     "safepredict.monitoring.feature_drift": (2, "writer"),
     "safepredict.monitoring.tier_health": (2, "writer"),
     "safepredict.review": (2, "writer"),
@@ -145,6 +152,7 @@ OPTIONAL_HOMES = {
     "matplotlib": ("safepredict.evaluation.report", "safepredict.monitoring.html"),
     "prometheus_client": ("safepredict.monitoring.prometheus",),
     "psycopg": ("safepredict.review._postgres",),
+    "pyarrow": ("safepredict.monitoring.columnar",),
     "rich": ("safepredict.cli.*",),
     "skops": ("safepredict.persistence",),
     "starlette": ("safepredict.review.console",),

@@ -162,3 +162,50 @@ def test_the_facade_is_thin() -> None:
     for cls in (SafePredictor, *SafePredictor.__mro__[1:3]):
         if cls.__module__.startswith("safepredict"):
             assert len(inspect.getsourcelines(cls)[0]) < 400, cls
+
+
+def _collapsed_reference(intervals: np.ndarray, quantile: float) -> np.ndarray:
+    """The collapsed-interval rule written out row by row (COLLAPSE_ULPS spacings)."""
+    from safepredict.pipeline import COLLAPSE_ULPS
+
+    out = []
+    for lo, hi in intervals.tolist():
+        finite = bool(np.isfinite(lo) and np.isfinite(hi))
+        if quantile <= 0:
+            out.append(not finite)
+            continue
+        magnitude = max(abs(lo), abs(hi)) if finite else 0.0
+        out.append(not finite or (hi - lo) <= COLLAPSE_ULPS * float(np.spacing(magnitude)))
+    return np.array(out, dtype=bool)
+
+
+def test_the_collapsed_interval_shortcut_agrees_with_the_rule() -> None:
+    from sklearn.datasets import load_diabetes
+    from sklearn.linear_model import Ridge
+
+    from safepredict.pipeline import _collapsed
+
+    X, y = load_diabetes(return_X_y=True)
+    sp = SafePredictor(Ridge().fit(X[:200], y[:200]), log="off", guards="off")
+    conformal = sp.calibrate(X[200:], y[200:]).conformal_
+    assert float(conformal.quantile) > 0
+    rng = np.random.default_rng(0)
+    flagged = shortcut = 0
+    for i in range(300):
+        n = int(rng.integers(1, 40))
+        decades = (-3, 300) if i % 2 else (2, 3)  # every other batch: one magnitude
+        centre = rng.choice([1.0, -1.0], n) * 10.0 ** rng.uniform(*decades, n)
+        # widths from far below to far above COLLAPSE_ULPS spacings of the bounds
+        width = np.abs(centre) * 2.0**-52 * 10.0 ** rng.uniform(0 if i % 2 else 3, 4, n)
+        intervals = np.column_stack([centre - width / 2, centre + width / 2])
+        if rng.random() < 0.2:
+            intervals[rng.integers(n), rng.integers(2)] = rng.choice([np.nan, np.inf])
+        expected = _collapsed_reference(intervals, float(conformal.quantile))
+        np.testing.assert_array_equal(_collapsed(intervals, conformal), expected)
+        flagged += int(expected.any())
+        widest = float(np.abs(intervals).max())
+        narrowest = float((intervals[:, 1] - intervals[:, 0]).min())
+        shortcut += int(np.isfinite(widest) and narrowest > 64 * np.spacing(widest))
+    # both paths ran: batches with a collapsed row (the full check) and the shortcut
+    assert flagged > 0
+    assert shortcut > 50

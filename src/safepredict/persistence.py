@@ -13,48 +13,42 @@ it next to the calibration file with :mod:`skops.io` (whose loader refuses
 types not on a trusted list); ``joblib``/``pickle`` files can run arbitrary code
 when loaded and are deliberately not offered.
 
-File layout (``schema_version`` "1.1")::
-
-    {"format": "safepredict.calibration", "schema_version": "1.1",
-     "created_at": ..., "versions": {...}, "model": {fingerprint, file},
-     "params": {...}, "params_not_saved": [...], "fitted": {...},
-     "raw_rows": [...],
-     "policy": {...}, "state": {"conformal_": {"type": ..., "state": ...}, ...},
-     "checksum": {"algorithm": "sha256" | "hmac-sha256", "value": hex}}
-
-``raw_rows`` (new in 1.1) names every part of the state that holds raw
-reference or calibration rows; it is empty unless the user opted in
-(``GuardConfig(ood_method="knn")``, ``explainer_background="sample"``). Files
-of schema 1.0 (safepredict 0.1.0) load unchanged: their guard state holds kNN
-rows and loads as the ``"knn"`` detector, their explainer background as a raw
-sample.
-
-The checksum covers the canonical JSON (sorted keys, no whitespace) of every
-other key. A plain SHA-256 detects corruption and casual edits; pass ``key=``
-to sign with HMAC-SHA256 so that only holders of the key can produce a file
-that loads.
+The file's format (layout, strict JSON, checksum, verification) lives in
+:mod:`safepredict._calibration_file`, the model fingerprint in
+:mod:`safepredict._model_fingerprint`.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import functools
 import hashlib
-import hmac
 import json
 import math
-import platform
 import re
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
-from safepredict._state import array_to_state, check_array, check_unit_level
+from safepredict._calibration_file import (
+    FORMAT,
+    SCHEMA_VERSION,
+    check_json_safe,
+    digest,
+    encode_floats,
+    key_bytes_of,
+    read_document,
+)
+from safepredict._model_fingerprint import (
+    check_model,
+    library_versions,
+    model_fingerprint,
+    probe_rows,
+)
+from safepredict._state import check_array, check_unit_level
 from safepredict._version import __version__
 from safepredict.adapters import adapt
 from safepredict.config import GuardConfig, TierPolicy
@@ -68,6 +62,9 @@ from safepredict.exceptions import ConfigError, PersistenceError
 from safepredict.explain import ModelExplainer
 from safepredict.guards import InputGuards
 from safepredict.tiers import TierCalibration
+
+#: The checksum's old private path (``persistence._digest``), kept for its importers.
+_digest = digest
 
 __all__ = [
     "COMPONENTS",
@@ -111,15 +108,6 @@ class SavedPredictor(Protocol):
 
 
 _P = TypeVar("_P", bound=SavedPredictor)
-
-FORMAT = "safepredict.calibration"
-SCHEMA_VERSION = "1.1"
-#: Files larger than this are refused before parsing (a calibration file is a few MB).
-MAX_FILE_BYTES = 512 * 1024 * 1024
-#: Number of synthetic probe rows whose model outputs fingerprint the model.
-N_PROBE_ROWS = 8
-#: Deepest nesting a calibration file may have (real files nest about 8 levels).
-MAX_DEPTH = 64
 
 
 @dataclass(frozen=True)
@@ -235,81 +223,6 @@ _CALIBRATION_PARAMS = frozenset(
     }
 )
 _SAFE_FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
-_NONFINITE = "$float"
-
-
-# ---------------------------------------------------------------- JSON helpers
-def _encode_floats(value: Any) -> Any:
-    """Replace non-finite floats by ``{"$float": "inf"}`` so the file is strict JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return {_NONFINITE: "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")}
-    if isinstance(value, Mapping):
-        return {str(k): _encode_floats(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_encode_floats(v) for v in value]
-    return value
-
-
-def _decode_floats(value: Any) -> Any:
-    if isinstance(value, dict):
-        if len(value) == 1 and _NONFINITE in value:
-            token = value[_NONFINITE]
-            if token not in ("nan", "inf", "-inf"):
-                raise PersistenceError(
-                    f"malformed calibration file: {_NONFINITE} must be 'nan', 'inf' or '-inf'; "
-                    f"got {token!r}."
-                )
-            return float(token)
-        return {k: _decode_floats(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_decode_floats(v) for v in value]
-    return value
-
-
-def _check_json_safe(value: Any, where: str) -> None:
-    """Raise ``PersistenceError`` if ``value`` is not made of JSON types only."""
-    if value is None or isinstance(value, bool | int | str):
-        return
-    if isinstance(value, float):
-        return
-    if isinstance(value, Mapping):
-        for k, v in value.items():
-            if not isinstance(k, str):
-                raise PersistenceError(f"{where}: keys must be strings; got {k!r}.")
-            _check_json_safe(v, f"{where}.{k}")
-        return
-    if isinstance(value, list):
-        for i, v in enumerate(value):
-            _check_json_safe(v, f"{where}[{i}]")
-        return
-    raise PersistenceError(
-        f"{where}: to_state() must return only dict/list/str/int/float/bool/None; got "
-        f"{type(value).__name__}. Fix the component's to_state()."
-    )
-
-
-def _canonical(doc: Mapping[str, Any]) -> bytes:
-    body = {k: v for k, v in doc.items() if k != "checksum"}
-    return json.dumps(
-        body, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
-    ).encode("ascii")
-
-
-def _digest(doc: Mapping[str, Any], key: bytes | None) -> dict[str, str]:
-    data = _canonical(doc)
-    if key is None:
-        return {"algorithm": "sha256", "value": hashlib.sha256(data).hexdigest()}
-    return {"algorithm": "hmac-sha256", "value": hmac.new(key, data, hashlib.sha256).hexdigest()}
-
-
-def _key_bytes(key: bytes | str | None) -> bytes | None:
-    if key is None:
-        return None
-    if isinstance(key, str):
-        key = key.encode("utf-8")
-    if not isinstance(key, bytes) or not key:
-        raise ConfigError("key must be a non-empty str or bytes (the HMAC signing key).")
-    return key
 
 
 def raw_row_parts(predictor: SavedPredictor) -> list[str]:
@@ -336,133 +249,6 @@ def raw_row_parts(predictor: SavedPredictor) -> list[str]:
     if explainer is not None and explainer.state.background_kind == "sample":
         parts.append("explainer_.background (explainer_background='sample')")
     return parts
-
-
-@functools.lru_cache(maxsize=1)
-def _installed_versions() -> tuple[tuple[str, str | None], ...]:
-    found: list[tuple[str, str | None]] = []
-    for dist in ("numpy", "scikit-learn", "mapie", "skops"):
-        try:
-            found.append((dist, metadata.version(dist)))
-        except metadata.PackageNotFoundError:
-            found.append((dist, None))
-    return tuple(found)
-
-
-def _versions() -> dict[str, str | None]:
-    out: dict[str, str | None] = {"safepredict": __version__, "python": platform.python_version()}
-    out.update(_installed_versions())
-    return out
-
-
-# ---------------------------------------------------------------- fingerprint
-def _probe_rows(n_features: int) -> Any:
-    """Deterministic synthetic rows (no data from the calibration set).
-
-    Values follow a fixed additive-recurrence pattern in [-2, 2], so they are the
-    same on every platform and numpy version and reveal nothing about the data.
-    """
-    i = np.arange(1, N_PROBE_ROWS + 1, dtype=np.float64)[:, None]
-    j = np.arange(1, n_features + 1, dtype=np.float64)[None, :]
-    frac = np.mod(i * 0.6180339887498949 + j * 0.4142135623730951 + i * j * 0.1, 1.0)
-    return 4.0 * frac - 2.0
-
-
-def _probe_digest(model: Any, task: str, n_features: int | None) -> str | None:
-    """SHA-256 of the model's outputs (6 significant digits) on the probe rows.
-
-    ``None`` when the model cannot score synthetic numeric rows (e.g. a pipeline
-    with categorical columns); the fingerprint then relies on the schema only.
-    """
-    if not n_features:
-        return None
-    rows = _probe_rows(n_features)
-    names = getattr(model, "feature_names_in_", None)
-    method = "predict_proba" if task == "classification" else "predict"
-    try:
-        X: Any = rows
-        if names is not None:
-            import pandas as pd
-
-            X = pd.DataFrame(rows, columns=[str(c) for c in names])
-        # The probe is a best-effort fingerprint: a model warning about synthetic
-        # rows (convergence, feature names, ...) must not fail save/load.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            out = np.asarray(getattr(model, method)(X), dtype=np.float64)
-    except Exception:  # any failure on synthetic rows just disables the probe
-        return None
-    text = ",".join(f"{v:.6g}" for v in out.ravel())
-    return hashlib.sha256(text.encode("ascii")).hexdigest()
-
-
-def model_fingerprint(model: Any, task: str) -> dict[str, Any]:
-    """What identifies the model a calibration belongs to (JSON-safe).
-
-    Holds the class name (compared as text, never imported), ``n_features_in_``,
-    ``feature_names_in_``, ``classes_`` and a hash of the model's outputs on
-    :data:`N_PROBE_ROWS` synthetic rows. No calibration or training rows are
-    stored: probe rows are a fixed pattern, not data.
-
-    Examples
-    --------
-    >>> from sklearn.datasets import load_iris
-    >>> from sklearn.linear_model import LogisticRegression
-    >>> X, y = load_iris(return_X_y=True)
-    >>> fp = model_fingerprint(LogisticRegression(max_iter=500).fit(X, y), "classification")
-    >>> fp["class"], fp["n_features"], fp["classes"]["values"]
-    ('sklearn.linear_model._logistic.LogisticRegression', 4, [0, 1, 2])
-    """
-    names = getattr(model, "feature_names_in_", None)
-    classes = getattr(model, "classes_", None) if task == "classification" else None
-    n_features = getattr(model, "n_features_in_", None)
-    n_features = int(n_features) if isinstance(n_features, int | np.integer) else None
-    return {
-        "class": f"{type(model).__module__}.{type(model).__qualname__}",
-        "n_features": n_features,
-        "feature_names": None if names is None else [str(c) for c in names],
-        "classes": None if classes is None else array_to_state(np.asarray(classes)),
-        "probe_sha256": _probe_digest(model, task, n_features),
-    }
-
-
-def _check_model(saved: Mapping[str, Any], model: Any, task: str, *, verify: bool) -> None:
-    now = model_fingerprint(model, task)
-    problems = []
-    if saved.get("class") != now["class"]:
-        problems.append(f"model class: saved {saved.get('class')!r}, given {now['class']!r}")
-    if saved.get("n_features") != now["n_features"]:
-        problems.append(
-            f"n_features_in_: saved {saved.get('n_features')}, given {now['n_features']}"
-        )
-    if saved.get("feature_names") != now["feature_names"]:
-        old, new = saved.get("feature_names") or [], now["feature_names"] or []
-        missing = [c for c in old if c not in new]
-        extra = [c for c in new if c not in old]
-        detail = f"missing {missing}, extra {extra}" if missing or extra else "different order"
-        problems.append(f"feature names differ ({detail})")
-    saved_classes = saved.get("classes")
-    now_classes = now["classes"]
-    if (saved_classes or {}).get("values") != (now_classes or {}).get("values"):
-        problems.append(
-            f"classes: saved {(saved_classes or {}).get('values')}, given "
-            f"{(now_classes or {}).get('values')}"
-        )
-    if problems:
-        raise PersistenceError(
-            "the model passed to load() is not the model this calibration was made for: "
-            + "; ".join(problems)
-            + ". Load with the model the predictor was calibrated with, or recalibrate."
-        )
-    probe = saved.get("probe_sha256")
-    if verify and probe is not None and probe != now["probe_sha256"]:
-        raise PersistenceError(
-            "the model passed to load() gives different outputs than the calibrated model on "
-            "the fingerprint probe rows (same class, features and classes: probably a refit). "
-            "Conformal guarantees do not carry over to a refitted model: recalibrate it, or "
-            "pass verify_model=False if you are sure it is the same model (e.g. only the "
-            "numerical library changed)."
-        )
 
 
 # ---------------------------------------------------------------- save
@@ -507,7 +293,7 @@ def _component_state(predictor: SavedPredictor, comp: Component) -> dict[str, An
             f"(known: {sorted(comp.loaders)}). Register it in safepredict.persistence.COMPONENTS."
         )
     state = comp.to_state(obj) if comp.to_state is not None else obj.to_state()
-    _check_json_safe(_encode_floats(state), f"state.{comp.attr}")
+    check_json_safe(encode_floats(state), f"state.{comp.attr}")
     return {"type": kind, "state": state}
 
 
@@ -547,7 +333,7 @@ def save_predictor(
             f"cannot save to {str(path)!r}: the directory {str(path.parent)!r} does not exist; "
             "create it first."
         )
-    key_bytes = _key_bytes(key)
+    key_bytes = key_bytes_of(key)
     fingerprint = model_fingerprint(predictor.model, predictor.task_)
     fingerprint["file"] = None
     params, skipped = _params(predictor)
@@ -557,7 +343,7 @@ def save_predictor(
         "format": FORMAT,
         "schema_version": SCHEMA_VERSION,
         "created_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "versions": _versions(),
+        "versions": library_versions(),
         "model": fingerprint,
         "params": params,
         "params_not_saved": skipped,
@@ -573,9 +359,9 @@ def save_predictor(
     }
     if model is not None:  # only once every component's state is known to be saveable
         fingerprint["file"] = _dump_model(predictor, path)
-    doc = _encode_floats(doc)
-    _check_json_safe(doc, "file")
-    doc["checksum"] = _digest(doc, key_bytes)
+    doc = encode_floats(doc)
+    check_json_safe(doc, "file")
+    doc["checksum"] = digest(doc, key_bytes)
     text = json.dumps(doc, indent=1, sort_keys=True, ensure_ascii=True, allow_nan=False)
     tmp = path.with_name(path.name + ".tmp")
     try:
@@ -584,98 +370,6 @@ def save_predictor(
     except OSError as exc:
         raise PersistenceError(f"cannot write {str(path)!r}: {exc}.") from exc
     return path
-
-
-# ---------------------------------------------------------------- load
-def _reject_constant(token: str) -> Any:
-    raise ValueError(f"non-standard JSON constant {token}")
-
-
-def read_document(path: str | Path, *, key: bytes | str | None = None) -> dict[str, Any]:
-    """Read and verify a calibration file; return its (decoded) JSON document.
-
-    Checks, in order: the file exists, is JSON, has the safepredict format
-    marker, a readable schema major version, and an intact checksum (or HMAC
-    signature when ``key`` is given).
-
-    Raises
-    ------
-    PersistenceError
-        With a message naming what is wrong and how to fix it.
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise PersistenceError(
-            f"no calibration file at {str(p)!r}; save one with predictor.save(path) first."
-        )
-    size = p.stat().st_size
-    if size > MAX_FILE_BYTES:
-        raise PersistenceError(
-            f"{p} is {size} bytes, more than the {MAX_FILE_BYTES} a calibration file may have; "
-            "this is not a safepredict calibration file."
-        )
-    try:
-        doc = json.loads(p.read_bytes().decode("utf-8"), parse_constant=_reject_constant)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise PersistenceError(
-            f"{p} is not a safepredict calibration file (not valid JSON: {exc})."
-        ) from exc
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        found = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
-        raise PersistenceError(
-            f"{p} is not a safepredict calibration file: expected format {FORMAT!r}, found "
-            f"{found!r}. Create one with predictor.save(path)."
-        )
-    version = doc.get("schema_version")
-    major = version.split(".", 1)[0] if isinstance(version, str) else None
-    if major != SCHEMA_VERSION.split(".", 1)[0]:
-        raise PersistenceError(
-            f"{p} has schema_version {version!r}; this safepredict ({__version__}) reads "
-            f"{SCHEMA_VERSION.split('.')[0]}.x. Re-save the predictor with a matching "
-            "safepredict version (or recalibrate)."
-        )
-    checksum = doc.get("checksum")
-    if not isinstance(checksum, dict) or not isinstance(checksum.get("value"), str):
-        raise PersistenceError(f"{p} has no checksum; it was not written by predictor.save().")
-    key_bytes = _key_bytes(key)
-    algorithm = checksum.get("algorithm")
-    if key_bytes is None and algorithm == "hmac-sha256":
-        raise PersistenceError(
-            f"{p} is signed (hmac-sha256); pass the signing key: SafePredictor.load(path, key=...)."
-        )
-    if key_bytes is not None and algorithm != "hmac-sha256":
-        raise PersistenceError(
-            f"{p} is not signed (algorithm {algorithm!r}) but a key was given; refusing an "
-            "unsigned file. Re-save it with predictor.save(path, key=...)."
-        )
-    if algorithm not in ("sha256", "hmac-sha256"):
-        raise PersistenceError(f"{p}: unknown checksum algorithm {algorithm!r}.")
-    expected = _digest(doc, key_bytes)["value"]
-    if not hmac.compare_digest(expected, checksum["value"]):
-        raise PersistenceError(
-            f"{p}: checksum mismatch — the file was modified after it was saved (or the key is "
-            "wrong). Do not load it; re-save the predictor from its source."
-        )
-    depth = _depth(doc)
-    if depth > MAX_DEPTH:
-        raise PersistenceError(
-            f"{p} nests {depth} levels deep; a calibration file nests at most {MAX_DEPTH}. It "
-            "was not written by predictor.save(): do not load it."
-        )
-    decoded: dict[str, Any] = _decode_floats(doc)
-    return decoded
-
-
-def _depth(value: Any) -> int:
-    """Nesting depth of a parsed JSON value, without recursion."""
-    deepest = 0
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, level = stack.pop()
-        deepest = max(deepest, level)
-        children = item.values() if isinstance(item, dict) else item
-        stack.extend((v, level + 1) for v in children if isinstance(v, dict | list))
-    return deepest if isinstance(value, dict | list) else 0
 
 
 def _load_model_file(p: Path, entry: Any, trusted: Sequence[str] | None) -> Any:
@@ -755,7 +449,7 @@ def load_predictor(
         task = doc["fitted"]["task_"]
         if task not in ("classification", "regression"):
             raise PersistenceError(f"{p}: unknown task {task!r}.")
-        _check_model(doc["model"], model, task, verify=verify_model)
+        check_model(doc["model"], model, task, verify=verify_model)
         known = set(cls._get_param_names())
         unknown = sorted(set(doc["params"]) - known)
         if unknown:
@@ -816,7 +510,7 @@ def _trial_decide(predictor: Any) -> None:
     n = int(predictor.n_features_in_)
     if not 0 < n <= 100_000:
         raise PersistenceError(f"n_features_in_ must be in 1..100000; got {n}.")
-    probe = _probe_rows(n)[:4]
+    probe = probe_rows(n)[:4]
     rows: Any = np.vstack([probe, np.full((1, n), np.nan)])  # and a row of missing values
     names = getattr(predictor, "feature_names_in_", None)
     if names is not None:

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -134,6 +135,11 @@ class Stages:
         """Audit probability of an accepted row, by tier code (guard tier last: 0)."""
         rates = effective_audit_rates(self.policy)
         return np.array([rates.get(name, 0.0) for name in self.tier_names], dtype=np.float64)
+
+    @functools.cached_property
+    def audits(self) -> bool:
+        """Whether any tier samples accepted rows for audit (``audit_rate > 0``)."""
+        return bool((self.audit_rates > 0).any())
 
     @functools.cached_property
     def class_labels(self) -> NDArray[Any] | None:
@@ -356,6 +362,14 @@ def _collapsed(intervals: NDArray[np.float64], conformal: RegressionConformal) -
     """
     lo, hi = intervals[:, 0], intervals[:, 1]
     with np.errstate(invalid="ignore", over="ignore"):
+        if len(lo) and float(conformal.quantile) > 0:
+            # Fast exact path: spacing() grows with the magnitude, so when the
+            # narrowest interval is wider than COLLAPSE_ULPS spacings of the largest
+            # bound (and every bound is finite) no row is collapsed.
+            widest = float(np.abs(intervals).max())
+            narrowest = float((hi - lo).min())
+            if math.isfinite(widest) and narrowest > COLLAPSE_ULPS * math.ulp(widest):
+                return np.zeros(len(lo), dtype=bool)
         finite = np.isfinite(lo) & np.isfinite(hi)
         if float(conformal.quantile) <= 0:
             return np.asarray(~finite, dtype=bool)
@@ -440,7 +454,10 @@ def decide(
     t = time.perf_counter()
     explanations = explain_rows(stages, X_model, actions, codes, failed, probabilities, reasons)
     latency["explain"] = time.perf_counter() - t
-    audit, inputs_hash = audit_rows(policy, X_model, actions, codes, stages.audit_rates)
+    if stages.audits:
+        audit, inputs_hash = audit_rows(policy, X_model, actions, codes, stages.audit_rates)
+    else:
+        audit, inputs_hash = np.zeros(n, dtype=bool), None
     decisions = Decisions(
         predictions=predictions,
         tier_codes=codes,

@@ -41,6 +41,7 @@ from safepredict._jsonl import iter_lines
 from safepredict._jsonl import loads as _loads
 from safepredict._stats import clopper_pearson
 from safepredict.exceptions import ConfigError
+from safepredict.monitoring import columnar
 from safepredict.review.queue import SQLiteReviewQueue
 
 __all__ = [
@@ -347,6 +348,7 @@ def _log_files(paths: Iterable[str | Path]) -> list[Path]:
     for p in map(Path, paths):
         if p.is_dir():
             found = sorted([*p.glob("*.jsonl"), *p.glob("*.jsonl.gz")])
+            found += sorted(p.glob("*" + columnar.SUFFIX))  # columnar decision logs
             if not found:
                 raise ConfigError(
                     f"directory {str(p)!r} has no *.jsonl or *.jsonl.gz log files; pass the "
@@ -441,7 +443,12 @@ def monitor(
     for path in sources:
         read = 0
         try:
-            for block in _blocks(path, cb if progress is not None else None):
+            blocks = (
+                columnar.json_blocks(path)
+                if columnar.is_columnar(path)
+                else _blocks(path, cb if progress is not None else None)
+            )
+            for block in blocks:
                 read += agg.feed(block, str(path))
         except (EOFError, OSError, zlib.error) as exc:
             agg.issues.append(
