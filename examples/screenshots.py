@@ -41,11 +41,13 @@ OUT = ROOT / "docs" / "assets" / "screenshots"
 #: Every file whose change can change a screenshot (paths relative to the repository).
 INPUTS = (
     "examples/screenshots.py",
+    "src/safepredict/evaluation/plots.py",
     "src/safepredict/evaluation/report.py",
     "src/safepredict/evaluation/recommend.py",
     "src/safepredict/evaluation/explorer.py",
     "src/safepredict/evaluation/templates/explorer.html",
     "src/safepredict/monitoring/html.py",
+    "src/safepredict/monitoring/windows.py",
 )
 
 
