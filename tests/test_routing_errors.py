@@ -80,7 +80,7 @@ def test_newer_schema_is_refused_not_used(tmp_path: Path) -> None:
     conn.commit()
     conn.close()
     q = SQLiteReviewQueue(path)
-    with pytest.raises(QueueVersionError, match=r"schema version 99.*up to 1"):
+    with pytest.raises(QueueVersionError, match=rf"schema version 99.*up to {SCHEMA_VERSION}"):
         q.enqueue(case(1))
     with pytest.raises(QueueVersionError):
         q.pending()

@@ -85,9 +85,18 @@ class Aggregator:
     so memory stays bounded however long the log is.
     """
 
-    def __init__(self, window_s: float, joined: Mapping[str, Any]) -> None:
+    def __init__(
+        self,
+        window_s: float,
+        joined: Mapping[str, Any],
+        audits: Mapping[str, tuple[int, float | None]] | None = None,
+    ) -> None:
         self.window_s = window_s
         self.joined = joined
+        # decision_id -> (arrival rank, audit probability) of the outcomes tier health reads
+        self.audits = audits or {}
+        # (arrival rank, tier, error 0/1, audit probability) of joined accepted rows
+        self.health: list[tuple[int, str, int, float | None]] = []
         self.events: Counter[str] = Counter()
         self.windows: dict[int, Window] = {}
         self.calibrations: dict[str, dict[str, Any]] = {}
@@ -237,7 +246,12 @@ class Aggregator:
             if joined:
                 did = ev.get("decision_id")
                 if type(did) is str and did in joined:
-                    _score(self.per_tier, tier, ev, joined[did], self.calibrations.get(str(cal)))
+                    err = _score(
+                        self.per_tier, tier, ev, joined[did], self.calibrations.get(str(cal))
+                    )
+                    audit = self.audits.get(did)
+                    if err is not None and audit is not None and action == "accept":
+                        self.health.append((audit[0], tier, err, audit[1]))
         return read
 
     def new_signature(self, key: int, batch: Any, lat: Any) -> None:
@@ -398,7 +412,8 @@ def _score(
     ev: Mapping[str, Any],
     y: Any,
     cal: Mapping[str, Any] | None,
-) -> None:
+) -> int | None:
+    """Count a joined outcome for ``tier``; return its error (0/1), None when unscored."""
     o = per_tier.get(tier)
     if o is None:
         o = per_tier[tier] = Outcome()
@@ -408,16 +423,17 @@ def _score(
         ev.get("probabilities") is None and (ev.get("conformal") or {}).get("interval") is not None
     )
     if not regression:
-        o.scored += 1
-        o.errors += not _same(pred, y)
-        return
-    a, b = _as_number(pred), _as_number(y)
-    if a is None or b is None:
-        o.scored += 1
-        o.errors += 1
-        return
-    o.abs_err_sum += abs(a - b)
-    tolerance = policy_tiers(cal).get(tier, {}).get("tolerance")
-    if tolerance is not None:
-        o.scored += 1
-        o.errors += abs(a - b) > float(tolerance)
+        err = int(not _same(pred, y))
+    else:
+        a, b = _as_number(pred), _as_number(y)
+        if a is None or b is None:
+            err = 1
+        else:
+            o.abs_err_sum += abs(a - b)
+            tolerance = policy_tiers(cal).get(tier, {}).get("tolerance")
+            if tolerance is None:
+                return None
+            err = int(abs(a - b) > float(tolerance))
+    o.scored += 1
+    o.errors += err
+    return err

@@ -320,6 +320,39 @@ def _guards(guards: dict[str, Any]) -> str:
     )
 
 
+def _tier_health(report: MonitorReport) -> str:
+    health = report.tier_health
+    if not health or not health["tiers"]:
+        return ""
+    table = _table(
+        ["tier", "audited outcomes", "errors", "weighted error", "lower", "upper", "max_error",
+         "alarm"],
+        [
+            [
+                h["tier"],
+                f"{h['n_outcomes']:,}",
+                f"{h['n_errors']:,}",
+                _fmt(h["estimate"]),
+                _fmt(h["lower"]),
+                _fmt(h["upper"]),
+                "-" if h["max_error"] is None else h["max_error"],
+                "ALARM" if h["alarm"] else "",
+            ]
+            for h in health["tiers"]
+        ],
+        css="tier-health",
+    )  # fmt: skip
+    return (
+        "<h2 id='tier-health'>Tier health (anytime-valid)</h2>"
+        + table
+        + f"<p class='note'>From {health['n_audited']:,} audited outcomes in arrival order, "
+        "each weighted by 1 / its audit probability, so the estimate is of the error of "
+        f"<i>all</i> rows the tier accepted. The bounds hold at every time at once (level "
+        f"{1 - health['delta']:.0%}): looking after every outcome does not inflate false "
+        "alarms. ALARM: the lower bound is above the tier's max_error.</p>"
+    )
+
+
 _EXTRA_CSS = """
 .kpi .alert{background:#fbeeee;border-color:#d99}.ok{color:#2a7d2a}
 table.alerts td:first-child{white-space:nowrap}
@@ -392,5 +425,6 @@ def render_html(report: MonitorReport, *, title: str = "safepredict monitor") ->
         f"{html.escape(', '.join(report.sources))} · events: {html.escape(counts)}</p>"
         f"{_cards(report, guards)}<h2>Alerts</h2>{_alerts(report)}"
         f"<h2>Guards</h2>{_guards(guards)}"
-        f"<h2>Windows</h2>{windows}{outcomes}<h2>Plots</h2>{figures}</body></html>"
+        f"<h2>Windows</h2>{windows}{outcomes}{_tier_health(report)}"
+        f"<h2>Plots</h2>{figures}</body></html>"
     )

@@ -36,8 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from safepredict.monitoring.aggregate import Aggregator
-from safepredict.monitoring.reading import blocks, log_files, queue_outcomes, read_labels
-from safepredict.monitoring.realized import outcome_report
+from safepredict.monitoring.reading import blocks, join_outcomes, log_files, read_labels
+from safepredict.monitoring.realized import outcome_report, tier_health_report
 from safepredict.monitoring.windows import (
     ks_from_snapshot,
     parse_window,
@@ -73,6 +73,9 @@ class MonitorReport:
     #: Files that could not be read to the end (e.g. a truncated ``.gz``), with
     #: how many events were read from each before the damage.
     issues: list[dict[str, Any]] = field(default_factory=list)
+    #: Per accepting tier, the anytime-valid audit-weighted health (``None`` without
+    #: outcomes or a calibration event); see :func:`~.realized.tier_health_report`.
+    tier_health: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict of the whole report."""
@@ -86,6 +89,7 @@ class MonitorReport:
             "alerts": self.alerts,
             "malformed": self.malformed,
             "issues": self.issues,
+            "tier_health": self.tier_health,
         }
 
     @property
@@ -154,17 +158,8 @@ def monitor(
     if isinstance(paths, str | Path):
         paths = [paths]
     sources = log_files(paths)
-    joined: dict[str, Any] = {}
-    if labels is not None:
-        joined.update(labels if isinstance(labels, Mapping) else read_labels(labels))
-    if queue is not None:
-        joined.update(queue_outcomes(queue))
-    if outcomes is not None:
-        for o in outcomes:
-            if o.get("outcome") is not None:
-                joined[str(o["decision_id"])] = o["outcome"]
-
-    agg = Aggregator(window_s, joined)
+    joined, audits = join_outcomes(labels, queue, outcomes)
+    agg = Aggregator(window_s, joined, audits)
     total_bytes = sum(p.stat().st_size for p in sources)
     done_bytes = 0
 
@@ -211,11 +206,12 @@ def monitor(
         )
         for _, w in sorted(windows.items())
     ]
-    realized = None
+    realized = health = None
     if labels is not None or queue is not None or outcomes is not None:
         realized = outcome_report(
             agg.per_tier, agg.tier_action, calibrations, len(joined), ci_alpha, alerts
         )
+        health = tier_health_report(agg.health, calibrations, alerts)
     return MonitorReport(
         sources=[str(p) for p in sources],
         window_s=window_s,
@@ -228,4 +224,5 @@ def monitor(
         alerts=alerts,
         malformed=agg.malformed,
         issues=agg.issues,
+        tier_health=health,
     )

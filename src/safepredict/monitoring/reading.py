@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import csv
 import gzip
+import math
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -28,7 +29,7 @@ from safepredict._jsonl import loads as _loads
 from safepredict.exceptions import ConfigError
 from safepredict.review.queue import SQLiteReviewQueue
 
-__all__ = ["blocks", "epoch", "log_files", "queue_outcomes", "read_labels"]
+__all__ = ["blocks", "epoch", "join_outcomes", "log_files", "queue_outcomes", "read_labels"]
 
 #: Bytes read per block (lines are split in C, a block at a time).
 _BLOCK = 1 << 20
@@ -109,10 +110,14 @@ def read_labels(path: str | Path) -> dict[str, Any]:
     >>> read_labels(p)
     {'b-0': '1'}
     """
+    return {did: y for did, y, _ in _label_rows(path)}
+
+
+def _label_rows(path: str | Path) -> Iterator[tuple[str, Any, Mapping[str, Any]]]:
+    """``(decision_id, outcome, record)`` of each record of a labels file, in file order."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"labels file {str(p)!r} does not exist.")
-    out: dict[str, Any] = {}
     for i, rec in enumerate(_records(p)):
         key = next((k for k in ("y_true", "outcome", "label") if k in rec), None)
         if "decision_id" not in rec or key is None:
@@ -120,8 +125,7 @@ def read_labels(path: str | Path) -> dict[str, Any]:
                 f"{p}: record {i + 1} needs 'decision_id' and 'y_true' (or 'outcome'); it has "
                 f"{sorted(rec)}. Write one outcome per decision_id."
             )
-        out[str(rec["decision_id"])] = rec[key]
-    return out
+        yield str(rec["decision_id"]), rec[key], rec
 
 
 def queue_outcomes(path: str | Path) -> dict[str, Any]:
@@ -163,3 +167,75 @@ def log_files(paths: Iterable[str | Path]) -> list[Path]:
         else:
             raise ConfigError(f"log file {str(p)!r} does not exist; check the path.")
     return files
+
+
+def _probability(rec: Mapping[str, Any], default: float | None) -> float | None:
+    """A record's ``audit_probability`` (CSV text too), or ``default`` when it has none."""
+    p = rec.get("audit_probability")
+    if p is None or p == "":
+        return default
+    try:
+        value = float(p)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not 0.0 < value <= 1.0:
+        raise ConfigError(
+            f"outcome {rec.get('decision_id')!r}: audit_probability must be a number in (0, 1] "
+            f"(the probability the row was sampled for audit); got {p!r}. Leave it empty "
+            "for rows labelled without sampling."
+        )
+    return value
+
+
+def join_outcomes(
+    labels: str | Path | Mapping[str, Any] | None = None,
+    queue: str | Path | None = None,
+    outcomes: Iterable[Mapping[str, Any]] | None = None,
+) -> tuple[dict[str, Any], dict[str, tuple[int, float | None]]]:
+    """Outcomes keyed by ``decision_id``, and the ones tier health reads.
+
+    The second dict maps ``decision_id`` to ``(arrival rank, audit probability)``
+    for the outcomes that are a random sample of the accepted rows:
+
+    - a review queue's resolved **audit** cases, with the probability stored with
+      the case (``None``: the tier's ``audit_rate`` at decision time is used);
+    - outcome records with an ``audit`` field only when it is true (as the queue's);
+    - records without one (a labels file, a mapping) with their
+      ``audit_probability`` column, or 1 (every row so labelled counts alike: the
+      labels must not depend on whether the prediction was right).
+
+    Examples
+    --------
+    >>> joined, audits = join_outcomes({"b-0": 1}, outcomes=[
+    ...     {"decision_id": "b-1", "outcome": 0, "audit": True, "audit_probability": 0.05},
+    ...     {"decision_id": "b-2", "outcome": 1, "audit": False}])
+    >>> joined
+    {'b-0': 1, 'b-1': 0, 'b-2': 1}
+    >>> audits
+    {'b-0': (0, 1.0), 'b-1': (1, 0.05)}
+    """
+    joined: dict[str, Any] = {}
+    audits: dict[str, tuple[int, float | None]] = {}
+
+    def add(did: str, y: Any, rec: Mapping[str, Any]) -> None:
+        joined[did] = y
+        if "audit" in rec and not rec["audit"]:
+            audits.pop(did, None)
+            return
+        audits[did] = (len(audits), _probability(rec, None if "audit" in rec else 1.0))
+
+    if isinstance(labels, Mapping):
+        for did, y in labels.items():
+            add(str(did), y, {})
+    elif labels is not None:
+        for did, y, rec in _label_rows(labels):
+            add(did, y, rec)
+    if queue is not None:
+        for case in SQLiteReviewQueue(queue).outcomes(include_external=True):
+            if case.get("outcome") is not None:
+                add(str(case["decision_id"]), case["outcome"], case)
+    if outcomes is not None:
+        for o in outcomes:
+            if o.get("outcome") is not None:
+                add(str(o["decision_id"]), o["outcome"], o)
+    return joined, audits

@@ -28,8 +28,9 @@ STATUSES = ("pending", "claimed", "resolved")
 
 # ------------------------------------------------------------- SQLite queue
 #: ``PRAGMA user_version`` of the queue layout this module writes. 0 is the 0.1.0 layout
-#: (no version stored, no tallies), migrated in place on first open.
-SCHEMA_VERSION = 1
+#: (no version stored, no tallies), migrated in place on first open. Version 2 adds the
+#: ``audit_probability`` column (the probability an audited row was sampled with).
+SCHEMA_VERSION = 2
 
 TABLES = """
 CREATE TABLE IF NOT EXISTS cases (
@@ -55,7 +56,8 @@ CREATE TABLE IF NOT EXISTS cases (
     resolved_at    TEXT,
     outcome        TEXT,
     outcome_source TEXT,
-    note           TEXT
+    note           TEXT,
+    audit_probability REAL
 );
 CREATE INDEX IF NOT EXISTS cases_status_created ON cases (status, created_at);
 CREATE TABLE IF NOT EXISTS external_outcomes (
@@ -121,6 +123,9 @@ def _tally_sql(row: str, sign: str) -> str:
 
 
 MIGRATE_V1 = _V1.format(add_new=_tally_sql("NEW", "+"), sub_old=_tally_sql("OLD", "-"))
+#: Version 2: the audit sampling probability, stored with each audited case (tier health
+#: weights each outcome by its inverse). Applied when the column is missing.
+MIGRATE_V2 = "ALTER TABLE cases ADD COLUMN audit_probability REAL"
 
 _JSON_COLUMNS = ("reasons", "prediction", "prediction_set", "interval", "explanation", "inputs")
 _COLUMNS = (
@@ -139,6 +144,7 @@ _COLUMNS = (
     "inputs",
     "inputs_hash",
     "audit",
+    "audit_probability",
 )
 INSERT = (
     f"INSERT INTO cases ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))}) "
@@ -167,9 +173,29 @@ def case_params(case: Mapping[str, Any]) -> tuple[Any, ...]:
             out.append(None if value is None else float(value))
         elif col == "audit":
             out.append(1 if value else 0)
+        elif col == "audit_probability":
+            out.append(audit_probability(value))
         else:
             out.append(None if value is None else str(value))
     return tuple(out)
+
+
+def audit_probability(value: Any) -> float | None:
+    """A case's ``audit_probability``: ``None`` or a number in (0, 1].
+
+    Examples
+    --------
+    >>> audit_probability(0.05), audit_probability(None)
+    (0.05, None)
+    """
+    if value is None:
+        return None
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0.0 < value <= 1.0:
+        return float(value)
+    raise ConfigError(
+        "a case's 'audit_probability' must be None or a number in (0, 1] (the probability "
+        f"the row was sampled for audit); got {describe(value)}."
+    )
 
 
 def row_to_case(row: sqlite3.Row) -> dict[str, Any]:

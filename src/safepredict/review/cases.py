@@ -34,13 +34,16 @@ def build_cases(
     inputs: Sequence[Mapping[str, Any]] | None = None,
     inputs_hash: Sequence[str] | NDArray[Any] | None = None,
     top_k: int = 5,
+    audit_probability: Sequence[float | None] | None = None,
 ) -> list[dict[str, Any]]:
     """One JSON-safe case per routed row: what the human review queue receives.
 
     Keys: ``decision_id, created_at, model_name, model_version, tier, action,
     reasons, prediction, prediction_set, interval, confidence, explanation``
     (the ``top_k`` contributions, or None), ``inputs`` (only when given, i.e.
-    opted in), ``inputs_hash`` and ``audit``.
+    opted in), ``inputs_hash``, ``audit`` and ``audit_probability`` (the
+    probability an audited row was sampled with, from ``audit_probability`` per
+    routed row; None for rows that are not audit samples).
 
     Examples
     --------
@@ -76,6 +79,7 @@ def build_cases(
                 "inputs": None if inputs is None else dict(inputs[k]),
                 "inputs_hash": None if inputs_hash is None else str(inputs_hash[k]),
                 "audit": d.audit,
+                "audit_probability": (None if audit_probability is None else audit_probability[k]),
             }
         )
     return cases

@@ -25,6 +25,7 @@ from safepredict.exceptions import (
 from safepredict.review._sqlite import (
     INSERT,
     MIGRATE_V1,
+    MIGRATE_V2,
     SCHEMA_VERSION,
     STATUSES,
     TABLES,
@@ -202,6 +203,9 @@ class SQLiteReviewQueue:
             if version < SCHEMA_VERSION:  # another process may have migrated meanwhile
                 for statement in statements(TABLES + MIGRATE_V1):
                     conn.execute(statement)
+                columns = {r[1] for r in conn.execute("PRAGMA table_info(cases)")}
+                if "audit_probability" not in columns:
+                    conn.execute(MIGRATE_V2)
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute("COMMIT")
         except BaseException:
@@ -629,9 +633,9 @@ class SQLiteReviewQueue:
         """Resolved cases with their outcome, in resolution order.
 
         Each item: ``decision_id, outcome, outcome_source, tier, action, audit,
-        reasons, prediction, prediction_set, interval, confidence, inputs,
-        inputs_hash, model_name, model_version, created_at, resolved_at,
-        reviewer``. With ``include_external=True``, outcomes recorded for
+        audit_probability, reasons, prediction, prediction_set, interval,
+        confidence, inputs, inputs_hash, model_name, model_version, created_at,
+        resolved_at, reviewer``. With ``include_external=True``, outcomes recorded for
         decisions that were never routed follow, with ``tier``/``action`` None.
         """
         sql = "SELECT * FROM cases WHERE status = 'resolved'"
@@ -649,6 +653,7 @@ class SQLiteReviewQueue:
             "tier",
             "action",
             "audit",
+            "audit_probability",
             "reasons",
             "prediction",
             "prediction_set",
