@@ -99,7 +99,16 @@ def print_report(report: MonitorReport, console: Console) -> None:
             "[red]" + ",".join(flags) + "[/red]" if flags else "",
         )
     console.print(table)
-    from safepredict.monitoring.html import guard_summary
+    from safepredict.monitoring.html import feature_rows, guard_summary
+
+    drifted = feature_rows(report)
+    if drifted:
+        t = Table(title="Input drift per feature (vs the calibration bins)")
+        for col in ("window", "rows", "columns drifted", "worst columns"):
+            t.add_column(col)
+        for row in drifted:
+            t.add_row(*map(escape, row))
+        console.print(t)
 
     guards = guard_summary(report)
     if guards["flagged_rows"]:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from safepredict._jsonl import loads as _loads
+from safepredict.monitoring.feature_drift import feature_counts, merge_counts
 from safepredict.monitoring.reading import epoch
 from safepredict.monitoring.windows import HIST_BINS, Window
 
@@ -65,6 +66,8 @@ _FLUSH_VALUES = 1 << 16
 _DECISION = "safepredict.decision"
 #: How many malformed events are quoted in the report (all are counted).
 _MAX_EXAMPLES = 5
+#: Logged input rows buffered before they are counted in the feature bins.
+_FLUSH_ROWS = 1 << 12
 
 
 def _number(v: Any) -> bool:
@@ -108,6 +111,10 @@ class Aggregator:
         # (window, calibration id or None, drift?) -> values
         self.values: dict[tuple[int, Any, bool], list[float]] = {}
         self.widths: set[str] = set()  # calibrations whose drift metric is the interval width
+        # calibration id -> per-feature bins; (window, calibration id) -> logged input rows
+        self.features: dict[str, dict[str, Any]] = {}
+        self.inputs: dict[tuple[int, str], list[Any]] = {}
+        self.n_inputs = 0
         self.malformed: list[dict[str, Any]] = []
         self.issues: list[dict[str, Any]] = []
 
@@ -243,6 +250,13 @@ class Aggregator:
                         self.flush()
                         n_buffered = 0
                         cur_key = None  # the flushed lists are gone
+            if cal in self.features:
+                row = ev.get("inputs")
+                if type(row) is dict:
+                    self.inputs.setdefault((last_key, cal), []).append(row)
+                    self.n_inputs += 1
+                    if self.n_inputs >= _FLUSH_ROWS:
+                        self.flush_inputs()
             if joined:
                 did = ev.get("decision_id")
                 if type(did) is str and did in joined:
@@ -291,6 +305,19 @@ class Aggregator:
                     ).tolist()
                     counts[:] = [a + b for a, b in zip(counts, add, strict=True)]
         self.values.clear()  # in place: the hot loop holds a reference to it
+        self.flush_inputs()
+
+    def flush_inputs(self) -> None:
+        """Count the buffered input rows in their calibration's feature bins, per window."""
+        for (key, cal), rows in self.inputs.items():
+            snapshot = self.features[cal]
+            names = list(snapshot["columns"])
+            X = [[_float(r.get(n)) for n in names] for r in rows]
+            w = self.window(key)
+            counts = feature_counts(X, snapshot, names)
+            w.features[cal] = merge_counts(w.features.get(cal, {}), counts)
+        self.inputs.clear()
+        self.n_inputs = 0
 
     # ------------------------------------------------------------ other events
     def other(self, ev: dict[str, Any], name: str, source: str) -> None:
@@ -374,6 +401,12 @@ class Aggregator:
         }
         if edges is not None:
             self.bins[cal_id] = edges
+        features = base.get("features")
+        if features is not None:
+            _check_features(features)
+            self.features[cal_id] = features
+        else:
+            self.features.pop(cal_id, None)
         self.widths.discard(cal_id)
         if base.get("metric") == "interval_width":
             self.widths.add(cal_id)
@@ -389,6 +422,33 @@ class Aggregator:
             w.actions[action] += count
             w.ids[cal] += count
             self.tier_action.setdefault(tier, action)
+
+
+def _float(v: Any) -> float:
+    """A logged input value as a number (``nan`` when missing or not numeric)."""
+    if type(v) is float or type(v) is int:
+        return float(v)
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _check_features(features: Any) -> None:
+    """Raise ``TypeError`` unless ``features`` is a per-feature bins snapshot."""
+    columns = features.get("columns") if type(features) is dict else None
+    if type(columns) is not dict or not all(
+        type(c) is dict
+        and type(c.get("edges")) is list
+        and all(map(_number, c["edges"]))
+        and type(c.get("counts")) is list
+        and len(c["counts"]) == len(c["edges"]) + 1
+        and all(type(k) is int for k in c["counts"])
+        and type(c.get("missing")) is int
+        and type(c.get("n")) is int
+        for c in columns.values()
+    ):
+        raise TypeError("baseline 'features' must map columns to edges, counts, missing and n")
 
 
 def _width(conformal: Any) -> float | None:

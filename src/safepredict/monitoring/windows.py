@@ -24,10 +24,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from safepredict.exceptions import ConfigError
+from safepredict.monitoring.feature_drift import feature_drift
 
 __all__ = [
     "HIST_BINS",
     "Window",
+    "feature_summary",
     "ks_from_snapshot",
     "parse_window",
     "psi_from_snapshot",
@@ -140,6 +142,8 @@ class Window:
     ids: Counter[str | None] = field(default_factory=Counter)
     latency_sum: float = 0.0
     batches: set[str] = field(default_factory=set)
+    # calibration_id -> per input column, counts in the calibration's feature bins
+    features: dict[str, dict[str, list[int]]] = field(default_factory=dict)
 
 
 def summarise_window(
@@ -190,6 +194,7 @@ def summarise_window(
         "calibration_id": cal_id,
         "drift": None,
         "abstention": None,
+        "features": None,
     }
     slot = w.drift.get(cal_id) if cal_id is not None else None
     if cal is not None and slot is not None:
@@ -254,4 +259,69 @@ def summarise_window(
                     ),
                 }
             )
+    counts = w.features.get(cal_id) if cal_id is not None else None
+    snapshot = (cal["baseline"].get("features") if cal is not None else None) or None
+    if snapshot is not None and counts:
+        out["features"] = feature_summary(
+            snapshot, counts, label, alerts, psi_threshold=psi_threshold, ks_alpha=ks_alpha,
+            min_window=min_window,
+        )  # fmt: skip
     return out
+
+
+#: How many of the worst columns an alert names.
+WORST = 3
+
+
+def feature_summary(
+    snapshot: Mapping[str, Any],
+    counts: Mapping[str, Sequence[int]],
+    label: str,
+    alerts: list[dict[str, Any]],
+    *,
+    psi_threshold: float,
+    ks_alpha: float,
+    min_window: int,
+) -> dict[str, Any]:
+    """Per-feature drift of one window (worst column first); one alert names the worst.
+
+    Examples
+    --------
+    >>> snap = {"columns": {"age": {"edges": [1.0], "counts": [50, 50], "missing": 0, "n": 100},
+    ...                     "pay": {"edges": [1.0], "counts": [50, 50], "missing": 0, "n": 100}}}
+    >>> alerts = []
+    >>> out = feature_summary(snap, {"age": [50, 50, 0], "pay": [95, 5, 0]}, "w1", alerts,
+    ...                       psi_threshold=0.2, ks_alpha=0.001, min_window=50)
+    >>> out["flagged"], out["columns"][0]["feature"], alerts[0]["window"]
+    (['pay'], 'pay', 'w1')
+    """
+    rows = feature_drift(
+        snapshot, counts, psi_threshold=psi_threshold, ks_alpha=ks_alpha, min_rows=min_window
+    )
+    columns = [
+        {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
+        for r in rows
+    ]
+    flagged = [c["feature"] for c in columns if c["flagged"]]
+    if flagged:
+        worst = [
+            f"{c['feature']} (PSI={_fmt(c['psi'])}, KS p={_fmt(c['ks_pvalue'], '.2g')})"
+            for c in columns
+            if c["flagged"]
+        ][:WORST]
+        alerts.append(
+            {
+                "kind": "feature_drift",
+                "window": label,
+                "features": flagged,
+                "detail": (
+                    f"{len(flagged)} of {len(columns)} input columns drifted vs calibration; "
+                    f"worst: {', '.join(worst)}"
+                ),
+            }
+        )
+    return {"n_columns": len(columns), "flagged": flagged, "columns": columns}
+
+
+def _fmt(v: Any, spec: str = ".2f") -> str:
+    return "-" if v is None else format(v, spec)
