@@ -89,7 +89,8 @@ def build_pool() -> Pool:
     X_cal, X_pool, y_cal, y_pool = train_test_split(X_rest, y_rest, train_size=600,
                                                     random_state=0, stratify=y_rest)  # fmt: skip
     model = LogisticRegression(max_iter=3000).fit(X_tr, y_tr)
-    sp = SafePredictor(model, log="off", tiers=policy(0.05)).calibrate(X_cal, y_cal)
+    sp = SafePredictor(model, log="off", tiers=policy(0.05), random_state=0)
+    sp.calibrate(X_cal, y_cal)
     d = sp.decide(X_pool)
     return Pool(model, X_cal, y_cal, X_pool.astype(np.float64), y_pool,
                 d.actions == "accept", d.predictions.astype(np.int64) != y_pool,
@@ -152,7 +153,9 @@ def queue_run(
     idx = rng.choice(len(pool.y), size=n_rows, p=weights)
     X = pool.X[idx] + 1e-6 * rng.standard_normal((n_rows, pool.X.shape[1]))
     db = work / f"{name.replace(' ', '_')}-{seed}.db"
-    sp = SafePredictor(pool.model, log="off", tiers=policy(audit_rate), router=str(db))
+    sp = SafePredictor(
+        pool.model, log="off", tiers=policy(audit_rate), router=str(db), random_state=0
+    )
     sp.calibrate(pool.X_cal, pool.y_cal)
     d = sp.decide(X)
     pred = d.predictions.astype(np.int64)
@@ -233,7 +236,7 @@ def adaptive_run(pool: Pool, batches: int, per_batch: int, seed: int, work: Path
     for mode in ("adaptive", "static"):
         db = work / f"adapt-{mode}-{seed}.db"
         sp = SafePredictor(pool.model, log="off", tiers=policy(0.2, adapt=mode == "adaptive"),
-                           router=str(db))  # fmt: skip
+                           router=str(db), random_state=0)  # fmt: skip
         sp.calibrate(pool.X_cal, pool.y_cal)
         queue = SQLiteReviewQueue(db)
         stream = np.random.default_rng(seed)  # the same rows and labels for both modes

@@ -48,6 +48,9 @@ INPUTS = (
     "src/safepredict/evaluation/templates/explorer.html",
     "src/safepredict/monitoring/html.py",
     "src/safepredict/monitoring/windows.py",
+    "src/safepredict/monitoring/aggregate.py",
+    "src/safepredict/monitoring/feature_drift.py",
+    "src/safepredict/monitoring/realized.py",
 )
 
 
@@ -81,6 +84,7 @@ def build_pages(work: Path) -> dict[str, Path]:
     rng = np.random.default_rng(0)
     with open(log, "w", encoding="utf-8") as fh:
         live = sp.SafePredictor(model, logger=jsonl_file_logger(fh), log="decision",
+                                log_inputs=True, redact=["mean radius"],
                                 random_state=0)  # fmt: skip
         live.calibrate(X_cal, y_cal, reference=X_train)
         for hour in range(6):

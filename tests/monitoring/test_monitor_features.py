@@ -109,3 +109,23 @@ def test_terminal_and_html_name_the_window_and_the_columns(logged: dict[str, Any
     assert "2026-03-02 11:00:00 to 12:00:00 UTC" in table
     assert "income PSI" in table
     assert "ssn_digits" not in page
+
+
+def test_prometheus_gauge_per_feature_from_the_latest_window(logged: dict[str, Any]) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from safepredict.monitoring.prometheus import PrometheusMetrics
+
+    report = monitor(logged["log"], window="1h")
+    metrics = PrometheusMetrics(registry=CollectorRegistry())
+    for w in report.windows:  # a periodic job exports the window it just closed
+        metrics.observe_feature_drift(w, model="m")
+    psi = {
+        c["feature"]: metrics.registry.get_sample_value(
+            "safepredict_feature_psi", {"model": "m", "feature": c["feature"]}
+        )
+        for c in report.windows[-1]["features"]["columns"]
+    }
+    assert psi["income"] == report.windows[-1]["features"]["columns"][0]["psi"] > 0.2
+    assert all(v < 0.2 for k, v in psi.items() if k != "income")
+    assert "ssn_digits" not in psi

@@ -356,8 +356,10 @@ def _features(report: MonitorReport) -> str:
         + _table(["window", "rows", "columns drifted", "worst columns"], rows, css="features")
         + "<p class='note'>Each logged input column (log_inputs=True; redacted columns are "
         "never logged) counted in the calibration rows' deciles, stored at calibration as "
-        "counts (no raw rows). PSI at or above the threshold, or a KS p-value below its "
-        "alpha, flags a column (⚠); worst column first.</p>"
+        "counts (no raw rows). A column is flagged (⚠) when its PSI is at or above the "
+        "threshold and its KS p-value is below alpha divided by the number of columns "
+        "(Bonferroni: an unshifted window flags any column with probability at most alpha); "
+        "worst column first.</p>"
     )
 
 
@@ -397,6 +399,7 @@ def _tier_health(report: MonitorReport) -> str:
 _EXTRA_CSS = """
 .kpi .alert{background:#fbeeee;border-color:#d99}.ok{color:#2a7d2a}
 table.alerts td:first-child{white-space:nowrap}
+table.alerts td:last-child,table.features td:last-child{text-align:left}
 """
 
 
@@ -429,7 +432,8 @@ def render_html(report: MonitorReport, *, title: str = "safepredict monitor") ->
                 _fmt((w["drift"] or {}).get("ks_d")),
                 _fmt((w["drift"] or {}).get("ks_pvalue"), ".2g"),
                 ", ".join(
-                    k for k in ("drift", "abstention") if ((w.get(k) or {}).get("flagged"))
+                    [k for k in ("drift", "abstention") if ((w.get(k) or {}).get("flagged"))]
+                    + (["features"] if (w.get("features") or {}).get("flagged") else [])
                 ),
             ]
             for w in report.windows

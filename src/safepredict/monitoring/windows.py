@@ -285,6 +285,9 @@ def feature_summary(
 ) -> dict[str, Any]:
     """Per-feature drift of one window (worst column first); one alert names the worst.
 
+    A column is flagged when its PSI is at least ``psi_threshold`` and its KS
+    p-value is below ``ks_alpha`` divided by the number of columns (Bonferroni).
+
     Examples
     --------
     >>> snap = {"columns": {"age": {"edges": [1.0], "counts": [50, 50], "missing": 0, "n": 100},
@@ -302,6 +305,19 @@ def feature_summary(
         {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
         for r in rows
     ]
+    # Many columns are tested at once: a column is flagged when its shift is material
+    # (PSI at or above the threshold) *and* significant after Bonferroni over the
+    # columns (KS p < ks_alpha / columns), so an unshifted window flags any column with
+    # probability at most ks_alpha, however many columns there are.
+    level = ks_alpha / max(len(columns), 1)
+    for c in columns:
+        c["flagged"] = bool(
+            c["tested"]
+            and c["psi"] is not None
+            and c["psi"] >= psi_threshold
+            and c["ks_pvalue"] is not None
+            and c["ks_pvalue"] < level
+        )
     flagged = [c["feature"] for c in columns if c["flagged"]]
     if flagged:
         worst = [
