@@ -306,9 +306,7 @@ def test_monitor_report_in_chromium(monitor_page: Path) -> None:
     assert styled == "solid"  # the shared report stylesheet is applied
     # Per-feature drift: one row per window; only the drifting third hour has columns
     # flagged, its worst column first; the redacted column x0 is never shown.
-    assert [r[0][:19] for r in drift_rows] == [
-        f"2026-03-02 {h:02d}:00:00" for h in (8, 9, 10)
-    ]
+    assert [r[0][:19] for r in drift_rows] == [f"2026-03-02 {h:02d}:00:00" for h in (8, 9, 10)]
     flagged = [int(r[2].split(" of ")[0]) for r in drift_rows]
     assert flagged[:2] == [0, 0]
     assert flagged[2] > 0
