@@ -12,6 +12,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import jsonschema
 import numpy as np
 import pandas as pd
 import pytest
@@ -21,7 +22,7 @@ from typer.testing import CliRunner
 
 from safepredict import SafePredictor
 from safepredict.cli._app import app
-from safepredict.monitoring.events import jsonl_file_logger
+from safepredict.monitoring.events import jsonl_file_logger, load_schema
 from safepredict.monitoring.html import render_html
 from safepredict.monitoring.monitor import monitor
 
@@ -64,7 +65,14 @@ def logged(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 def test_calibration_event_carries_bins_not_rows(logged: dict[str, Any]) -> None:
     events = [json.loads(x) for x in logged["log"].read_text().splitlines()]
     (cal,) = [e for e in events if e["event"] == "safepredict.calibration"]
+    schema = load_schema("calibration")
+    jsonschema.Draft202012Validator.check_schema(schema)
+    jsonschema.Draft202012Validator(schema).validate(cal)
     features = cal["baseline"]["features"]
+    # negative control: the schema rejects a column without its counts
+    broken = json.loads(json.dumps(cal))
+    del broken["baseline"]["features"]["columns"]["age"]["counts"]
+    assert not jsonschema.Draft202012Validator(schema).is_valid(broken)
     assert sorted(features["columns"]) == sorted(set(logged["names"]) - {"ssn_digits"})
     for col in features["columns"].values():
         assert sum(col["counts"]) + col["missing"] == col["n"] == 1000
