@@ -65,7 +65,6 @@ __all__ = [
     "Scored",
     "Stages",
     "Writers",
-    "audit_probabilities",
     "audit_rows",
     "decide",
     "emit",
@@ -556,19 +555,6 @@ def audit_rows(
     return audit, hashes
 
 
-def audit_probabilities(
-    decisions: Decisions, rows: NDArray[np.intp], rates: NDArray[np.float64]
-) -> list[float | None]:
-    """The audit sampling probability of each of ``rows`` (``None`` where not audited).
-
-    The probability :func:`audit_rows` sampled the row with, stored with its case so
-    tier health weights the outcome by its inverse even after the rates change.
-    """
-    probs = rates[decisions.tier_codes[rows]]
-    audited = decisions.audit[rows]
-    return [float(p) if a else None for p, a in zip(probs.tolist(), audited.tolist(), strict=True)]
-
-
 def route_rows(
     writers: Writers, stages: Stages, X_model: Any, decisions: Decisions
 ) -> list[Mapping[str, Any] | None] | None:
@@ -602,7 +588,7 @@ def route_rows(
             model_version=writers.model_version,
             inputs=inputs,
             inputs_hash=hashes,
-            audit_probability=audit_probabilities(decisions, rows, stages.audit_rates),
+            audit_rates=stages.audit_rates,
         )
         # what a valid outcome is, and the tiers' rules, for the queue's reviewers
         router.set_context(
