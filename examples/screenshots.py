@@ -41,11 +41,16 @@ OUT = ROOT / "docs" / "assets" / "screenshots"
 #: Every file whose change can change a screenshot (paths relative to the repository).
 INPUTS = (
     "examples/screenshots.py",
+    "src/safepredict/evaluation/plots.py",
     "src/safepredict/evaluation/report.py",
     "src/safepredict/evaluation/recommend.py",
     "src/safepredict/evaluation/explorer.py",
     "src/safepredict/evaluation/templates/explorer.html",
     "src/safepredict/monitoring/html.py",
+    "src/safepredict/monitoring/windows.py",
+    "src/safepredict/monitoring/aggregate.py",
+    "src/safepredict/monitoring/feature_drift.py",
+    "src/safepredict/monitoring/realized.py",
 )
 
 
@@ -79,6 +84,7 @@ def build_pages(work: Path) -> dict[str, Path]:
     rng = np.random.default_rng(0)
     with open(log, "w", encoding="utf-8") as fh:
         live = sp.SafePredictor(model, logger=jsonl_file_logger(fh), log="decision",
+                                log_inputs=True, redact=["mean radius"],
                                 random_state=0)  # fmt: skip
         live.calibrate(X_cal, y_cal, reference=X_train)
         for hour in range(6):

@@ -239,7 +239,7 @@ def monitor_page(tmp_path_factory: pytest.TempPathFactory, cancer_lr: Any) -> Pa
     s = cancer_lr
     with open(log, "w", encoding="utf-8") as fh:
         live = sp.SafePredictor(s.model, logger=jsonl_file_logger(fh), log="decision",
-                                random_state=0)  # fmt: skip
+                                log_inputs=True, redact=["x0"], random_state=0)  # fmt: skip
         live.calibrate(s.X_cal, s.y_cal, reference=s.X_train)
         for hour in range(3):
             live.decide(s.X_test * (1.0 if hour < 2 else 2.5))
@@ -280,6 +280,10 @@ def test_monitor_report_in_chromium(monitor_page: Path) -> None:
                 "table.alerts tbody tr td:first-child", "els => els.map(e => e.textContent)"
             )
             guard_line = page.inner_text("#guard-summary")
+            drift_rows = page.eval_on_selector_all(
+                "table.features tbody tr",
+                "els => els.map(e => [...e.children].map(c => c.textContent))",
+            )
             widths = page.eval_on_selector_all("img", "els => els.map(e => e.naturalWidth)")
             styled = page.eval_on_selector("h2", "e => getComputedStyle(e).borderBottomStyle")
         finally:
@@ -300,6 +304,15 @@ def test_monitor_report_in_chromium(monitor_page: Path) -> None:
     assert len(widths) >= 4
     assert min(widths) > 200
     assert styled == "solid"  # the shared report stylesheet is applied
+    # Per-feature drift: one row per window; only the drifting third hour has columns
+    # flagged, its worst column first; the redacted column x0 is never shown.
+    assert [r[0][:19] for r in drift_rows] == [f"2026-03-02 {h:02d}:00:00" for h in (8, 9, 10)]
+    flagged = [int(r[2].split(" of ")[0]) for r in drift_rows]
+    assert flagged[:2] == [0, 0]
+    assert flagged[2] > 0
+    assert all(r[2].endswith(" of 29") for r in drift_rows)
+    assert "⚠" in drift_rows[2][3]
+    assert all("x0 " not in r[3] for r in drift_rows)
 
 
 def test_docs_screenshots_are_fresh() -> None:

@@ -38,6 +38,7 @@ from safepredict.monitoring.tier_health import (
     effective_audit_rates,
     outcomes_to_detect,
     tier_health,
+    tier_outcomes,
 )
 from safepredict.review import SQLiteReviewQueue
 
@@ -489,3 +490,59 @@ def test_adapt_thresholds_refuses_regressors(diabetes_ridge: Any) -> None:
     sp = SafePredictor(s.model, log="off", tiers=policy).calibrate(s.X_cal, s.y_cal)
     with pytest.raises(ConfigError, match="supports classification tiers"):
         sp.adapt_thresholds()
+
+
+# ------------------------------------------------- audit probability with the case
+def test_audit_probability_is_stored_with_the_case_and_weights_its_outcome(
+    tmp_path: Path,
+) -> None:
+    """The weight is the probability the row was sampled with, not today's policy rate."""
+    X, y = make_classification(n_samples=6000, n_features=6, class_sep=2.0, random_state=24)
+    model = LogisticRegression(max_iter=500).fit(X[:2000], y[:2000])
+    tiers = [
+        {"name": "auto", "action": "accept", "max_error": 0.1, "audit_rate": 0.2},
+        {"name": "human", "action": "review"},
+    ]
+    db = tmp_path / "reviews.db"
+    sp = SafePredictor(model, log="off", tiers={"delta": 0.1, "tiers": tiers}, router=str(db))
+    d = sp.calibrate(X[2000:4000], y[2000:4000]).decide(X[4000:])
+    queue = SQLiteReviewQueue(db)
+    audited = [c for c in queue.cases() if c["audit"]]
+    assert len(audited) == int(d.audit.sum()) > 50
+    assert {c["audit_probability"] for c in audited} == {0.2}
+    assert all(c["audit_probability"] is None for c in queue.cases() if not c["audit"])
+    for c in audited:
+        queue.claim_case(c["decision_id"], "ann")
+        queue.resolve(
+            c["decision_id"], int(y[4000 + int(c["decision_id"].rsplit("-", 1)[1])]), "ann"
+        )
+    outcomes = list(queue.outcomes(audited_only=True))
+    assert {o["audit_probability"] for o in outcomes} == {0.2}
+    # the policy's rate changed since (0.2 -> 0.05): the stored probability still rules
+    later = TierPolicy(
+        [Tier("auto", "accept", max_error=0.1, audit_rate=0.05), Tier("h", "review")]
+    )
+    _, weights = tier_outcomes(outcomes, later)["auto"]
+    assert set(weights.tolist()) == {5.0}
+    # negative control: without the stored probability the new rate (1 / 0.05) is used
+    bare = [{k: v for k, v in o.items() if k != "audit_probability"} for o in outcomes]
+    assert set(tier_outcomes(bare, later)["auto"][1].tolist()) == {20.0}
+    with pytest.raises(ConfigError, match=r"audit_probability.*\(0, 1\]"):
+        queue.enqueue({"decision_id": "x", "tier": "auto", "action": "accept", "audit": True,
+                       "audit_probability": 1.5})  # fmt: skip
+
+
+def test_a_version_1_queue_gains_the_audit_probability_column(tmp_path: Path) -> None:
+    import sqlite3
+
+    db = tmp_path / "old.db"
+    SQLiteReviewQueue(db).enqueue({"decision_id": "a", "tier": "t", "action": "accept"})
+    conn = sqlite3.connect(db)
+    conn.execute("ALTER TABLE cases DROP COLUMN audit_probability")
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+    queue = SQLiteReviewQueue(db)
+    queue.enqueue({"decision_id": "b", "tier": "t", "action": "accept", "audit": True,
+                   "audit_probability": 0.25})  # fmt: skip
+    assert [c["audit_probability"] for c in queue.cases()] == [None, 0.25]

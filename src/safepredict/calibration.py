@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +51,7 @@ from safepredict.guards import InputGuards
 from safepredict.inputs import InputSchema, prepare, schema_from_calibration
 from safepredict.model import check_quantile_order, from_output, model_method
 from safepredict.monitoring.events import confidence_snapshot
+from safepredict.monitoring.feature_drift import feature_bins
 from safepredict.pipeline import group_columns, score, tier_groups
 from safepredict.tiers import TierCalibration, TierInputs, assign_tiers, calibrate_tiers
 
@@ -60,6 +61,7 @@ __all__ = [
     "calibration_hash",
     "certify_tiers",
     "check_params",
+    "feature_baseline",
     "fit_core",
     "fit_explainer",
     "fit_guards",
@@ -410,6 +412,27 @@ def calibration_baseline(
         t.name: c / n for t, c in zip(policy.tiers, tiers.tolist(), strict=True)
     }
     snapshot["action_rates"] = {a: actions.get(a, 0.0) for a in ("accept", "review", "abstain")}
+    return snapshot
+
+
+def feature_baseline(
+    X_model: Any, names: Sequence[str], hidden: Collection[str] = ()
+) -> dict[str, Any]:
+    """Per-column calibration bins for the monitor's per-feature drift (no raw rows kept).
+
+    The deciles of each numeric input column and the calibration rows' counts in
+    them (:func:`safepredict.monitoring.feature_drift.feature_bins`); columns in
+    ``hidden`` (redacted) are left out.
+
+    Examples
+    --------
+    >>> X = np.arange(200.0).reshape(100, 2)
+    >>> snap = feature_baseline(X, ["a", "b"], hidden={"b"})
+    >>> sorted(snap["columns"]), sum(snap["columns"]["a"]["counts"])
+    (['a'], 100)
+    """
+    snapshot = feature_bins(X_model, list(names))
+    snapshot["columns"] = {k: v for k, v in snapshot["columns"].items() if k not in hidden}
     return snapshot
 
 

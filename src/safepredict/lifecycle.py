@@ -246,6 +246,13 @@ class Runtime:
             )
         except Exception:
             baseline = {}
+        if baseline and self.log_inputs:  # inputs are logged: per-feature drift can be read
+            try:
+                names = context.feature_names
+                hidden = emitter.check_redact(names)
+                baseline["features"] = calibration.feature_baseline(core.X_model, names, hidden)
+            except Exception:
+                pass
         report = tier_cal.report or {}
         certified = {
             t.name: tier_cal.is_certified(t.name)

@@ -605,6 +605,7 @@ def route_rows(
             model_version=writers.model_version,
             inputs=inputs,
             inputs_hash=hashes,
+            audit_rates=stages.audit_rates,
         )
         # what a valid outcome is, and the tiers' rules, for the queue's reviewers
         router.set_context(

@@ -465,7 +465,7 @@ def test_buffer_flushes_do_not_change_the_report(
     logs: dict[str, Logged], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Confidences are binned in batches; the batch size must not matter."""
-    import safepredict.monitoring.monitor as monitor_module
+    import safepredict.monitoring.aggregate as monitor_module
 
     lines = [json.loads(x) for x in logs["shifted"].path.read_bytes().splitlines()]
     for i, e in enumerate(lines[1:]):  # three windows, so buffers span windows

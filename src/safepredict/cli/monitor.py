@@ -99,7 +99,16 @@ def print_report(report: MonitorReport, console: Console) -> None:
             "[red]" + ",".join(flags) + "[/red]" if flags else "",
         )
     console.print(table)
-    from safepredict.monitoring.html import guard_summary
+    from safepredict.monitoring.html import feature_rows, guard_summary
+
+    drifted = feature_rows(report)
+    if drifted:
+        t = Table(title="Input drift per feature (vs the calibration bins)")
+        for col in ("window", "rows", "columns drifted", "worst columns"):
+            t.add_column(col)
+        for row in drifted:
+            t.add_row(*map(escape, row))
+        console.print(t)
 
     guards = guard_summary(report)
     if guards["flagged_rows"]:
@@ -130,6 +139,8 @@ def print_report(report: MonitorReport, console: Console) -> None:
             f"outcomes: {report.outcomes['n_outcomes']}, joined to decisions: "
             f"{report.outcomes['n_joined']}"
         )
+    if report.tier_health and report.tier_health["tiers"]:
+        _print_tier_health(report.tier_health, console)
     if report.alerts:
         console.print("[bold red]Alerts[/bold red]")
         for a in report.alerts:
@@ -140,6 +151,25 @@ def print_report(report: MonitorReport, console: Console) -> None:
             )
     else:
         console.print("[green]No alerts.[/green]")
+
+
+def _print_tier_health(health: dict[str, Any], console: Console) -> None:
+    """Per accepting tier: audited outcomes, weighted error, anytime-valid bounds, alarm."""
+    level = f"{100 * (1 - health['delta']):.0f}%"
+    t = Table(title=f"Tier health (anytime-valid {level} bounds, audit-weighted)")
+    for col in ("tier", "audited", "errors", "weighted error", "bounds", "max_error", "alarm"):
+        t.add_column(col)
+    for h in health["tiers"]:
+        t.add_row(
+            str(h["tier"]),
+            f"{h['n_outcomes']:,}",
+            f"{h['n_errors']:,}",
+            _pct(h["estimate"]),
+            f"[{_pct(h['lower'])}, {_pct(h['upper'])}]",
+            "-" if h["max_error"] is None else str(h["max_error"]),
+            "[red]ALARM[/red]" if h["alarm"] else "",
+        )
+    console.print(t)
 
 
 def monitor_command(

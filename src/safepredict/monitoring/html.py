@@ -21,7 +21,7 @@ from safepredict._version import __version__
 from safepredict.evaluation.report import REPORT_CSS
 from safepredict.monitoring.monitor import MonitorReport
 
-__all__ = ["guard_summary", "render_html", "window_times"]
+__all__ = ["feature_rows", "guard_summary", "render_html", "window_times"]
 
 _ACTION_COLORS = {"accept": "#2ca02c", "review": "#ff7f0e", "abstain": "#7f7f7f"}
 
@@ -320,9 +320,86 @@ def _guards(guards: dict[str, Any]) -> str:
     )
 
 
+def feature_rows(report: MonitorReport, worst: int = 3) -> list[list[str]]:
+    """Per window with per-feature drift: window, rows, columns flagged, worst columns.
+
+    Examples
+    --------
+    >>> w = {"start": None, "features": {"n_columns": 2, "flagged": ["pay"], "columns": [
+    ...     {"feature": "pay", "n": 80, "psi": 0.91, "ks_pvalue": 1e-9, "flagged": True},
+    ...     {"feature": "age", "n": 80, "psi": 0.01, "ks_pvalue": 0.9, "flagged": False}]}}
+    >>> feature_rows(MonitorReport([], 0.0, {}, [], [w], None, []))
+    [['all', '80', '1 of 2', 'pay PSI 0.91 (p 1e-09) ⚠, age PSI 0.01 (p 0.9)']]
+    """
+    out = []
+    for w in report.windows:
+        f = w.get("features")
+        if not f:
+            continue
+        cols = f["columns"]
+        top = ", ".join(
+            f"{c['feature']} PSI {_fmt(c['psi'], '.2f')} (p {_fmt(c['ks_pvalue'], '.2g')})"
+            + (" ⚠" if c["flagged"] else "")
+            for c in cols[:worst]
+        )
+        n = max((c["n"] for c in cols), default=0)
+        out.append([_window_label(w), f"{n:,}", f"{len(f['flagged'])} of {f['n_columns']}", top])
+    return out
+
+
+def _features(report: MonitorReport) -> str:
+    rows = feature_rows(report)
+    if not rows:
+        return ""
+    return (
+        "<h2 id='feature-drift'>Input drift per feature</h2>"
+        + _table(["window", "rows", "columns drifted", "worst columns"], rows, css="features")
+        + "<p class='note'>Each logged input column (log_inputs=True; redacted columns are "
+        "never logged) counted in the calibration rows' deciles, stored at calibration as "
+        "counts (no raw rows). A column is flagged (⚠) when its PSI is at or above the "
+        "threshold and its KS p-value is below alpha divided by the number of columns "
+        "(Bonferroni: an unshifted window flags any column with probability at most alpha); "
+        "worst column first.</p>"
+    )
+
+
+def _tier_health(report: MonitorReport) -> str:
+    health = report.tier_health
+    if not health or not health["tiers"]:
+        return ""
+    table = _table(
+        ["tier", "audited outcomes", "errors", "weighted error", "lower", "upper", "max_error",
+         "alarm"],
+        [
+            [
+                h["tier"],
+                f"{h['n_outcomes']:,}",
+                f"{h['n_errors']:,}",
+                _fmt(h["estimate"]),
+                _fmt(h["lower"]),
+                _fmt(h["upper"]),
+                "-" if h["max_error"] is None else h["max_error"],
+                "ALARM" if h["alarm"] else "",
+            ]
+            for h in health["tiers"]
+        ],
+        css="tier-health",
+    )  # fmt: skip
+    return (
+        "<h2 id='tier-health'>Tier health (anytime-valid)</h2>"
+        + table
+        + f"<p class='note'>From {health['n_audited']:,} audited outcomes in arrival order, "
+        "each weighted by 1 / its audit probability, so the estimate is of the error of "
+        f"<i>all</i> rows the tier accepted. The bounds hold at every time at once (level "
+        f"{1 - health['delta']:.0%}): looking after every outcome does not inflate false "
+        "alarms. ALARM: the lower bound is above the tier's max_error.</p>"
+    )
+
+
 _EXTRA_CSS = """
 .kpi .alert{background:#fbeeee;border-color:#d99}.ok{color:#2a7d2a}
 table.alerts td:first-child{white-space:nowrap}
+table.alerts td:last-child,table.features td:last-child{text-align:left}
 """
 
 
@@ -355,7 +432,8 @@ def render_html(report: MonitorReport, *, title: str = "safepredict monitor") ->
                 _fmt((w["drift"] or {}).get("ks_d")),
                 _fmt((w["drift"] or {}).get("ks_pvalue"), ".2g"),
                 ", ".join(
-                    k for k in ("drift", "abstention") if ((w.get(k) or {}).get("flagged"))
+                    [k for k in ("drift", "abstention") if ((w.get(k) or {}).get("flagged"))]
+                    + (["features"] if (w.get("features") or {}).get("flagged") else [])
                 ),
             ]
             for w in report.windows
@@ -392,5 +470,6 @@ def render_html(report: MonitorReport, *, title: str = "safepredict monitor") ->
         f"{html.escape(', '.join(report.sources))} · events: {html.escape(counts)}</p>"
         f"{_cards(report, guards)}<h2>Alerts</h2>{_alerts(report)}"
         f"<h2>Guards</h2>{_guards(guards)}"
-        f"<h2>Windows</h2>{windows}{outcomes}<h2>Plots</h2>{figures}</body></html>"
+        f"<h2>Windows</h2>{windows}{_features(report)}{outcomes}{_tier_health(report)}"
+        f"<h2>Plots</h2>{figures}</body></html>"
     )

@@ -75,6 +75,7 @@ class PrometheusMetrics:
         self, registry: CollectorRegistry | None = None, *, namespace: str = "safepredict"
     ) -> None:
         self.registry = CollectorRegistry() if registry is None else registry
+        self._namespace = namespace
         self.decisions = Counter(
             "decisions",
             "Decisions by tier and action.",
@@ -152,6 +153,35 @@ class PrometheusMetrics:
         """
         for name, h in health.items():
             self._tier(model, str(name), h)
+
+    def observe_feature_drift(self, window: Mapping[str, Any], *, model: str = "") -> None:
+        """Set ``safepredict_feature_psi{model,feature}`` from one monitor window.
+
+        ``window`` is one of ``monitor(...).windows`` (the latest, typically); its
+        ``features`` (per-feature drift vs the calibration bins) give one PSI per
+        input column. A window without per-feature drift sets nothing.
+
+        Examples
+        --------
+        >>> m = PrometheusMetrics()
+        >>> m.observe_feature_drift({"features": {"columns": [
+        ...     {"feature": "income", "psi": 0.7}, {"feature": "age", "psi": None}]}}, model="m")
+        >>> m.registry.get_sample_value("safepredict_feature_psi",
+        ...     {"model": "m", "feature": "income"})
+        0.7
+        """
+        gauge: Gauge | None = getattr(self, "_feature_psi", None)
+        if gauge is None:  # created on first use: only monitors that read inputs need it
+            gauge = self._feature_psi = Gauge(
+                f"{self._namespace}_feature_psi",
+                "Population stability index of an input column in the latest monitor window "
+                "vs the calibration bins (0.2 and above: a material shift).",
+                ["model", "feature"],
+                registry=self.registry,
+            )
+        for column in (window.get("features") or {}).get("columns") or ():
+            if column.get("psi") is not None:
+                gauge.labels(model, str(column["feature"])).set(float(column["psi"]))
 
     def _tier(self, model: str, tier: str, h: Mapping[str, Any]) -> None:
         for bound in ("estimate", "lower", "upper", "max_error"):

@@ -37,6 +37,7 @@ _COLUMNS = (
     "inputs",
     "inputs_hash",
     "audit",
+    "audit_probability",
 )
 #: Columns a queue fills at enqueue time from its review policy (see ``review.priority``).
 _POLICY_COLUMNS = ("priority", "reviews_required")
@@ -69,9 +70,29 @@ def case_params(case: Mapping[str, Any]) -> list[Any]:
             out.append(None if value is None else float(value))
         elif col == "audit":
             out.append(1 if value else 0)
+        elif col == "audit_probability":
+            out.append(audit_probability(value))
         else:
             out.append(None if value is None else str(value))
     return out
+
+
+def audit_probability(value: Any) -> float | None:
+    """A case's ``audit_probability``: ``None`` or a number in (0, 1].
+
+    Examples
+    --------
+    >>> audit_probability(0.05), audit_probability(None)
+    (0.05, None)
+    """
+    if value is None:
+        return None
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0.0 < value <= 1.0:
+        return float(value)
+    raise ConfigError(
+        "a case's 'audit_probability' must be None or a number in (0, 1] (the probability "
+        f"the row was sampled for audit); got {describe(value)}."
+    )
 
 
 def row_to_case(row: Mapping[str, Any]) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from safepredict.review._reads import guarded
 from safepredict.review.cases import utc_now
 
 #: The schema version this module writes (rows of the ``schema_version`` table).
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _V1 = """
 CREATE TABLE IF NOT EXISTS cases (
@@ -92,7 +92,11 @@ CREATE TABLE IF NOT EXISTS tier_seq (tier TEXT PRIMARY KEY NOT NULL, n BIGINT NO
 """
 
 #: The migration to each version from the one before (statements separated by ``;``).
-MIGRATIONS = {1: _V1}
+MIGRATIONS = {
+    1: _V1,
+    # Version 2: the audit sampling probability stored with each audited case.
+    2: "ALTER TABLE cases ADD COLUMN IF NOT EXISTS audit_probability DOUBLE PRECISION",
+}
 
 #: Any 64-bit key: the advisory lock that serializes migrations across processes.
 _MIGRATION_LOCK = 0x5AFE_9E71_0000_0001 - (1 << 63)

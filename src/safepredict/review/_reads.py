@@ -40,6 +40,7 @@ _OUTCOME_KEYS = (
     "tier",
     "action",
     "audit",
+    "audit_probability",
     "reasons",
     "prediction",
     "prediction_set",

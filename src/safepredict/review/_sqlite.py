@@ -17,8 +17,9 @@ from safepredict.exceptions import (
 
 # ------------------------------------------------------------- SQLite queue
 #: ``PRAGMA user_version`` of the queue layout this module writes. 0 is the 0.1.0 layout
-#: (no version stored, no tallies), 1 the 0.2 layout; both are migrated in place on first open.
-SCHEMA_VERSION = 2
+#: (no version stored, no tallies), 1 the 0.1 layout, 2 adds leases and reviews, 3 the audit
+#: sampling probability; older layouts are migrated in place on first open.
+SCHEMA_VERSION = 3
 
 TABLES = """
 CREATE TABLE IF NOT EXISTS cases (
@@ -140,9 +141,13 @@ CREATE TABLE IF NOT EXISTS schema_version (
 );
 """
 
+#: Version 3: the audit sampling probability stored with each audited case (tier health
+#: weights each outcome by its inverse).
+MIGRATE_V3 = "ALTER TABLE cases ADD COLUMN audit_probability REAL"
+
 #: The migration to each version from the one before (``PRAGMA user_version`` mirrors the
 #: ``schema_version`` table, so opening a current file costs one pragma).
-MIGRATIONS = {1: TABLES + MIGRATE_V1, 2: MIGRATE_V2}
+MIGRATIONS = {1: TABLES + MIGRATE_V1, 2: MIGRATE_V2, 3: MIGRATE_V3}
 
 
 def close_all(conns: list[sqlite3.Connection]) -> None:

@@ -34,13 +34,17 @@ def build_cases(
     inputs: Sequence[Mapping[str, Any]] | None = None,
     inputs_hash: Sequence[str] | NDArray[Any] | None = None,
     top_k: int = 5,
+    audit_rates: NDArray[np.float64] | None = None,
 ) -> list[dict[str, Any]]:
     """One JSON-safe case per routed row: what the human review queue receives.
 
     Keys: ``decision_id, created_at, model_name, model_version, tier, action,
     reasons, prediction, prediction_set, interval, confidence, explanation``
     (the ``top_k`` contributions, or None), ``inputs`` (only when given, i.e.
-    opted in), ``inputs_hash`` and ``audit``.
+    opted in), ``inputs_hash``, ``audit`` and ``audit_probability``: for an audit
+    sample, the probability it was sampled with (``audit_rates`` by tier code, as
+    the pipeline's audit stage used them), so tier health can weight its outcome
+    by the inverse even after the policy's rates change; None otherwise.
 
     Examples
     --------
@@ -76,6 +80,11 @@ def build_cases(
                 "inputs": None if inputs is None else dict(inputs[k]),
                 "inputs_hash": None if inputs_hash is None else str(inputs_hash[k]),
                 "audit": d.audit,
+                "audit_probability": (
+                    float(audit_rates[decisions.tier_codes[i]])
+                    if d.audit and audit_rates is not None
+                    else None
+                ),
             }
         )
     return cases
