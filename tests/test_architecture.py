@@ -94,6 +94,8 @@ LAYERS: dict[str, tuple[int, str]] = {
     "safepredict.persistence": (3, "app"),
     "safepredict.pipeline": (3, "app"),
     "safepredict.predictor": (3, "app"),
+    "safepredict.shift": (3, "app"),
+    "safepredict.shift.*": (3, "app"),
     # L4: readers, renderers, servers and entry points; nothing below imports them.
     "safepredict.__main__": (4, "edge"),
     "safepredict.cli": (4, "edge"),
