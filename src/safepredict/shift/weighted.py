@@ -381,16 +381,19 @@ def betting_start(max_error: float, delta: float, max_weight: float) -> int:
     A clean accepted row of average weight (1) multiplies the betting capital by
     at most ``1 + c m / ((1 - m) B)`` (``c = 1/2``, the bet truncation of
     :mod:`safepredict._stats`), so ``log(1 / delta)`` needs ``log(1 / delta) /
-    log(1 + c m / ((1 - m) B))`` of them; the first candidate asks for 1.5 times
-    that (room for a few errors). Label-free: it depends on ``m``, ``delta`` and ``B`` only.
+    log(1 + c m / ((1 - m) B))`` of them. At a weighted error rate of ``m / 2``
+    the gain per row roughly halves and errors cost capital, so the first
+    candidate asks for 3 times that; the fixed sequence stops at its first
+    failure, so a first candidate too small to be rejected would block every
+    looser one. Label-free: it depends on ``m``, ``delta`` and ``B`` only.
 
     Examples
     --------
-    >>> betting_start(0.05, 0.1, 1.0), betting_start(0.05, 0.1, 10.0)
-    (133, 1315)
+    >>> betting_start(0.05, 0.1, 1.0), betting_start(0.1, 0.1, 5.0)
+    (266, 626)
     """
     gain = math.log1p(0.5 * max_error / ((1.0 - max_error) * max_weight))
-    return math.ceil(1.5 * math.log(1.0 / delta) / gain)
+    return math.ceil(3.0 * math.log(1.0 / delta) / gain)
 
 
 def certify_weighted(
@@ -466,13 +469,13 @@ def certify_weighted(
     perm = np.random.default_rng(seed).permutation(n)
     accepted = rank[perm][None, :] < counts[:, None]  # (G, n) in betting order
     e_bet = np.where(accepted, e[perm][None, :], max_error)  # not accepted: z = 0
-    floor = max_weight * 1e-9
-    w_pos = np.maximum(w[perm], floor)
+    floor = max_weight * 1e-9  # _stats takes weights >= 1: scale by the floor (u = w / B)
+    w_pos = np.maximum(w[perm], floor) / floor
     log_minus = betting_log_capital(
         e_bet,
-        np.broadcast_to(w_pos / floor, accepted.shape),
+        np.broadcast_to(w_pos, accepted.shape),
         m=[max_error],
-        max_weight=max_weight / floor,
+        max_weight=max(float(w_pos.max()), max_weight / floor),
     )[1][..., 0]
     p = np.exp(-np.maximum(log_minus.max(axis=1), 0.0))
     rejected = p <= delta
