@@ -297,9 +297,11 @@ def estimate_performance(
     cal = _quiet_decide(predictor, core.X_model)
     wrong = np.asarray(cal.predictions != core.y, dtype=bool)
     naive: dict[str, float | None] = {}
+    counts: dict[str, int] = {}
     for code, name in enumerate(names):
         rows = (cal.tier_codes == code) & ok
         naive[name] = float(wrong[rows].mean()) if rows.any() else None
+        counts[name] = int(rows.sum())
     batch = _quiet_decide(predictor, X_unlabelled)
     proba = batch.probabilities
     correct = np.full(len(batch), np.nan)
@@ -312,5 +314,6 @@ def estimate_performance(
         correct,
         level=level,
         calibration_errors=naive,
+        calibration_rows=counts,
         method=recalibration,
     )

@@ -10,9 +10,10 @@ because raw probabilities are rarely calibrated.
 
 The interval is the one of the realized error rate around the estimate: the
 number of errors among ``n`` rows is Poisson-binomial with variance
-``sum c (1 - c)``, so ``estimate +- z * sqrt(sum c (1 - c)) / n`` (normal
-approximation; it ignores the estimation error of the recalibration map,
-which shrinks as ``1 / sqrt(n_calibration)``).
+``sum c (1 - c)``; the recalibration map, fitted on the ``n_cal`` calibration
+rows of the tier, adds about ``e (1 - e) / n_cal`` (the binomial variance of an
+error rate ``e`` estimated on them). So the interval is
+``e +- z * sqrt(sum c (1 - c) / n^2 + e (1 - e) / n_cal)`` (normal approximation).
 
 Assumption: **no concept shift** -- ``P(correct | x)`` is the same in
 production as on the calibration rows. Covariate shift is allowed (that is
@@ -33,6 +34,7 @@ multiclass probability estimates. *KDD* (isotonic calibration).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -187,6 +189,7 @@ def estimate_tiers(
     *,
     level: float = 0.95,
     calibration_errors: dict[str, float | None] | None = None,
+    calibration_rows: dict[str, int] | None = None,
     method: str = "isotonic",
 ) -> PerformanceEstimate:
     """Per-tier expected error rate and its Poisson-binomial interval.
@@ -200,6 +203,9 @@ def estimate_tiers(
     correct : ndarray of shape (n,)
         Calibrated probability that each row's prediction is right (``nan``:
         no prediction; left out).
+    calibration_errors, calibration_rows : dict, optional
+        Per tier, the error rate and the number of calibration rows in it (the
+        naive estimate, and the map's share of the interval).
 
     Examples
     --------
@@ -220,6 +226,10 @@ def estimate_tiers(
             continue
         c = correct[rows]
         est = float((1.0 - c).mean())
-        half = z * float(np.sqrt((c * (1.0 - c)).sum())) / n
+        var = float((c * (1.0 - c)).sum()) / (n * n)
+        n_cal = 0 if calibration_rows is None else calibration_rows.get(name, 0)
+        if n_cal > 0:  # the recalibration map's own error
+            var += est * (1.0 - est) / n_cal
+        half = z * math.sqrt(var)
         out[name] = TierEstimate(name, n, est, (max(0.0, est - half), min(1.0, est + half)), naive)
     return PerformanceEstimate(out, float(level), method, n_rows=len(codes))

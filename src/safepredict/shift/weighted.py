@@ -362,6 +362,10 @@ def _cqr_bounds(
 
 
 # ------------------------------------------------------------------ tiers
+#: Candidates tested per vectorized block by :func:`certify_weighted`.
+_BLOCK = 5
+
+
 def _sorted_keys(keys: NDArray[np.float64]) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
     """Rows with a finite primary key, best first, and how many rows each key accepts."""
     rows = np.flatnonzero(np.isfinite(keys[:, 0]))
@@ -467,19 +471,23 @@ def certify_weighted(
     rank[:] = n  # never accepted
     rank[order] = np.arange(n_ok)
     perm = np.random.default_rng(seed).permutation(n)
-    accepted = rank[perm][None, :] < counts[:, None]  # (G, n) in betting order
-    e_bet = np.where(accepted, e[perm][None, :], max_error)  # not accepted: z = 0
+    rank_bet, e_perm = rank[perm], e[perm]
     floor = max_weight * 1e-9  # _stats takes weights >= 1: scale by the floor (u = w / B)
     w_pos = np.maximum(w[perm], floor) / floor
-    log_minus = betting_log_capital(
-        e_bet,
-        np.broadcast_to(w_pos, accepted.shape),
-        m=[max_error],
-        max_weight=max(float(w_pos.max()), max_weight / floor),
-    )[1][..., 0]
-    p = np.exp(-np.maximum(log_minus.max(axis=1), 0.0))
-    rejected = p <= delta
-    n_rejected = int(np.argmin(rejected)) if not rejected.all() else len(rejected)
+    cap = max(float(w_pos.max()), max_weight / floor)
+    n_rejected = 0
+    for start in range(0, len(counts), _BLOCK):  # the sequence stops early: test in blocks
+        block = counts[start : start + _BLOCK]
+        accepted = rank_bet[None, :] < block[:, None]  # (block, n) in betting order
+        e_bet = np.where(accepted, e_perm[None, :], max_error)  # not accepted: z = 0
+        log_minus = betting_log_capital(
+            e_bet, np.broadcast_to(w_pos, accepted.shape), m=[max_error], max_weight=cap
+        )[1][..., 0]
+        rejected = np.exp(-np.maximum(log_minus.max(axis=1), 0.0)) <= delta
+        if not rejected.all():
+            n_rejected += int(np.argmin(rejected))
+            break
+        n_rejected += len(block)
     if n_rejected == 0:
         return dataclasses.replace(fail, n_tested=1)
     j = n_rejected - 1
