@@ -211,6 +211,11 @@ class WeightedClassificationConformal(ClassificationConformal):
             domain=domain,
         )
 
+    @property
+    def _alpha(self) -> float:
+        """``1 - confidence_level`` as the decimal it is (``0.1``, not ``0.0999...``)."""
+        return round(1.0 - self.confidence_level, 12)
+
     def bind_rows(self, X_model: Any) -> WeightedClassificationConformal:
         """The state bound to the weights of the rows of ``X_model`` (covariate shift)."""
         if self.domain is None:
@@ -236,7 +241,7 @@ class WeightedClassificationConformal(ClassificationConformal):
 
     def predict_set(self, proba: NDArray[np.float64]) -> NDArray[np.bool_]:
         """Labels whose weighted p-value exceeds ``1 - confidence_level``."""
-        return np.asarray(self.p_values(proba) > 1.0 - self.confidence_level)
+        return np.asarray(self.p_values(proba) > self._alpha)
 
     def set_at(self, proba: NDArray[np.float64], quantile: float) -> NDArray[np.bool_]:
         """Not defined for weighted p-values (the quantile differs per row)."""
@@ -278,7 +283,7 @@ class WeightedClassificationConformal(ClassificationConformal):
         """Set, confidence and credibility from one pass of weighted p-values."""
         p = self.p_values(proba)
         conf, cred = self._conf_cred(p, predicted)
-        return np.asarray(p > 1.0 - self.confidence_level), conf, cred
+        return np.asarray(p > self._alpha), conf, cred
 
     def to_state(self) -> dict[str, Any]:
         """Refused: an adapted predictor is rebuilt with ``adapt_to``, never saved."""

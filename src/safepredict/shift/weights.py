@@ -149,18 +149,17 @@ class DomainWeights:
         domain = np.concatenate([np.zeros(n_cal, dtype=np.intp), np.ones(n_prod, dtype=np.intp)])
         try:
             model.fit(X_all, domain)
+            ratio_cal, ratio_prod = _ratio(model, X_calibration), _ratio(model, X_production)
         except Exception as exc:
             raise ConfigError(
                 f"the domain classifier could not be fitted on the calibration and production "
                 f"rows ({type(exc).__name__}: {exc}). Pass domain_classifier= a scikit-learn "
-                "classifier that accepts these inputs (e.g. a pipeline that encodes "
-                "categorical columns)."
+                "classifier with predict_proba that accepts these inputs (e.g. a pipeline "
+                "that encodes categorical columns)."
             ) from exc
-        raw = _ratio(model, X_calibration) * (n_cal / n_prod)
-        mean = float(raw.mean())
+        mean = float(ratio_cal.mean()) * (n_cal / n_prod)
         scale = (n_cal / n_prod) / mean if mean > 0 else n_cal / n_prod
-        w_cal = _ratio(model, X_calibration) * scale
-        w_prod = _ratio(model, X_production) * scale
+        w_cal, w_prod = ratio_cal * scale, ratio_prod * scale
         n_clipped = int((w_cal > max_weight).sum() + (w_prod > max_weight).sum())
         return cls(
             classifier=model,
