@@ -107,6 +107,7 @@ LAYERS: dict[str, tuple[int, str]] = {
     "safepredict.monitoring.html": (4, "edge"),
     "safepredict.monitoring.monitor": (4, "edge"),
     "safepredict.monitoring.prometheus": (4, "edge"),
+    "safepredict.monitoring.shift_advice": (4, "edge"),
     "safepredict.review.console": (4, "edge"),
 }
 

@@ -41,6 +41,7 @@ from safepredict._jsonl import iter_lines
 from safepredict._jsonl import loads as _loads
 from safepredict._stats import clopper_pearson
 from safepredict.exceptions import ConfigError
+from safepredict.monitoring import shift_advice
 from safepredict.review.queue import SQLiteReviewQueue
 
 __all__ = [
@@ -477,6 +478,7 @@ def monitor(
         )
         for _, w in sorted(windows.items())
     ]
+    shift_advice.attach(out_windows, sources, window_s, joined, alerts)  # label-free, adapt_to
     outcome_report = None
     if labels is not None or queue is not None or outcomes is not None:
         outcome_report = _outcome_report(
