@@ -63,6 +63,7 @@ from safepredict.tiers import (
     CertifiedThreshold,
     TierCalibration,
     TierInputs,
+    accept_at,
     assign_tiers,
     probability_tie_breaks,
     ranking_keys,
@@ -579,7 +580,9 @@ def calibrate_tiers_weighted(
         )
         out.thresholds[tier.name] = res.threshold
         out.keys[tier.name] = np.asarray(res.key, dtype=np.float64)
-        acc = eligible & np.isfinite(keys[:, 0])
+        reach = eligible & np.isfinite(keys[:, 0])
+        hit = reach & accept_at(keys, np.asarray(res.key, dtype=np.float64))
+        w_hit = float(weights[hit].sum())
         out.report[tier.name] = {
             "tier": tier.name,
             "weighted": True,
@@ -589,10 +592,16 @@ def calibrate_tiers_weighted(
             "certified": res.certified,
             "threshold": res.threshold if res.certified else None,
             "n_calibration": res.n_calibration,
-            "n_reaching": int(acc.sum()),
+            "n_reaching": int(reach.sum()),
             "n_accepted": res.n_accepted,
             "n_errors": res.n_errors,
+            # the production error rate the calibration rows estimate (importance-weighted)
+            "weighted_error": float((weights[hit] * e[hit]).sum() / w_hit) if w_hit else None,
+            "acceptance_rate": res.acceptance_rate,
+            # production share of rows the tier accepts, as the weights estimate it
+            "weighted_acceptance_rate": w_hit / float(weights.sum()) if weights.sum() else 0.0,
             "rows_needed": res.needed_n,
+            "first_candidate_rows": betting_start(tier.max_error, delta_tier, max_weight),
         }
         if not res.certified:
             out.warnings.append(
