@@ -265,3 +265,32 @@ def test_estimate_performance_is_for_classifiers() -> None:
     sp = SafePredictor(Ridge().fit(X[:150], y[:150]), log="off").calibrate(X[150:350], y[150:350])
     with pytest.raises(ConfigError, match="classifiers"):
         sp.estimate_performance(X[350:])
+
+
+def test_adapt_to_regression_cqr_and_residual_normalized() -> None:
+    from sklearn.ensemble import GradientBoostingRegressor
+
+    X, y = load_diabetes(return_X_y=True)
+    quantiles = [
+        GradientBoostingRegressor(loss="quantile", alpha=a, n_estimators=50, random_state=0).fit(
+            X[:150], y[:150]
+        )
+        for a in (0.05, 0.5, 0.95)
+    ]
+    cqr = SafePredictor(
+        quantiles[1], log="off", conformity_score="cqr", quantile_models=quantiles
+    ).calibrate(X[150:350], y[150:350])
+    prod = X[350:][X[350:, 2] > 0]
+    bounds = cqr.adapt_to(prod).decide(prod).intervals
+    base = cqr.decide(prod).intervals
+    ok = np.isfinite(bounds).all(axis=1)
+    assert ok.any()
+    # same quantile models: the weighted interval differs from the unweighted by a shift
+    # of both ends, never by reordering them
+    assert (bounds[ok, 0] <= bounds[ok, 1]).all()
+    assert not np.allclose(bounds[ok], base[ok])
+    normalized = SafePredictor(
+        Ridge().fit(X[:150], y[:150]), log="off", conformity_score="residual_normalized"
+    ).calibrate(X[150:350], y[150:350])
+    with pytest.raises(ConfigError, match="'absolute' and 'cqr'"):
+        normalized.adapt_to(prod)
