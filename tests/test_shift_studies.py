@@ -306,3 +306,34 @@ def test_label_free_estimates_track_realized_error_per_tier() -> None:
     # reported, not asserted: the interval is nominal 95% for outcome noise plus the map's
     # noise on the calibration mix; extrapolated far from that mix it under-covers (docs)
     print(f"interval coverage {float(np.mean(inside)):.3f} over {len(inside)} window-tiers")
+
+
+def test_adapt_to_end_to_end_keeps_the_tier_promise_in_production() -> None:
+    """The same setting through the public API, once: decide's accepted rows in production."""
+    g = np.random.default_rng(3)
+    model = LogisticRegression().fit(*_generate(g, 5000, 0.0))
+    policy = {
+        "delta": DELTA,
+        "tiers": [
+            {"name": "auto", "action": "accept", "max_error": MAX_ERROR},
+            {"name": "human", "action": "review"},
+        ],
+    }
+    sp = SafePredictor(model, log="off", tiers=policy, guards="off").calibrate(
+        *_generate(g, 5000, 0.0)
+    )
+    adapted = sp.adapt_to(_generate(g, 2000, BETA)[0])
+    X, y = _generate(g, 40_000, BETA)
+    realized = {}
+    for name, predictor in (("plain", sp), ("adapted", adapted)):
+        d = predictor.decide(X)
+        accepted = d.actions == "accept"
+        assert accepted.mean() > 0.3  # not vacuous
+        realized[name] = float((d.predictions[accepted] != y[accepted]).mean())
+    # the realized rate on >= 12000 accepted rows has binomial MC error
+    # sqrt(0.1 * 0.9 / 12000) < 0.003: 3 of them as tolerance
+    tolerance = 3 * math.sqrt(MAX_ERROR * (1 - MAX_ERROR) / 12_000)
+    print(f"\nend to end: production error plain {realized['plain']:.4f}, "
+          f"adapted {realized['adapted']:.4f}")  # fmt: skip
+    assert realized["plain"] > MAX_ERROR + tolerance
+    assert realized["adapted"] <= MAX_ERROR + tolerance
