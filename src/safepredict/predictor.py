@@ -162,8 +162,9 @@ class SafePredictor(TierHealth, ShiftAware, BaseEstimator):  # type: ignore[misc
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        for derived in ("_lock", "_events", "_events_key", "_cache", "_calibration_rows"):
+        for derived in ("_lock", "_events", "_events_key", "_cache"):  # rebuilt on first use
             state.pop(derived, None)
+        state.pop("_calibration_rows", None)  # shift.adapt_to: calibration rows stay in memory
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
