@@ -3,8 +3,8 @@
 * :mod:`~safepredict.shift.weights` -- covariate shift: domain classifier to
   likelihood-ratio weights, clipping, effective sample size;
 * :mod:`~safepredict.shift.label_shift` -- label shift: class priors by BBSE or EM;
-* :mod:`~safepredict.shift.weighted` -- weighted conformal sets/intervals and the
-  weighted certification of ``max_error`` tiers;
+* :mod:`~safepredict.shift.weighted` -- weighted conformal sets and intervals;
+* :mod:`~safepredict.shift.weighted_tiers` -- weighted certification of ``max_error`` tiers;
 * :mod:`~safepredict.shift.performance` -- confidence-based (CBPE-style) error
   estimates per tier;
 * :mod:`~safepredict.shift.adapted` -- ``SafePredictor.adapt_to`` and
@@ -32,10 +32,10 @@ from safepredict.shift.performance import (
 from safepredict.shift.weighted import (
     WeightedClassificationConformal,
     WeightedRegressionConformal,
-    certify_weighted,
     weighted_p_values,
     weighted_quantiles,
 )
+from safepredict.shift.weighted_tiers import certify_weighted
 from safepredict.shift.weights import DomainWeights, effective_sample_size
 
 __all__ = [

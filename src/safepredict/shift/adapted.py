@@ -31,8 +31,8 @@ from safepredict.shift.performance import CorrectnessMap, PerformanceEstimate, e
 from safepredict.shift.weighted import (
     WeightedClassificationConformal,
     WeightedRegressionConformal,
-    calibrate_tiers_weighted,
 )
+from safepredict.shift.weighted_tiers import calibrate_tiers_weighted
 from safepredict.shift.weights import DomainWeights, effective_sample_size
 from safepredict.tiers import TierCalibration
 

@@ -9,9 +9,9 @@ is estimated as (Sugiyama et al., 2012; Tibshirani et al., 2019, section 3)::
 
 The weights are then normalized to mean 1 over the calibration rows and
 clipped at ``max_weight``: the bound every weighted guarantee in
-:mod:`safepredict.shift.weighted` uses. The effective sample size
-``(sum w)^2 / sum w^2`` of the calibration weights says how many unweighted
-rows the weighted calibration is worth.
+:mod:`safepredict.shift.weighted` and :mod:`safepredict.shift.weighted_tiers`
+uses. The effective sample size ``(sum w)^2 / sum w^2`` of the calibration
+weights says how many unweighted rows the weighted calibration is worth.
 
 References
 ----------
