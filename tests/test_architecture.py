@@ -108,6 +108,8 @@ LAYERS: dict[str, tuple[int, str]] = {
     "safepredict.persistence": (3, "app"),
     "safepredict.pipeline": (3, "app"),
     "safepredict.predictor": (3, "app"),
+    "safepredict.shift": (3, "app"),
+    "safepredict.shift.*": (3, "app"),
     # L4: readers, renderers, servers and entry points; nothing below imports them.
     "safepredict.__main__": (4, "edge"),
     "safepredict.cli": (4, "edge"),
@@ -124,6 +126,7 @@ LAYERS: dict[str, tuple[int, str]] = {
     "safepredict.monitoring.realized": (4, "edge"),
     "safepredict.monitoring.windows": (4, "edge"),
     "safepredict.monitoring.prometheus": (4, "edge"),
+    "safepredict.monitoring.shift_advice": (4, "edge"),
     "safepredict.review.console": (4, "edge"),
 }
 

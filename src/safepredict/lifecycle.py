@@ -358,6 +358,8 @@ class Lifecycle(Runtime):
         """
         from safepredict.persistence import SavedPredictor, save_predictor
 
+        if getattr(self, "shift_", None) is not None:  # shift.adapt_to: never saved
+            self.conformal_.to_state()  # raises PersistenceError saying what to do instead
         # the mixin only ever runs as part of SafePredictor, a SavedPredictor
         return save_predictor(cast(SavedPredictor, self), path, model=model, key=key)
 

@@ -286,6 +286,9 @@ def score(
     (:func:`tier_groups`).
     """
     groups = {} if groups is None else groups
+    bind = getattr(conformal, "bind_rows", None)  # shift-weighted state: the rows' weights
+    if bind is not None:
+        conformal = bind(X_model)
     n = len(values)
     none = np.zeros(n, dtype=bool)
     if any_failed is None:

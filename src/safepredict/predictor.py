@@ -25,12 +25,13 @@ from safepredict.decisions import Decision, Decisions
 from safepredict.exceptions import InputSchemaError
 from safepredict.health import TierHealth
 from safepredict.lifecycle import check_redact
+from safepredict.shift.mixin import ShiftAware
 from safepredict.tiers import TierCalibration, TierInputs
 
 __all__ = ["SafePredictor"]
 
 
-class SafePredictor(TierHealth, BaseEstimator):  # type: ignore[misc]  # sklearn: no stubs
+class SafePredictor(TierHealth, ShiftAware, BaseEstimator):  # type: ignore[misc]  # sklearn: no stubs
     """Wrap a fitted model so every prediction comes with a safe decision.
 
     Parameters
@@ -164,6 +165,7 @@ class SafePredictor(TierHealth, BaseEstimator):  # type: ignore[misc]  # sklearn
         state = dict(self.__dict__)
         for derived in ("_lock", "_events", "_events_key", "_cache"):  # rebuilt on first use
             state.pop(derived, None)
+        state.pop("_calibration_rows", None)  # shift.adapt_to: calibration rows stay in memory
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -291,6 +293,7 @@ class SafePredictor(TierHealth, BaseEstimator):  # type: ignore[misc]  # sklearn
         self.calibration_size_ = len(core.y)
         self.calibration_id_ = calibration.calibration_hash(core.X_model, core.y)
         self._emit_calibration(core)
+        self._calibration_rows = core  # shift.adapt_to: memory only, never saved or pickled
         return self
 
     # ------------------------------------------------------------ decide

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from safepredict.monitoring import columnar
+from safepredict.monitoring import columnar, shift_advice
 from safepredict.monitoring.aggregate import Aggregator
 from safepredict.monitoring.reading import blocks, join_outcomes, log_files, read_labels
 from safepredict.monitoring.realized import outcome_report, tier_health_report
@@ -212,6 +212,7 @@ def monitor(
         )
         for _, w in sorted(windows.items())
     ]
+    shift_advice.attach(out_windows, sources, window_s, joined, alerts)  # label-free, adapt_to
     realized = health = None
     if labels is not None or queue is not None or outcomes is not None:
         realized = outcome_report(

@@ -1,0 +1,97 @@
+"""The monitor's shift view: label-free estimates per window and the adapt_to advice."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import train_test_split
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from tests.conftest import json_lines_logging
+
+import safepredict as sp
+from safepredict.monitoring.monitor import monitor
+from safepredict.monitoring.shift_advice import ADAPT_COMMAND, label_free_report, shift_advice
+
+
+@pytest.fixture(scope="module")
+def logs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    X, y = load_digits(return_X_y=True)
+    X_tr, X_rest, y_tr, y_rest = train_test_split(X, y, test_size=0.6, random_state=0)
+    X_cal, X_te, y_cal, y_te = train_test_split(X_rest, y_rest, test_size=0.5, random_state=0)
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(X_tr, y_tr)
+    tmp = tmp_path_factory.mktemp("shift_logs")
+    out: dict[str, Any] = {"y": y_te}
+    for name, noise in (("same", 0.0), ("shifted", 1.0)):
+        path = tmp / f"{name}.jsonl"
+        with json_lines_logging(path):
+            p = sp.SafePredictor(model, random_state=0).calibrate(X_cal, y_cal)
+            rng = np.random.default_rng(1)  # pixel noise of `noise` training sds: a worse scanner
+            X = X_te + noise * rng.normal(size=X_te.shape) * X_tr.std(0)
+            out[name] = (path, p.decide(X))
+    return out
+
+
+def test_shift_advice_names_the_command_only_when_production_moved(
+    logs: dict[str, Any],
+) -> None:
+    shifted = monitor(logs["shifted"][0], window="all")
+    same = monitor(logs["same"][0], window="all")
+    advice = shifted.windows[0]["shift_advice"]
+    assert advice is not None
+    assert advice["command"] == ADAPT_COMMAND
+    assert any(why.startswith("drift flagged") for why in advice["why"])
+    drift = [a for a in shifted.alerts if a["kind"] == "drift"]
+    assert drift
+    assert drift[0]["command"] == ADAPT_COMMAND
+    assert "adapt_to" in drift[0]["detail"]
+    assert same.windows[0]["shift_advice"] is None
+    assert all("command" not in a for a in same.alerts)
+    assert "label_free" not in same.windows[0]  # only next to outcomes
+    json.dumps(shifted.to_dict())
+
+
+def test_label_free_estimate_next_to_realized_error(logs: dict[str, Any]) -> None:
+    path, d = logs["shifted"]
+    y = logs["y"]
+    labels = {i: int(t) for i, t in zip(d.decision_ids, y, strict=True)}
+    report = monitor(path, window="all", labels=labels)
+    tiers = report.windows[0]["label_free"]["tiers"]
+    names = np.asarray(d.tier_names, dtype=object)[d.tier_codes]
+    has_proba = np.isfinite(d.probabilities).all(axis=1)
+    wrong = d.predictions != y
+    for tier, row in tiers.items():
+        rows = (names == tier) & has_proba
+        assert row["n"] == int(rows.sum())
+        assert row["n_labelled"] == int(rows.sum())
+        assert row["realized_error"] == pytest.approx(float(wrong[rows].mean()))
+        top = d.probabilities[rows].max(axis=1)
+        assert row["estimated_error"] == pytest.approx(float((1 - top).mean()))
+        assert row["interval"][0] <= row["estimated_error"] <= row["interval"][1]
+    # without outcomes: the standalone report has the estimate, not the realized error
+    bare = label_free_report([path], window_s=0.0)[None]["tiers"]
+    assert all(r["realized_error"] is None and r["n"] == tiers[t]["n"] for t, r in bare.items())
+    same = label_free_report([logs["same"][0]], window_s=0.0)[None]["tiers"]
+
+    def overall(rows: dict[str, Any]) -> float:
+        return sum(r["n"] * r["estimated_error"] for r in rows.values()) / sum(
+            r["n"] for r in rows.values()
+        )
+
+    # pixel noise lowers the confidence: the estimated error over all rows rises
+    assert overall(bare) > overall(same)
+
+
+def test_shift_advice_from_the_ood_rate() -> None:
+    quiet = {"start": None, "drift": {"flagged": False}, "guard_reason_rates": {"ood": 0.02}}
+    loud = {**quiet, "guard_reason_rates": {"ood": 0.2}}
+    assert shift_advice(quiet) is None
+    assert shift_advice(quiet, ood_threshold=0.01) is not None
+    advice = shift_advice(loud)
+    assert advice is not None
+    assert advice["why"] == ["OOD guard rate 0.200 >= 0.05"]
