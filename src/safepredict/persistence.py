@@ -564,6 +564,7 @@ def save_predictor(
             "n_features_in_": int(predictor.n_features_in_),
             "feature_names_in_": None if names is None else [str(c) for c in names],
             **({} if given is None else {"feature_names_": [str(c) for c in given]}),
+            **_modality(predictor),
         },
         "raw_rows": raw_row_parts(predictor),
         "policy": predictor.policy_.to_dict(),
@@ -773,6 +774,8 @@ def load_predictor(
         for attr in _FITTED_SCALARS:
             setattr(predictor, attr, fitted[attr])
         predictor.n_features_in_ = int(fitted["n_features_in_"])
+        if fitted.get("input_modality_") is not None:  # text or arrays (safepredict.inputs)
+            setattr(predictor, "input_modality_", dict(fitted["input_modality_"]))  # noqa: B010
         for names_attr in ("feature_names_in_", "feature_names_"):
             if fitted.get(names_attr) is not None:
                 names_value = [str(c) for c in fitted[names_attr]]
@@ -792,6 +795,12 @@ def load_predictor(
             "Re-save the predictor from its source."
         ) from exc
     return predictor
+
+
+def _modality(predictor: SavedPredictor) -> dict[str, Any]:
+    """``{"input_modality_": ...}`` for a text or array predictor, else nothing."""
+    modality = getattr(predictor, "input_modality_", None)
+    return {} if modality is None else {"input_modality_": dict(modality)}
 
 
 class _CallerConfigError(ConfigError):

@@ -258,9 +258,11 @@ class SafePredictor(TierHealth, BaseEstimator):  # type: ignore[misc]  # sklearn
             feature_names=feature_names,
         )
         check_redact(self.redact, core.schema.feature_names)
-        for stale in ("feature_names_in_", "feature_names_", "classes_"):
+        for stale in ("feature_names_in_", "feature_names_", "classes_", "input_modality_"):
             self.__dict__.pop(stale, None)
         self.n_features_in_ = core.schema.n_features
+        if core.schema.to_dict() is not None:  # text or arrays (safepredict.inputs)
+            self.input_modality_ = core.schema.to_dict()
         if core.schema.frames_to_model:
             self.feature_names_in_ = np.asarray(core.schema.feature_names, dtype=object)
         elif feature_names is not None:
