@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,8 +47,8 @@ from safepredict.conformal import (
 )
 from safepredict.exceptions import CalibrationError, ConfigError
 from safepredict.explain import ExplainerState, ModelExplainer, check_request
-from safepredict.guards import InputGuards
-from safepredict.inputs import InputSchema, prepare, schema_from_calibration
+from safepredict.guards import ArrayGuards, InputGuards, TextGuards
+from safepredict.inputs import ARRAY, TEXT, InputSchema, prepare, schema_from_calibration
 from safepredict.model import from_output, model_method
 from safepredict.monitoring.events import confidence_snapshot
 from safepredict.pipeline import group_columns, score, tier_groups
@@ -287,11 +287,25 @@ def fit_guards(
     schema: InputSchema,
     config: GuardConfig | None,
     random_state: int | None = None,
-) -> InputGuards | None:
-    """Guards that learned normal inputs from ``reference`` (``None`` when off)."""
+    *,
+    model: Any = None,
+    featurizer: Callable[[Any], Any] | None = None,
+) -> InputGuards | TextGuards | ArrayGuards | None:
+    """Guards that learned normal inputs from ``reference`` (``None`` when off).
+
+    One guard set per input modality: :class:`InputGuards` for tables,
+    :class:`TextGuards` for text (tokens and feature space from ``model``'s
+    pipeline, or ``featurizer``), :class:`ArrayGuards` for N-D arrays.
+    """
     if config is None:
         return None
     ref = prepare(reference, schema)  # the structural checks decide() applies
+    if schema.modality == TEXT:
+        return TextGuards.fit(
+            ref, config, model=model, featurizer=featurizer, random_state=random_state
+        )
+    if schema.modality == ARRAY:
+        return ArrayGuards.fit(ref, config, featurizer=featurizer, random_state=random_state)
     return InputGuards.fit(
         ref,
         config,

@@ -66,7 +66,7 @@ from safepredict.conformal import (
 )
 from safepredict.exceptions import ConfigError, PersistenceError
 from safepredict.explain import ModelExplainer
-from safepredict.guards import InputGuards
+from safepredict.guards import ArrayGuards, InputGuards, TextGuards
 from safepredict.tiers import TierCalibration
 
 __all__ = [
@@ -185,7 +185,25 @@ def _validate_conformal(obj: Any, predictor: SavedPredictor) -> None:
             raise ValueError(f"conformal {name} is NaN.")
 
 
+def _input_guards(state: Mapping[str, Any], predictor: SavedPredictor) -> Any:
+    """``InputGuards.from_state`` (the predictor is not needed)."""
+    return InputGuards.from_state(state)
+
+
+def _text_guards(state: Mapping[str, Any], predictor: SavedPredictor) -> Any:
+    """Text guards: tokens and feature space from the model / ``featurizer=`` given to load."""
+    model, featurizer = predictor.model, getattr(predictor, "featurizer", None)
+    return TextGuards.from_state(state, model=model, featurizer=featurizer)
+
+
+def _array_guards(state: Mapping[str, Any], predictor: SavedPredictor) -> Any:
+    """Array guards: the ``featurizer=`` given to load, if they were fitted with one."""
+    return ArrayGuards.from_state(state, featurizer=getattr(predictor, "featurizer", None))
+
+
 def _validate_guards(obj: Any, predictor: SavedPredictor) -> None:
+    if not isinstance(obj, InputGuards):  # text and array guards hold no per-column lists
+        return
     n = int(predictor.n_features_in_)
     for name in ("columns", "kinds", "low", "high", "allow_missing", "categories"):
         value = getattr(obj, name)
@@ -210,7 +228,12 @@ COMPONENTS: tuple[Component, ...] = (
         validate=_validate_conformal,
     ),
     Component("tier_calibration_", {"TierCalibration": TierCalibration.from_state}),
-    Component("guards_", {"InputGuards": InputGuards.from_state}, validate=_validate_guards),
+    Component(
+        "guards_",
+        {"InputGuards": _input_guards, "TextGuards": _text_guards, "ArrayGuards": _array_guards},
+        with_predictor=True,
+        validate=_validate_guards,
+    ),
     Component("explainer_", {"ModelExplainer": _explainer}, with_predictor=True),
     Component(
         "guard_config_",
@@ -833,6 +856,9 @@ def _trial_decide(predictor: Any) -> None:
             )
         rows = [dict(zip((str(c) for c in names), r.tolist(), strict=True)) for r in probe]
         rows.append(dict.fromkeys((str(c) for c in names), None))
+    modality = getattr(predictor, "input_modality_", None)
+    if modality is not None:  # text or arrays: rows of that modality (safepredict.inputs)
+        rows = _modal_probe(modality)
     predictor.router_instance  # noqa: B018  # a saved router that is no sink fails now, not in decide
     predictor.events  # noqa: B018  # likewise the logger / log settings
     saved = {k: predictor.__dict__.get(k) for k in ("router", "log", "logger")}
@@ -844,6 +870,15 @@ def _trial_decide(predictor: Any) -> None:
             predictor.decide(rows)
     finally:
         predictor.__dict__.update(saved)
+
+
+def _modal_probe(modality: Mapping[str, Any]) -> Any:
+    """Synthetic rows of a text or array predictor: words and an empty string, or zeros."""
+    if modality.get("modality") == "text":
+        return ["probe words", "", "a"]
+    shape = tuple(int(v) for v in modality.get("item_shape", ()))
+    dtype = np.dtype(str(modality.get("dtype") or "float64"))
+    return np.zeros((2, *shape), dtype=dtype)
 
 
 def _check_conformal(predictor: SavedPredictor, task: str, p: Path) -> None:

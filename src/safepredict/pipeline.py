@@ -51,7 +51,7 @@ from safepredict.conformal import ClassificationConformal, RegressionConformal
 from safepredict.decisions import Decisions, Explanation
 from safepredict.exceptions import ConfigError
 from safepredict.explain import ModelExplainer
-from safepredict.guards import InputGuards
+from safepredict.guards import ArrayGuards, InputGuards, TextGuards
 from safepredict.inputs import InputSchema, prepare
 from safepredict.merge import block_ranks, merge_actions, merge_reasons
 from safepredict.model import ModelOutput, run_model
@@ -93,7 +93,7 @@ class Stages:
     policy : TierPolicy
     conformal : ClassificationConformal or RegressionConformal
     tier_calibration : TierCalibration
-    guards : InputGuards or None
+    guards : InputGuards, TextGuards, ArrayGuards or None
     explainer : ModelExplainer or None
     classes : ndarray or None
         Class labels (classification).
@@ -105,7 +105,7 @@ class Stages:
     policy: TierPolicy
     conformal: ClassificationConformal | RegressionConformal
     tier_calibration: TierCalibration
-    guards: InputGuards | None = None
+    guards: InputGuards | TextGuards | ArrayGuards | None = None
     explainer: ModelExplainer | None = None
     classes: NDArray[Any] | None = None
 

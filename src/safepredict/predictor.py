@@ -12,7 +12,7 @@ only place that logs and routes.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -90,6 +90,13 @@ class SafePredictor(TierHealth, BaseEstimator):  # type: ignore[misc]  # sklearn
         Class labels, in the order of the model's probability columns, for a
         classifier without ``classes_`` (a remote client, a plain function); see
         :mod:`safepredict.adapters`.
+    featurizer : callable, optional
+        Text or array inputs only: maps a batch of rows to a 2-D feature matrix
+        (an embedding model, say) in which the OOD guard measures how unusual a
+        row is. Default: a ``Pipeline``'s transform up to its final estimator
+        (text and arrays), else the flattened array (arrays; text then has no
+        OOD guard, only its empty / length / vocabulary guards). Not saved:
+        pass it again to :meth:`load`.
 
     Examples
     --------
@@ -125,6 +132,7 @@ class SafePredictor(TierHealth, BaseEstimator):  # type: ignore[misc]  # sklearn
         quantile_models: Any = None,
         explainer_background: str = "kmeans",
         classes: Sequence[Any] | None = None,
+        featurizer: Callable[[Any], Any] | None = None,
     ) -> None:
         self.model = model
         self.task = task
@@ -145,6 +153,7 @@ class SafePredictor(TierHealth, BaseEstimator):  # type: ignore[misc]  # sklearn
         self.quantile_models = quantile_models
         self.explainer_background = explainer_background
         self.classes = classes
+        self.featurizer = featurizer
         check_redact(redact, getattr(model, "feature_names_in_", None))
 
     # ------------------------------------------------------------ sklearn glue
@@ -277,7 +286,12 @@ class SafePredictor(TierHealth, BaseEstimator):  # type: ignore[misc]  # sklearn
         self.guard_config_ = None if self.guards in ("off", None) else policy.guards
         reference = X if reference is None else reference
         self.guards_ = calibration.fit_guards(
-            reference, core.schema, self.guard_config_, self.random_state
+            reference,
+            core.schema,
+            self.guard_config_,
+            self.random_state,
+            model=self.model,
+            featurizer=self.featurizer,
         )
         self.explainer_ = calibration.fit_explainer(
             model,

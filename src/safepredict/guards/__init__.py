@@ -31,8 +31,17 @@ Examples
 
 from __future__ import annotations
 
+from safepredict.guards.arrays import ArrayGuards
 from safepredict.guards.result import GuardResult
 from safepredict.guards.tabular import InputGuards
+from safepredict.guards.text import TextGuards
 from safepredict.ood import CentroidDetector, KnnDetector
 
-__all__ = ["CentroidDetector", "GuardResult", "InputGuards", "KnnDetector"]
+__all__ = [
+    "ArrayGuards",
+    "CentroidDetector",
+    "GuardResult",
+    "InputGuards",
+    "KnnDetector",
+    "TextGuards",
+]
