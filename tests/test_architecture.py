@@ -60,6 +60,7 @@ LAYERS: dict[str, tuple[int, str]] = {
     "safepredict.adaptive": (2, "stage"),
     "safepredict.conformal": (2, "stage"),
     "safepredict.explain": (2, "stage"),
+    "safepredict.explain.*": (2, "stage"),  # token explanations of text pipelines
     "safepredict.guards": (2, "stage"),
     "safepredict.guards.*": (2, "stage"),  # one guard set per modality, shared helpers
     "safepredict.inputs": (2, "stage"),

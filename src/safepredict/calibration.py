@@ -46,7 +46,7 @@ from safepredict.conformal import (
     RegressionConformal,
 )
 from safepredict.exceptions import CalibrationError, ConfigError
-from safepredict.explain import ExplainerState, ModelExplainer, check_request
+from safepredict.explain import ExplainerState, ModelExplainer, TokenExplainer, check_request
 from safepredict.guards import ArrayGuards, InputGuards, TextGuards
 from safepredict.inputs import ARRAY, TEXT, InputSchema, prepare, schema_from_calibration
 from safepredict.model import from_output, model_method
@@ -324,10 +324,17 @@ def fit_explainer(
     budget_ms: float | None,
     random_state: int | None,
     background: str = "kmeans",
-) -> ModelExplainer | None:
-    """The explainer's state (its shap explainer is built lazily); ``None`` when off."""
+    modality: str = "table",
+) -> ModelExplainer | TokenExplainer | None:
+    """The explainer's state (its shap explainer is built lazily); ``None`` when off.
+
+    Text and array inputs get a :class:`TokenExplainer`: tokens for a linear text
+    pipeline, ``explanation_skipped:unsupported`` otherwise.
+    """
     if requested is None:
         return None
+    if modality != "table":
+        return TokenExplainer.fit(model, modality, str(requested), task=task, classes=classes)
     # an explicit explainer that cannot explain this model fails here, not in decide
     check_request(model, str(requested), X_model)
     state = ExplainerState.fit(

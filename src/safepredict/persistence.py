@@ -65,7 +65,7 @@ from safepredict.conformal import (
     RegressionConformal,
 )
 from safepredict.exceptions import ConfigError, PersistenceError
-from safepredict.explain import ModelExplainer
+from safepredict.explain import ModelExplainer, TokenExplainer
 from safepredict.guards import ArrayGuards, InputGuards, TextGuards
 from safepredict.tiers import TierCalibration
 
@@ -174,6 +174,11 @@ def _explainer(state: Mapping[str, Any], predictor: SavedPredictor) -> Any:
     )
 
 
+def _token_explainer(state: Mapping[str, Any], predictor: SavedPredictor) -> Any:
+    """``TokenExplainer.from_state`` bound to the predictor's (text or array) model."""
+    return TokenExplainer.from_state(dict(state), model=predictor.model)
+
+
 def _validate_conformal(obj: Any, predictor: SavedPredictor) -> None:
     check_unit_level(obj.confidence_level, "conformal confidence_level")
     check_array(obj.calibration_scores, "conformal calibration_scores", finite=False)
@@ -234,7 +239,11 @@ COMPONENTS: tuple[Component, ...] = (
         with_predictor=True,
         validate=_validate_guards,
     ),
-    Component("explainer_", {"ModelExplainer": _explainer}, with_predictor=True),
+    Component(
+        "explainer_",
+        {"ModelExplainer": _explainer, "TokenExplainer": _token_explainer},
+        with_predictor=True,
+    ),
     Component(
         "guard_config_",
         {"GuardConfig": GuardConfig.from_dict},
@@ -356,7 +365,8 @@ def raw_row_parts(predictor: SavedPredictor) -> list[str]:
     if guards is not None and getattr(guards.detector, "kind", None) == "knn":
         parts.append("guards_.detector.raw_reference_rows (GuardConfig(ood_method='knn'))")
     explainer = getattr(predictor, "explainer_", None)
-    if explainer is not None and explainer.state.background_kind == "sample":
+    state = getattr(explainer, "state", None)  # a TokenExplainer keeps no background
+    if state is not None and state.background_kind == "sample":
         parts.append("explainer_.background (explainer_background='sample')")
     return parts
 

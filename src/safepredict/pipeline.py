@@ -50,7 +50,7 @@ from safepredict.config import TierPolicy
 from safepredict.conformal import ClassificationConformal, RegressionConformal
 from safepredict.decisions import Decisions, Explanation
 from safepredict.exceptions import ConfigError
-from safepredict.explain import ModelExplainer
+from safepredict.explain import ModelExplainer, TokenExplainer
 from safepredict.guards import ArrayGuards, InputGuards, TextGuards
 from safepredict.inputs import InputSchema, prepare
 from safepredict.merge import block_ranks, merge_actions, merge_reasons
@@ -94,7 +94,7 @@ class Stages:
     conformal : ClassificationConformal or RegressionConformal
     tier_calibration : TierCalibration
     guards : InputGuards, TextGuards, ArrayGuards or None
-    explainer : ModelExplainer or None
+    explainer : ModelExplainer, TokenExplainer or None
     classes : ndarray or None
         Class labels (classification).
     """
@@ -106,7 +106,7 @@ class Stages:
     conformal: ClassificationConformal | RegressionConformal
     tier_calibration: TierCalibration
     guards: InputGuards | TextGuards | ArrayGuards | None = None
-    explainer: ModelExplainer | None = None
+    explainer: ModelExplainer | TokenExplainer | None = None
     classes: NDArray[Any] | None = None
 
     @functools.cached_property

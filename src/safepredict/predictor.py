@@ -302,6 +302,7 @@ class SafePredictor(TierHealth, BaseEstimator):  # type: ignore[misc]  # sklearn
             budget_ms=self.explain_budget_ms,
             random_state=self.random_state,
             background=self.explainer_background,
+            modality=core.schema.modality,
         )
         self.calibration_size_ = len(core.y)
         self.calibration_id_ = calibration.calibration_hash(core.X_model, core.y)

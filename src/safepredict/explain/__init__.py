@@ -64,6 +64,7 @@ from safepredict._frames import default_feature_names
 from safepredict._validation import check_one_of
 from safepredict.decisions import Explanation
 from safepredict.exceptions import CalibrationError, ConfigError
+from safepredict.explain.tokens import TokenExplainer
 from safepredict.reasons import reason_code
 
 __all__ = [
@@ -74,6 +75,7 @@ __all__ = [
     "ExplainerState",
     "ModelExplainer",
     "PermutationShap",
+    "TokenExplainer",
     "candidate_methods",
     "check_request",
     "feature_groups",
