@@ -30,7 +30,7 @@ Examples
 >>> ex = TokenExplainer.fit(pipe, "text", "auto", task="classification", classes=[0, 1])
 >>> (e,), skipped = ex.explain(np.array(["good but awful"], dtype=object), np.array([0]))
 >>> e.output, [name for name, _ in e.top(2)], skipped
-('log_odds[0]', ['awful', 'good'], [None])
+('log_odds[0]', ['good', 'awful'], [None])
 >>> bool(abs(e.output_value + pipe.decision_function(["good but awful"])[0]) < 1e-9)
 True
 """
