@@ -51,6 +51,7 @@ LAYERS: dict[str, tuple[int, str]] = {
     # conformal OOD detectors over numeric arrays: the guards stage and the text/array
     # guards both build on them, so they sit below every stage.
     "safepredict.ood": (0, "base"),
+    "safepredict.ood.*": (0, "base"),  # shared scores, centroid and kNN detectors
     "safepredict.reasons": (0, "base"),
     # L1: configuration and the result types.
     "safepredict.config": (1, "core"),
