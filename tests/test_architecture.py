@@ -127,7 +127,7 @@ DEPRECATED_ALIASES = frozenset(
 # Each heavy dependency has exactly one home (DESIGN.md "Layers").
 HEAVY_HOMES = {
     "mapie": "safepredict.conformal",
-    "shap": "safepredict.explain",
+    "shap": "safepredict.explain.backend",
     "structlog": "safepredict.monitoring.events",
 }
 
