@@ -4,7 +4,9 @@ For each kind: conformal coverage within bounds on held-out rows, guards (a row
 with a missing value and a far out-of-distribution row are never accepted),
 tiers (every action is a policy action; model failures abstain), a persistence
 round trip that decides identically, and, where the kind supports it,
-explanations whose contributions add up to the explained output.
+explanations whose contributions add up to the explained output. The non-tabular
+kinds (a TF-IDF text pipeline on a generated corpus, an MLP on (n, 8, 8) digit
+arrays) go through the same lifecycle with their own guards and explanations.
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ from typing import Any
 
 import numpy as np
 import pytest
-from sklearn.datasets import make_classification
+from sklearn.datasets import load_digits, make_classification
 from sklearn.ensemble import RandomForestClassifier
+from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
+from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from sklearn.tree import DecisionTreeClassifier
 
 from safepredict import SafePredictor
@@ -218,3 +222,82 @@ def test_coverage_check_can_fail(data: dict[str, Any]) -> None:
     sp.calibrate(X_cal, y_cal)
     cov = _covered(sp, X_te, y_te)
     assert abs(cov - LEVEL) > _coverage_bound(len(y_cal), len(y_te), 1 - LEVEL)
+
+
+# ------------------------------------------------------------ non-tabular kinds (#19)
+def _flatten(a: Any) -> Any:
+    """(n, 8, 8) digits -> (n, 64): the MLP pipeline's first step."""
+    arr = np.asarray(a)
+    return arr.reshape(len(arr), -1)
+
+
+def _nontabular(kind: str, corpus: Any) -> dict[str, Any]:
+    """Model, splits, rows the guards must stop, and whether explanations are tokens."""
+    if kind == "text":
+        X_tr, y_tr = corpus.make(1200, seed=11)
+        X_cal, y_cal = corpus.make(800, seed=12)
+        X_te, y_te = corpus.make(800, seed=13)
+        model = make_pipeline(TfidfVectorizer(), LogisticRegression(max_iter=1000))
+        odd: Any = ["", "   ", *corpus.gibberish(6, seed=14)]
+    else:
+        X, y = load_digits(return_X_y=True)
+        X = X.reshape(-1, 8, 8)
+        order = np.random.default_rng(0).permutation(len(X))
+        tr, cal, te = order[:800], order[800:1300], order[1300:]
+        X_tr, y_tr, X_cal, y_cal, X_te, y_te = X[tr], y[tr], X[cal], y[cal], X[te], y[te]
+        model = make_pipeline(
+            FunctionTransformer(_flatten),
+            MLPClassifier(hidden_layer_sizes=(32,), max_iter=400, random_state=0),
+        )
+        odd = np.random.default_rng(5).uniform(0, 16, size=(4, 8, 8))
+        odd[0, 0, 0] = np.nan
+    return {
+        "model": model.fit(X_tr, y_tr),
+        "cal": (X_cal, y_cal),
+        "test": (X_te, y_te),
+        "odd": odd,
+    }
+
+
+@pytest.mark.parametrize("kind", ["text", "mlp_arrays"])
+def test_model_zoo_nontabular(kind: str, corpus: Any, tmp_path: Path) -> None:
+    case = _nontabular(kind, corpus)
+    model = case["model"]
+    X_cal, y_cal = case["cal"]
+    X_te, y_te = case["test"]
+    sp = SafePredictor(
+        model, log="off", random_state=0, explainer="auto", confidence_level=LEVEL
+    ).calibrate(X_cal, y_cal)
+
+    # coverage within bounds
+    cov = _covered(sp, X_te, y_te)
+    assert abs(cov - LEVEL) <= _coverage_bound(len(y_cal), len(y_te), 1 - LEVEL)
+
+    # guards: empty / gibberish text, a NaN or noise image is never accepted
+    d_odd = sp.decide(case["odd"])
+    assert not (d_odd.actions == "accept").any()
+    assert d_odd.guard_flagged.all()
+
+    # tiers: every action is a policy action
+    d = sp.decide(X_te[:50])
+    assert set(d.actions.tolist()) <= {"accept", "review", "abstain"}
+
+    # persistence round trip: the same decisions
+    back = SafePredictor.load(sp.save(tmp_path / "sp.json"), model=model)
+    d2 = back.decide(X_te[:50])
+    assert d2.actions.tolist() == d.actions.tolist()
+    assert np.array_equal(d2.set_mask, d.set_mask)
+
+    # explanations: tokens adding up to the logit (text), a named skip (arrays)
+    rows = [i for i, e in enumerate(d.explanations or []) if e is not None]
+    if kind == "text":
+        assert rows, "no row was explained"
+        i = rows[0]
+        e = d.explanations[i]  # type: ignore[index]
+        k = int(np.searchsorted(sp.classes_, d.predictions[i]))
+        logit = model.decision_function(X_te[i : i + 1])[0, k]
+        assert e.method == "tokens"
+        assert e.output_value == pytest.approx(logit, abs=1e-9)
+    else:  # the noise images were scored, flagged and so explained: unsupported
+        assert not rows
+        assert all("explanation_skipped:unsupported" in d_odd.reasons[i] for i in (1, 2, 3))

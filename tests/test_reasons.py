@@ -63,6 +63,9 @@ def test_guard_names_come_from_the_registry() -> None:
         "type",
         "unseen_category",
         "out_of_range",
+        "empty",
+        "length",
+        "oov",
         "ood",
     )
     assert [c.name for c in REASONS.values() if c.source == "guard"] == list(GUARD_REASONS)

@@ -5,7 +5,9 @@ how to take some of its rows, the default feature names of unnamed arrays
 (``x0 .. x{n-1}``), which columns ``redact`` hides (given by name or by 0-based
 position) and the raw inputs of some rows as JSON-safe dicts without the hidden
 columns. Every writer (events, review cases, spool, exports, console) reads inputs
-through :func:`input_rows`, so redaction has exactly one implementation.
+through :func:`input_rows`, so redaction has exactly one implementation. Text and
+array inputs (one input per row, named ``text`` / ``array``) are written only when
+the user opts in with ``log_inputs``; by default events carry their hash alone.
 
 Examples
 --------
@@ -150,7 +152,9 @@ def input_rows(
     Parameters
     ----------
     X : ndarray or DataFrame
-        The batch as the model received it (columns in ``feature_names`` order).
+        The batch as the model received it (columns in ``feature_names`` order);
+        a text batch (1-D, one string per row) or an N-D array batch has one
+        input name, and each row's whole string or array is its value.
     rows : ndarray of int or None
         Row positions to extract (``None``: every row).
     feature_names : sequence of str
@@ -168,8 +172,18 @@ def input_rows(
     --------
     >>> input_rows(np.array([[1.0, np.nan]]), None, ["a", "b"])
     [{'a': 1.0, 'b': None}]
+    >>> input_rows(np.array(["a text", "another"], dtype=object), np.array([1]), ["text"])
+    [{'text': 'another'}]
+    >>> input_rows(np.zeros((2, 2, 2)), None, ["array"], {"array"})
+    [{}, {}]
     """
     names = [str(c) for c in feature_names]
+    if not is_frame(X) and len(names) == 1 and np.ndim(X) > 2:  # N-D array rows (one input)
+        arr = np.asarray(X)
+        items = arr if rows is None else arr[rows]
+        if names[0] in hidden:
+            return [{} for _ in range(len(items))]
+        return [{names[0]: to_builtin(item)} for item in items]
     if is_frame(X):
         values = (X if rows is None else X.iloc[rows]).to_numpy(dtype=object)
     else:

@@ -59,7 +59,9 @@ def row_hashes(X: Any) -> NDArray[Any]:
 
     Numbers hash by their float64 value (so ``1`` and ``1.0`` agree, and a number
     hashes the same whether its column is numeric or ``object``); ``None`` as NaN;
-    anything else by its ``repr``. Works on 2-D numpy arrays and pandas DataFrames.
+    anything else by its ``repr``. Works on 2-D numpy arrays and pandas DataFrames,
+    on a text batch (a 1-D object array of strings: one row each) and on N-D
+    arrays (one row per item of the first axis).
 
     Examples
     --------
@@ -67,6 +69,8 @@ def row_hashes(X: Any) -> NDArray[Any]:
     >>> b = row_hashes(np.array([[3, 4]]))
     >>> bool(a[1] == b[0]), len(a[0])
     (True, 16)
+    >>> len(row_hashes(np.array(["one text", "another"], dtype=object)))
+    2
     """
     if is_frame(X):
         if all(np.dtype(t).kind in "biuf" for t in X.dtypes if isinstance(t, np.dtype)) and all(
@@ -77,8 +81,8 @@ def row_hashes(X: Any) -> NDArray[Any]:
         n = len(X)
     else:
         arr = np.asarray(X)
-        if arr.ndim == 1:
-            arr = arr.reshape(1, -1)
+        if arr.ndim == 1:  # one table row; a text batch (strings) is one value per row
+            arr = arr.reshape(-1, 1) if arr.dtype.kind in "OUS" else arr.reshape(1, -1)
         n = arr.shape[0]
         if arr.dtype.kind in "biuf":
             rows = np.ascontiguousarray(arr.astype(np.float64))

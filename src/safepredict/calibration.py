@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,9 +46,9 @@ from safepredict.conformal import (
     RegressionConformal,
 )
 from safepredict.exceptions import CalibrationError, ConfigError
-from safepredict.explain import ExplainerState, ModelExplainer, check_request
-from safepredict.guards import InputGuards
-from safepredict.inputs import InputSchema, prepare, schema_from_calibration
+from safepredict.explain import ExplainerState, ModelExplainer, TokenExplainer, check_request
+from safepredict.guards import ArrayGuards, InputGuards, TextGuards
+from safepredict.inputs import ARRAY, TEXT, InputSchema, prepare, schema_from_calibration
 from safepredict.model import check_quantile_order, from_output, model_method
 from safepredict.monitoring.events import confidence_snapshot
 from safepredict.monitoring.feature_drift import feature_bins
@@ -295,11 +295,25 @@ def fit_guards(
     schema: InputSchema,
     config: GuardConfig | None,
     random_state: int | None = None,
-) -> InputGuards | None:
-    """Guards that learned normal inputs from ``reference`` (``None`` when off)."""
+    *,
+    model: Any = None,
+    featurizer: Callable[[Any], Any] | None = None,
+) -> InputGuards | TextGuards | ArrayGuards | None:
+    """Guards that learned normal inputs from ``reference`` (``None`` when off).
+
+    One guard set per input modality: :class:`InputGuards` for tables,
+    :class:`TextGuards` for text (tokens and feature space from ``model``'s
+    pipeline, or ``featurizer``), :class:`ArrayGuards` for N-D arrays.
+    """
     if config is None:
         return None
     ref = prepare(reference, schema)  # the structural checks decide() applies
+    if schema.modality == TEXT:
+        return TextGuards.fit(
+            ref, config, model=model, featurizer=featurizer, random_state=random_state
+        )
+    if schema.modality == ARRAY:
+        return ArrayGuards.fit(ref, config, featurizer=featurizer, random_state=random_state)
     return InputGuards.fit(
         ref,
         config,
@@ -318,10 +332,17 @@ def fit_explainer(
     budget_ms: float | None,
     random_state: int | None,
     background: str = "kmeans",
-) -> ModelExplainer | None:
-    """The explainer's state (its shap explainer is built lazily); ``None`` when off."""
+    modality: str = "table",
+) -> ModelExplainer | TokenExplainer | None:
+    """The explainer's state (its shap explainer is built lazily); ``None`` when off.
+
+    Text and array inputs get a :class:`TokenExplainer`: tokens for a linear text
+    pipeline, ``explanation_skipped:unsupported`` otherwise.
+    """
     if requested is None:
         return None
+    if modality != "table":
+        return TokenExplainer.fit(model, modality, str(requested), task=task, classes=classes)
     # an explicit explainer that cannot explain this model fails here, not in decide
     check_request(model, str(requested), X_model)
     state = ExplainerState.fit(

@@ -329,6 +329,10 @@ class GuardConfig:
     ----------
     missing, non_finite, out_of_range, unseen_category, type, ood : {"abstain", "review", "ignore"}
         Action for rows that fail the guard. Default: every violation abstains.
+    empty, length, oov : {"abstain", "review", "ignore"}
+        Text inputs only (:class:`~safepredict.guards.TextGuards`): an empty or
+        whitespace-only string, a length outside the reference range, too many
+        out-of-vocabulary tokens. Default: abstain.
     ood_alpha : float, default=0.01
         False-alarm rate of the out-of-distribution detector: on data like the
         reference data, at most this fraction of rows is flagged ``ood``.
@@ -380,6 +384,9 @@ class GuardConfig:
     unseen_category: GuardAction = "abstain"
     type: GuardAction = "abstain"
     ood: GuardAction = "abstain"
+    empty: GuardAction = "abstain"
+    length: GuardAction = "abstain"
+    oov: GuardAction = "abstain"
     ood_alpha: float = 0.01
     ood_method: str = "centroids"
     ood_neighbors: int = 5

@@ -9,6 +9,15 @@ keys): a predictor calibrated on an unnamed array names its features
 exactly those keys (DESIGN.md, trust contract 2). Masked cells of a masked array
 are missing values (``nan``), never the values underneath.
 
+Besides tables, two modalities are recognised at calibration (the schema keeps
+which): **text** -- a 1-D sequence of strings, one per row, for a model that
+takes raw strings (a scikit-learn text ``Pipeline``) -- and **arrays** -- an
+``(n, h, w[, c])`` numeric array whose rows the model takes whole (images,
+embeddings). At ``decide`` a batch of another modality or another item shape
+is a caller bug for the whole batch (:class:`~safepredict.InputSchemaError`);
+a row that is not a string in a text batch is judged on its own by the text
+guards (``missing:text``, ``type:text``).
+
 Examples
 --------
 >>> import numpy as np
@@ -29,12 +38,20 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from safepredict._frames import default_feature_names, is_frame
 from safepredict._jsonl import safe_text
 from safepredict.exceptions import InputSchemaError
 
-__all__ = ["InputSchema", "prepare", "schema_from_calibration"]
+__all__ = [
+    "ARRAY",
+    "TEXT",
+    "InputSchema",
+    "modality_schema",
+    "prepare",
+    "schema_from_calibration",
+]
 
 
 @dataclass(frozen=True)
@@ -52,21 +69,84 @@ class InputSchema:
     arrays_to_frame : bool, default=False
         Unnamed arrays are wrapped into a DataFrame before the model sees them
         (the model was fitted with feature names).
+    modality : {"table", "text", "array"}, default="table"
+        What one row is: a table row (the default), one string (the model
+        receives a 1-D sequence of strings, e.g. a text ``Pipeline``), or one
+        N-D array of ``item_shape`` (the model receives ``(n, *item_shape)``).
+    item_shape : tuple of int, default=()
+        ``modality="array"``: the shape of one row.
+    dtype : str or None, default=None
+        ``modality="array"``: the calibration dtype (``"float64"``, ``"uint8"``).
 
     Examples
     --------
     >>> InputSchema(("a", "b")).n_features
     2
+    >>> InputSchema(("array",), modality="array", item_shape=(8, 8), dtype="float64").describe()
+    'arrays of shape (8, 8), dtype float64'
     """
 
     feature_names: tuple[str, ...]
     frames_to_model: bool = False
     arrays_to_frame: bool = False
+    modality: str = "table"
+    item_shape: tuple[int, ...] = ()
+    dtype: str | None = None
 
     @property
     def n_features(self) -> int:
-        """Number of input features."""
+        """Number of input features (1 for text and arrays: one input per row)."""
         return len(self.feature_names)
+
+    def describe(self) -> str:
+        """What one row of this schema is, in words (for messages)."""
+        if self.modality == "text":
+            return "one string per row"
+        if self.modality == "array":
+            return f"arrays of shape {self.item_shape}, dtype {self.dtype}"
+        return f"table rows with {self.n_features} features"
+
+    def to_dict(self) -> dict[str, Any] | None:
+        """The modality as a JSON-safe dict (``None`` for tables, saved by their names).
+
+        Examples
+        --------
+        >>> InputSchema(("text",), modality="text").to_dict()
+        {'modality': 'text', 'item_shape': [], 'dtype': None}
+        """
+        if self.modality == "table":
+            return None
+        return {"modality": self.modality, "item_shape": list(self.item_shape), "dtype": self.dtype}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> InputSchema:
+        """The schema of a non-tabular modality saved with :meth:`to_dict`."""
+        modality = str(data["modality"])
+        if modality not in (TEXT, ARRAY):
+            raise InputSchemaError(
+                f"input modality must be 'text' or 'array'; got {modality!r}.",
+                problems=[f"modality={modality}"],
+            )
+        return modality_schema(
+            modality, tuple(int(v) for v in data.get("item_shape", ())), data.get("dtype")
+        )
+
+
+#: The modalities a schema may have besides tables, and their single input name.
+TEXT, ARRAY = "text", "array"
+
+
+def modality_schema(
+    modality: str, item_shape: tuple[int, ...] = (), dtype: str | None = None
+) -> InputSchema:
+    """The schema of a text or array modality (its one input is named after it).
+
+    Examples
+    --------
+    >>> modality_schema("text").feature_names
+    ('text',)
+    """
+    return InputSchema((modality,), modality=modality, item_shape=item_shape, dtype=dtype)
 
 
 def schema_from_calibration(
@@ -107,10 +187,21 @@ def schema_from_calibration(
             )
         _check_unique(names)
         return InputSchema(names, frames_to_model=True, arrays_to_frame=_model_named(model))
+    modal = _modality_of(X)
+    if modal is not None:
+        if feature_names is not None:
+            raise InputSchemaError(
+                f"feature_names= names the columns of a table; the calibration X is "
+                f"{modal.describe()}. Drop feature_names=.",
+                problems=["feature_names"],
+            )
+        return modal
     arr = _as_array(X)
     if arr.ndim != 2:
         raise InputSchemaError(
-            f"calibration X must be 2-D (rows x features); got {arr.ndim}-D.",
+            f"calibration X must be 2-D (rows x features), a 1-D sequence of strings (text) "
+            f"or an array of at least 3 dimensions (rows x item shape); got {arr.ndim}-D "
+            f"{arr.dtype} data. Reshape it, or pass a list of strings.",
             problems=[f"ndim={arr.ndim}"],
         )
     model_names = getattr(model, "feature_names_in_", None)
@@ -156,7 +247,13 @@ def prepare(X: Any, schema: InputSchema) -> Any:
     --------
     >>> prepare(np.ma.masked_array([[1.0, 2.0]], mask=[[False, True]]), InputSchema(("a", "b")))
     array([[ 1., nan]])
+    >>> prepare(["good", None], modality_schema("text")).tolist()
+    ['good', None]
     """
+    if schema.modality == TEXT:
+        return _prepare_text(X, schema)
+    if schema.modality == ARRAY:
+        return _prepare_array(X, schema)
     if isinstance(X, Mapping):
         return _from_records([X], schema)
     if isinstance(X, list | tuple) and X and all(isinstance(r, Mapping) for r in X):
@@ -182,6 +279,93 @@ def prepare(X: Any, schema: InputSchema) -> Any:
         import pandas as pd
 
         return pd.DataFrame(arr, columns=list(schema.feature_names))
+    return arr
+
+
+def _is_text_value(v: Any) -> bool:
+    return isinstance(v, str | np.str_)
+
+
+def _modality_of(X: Any) -> InputSchema | None:
+    """The text or array schema of a calibration batch, ``None`` for a table."""
+    if isinstance(X, str | bytes | Mapping) or is_frame(X):
+        return None
+    if hasattr(X, "to_numpy") and getattr(X, "ndim", 0) == 1:  # a pandas Series
+        X = X.to_numpy()
+    if isinstance(X, np.ndarray):
+        if X.ndim == 1 and X.dtype.kind in "OUS":
+            values = X.tolist()
+        elif X.ndim >= 3 and X.dtype.kind in "biuf":
+            return modality_schema(ARRAY, tuple(int(v) for v in X.shape[1:]), str(X.dtype))
+        else:
+            return None
+    elif isinstance(X, list | tuple):
+        values = list(X)
+    else:
+        return None
+    if values and all(_is_text_value(v) for v in values):
+        return modality_schema(TEXT)
+    if values and all(isinstance(v, np.ndarray) for v in values):
+        arr = _as_array(values)
+        if arr.ndim >= 3 and arr.dtype.kind in "biuf":
+            return modality_schema(ARRAY, tuple(int(v) for v in arr.shape[1:]), str(arr.dtype))
+    return None
+
+
+def _prepare_text(X: Any, schema: InputSchema) -> NDArray[Any]:
+    """A text batch as a 1-D object array (a lone string is one row).
+
+    Rows that are not strings (``None``, a number) stay as they are: the text
+    guards flag each of them (``missing:text``, ``type:text``) and the model
+    never sees them. A batch that is not a sequence of rows at all (a 2-D
+    array, a frame, a dict) is a caller bug: :class:`InputSchemaError`.
+    """
+    if _is_text_value(X):
+        return np.array([str(X)], dtype=object)
+    if hasattr(X, "to_numpy") and getattr(X, "ndim", 0) == 1:  # a pandas Series
+        X = X.to_numpy()
+    if isinstance(X, np.ndarray) and X.ndim == 1:
+        values = X.tolist()
+    elif isinstance(X, list | tuple) and not any(
+        isinstance(v, Mapping | list | tuple | np.ndarray) for v in X
+    ):
+        values = list(X)
+    else:
+        shown = f"a {type(X).__name__}" + (
+            f" of shape {X.shape}" if isinstance(X, np.ndarray) else ""
+        )
+        raise InputSchemaError(
+            f"X must be text: a string or a 1-D sequence of strings (one per row), as at "
+            f"calibration; got {shown}. Pass a list of strings.",
+            problems=["modality=text"],
+        )
+    out = np.empty(len(values), dtype=object)
+    out[:] = [safe_text(v) if isinstance(v, str) else v for v in values]
+    return out
+
+
+def _prepare_array(X: Any, schema: InputSchema) -> NDArray[Any]:
+    """An array batch of shape ``(n, *item_shape)`` (one item alone is one row)."""
+    shape = schema.item_shape
+    arr = _as_array(X)
+    if arr.shape == shape:
+        arr = arr.reshape((1, *shape))
+    if arr.ndim != len(shape) + 1 or tuple(arr.shape[1:]) != shape:
+        raise InputSchemaError(
+            f"X must be {schema.describe()}: a batch of shape (n, {', '.join(map(str, shape))}) "
+            f"or one item of shape {shape}, as at calibration; got shape {arr.shape}. "
+            "Reshape the batch (every row must have the calibration shape).",
+            problems=[f"shape={arr.shape}, expected (n, *{shape})"],
+        )
+    if arr.dtype.kind not in "biuf":
+        raise InputSchemaError(
+            f"X must be a numeric array ({schema.describe()}); got dtype {arr.dtype}. "
+            "Convert it with np.asarray(X, dtype=float).",
+            problems=[f"dtype={arr.dtype}"],
+        )
+    wanted = np.dtype(schema.dtype or "float64")
+    if arr.dtype != wanted and np.can_cast(arr.dtype, wanted, "safe"):
+        return arr.astype(wanted)
     return arr
 
 

@@ -98,8 +98,11 @@ class Runtime:
         """The inputs the predictor accepts (from the fitted attributes)."""
         names_in = getattr(self, "feature_names_in_", None)
         given = getattr(self, "feature_names_", None)
+        modality = getattr(self, "input_modality_", None)  # text or arrays (inputs.py)
 
         def schema() -> InputSchema:
+            if modality is not None:
+                return InputSchema.from_dict(modality)
             if names_in is not None:
                 named = getattr(self.model, "feature_names_in_", None) is not None
                 return InputSchema(tuple(str(c) for c in names_in), True, named)
@@ -107,7 +110,8 @@ class Runtime:
                 return InputSchema(tuple(str(c) for c in given))
             return InputSchema(tuple(f"x{j}" for j in range(int(self.n_features_in_))))
 
-        return self._cached("schema", (names_in, given, self.model, self.n_features_in_), schema)
+        key = (names_in, given, self.model, self.n_features_in_, modality)
+        return self._cached("schema", key, schema)
 
     def _stages(self) -> pipeline.Stages:
         """The calibrated stages ``decide`` runs (rebuilt when a fitted part changes)."""

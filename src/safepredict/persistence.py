@@ -59,8 +59,8 @@ from safepredict.conformal import (
     RegressionConformal,
 )
 from safepredict.exceptions import ConfigError, PersistenceError
-from safepredict.explain import ModelExplainer
-from safepredict.guards import InputGuards
+from safepredict.explain import ModelExplainer, TokenExplainer
+from safepredict.guards import ArrayGuards, InputGuards, TextGuards
 from safepredict.tiers import TierCalibration
 
 #: The checksum's old private path (``persistence._digest``), kept for its importers.
@@ -162,6 +162,11 @@ def _explainer(state: Mapping[str, Any], predictor: SavedPredictor) -> Any:
     )
 
 
+def _token_explainer(state: Mapping[str, Any], predictor: SavedPredictor) -> Any:
+    """``TokenExplainer.from_state`` bound to the predictor's (text or array) model."""
+    return TokenExplainer.from_state(dict(state), model=predictor.model)
+
+
 def _validate_conformal(obj: Any, predictor: SavedPredictor) -> None:
     check_unit_level(obj.confidence_level, "conformal confidence_level")
     check_array(obj.calibration_scores, "conformal calibration_scores", finite=False)
@@ -173,7 +178,25 @@ def _validate_conformal(obj: Any, predictor: SavedPredictor) -> None:
             raise ValueError(f"conformal {name} is NaN.")
 
 
+def _input_guards(state: Mapping[str, Any], predictor: SavedPredictor) -> Any:
+    """``InputGuards.from_state`` (the predictor is not needed)."""
+    return InputGuards.from_state(state)
+
+
+def _text_guards(state: Mapping[str, Any], predictor: SavedPredictor) -> Any:
+    """Text guards: tokens and feature space from the model / ``featurizer=`` given to load."""
+    model, featurizer = predictor.model, getattr(predictor, "featurizer", None)
+    return TextGuards.from_state(state, model=model, featurizer=featurizer)
+
+
+def _array_guards(state: Mapping[str, Any], predictor: SavedPredictor) -> Any:
+    """Array guards: the ``featurizer=`` given to load, if they were fitted with one."""
+    return ArrayGuards.from_state(state, featurizer=getattr(predictor, "featurizer", None))
+
+
 def _validate_guards(obj: Any, predictor: SavedPredictor) -> None:
+    if not isinstance(obj, InputGuards):  # text and array guards hold no per-column lists
+        return
     n = int(predictor.n_features_in_)
     for name in ("columns", "kinds", "low", "high", "allow_missing", "categories"):
         value = getattr(obj, name)
@@ -198,8 +221,17 @@ COMPONENTS: tuple[Component, ...] = (
         validate=_validate_conformal,
     ),
     Component("tier_calibration_", {"TierCalibration": TierCalibration.from_state}),
-    Component("guards_", {"InputGuards": InputGuards.from_state}, validate=_validate_guards),
-    Component("explainer_", {"ModelExplainer": _explainer}, with_predictor=True),
+    Component(
+        "guards_",
+        {"InputGuards": _input_guards, "TextGuards": _text_guards, "ArrayGuards": _array_guards},
+        with_predictor=True,
+        validate=_validate_guards,
+    ),
+    Component(
+        "explainer_",
+        {"ModelExplainer": _explainer, "TokenExplainer": _token_explainer},
+        with_predictor=True,
+    ),
     Component(
         "guard_config_",
         {"GuardConfig": GuardConfig.from_dict},
@@ -246,7 +278,8 @@ def raw_row_parts(predictor: SavedPredictor) -> list[str]:
     if guards is not None and getattr(guards.detector, "kind", None) == "knn":
         parts.append("guards_.detector.raw_reference_rows (GuardConfig(ood_method='knn'))")
     explainer = getattr(predictor, "explainer_", None)
-    if explainer is not None and explainer.state.background_kind == "sample":
+    state = getattr(explainer, "state", None)  # a TokenExplainer keeps no background
+    if state is not None and state.background_kind == "sample":
         parts.append("explainer_.background (explainer_background='sample')")
     return parts
 
@@ -352,6 +385,7 @@ def save_predictor(
             "n_features_in_": int(predictor.n_features_in_),
             "feature_names_in_": None if names is None else [str(c) for c in names],
             **({} if given is None else {"feature_names_": [str(c) for c in given]}),
+            **_modality(predictor),
         },
         "raw_rows": raw_row_parts(predictor),
         "policy": predictor.policy_.to_dict(),
@@ -469,6 +503,8 @@ def load_predictor(
         for attr in _FITTED_SCALARS:
             setattr(predictor, attr, fitted[attr])
         predictor.n_features_in_ = int(fitted["n_features_in_"])
+        if fitted.get("input_modality_") is not None:  # text or arrays (safepredict.inputs)
+            setattr(predictor, "input_modality_", dict(fitted["input_modality_"]))  # noqa: B010
         for names_attr in ("feature_names_in_", "feature_names_"):
             if fitted.get(names_attr) is not None:
                 names_value = [str(c) for c in fitted[names_attr]]
@@ -488,6 +524,12 @@ def load_predictor(
             "Re-save the predictor from its source."
         ) from exc
     return predictor
+
+
+def _modality(predictor: SavedPredictor) -> dict[str, Any]:
+    """``{"input_modality_": ...}`` for a text or array predictor, else nothing."""
+    modality = getattr(predictor, "input_modality_", None)
+    return {} if modality is None else {"input_modality_": dict(modality)}
 
 
 class _CallerConfigError(ConfigError):
@@ -520,6 +562,9 @@ def _trial_decide(predictor: Any) -> None:
             )
         rows = [dict(zip((str(c) for c in names), r.tolist(), strict=True)) for r in probe]
         rows.append(dict.fromkeys((str(c) for c in names), None))
+    modality = getattr(predictor, "input_modality_", None)
+    if modality is not None:  # text or arrays: rows of that modality (safepredict.inputs)
+        rows = _modal_probe(modality)
     predictor.router_instance  # noqa: B018  # a saved router that is no sink fails now, not in decide
     predictor.events  # noqa: B018  # likewise the logger / log settings
     saved = {k: predictor.__dict__.get(k) for k in ("router", "log", "logger")}
@@ -531,6 +576,15 @@ def _trial_decide(predictor: Any) -> None:
             predictor.decide(rows)
     finally:
         predictor.__dict__.update(saved)
+
+
+def _modal_probe(modality: Mapping[str, Any]) -> Any:
+    """Synthetic rows of a text or array predictor: words and an empty string, or zeros."""
+    if modality.get("modality") == "text":
+        return ["probe words", "", "a"]
+    shape = tuple(int(v) for v in modality.get("item_shape", ()))
+    dtype = np.dtype(str(modality.get("dtype") or "float64"))
+    return np.zeros((2, *shape), dtype=dtype)
 
 
 def _check_conformal(predictor: SavedPredictor, task: str, p: Path) -> None:

@@ -51,8 +51,8 @@ from safepredict.config import TierPolicy
 from safepredict.conformal import ClassificationConformal, RegressionConformal
 from safepredict.decisions import Decisions, Explanation
 from safepredict.exceptions import ConfigError
-from safepredict.explain import ModelExplainer
-from safepredict.guards import InputGuards
+from safepredict.explain import ModelExplainer, TokenExplainer
+from safepredict.guards import ArrayGuards, InputGuards, TextGuards
 from safepredict.inputs import InputSchema, prepare
 from safepredict.merge import block_ranks, merge_actions, merge_reasons
 from safepredict.model import ModelOutput, run_model
@@ -94,8 +94,8 @@ class Stages:
     policy : TierPolicy
     conformal : ClassificationConformal or RegressionConformal
     tier_calibration : TierCalibration
-    guards : InputGuards or None
-    explainer : ModelExplainer or None
+    guards : InputGuards, TextGuards, ArrayGuards or None
+    explainer : ModelExplainer, TokenExplainer or None
     classes : ndarray or None
         Class labels (classification).
     """
@@ -106,8 +106,8 @@ class Stages:
     policy: TierPolicy
     conformal: ClassificationConformal | RegressionConformal
     tier_calibration: TierCalibration
-    guards: InputGuards | None = None
-    explainer: ModelExplainer | None = None
+    guards: InputGuards | TextGuards | ArrayGuards | None = None
+    explainer: ModelExplainer | TokenExplainer | None = None
     classes: NDArray[Any] | None = None
 
     @functools.cached_property

@@ -12,7 +12,7 @@ only place that logs and routes.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -92,6 +92,13 @@ class SafePredictor(TierHealth, ShiftAware, BaseEstimator):  # type: ignore[misc
         Class labels, in the order of the model's probability columns, for a
         classifier without ``classes_`` (a remote client, a plain function); see
         :mod:`safepredict.adapters`.
+    featurizer : callable, optional
+        Text or array inputs only: maps a batch of rows to a 2-D feature matrix
+        (an embedding model, say) in which the OOD guard measures how unusual a
+        row is. Default: a ``Pipeline``'s transform up to its final estimator
+        (text and arrays), else the flattened array (arrays; text then has no
+        OOD guard, only its empty / length / vocabulary guards). Not saved:
+        pass it again to :meth:`load`.
 
     Examples
     --------
@@ -127,6 +134,7 @@ class SafePredictor(TierHealth, ShiftAware, BaseEstimator):  # type: ignore[misc
         quantile_models: Any = None,
         explainer_background: str = "kmeans",
         classes: Sequence[Any] | None = None,
+        featurizer: Callable[[Any], Any] | None = None,
     ) -> None:
         self.model = model
         self.task = task
@@ -147,6 +155,7 @@ class SafePredictor(TierHealth, ShiftAware, BaseEstimator):  # type: ignore[misc
         self.quantile_models = quantile_models
         self.explainer_background = explainer_background
         self.classes = classes
+        self.featurizer = featurizer
         check_redact(redact, getattr(model, "feature_names_in_", None))
 
     # ------------------------------------------------------------ sklearn glue
@@ -261,9 +270,11 @@ class SafePredictor(TierHealth, ShiftAware, BaseEstimator):  # type: ignore[misc
             feature_names=feature_names,
         )
         check_redact(self.redact, core.schema.feature_names)
-        for stale in ("feature_names_in_", "feature_names_", "classes_"):
+        for stale in ("feature_names_in_", "feature_names_", "classes_", "input_modality_"):
             self.__dict__.pop(stale, None)
         self.n_features_in_ = core.schema.n_features
+        if core.schema.to_dict() is not None:  # text or arrays (safepredict.inputs)
+            self.input_modality_ = core.schema.to_dict()
         if core.schema.frames_to_model:
             self.feature_names_in_ = np.asarray(core.schema.feature_names, dtype=object)
         elif feature_names is not None:
@@ -278,7 +289,12 @@ class SafePredictor(TierHealth, ShiftAware, BaseEstimator):  # type: ignore[misc
         self.guard_config_ = None if self.guards in ("off", None) else policy.guards
         reference = X if reference is None else reference
         self.guards_ = calibration.fit_guards(
-            reference, core.schema, self.guard_config_, self.random_state
+            reference,
+            core.schema,
+            self.guard_config_,
+            self.random_state,
+            model=self.model,
+            featurizer=self.featurizer,
         )
         self.explainer_ = calibration.fit_explainer(
             model,
@@ -289,6 +305,7 @@ class SafePredictor(TierHealth, ShiftAware, BaseEstimator):  # type: ignore[misc
             budget_ms=self.explain_budget_ms,
             random_state=self.random_state,
             background=self.explainer_background,
+            modality=core.schema.modality,
         )
         self.calibration_size_ = len(core.y)
         self.calibration_id_ = calibration.calibration_hash(core.X_model, core.y)

@@ -16,12 +16,14 @@ Examples
 ('out_of_range', True)
 >>> describe_reason("missing:income")
 'A value is missing for income.'
+>>> describe_reason("model_error:timeout")
+'The model did not answer in time (timed out after its retries).'
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from safepredict.exceptions import ConfigError
@@ -51,15 +53,21 @@ class ReasonCode:
         What follows the colon (``"column"``, ``"tier"``, ``"cause"``), ``None`` if nothing.
     wording : str
         The plain-language sentence shown to reviewers; ``{detail}`` is filled in.
+    details : mapping of str to str, optional
+        A sentence of its own for some details (``"model_error:timeout"``,
+        ``"explanation_skipped:unsupported"``), used instead of ``wording``.
     """
 
     name: str
     source: str
     detail: str | None
     wording: str
+    details: Mapping[str, str] = field(default_factory=dict)
 
     def describe(self, detail: str | None = None) -> str:
         """The wording with ``detail`` filled in (``"a feature"`` when a column is unknown)."""
+        if detail is not None and detail in self.details:
+            return self.details[detail]
         fallback = "a feature" if self.detail == "column" else "unknown"
         return self.wording.format(detail=detail or fallback)
 
@@ -82,13 +90,34 @@ _CODES = (
         "column",
         "{detail} is outside the range seen in the reference data.",
     ),
+    ReasonCode("empty", "guard", "column", "{detail} is empty or only whitespace."),
+    ReasonCode(
+        "length",
+        "guard",
+        "column",
+        "{detail} is shorter or longer than the texts in the reference data.",
+    ),
+    ReasonCode(
+        "oov",
+        "guard",
+        "column",
+        "Too many words of {detail} are unknown to the model (out of vocabulary).",
+    ),
     ReasonCode(
         "ood",
         "guard",
         None,
         "The row as a whole is unlike the reference data (out of distribution).",
     ),
-    ReasonCode("model_error", "model", None, "The model raised an error on this row."),
+    ReasonCode(
+        "model_error",
+        "model",
+        None,
+        "The model raised an error on this row.",
+        {
+            "timeout": "The model did not answer in time (timed out after its retries).",
+        },
+    ),
     ReasonCode(
         "invalid_output",
         "model",
@@ -110,7 +139,14 @@ _CODES = (
         "Tier {detail} could not be certified on the calibration data.",
     ),
     ReasonCode(
-        "explanation_skipped", "explain", "cause", "The explanation was skipped ({detail})."
+        "explanation_skipped",
+        "explain",
+        "cause",
+        "The explanation was skipped ({detail}).",
+        {
+            "unsupported": "The explanation was skipped: this kind of input (arrays, or text "
+            "with a model that is not a linear text pipeline) has no explainer.",
+        },
     ),
 )
 

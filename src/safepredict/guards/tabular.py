@@ -1,4 +1,4 @@
-"""Input guards: what a row must look like before the model's answer can be trusted.
+"""Tabular input guards: what a table row must look like before the model's answer can be trusted.
 
 :class:`InputGuards` learns, from reference data (the training set, or the
 calibration set by default), each column's kind (numeric or categorical), its
@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -47,139 +46,36 @@ from safepredict._frames import is_frame
 from safepredict._validation import describe
 from safepredict.config import GuardConfig
 from safepredict.exceptions import CalibrationError, ConfigError, InputSchemaError
+from safepredict.guards.ranges import (
+    MIN_FIT,
+    WIDE_NET,
+    allow_missing_for,
+    bound,
+    fit_size,
+    json_float,
+    numeric_range,
+    range_bounds,
+    range_threshold,
+)
+from safepredict.guards.result import MODEL_UNSAFE, RANK, GuardResult
+from safepredict.guards.values import (
+    CATEGORICAL,
+    NUMERIC,
+    category_key,
+    check_categories,
+    infer_kind,
+    is_missing_scalar,
+    numeric_column,
+    split_columns,
+)
 from safepredict.ood import CentroidDetector, KnnDetector, MarginalScores, detector_from_state
 
-__all__ = ["CentroidDetector", "GuardResult", "InputGuards", "KnnDetector"]
+__all__ = ["InputGuards"]
 
-NUMERIC = "numeric"
-CATEGORICAL = "categorical"
-
-#: Guards whose failure means the model may be unable to take the value at all.
-_MODEL_UNSAFE = ("missing", "non_finite", "type", "unseen_category")
-_RANK = {"ignore": 0, "review": 1, "abstain": 2}
 #: Guard state format written by :meth:`InputGuards.to_state` (1: safepredict 0.1.0).
 STATE_VERSION = 2
-#: Fewest rows the OOD detector and the range calibration fit on.
-_MIN_FIT = 20
 
 
-@dataclass(frozen=True)
-class GuardResult:
-    """What the guards found in one batch.
-
-    Attributes
-    ----------
-    reasons : dict of int to tuple of str
-        Reason codes of every flagged row (rows that pass are absent), including
-        reasons whose guard is configured to ``"ignore"``.
-    rank : ndarray of int, shape (n,)
-        Strongest configured action per row: 0 none/ignore, 1 review, 2 abstain.
-    ood : ndarray of float, shape (n,), or None
-        OOD conformal p-values (small means unusual); ``None`` without a detector.
-    skip : ndarray of bool, shape (n,)
-        Rows not to send to the model (a non-ignored missing, non-finite, type or
-        unseen-category reason).
-    """
-
-    reasons: dict[int, tuple[str, ...]]
-    rank: NDArray[np.intp]
-    ood: NDArray[np.float64] | None
-    skip: NDArray[np.bool_]
-
-
-# ---------------------------------------------------------------- value helpers
-def _is_missing_scalar(v: Any) -> bool:
-    """None, NaN, ``pd.NA`` or ``pd.NaT`` (without importing pandas)."""
-    if v is None:
-        return True
-    if isinstance(v, float):
-        return v != v
-    return type(v).__name__ in ("NAType", "NaTType")
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, int | float | np.number) and not isinstance(
-        v, complex | np.complexfloating
-    )
-
-
-def _key(v: Any) -> Any:
-    """A JSON-safe, hashable stand-in for a category value."""
-    if isinstance(v, np.generic):
-        v = v.item()
-    if isinstance(v, bool | int | float | str):
-        return v
-    return str(v)
-
-
-def _numeric_column(col: NDArray[Any]) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
-    """Float values of a column and where a value is not a number (``type``).
-
-    Missing values (None, NaN, ``pd.NA``) become NaN; integers too large for a
-    float become ``inf``; strings and other objects become NaN and are marked.
-    """
-    if col.dtype.kind in "biuf":
-        return col.astype(np.float64, copy=False), np.zeros(len(col), dtype=bool)
-    values = np.empty(len(col), dtype=np.float64)
-    wrong = np.zeros(len(col), dtype=bool)
-    for i, v in enumerate(col.tolist()):
-        if _is_missing_scalar(v):
-            values[i] = np.nan
-        elif _is_number(v):
-            try:
-                values[i] = float(v)
-            except OverflowError:  # an int beyond float range is not finite for the model
-                values[i] = math.inf if v > 0 else -math.inf
-        else:
-            values[i] = np.nan
-            wrong[i] = True
-    return values, wrong
-
-
-def _split_columns(X: Any, d: int) -> tuple[NDArray[np.float64] | None, list[NDArray[Any]]]:
-    """A float matrix when every column is numeric, else the columns as arrays."""
-    if is_frame(X):
-        # Building the dtypes Series or per-column Series costs tens of microseconds, which
-        # would dominate a single-row check: look at pandas' blocks (private, guarded).
-        blocks = getattr(getattr(X, "_mgr", None), "blocks", None)
-        if blocks is not None and all(
-            isinstance(b.dtype, np.dtype) and b.dtype.kind in "biuf" for b in blocks
-        ):
-            return np.asarray(X.to_numpy(dtype=np.float64)), []
-        getter = getattr(X, "_get_column_array", None)
-        if getter is not None:
-            raw = [getter(j) for j in range(X.shape[1])]
-        else:  # pragma: no cover - pandas without the private accessor
-            raw = [X.iloc[:, j].array for j in range(X.shape[1])]
-        if raw and all(isinstance(a, np.ndarray) and a.dtype.kind in "biuf" for a in raw):
-            if len(raw[0]) == 1:
-                return np.array([[a[0] for a in raw]], dtype=np.float64), []
-            return np.column_stack(raw).astype(np.float64, copy=False), []
-        return None, [np.asarray(a) for a in raw]
-    arr = np.asarray(X)
-    if arr.ndim != 2 or arr.shape[1] != d:
-        raise InputSchemaError(
-            f"the guards expect a 2-D batch with {d} features; got shape {arr.shape}.",
-            problems=[f"shape={arr.shape}"],
-        )
-    if arr.dtype.kind in "biuf":
-        return arr.astype(np.float64, copy=False), []
-    return None, [arr[:, j] for j in range(d)]
-
-
-def _infer_kind(col: NDArray[Any], dtype: Any) -> str:
-    kind = getattr(dtype, "kind", "O")
-    if str(dtype) == "category":
-        return CATEGORICAL
-    if kind in "biuf":
-        return NUMERIC
-    values = [v for v in col.tolist() if not _is_missing_scalar(v)]
-    if values and all(_is_number(v) for v in values):
-        return NUMERIC
-    return CATEGORICAL
-
-
-# ---------------------------------------------------------------- the guards
 class InputGuards:
     """Fitted input guards for one feature schema.
 
@@ -256,10 +152,10 @@ class InputGuards:
         self._str_cats = [
             c is not None and all(isinstance(v, str) for v in c) for c in self.categories
         ]
-        guards = GuardConfig.GUARDS[:-1]
+        guards = [g for g in GuardConfig.GUARDS if g != "ood"]
         self._codes = {g: [f"{g}:{c}" for c in self.columns] for g in guards}
-        self._action_rank = {g: _RANK[self.config.action_for(g)] for g in GuardConfig.GUARDS}
-        self._unsafe = tuple(g for g in _MODEL_UNSAFE if self.config.action_for(g) != "ignore")
+        self._action_rank = {g: RANK[self.config.action_for(g)] for g in GuardConfig.GUARDS}
+        self._unsafe = tuple(g for g in MODEL_UNSAFE if self.config.action_for(g) != "ignore")
         self._d = d
 
     # ------------------------------------------------------------ fitting
@@ -330,33 +226,32 @@ class InputGuards:
         numeric_values: list[NDArray[np.float64]] = []
         for name, col, dtype in zip(names, cols, dtypes, strict=True):
             override = dict(config.columns.get(name, {}))
-            kind = _infer_kind(col, dtype)
+            kind = infer_kind(col, dtype)
             if "categories" in override:
                 kind = CATEGORICAL
             kinds.append(kind)
-            missing = np.array([_is_missing_scalar(v) for v in col.tolist()], dtype=bool)
+            missing = np.array([is_missing_scalar(v) for v in col.tolist()], dtype=bool)
             if col.dtype.kind == "f":
                 missing = np.isnan(col)
-            allow.append(_allow_missing(config, override, bool(missing.any())))
+            allow.append(allow_missing_for(config, override, bool(missing.any())))
             if kind == NUMERIC:
-                values, _ = _numeric_column(col)
+                values, _ = numeric_column(col)
                 numeric_values.append(values)
                 if config.range_method == "calibrated":
                     lo, hi = -math.inf, math.inf  # set below, on held-out rows
                 else:
-                    lo, hi = _numeric_range(values, config)
-                low.append(_bound(override.get("min", lo), name, "min"))
-                high.append(_bound(override.get("max", hi), name, "max"))
+                    lo, hi = numeric_range(values, config)
+                low.append(bound(override.get("min", lo), name, "min"))
+                high.append(bound(override.get("max", hi), name, "max"))
                 cats.append(None)
             else:
                 low.append(None)
                 high.append(None)
                 if "categories" in override:
-                    allowed = [_key(v) for v in override["categories"]]
+                    allowed = [category_key(v) for v in override["categories"]]
                 else:
-                    allowed = sorted(
-                        {_key(v) for v in col[~missing].tolist()}, key=lambda v: (str(type(v)), v)
-                    )
+                    seen = {category_key(v) for v in col[~missing].tolist()}
+                    allowed = sorted(seen, key=lambda v: (str(type(v)), v))
                 cats.append(allowed)
         detector: CentroidDetector | KnnDetector | None = None
         threshold: float | None = None
@@ -365,7 +260,7 @@ class InputGuards:
         if numeric_values:
             X_num = np.column_stack(numeric_values)
             order = rng.permutation(len(X_num))
-            n_fit = _fit_size(len(X_num), config)
+            n_fit = fit_size(len(X_num), config)
             fit_part, cal_part = X_num[order[:n_fit]], X_num[order[n_fit:]]
             transform = MarginalScores.fit(fit_part) if len(fit_part) else None
             if config.range_method == "calibrated":
@@ -377,17 +272,17 @@ class InputGuards:
                 ]
                 threshold, held_out = math.inf, len(cal_part)
                 if transform is not None and learned:
-                    threshold = _range_threshold(transform, cal_part, learned, config.guard_alpha)
-                    lo_hi = _range_bounds(transform, threshold)
+                    threshold = range_threshold(transform, cal_part, learned, config.guard_alpha)
+                    lo_hi = range_bounds(transform, threshold)
                     for i in learned:
                         j = numeric_cols[i]
                         lo, hi = float(lo_hi[0][i]), float(lo_hi[1][i])
                         if math.isinf(threshold):  # too few rows for guard_alpha: a wide net
-                            lo, hi = _numeric_range(numeric_values[i], _WIDE_NET)
+                            lo, hi = numeric_range(numeric_values[i], WIDE_NET)
                         low[j] = None if math.isinf(lo) else lo
                         high[j] = None if math.isinf(hi) else hi
             if config.ood_method == "centroids" and transform is not None:
-                if len(fit_part) >= _MIN_FIT and len(cal_part):
+                if len(fit_part) >= MIN_FIT and len(cal_part):
                     detector = CentroidDetector.fit_split(
                         fit_part, cal_part, rng=rng, transform=transform
                     )
@@ -409,7 +304,7 @@ class InputGuards:
         -------
         GuardResult
         """
-        matrix, cols = _split_columns(X, self._d)
+        matrix, cols = split_columns(X, self._d)
         n = len(matrix) if matrix is not None else (len(cols[0]) if cols else len(X))
         if matrix is not None and self._all_numeric:
             values = matrix
@@ -425,9 +320,13 @@ class InputGuards:
             cat_wrong = np.zeros((n, self._d), dtype=bool)
             for j, col in enumerate(cols):
                 if self._numeric[j]:
-                    values[:, j], wrong[:, j] = _numeric_column(col)
+                    values[:, j], wrong[:, j] = numeric_column(col)
                 else:
-                    self._check_categories(j, col, cat_missing, cat_unseen, cat_wrong)
+                    allowed = self._sets[j]
+                    assert allowed is not None
+                    check_categories(
+                        allowed, self._str_cats[j], j, col, cat_missing, cat_unseen, cat_wrong
+                    )
         num = self._numeric
         nan = np.isnan(values) & num
         if wrong is not None:
@@ -451,33 +350,6 @@ class InputGuards:
                 values if self._all_numeric else values[:, self._numeric_idx]
             )
         return self._collect(n, masks, ood)
-
-    def _check_categories(
-        self,
-        j: int,
-        col: NDArray[Any],
-        missing: NDArray[np.bool_],
-        unseen: NDArray[np.bool_],
-        wrong: NDArray[np.bool_],
-    ) -> None:
-        allowed = self._sets[j]
-        assert allowed is not None
-        str_cats = self._str_cats[j]
-        for i, v in enumerate(col.tolist()):
-            if _is_missing_scalar(v):
-                missing[i, j] = True
-                continue
-            try:
-                ok = v in allowed or _key(v) in allowed
-            except TypeError:  # unhashable (a list, a dict): not a category value
-                wrong[i, j] = True
-                continue
-            if ok:
-                continue
-            if str_cats and (_is_number(v) or not isinstance(v, str)):
-                wrong[i, j] = True
-            else:
-                unseen[i, j] = True
 
     def _collect(
         self, n: int, masks: dict[str, NDArray[np.bool_]], ood: NDArray[np.float64] | None
@@ -562,7 +434,7 @@ class InputGuards:
         return {
             "version": STATE_VERSION,
             "stores_raw_rows": bool(getattr(self.detector, "kind", None) == "knn"),
-            "range_threshold": _json_float(self.range_threshold),
+            "range_threshold": json_float(self.range_threshold),
             "range_held_out": self.range_held_out,
             "config": self.config.to_dict(),
             "columns": list(self.columns),
@@ -603,94 +475,3 @@ class InputGuards:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(InputGuards.from_state(state).__dict__)
-
-
-def _fit_size(n: int, config: GuardConfig) -> int:
-    """Reference rows that fit the transform and centroids; the rest calibrate.
-
-    Half the rows (at most ``ood_reference_size``); a small reference keeps
-    ``1/alpha - 1`` held-out rows when it can (with at least 40 fit rows), so
-    that the ranges and the OOD p-values can reach their false-alarm rates.
-    """
-    n_fit = min((n + 1) // 2, config.ood_reference_size)
-    needed = math.ceil(1.0 / min(config.guard_alpha, config.ood_alpha) - 1.0 - 1e-9)
-    if n - n_fit < needed:
-        n_fit = min(n_fit, max(2 * _MIN_FIT, n - needed))
-    return n_fit
-
-
-def _range_threshold(
-    transform: MarginalScores, held_out: NDArray[np.float64], learned: list[int], alpha: float
-) -> float:
-    """Split-conformal level ``t`` of the per-row score ``max_j |z_j|`` over learned columns.
-
-    ``t`` is the ``ceil((m + 1)(1 - alpha))``-th smallest of the ``m`` held-out
-    scores, so a row exchangeable with the reference exceeds it (some column out
-    of range) with probability at most ``alpha``. With too few held-out rows for
-    ``alpha`` (``m < 1/alpha - 1``) no finite level has that guarantee: ``inf``
-    (the learned ranges are unbounded).
-    """
-    m = len(held_out)
-    rank = math.ceil((m + 1) * (1.0 - alpha) - 1e-9)
-    if m == 0 or rank > m:
-        return math.inf
-    z = transform.transform(held_out)[:, learned]
-    scores = np.sort(np.abs(z).max(axis=1))
-    return float(scores[rank - 1])
-
-
-def _range_bounds(
-    transform: MarginalScores, threshold: float
-) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Per numeric column, the values whose normal score is ``-t`` and ``+t``."""
-    d = len(transform.n_knots)
-    if math.isinf(threshold):
-        return np.full(d, -np.inf), np.full(d, np.inf)
-    low = transform.inverse(np.full(d, -threshold))
-    high = transform.inverse(np.full(d, threshold))
-    # widen by far more than the inverse's rounding, so that a value whose score is
-    # exactly t (common in discrete columns) stays in range, as the score says
-    return low - 1e-9 * np.maximum(np.abs(low), 1.0), high + 1e-9 * np.maximum(np.abs(high), 1.0)
-
-
-def _json_float(v: float | None) -> float | str | None:
-    if v is None or math.isfinite(v):
-        return v
-    return "inf"
-
-
-def _allow_missing(config: GuardConfig, override: Mapping[str, Any], seen: bool) -> bool:
-    if "allow_missing" in override:
-        return bool(override["allow_missing"])
-    if config.missing_policy == "always":
-        return True
-    if config.missing_policy == "never":
-        return False
-    return seen
-
-
-#: The uncalibrated fallback of ``range_method="calibrated"`` on a small reference.
-_WIDE_NET = GuardConfig(range_method="minmax", range_margin=1.0)
-
-
-def _numeric_range(values: NDArray[np.float64], config: GuardConfig) -> tuple[float, float]:
-    finite = values[np.isfinite(values)]
-    if len(finite) == 0:
-        return -math.inf, math.inf
-    if config.range_method == "quantile":
-        lo, hi = (float(v) for v in np.quantile(finite, config.range_quantiles))
-    else:
-        lo, hi = float(finite.min()), float(finite.max())
-    pad = config.range_margin * (hi - lo)
-    return lo - pad, hi + pad
-
-
-def _bound(value: Any, column: str, key: str) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not _is_number(value):
-        raise ConfigError(
-            f"[guards.columns.{column}] {key} must be a number; got {describe(value)}."
-        )
-    v = float(value)
-    return None if math.isinf(v) else v
