@@ -196,7 +196,7 @@ def test_policy_task_mismatch_is_a_config_error(iris_lr, diabetes_ridge) -> None
         ({"task": "ranking"}, "task must be one of"),
         ({"log": "verbose"}, "log must be one of"),
         ({"conformity_score": "lca"}, "Did you mean 'lac'"),
-        ({"guards": "on"}, "guards must be 'auto', 'off' or a GuardConfig"),
+        ({"guards": "on"}, "guards must be 'auto', 'off', a GuardConfig"),
     ],
 )
 def test_bad_parameters(iris_lr, kwargs, fragment) -> None:

@@ -532,14 +532,15 @@ def test_audit_probability_is_stored_with_the_case_and_weights_its_outcome(
                        "audit_probability": 1.5})  # fmt: skip
 
 
-def test_a_version_1_queue_gains_the_audit_probability_column(tmp_path: Path) -> None:
+def test_a_version_2_queue_gains_the_audit_probability_column(tmp_path: Path) -> None:
     import sqlite3
 
     db = tmp_path / "old.db"
     SQLiteReviewQueue(db).enqueue({"decision_id": "a", "tier": "t", "action": "accept"})
     conn = sqlite3.connect(db)
     conn.execute("ALTER TABLE cases DROP COLUMN audit_probability")
-    conn.execute("PRAGMA user_version = 1")
+    conn.execute("DELETE FROM schema_version WHERE version = 3")
+    conn.execute("PRAGMA user_version = 2")
     conn.commit()
     conn.close()
     queue = SQLiteReviewQueue(db)

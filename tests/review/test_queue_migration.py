@@ -32,8 +32,8 @@ def test_a_version_1_file_is_migrated_in_place_and_keeps_every_case(old_file: Pa
     q = SQLiteReviewQueue(old_file)
     assert q.counts()["*"] == {"pending": 3, "claimed": 1, "resolved": 2}
     conn = sqlite3.connect(old_file)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
-    assert [v for (v,) in conn.execute("SELECT version FROM schema_version ORDER BY 1")] == [2]
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    assert [v for (v,) in conn.execute("SELECT version FROM schema_version ORDER BY 1")] == [2, 3]
     width = len(rows_before[0])
     after = conn.execute("SELECT * FROM cases ORDER BY decision_id").fetchall()
     assert [r[:width] for r in after] == rows_before  # old columns untouched
@@ -71,9 +71,9 @@ def test_the_migrated_file_has_leases_and_tallies(old_file: Path) -> None:
 
 def test_migration_runs_once_across_queue_objects(old_file: Path) -> None:
     SQLiteReviewQueue(old_file).counts()
-    SQLiteReviewQueue(old_file).counts()  # a second opener finds version 2: no re-run
+    SQLiteReviewQueue(old_file).counts()  # a second opener finds version 3: no re-run
     conn = sqlite3.connect(old_file)
-    assert conn.execute("SELECT COUNT(*) FROM schema_version").fetchone()[0] == 1
+    assert conn.execute("SELECT COUNT(*) FROM schema_version").fetchone()[0] == 2
     conn.close()
 
 
@@ -84,5 +84,6 @@ def test_a_new_file_records_every_version(tmp_path: Path) -> None:
     assert [v for (v,) in conn.execute("SELECT version FROM schema_version ORDER BY 1")] == [
         1,
         2,
+        3,
     ]
     conn.close()

@@ -20,7 +20,6 @@ Whole-batch problems (another item shape, a non-numeric dtype) are
 Examples
 --------
 >>> import numpy as np
-from numpy.typing import NDArray
 >>> rng = np.random.default_rng(0)
 >>> guards = ArrayGuards.fit(rng.normal(size=(400, 4, 4)), random_state=0)
 >>> batch = rng.normal(size=(3, 4, 4))
