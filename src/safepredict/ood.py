@@ -440,7 +440,10 @@ class CentroidDetector:
         n = len(z)
         out = np.empty(n, dtype=np.float64)
         minus_2c, c_norms, step = self._minus_2c, self._c_norms, self._block
-        z32 = z.astype(np.float32)
+        # Row-major whatever the input's layout (Arrow batches are column-major): BLAS
+        # sums in a layout-dependent order, and a last-bit difference flips a row on the
+        # threshold, so a row's decision would depend on how its batch was built.
+        z32 = np.ascontiguousarray(z, dtype=np.float32)
         for start in range(0, n, step):
             block = z32[start : start + step]
             d2 = block @ minus_2c
@@ -647,7 +650,7 @@ class KnnDetector:
         # the cached squared norms is also the fastest for one row).
         out = np.empty(len(X_scaled), dtype=np.float64)
         for start in range(0, len(X_scaled), 128):
-            block = X_scaled[start : start + 128].astype(np.float32)
+            block = np.ascontiguousarray(X_scaled[start : start + 128], dtype=np.float32)
             # |a - b|^2 = |a|^2 + |b|^2 - 2 a.b, in place (fresh large arrays cost page faults)
             d2 = block @ fit.T
             d2 *= -2.0
