@@ -1,1 +1,4 @@
-"""Integrations with other engines (layer 4): ``safepredict.integrations.dask``."""
+"""Integrations with other engines (layer 4): Dask, Spark and MLflow.
+
+``safepredict.integrations.dask``, ``.spark`` and ``.mlflow``.
+"""

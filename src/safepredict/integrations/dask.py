@@ -19,29 +19,25 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from safepredict._extras import require
 from safepredict._validation import describe
 from safepredict.config import TierPolicy
-from safepredict.evaluation import (
-    CostModel,
-    PolicyResult,
-    RiskCoverageCurve,
-    ScoredData,
-    cost_curve,
-    curve_from_counts,
+from safepredict.evaluation import CostModel
+from safepredict.exceptions import ConfigError
+from safepredict.integrations._partitions import (
+    PartitionBenchmark,
+    benchmark_plan,
+    build_benchmark,
+    combine,
+    events_directory,
+    partition_stats,
+    partition_worker,
+    shippable,
 )
-from safepredict.evaluation._policies import (
-    policy_codes,
-    policy_result_from_counts,
-    tier_counts,
-)
-from safepredict.exceptions import ConfigError, NotCalibratedError
 from safepredict.predictor import SafePredictor
 from safepredict.tiers import TierCalibration
 
@@ -55,19 +51,9 @@ def _decide_partition(
     events_dir: str | None,
     partition_info: dict[str, Any] | None = None,
 ) -> Any:
-    if events_dir is None:
-        decisions = predictor.decide(frame)
-    else:
-        from safepredict.monitoring.events import jsonl_file_logger
-
-        number = 0 if partition_info is None else int(partition_info.get("number", 0))
-        worker = copy.copy(predictor)  # same fitted state, own logger
-        if worker.log == "off":
-            worker.log = "decision"
-        # "w": a retried task rewrites its file, so the events match the returned rows.
-        with open(Path(events_dir) / f"part-{number:05d}.jsonl", "w", encoding="utf-8") as fh:
-            worker.logger = jsonl_file_logger(fh)
-            decisions = worker.decide(frame)
+    number = 0 if partition_info is None else int(partition_info.get("number", 0))
+    with partition_worker(predictor, events_dir, number) as worker:
+        decisions = worker.decide(frame)
     out = decisions.to_frame(set_format=set_format)
     out.index = frame.index  # the partition's index, so the divisions still hold
     return out
@@ -163,37 +149,13 @@ def decide_dask(
     from dask.delayed import delayed
 
     _check_dask_frame(ddf, "decide_dask")
-    if not hasattr(predictor, "conformal_"):
-        raise NotCalibratedError(
-            "decide_dask needs a calibrated predictor; call predictor.calibrate(X_cal, y_cal) "
-            "first."
-        )
-    if predictor.router is not None:
-        raise ConfigError(
-            "decide_dask does not route from workers: a worker may run on another machine, "
-            "and a SQLite review queue must not be shared over a network file system. Use "
-            "predictor.set_params(router=None) for the Dask run, then enqueue the rows whose "
-            "action is not 'accept' (or audit is True) from the driver."
-        )
-    if events_dir is not None:
-        events_dir = Path(events_dir).resolve()
-        old = sorted(events_dir.glob("part-*.jsonl"))
-        if old:
-            raise ConfigError(
-                f"events_dir {str(events_dir)!r} already holds {len(old)} part-*.jsonl files "
-                "from another run, which the monitor would count with this one. Pass a new "
-                "directory per run (e.g. events/<date>/) or delete the old files."
-            )
-        events_dir.mkdir(parents=True, exist_ok=True)
-    probe = copy.copy(predictor)  # decide on the empty meta frame, without events
-    probe.log = "off"
-    meta = probe.decide(ddf._meta).to_frame(set_format=set_format)  # checks set_format
     # What travels: the fitted state without the driver's logger (it may hold an open
     # file or a socket); workers log only to events_dir.
-    shipped = copy.copy(predictor)
-    shipped.logger = None
-    if events_dir is None:
-        shipped.log = "off"
+    shipped = shippable(predictor, "decide_dask", events=events_dir is not None)
+    events = events_directory(events_dir)
+    probe = copy.copy(shipped)  # decide on the empty meta frame, without events
+    probe.log = "off"
+    meta = probe.decide(ddf._meta).to_frame(set_format=set_format)  # checks set_format
     active = _active_client(client)
     shared: Any = (
         active.scatter(shipped, broadcast=True, hash=False)
@@ -205,7 +167,7 @@ def decide_dask(
             _decide_partition,
             shared,
             set_format,
-            None if events_dir is None else str(events_dir),
+            events,
             meta=meta,
             align_dataframes=False,
         )
@@ -213,7 +175,7 @@ def decide_dask(
 
 # ------------------------------------------------------------------ offline benchmark
 @dataclass
-class DaskBenchmark:
+class DaskBenchmark(PartitionBenchmark):
     """Risk-coverage curves and policy results computed on a Dask DataFrame.
 
     Attributes
@@ -227,73 +189,6 @@ class DaskBenchmark:
     costs : dict of str to CostCurve
         Cost per 1,000 cases along each curve (when a cost model is given).
     """
-
-    n: int
-    curves: dict[str, RiskCoverageCurve]
-    policies: dict[str, PolicyResult] = field(default_factory=dict)
-    costs: dict[str, Any] = field(default_factory=dict)
-
-
-def _scored(frame: Any, scores: Sequence[str], error: str) -> ScoredData:
-    set_size = frame["set_size"].to_numpy() if "set_size" in frame.columns else None
-    predicted = frame["predicted_class"].to_numpy() if "predicted_class" in frame.columns else None
-    return ScoredData.from_arrays(
-        frame[error].to_numpy(),
-        {s: frame[s].to_numpy() for s in scores},
-        set_size=set_size,
-        predicted_class=predicted,
-    )
-
-
-def _partition_stats(
-    frame: Any,
-    scores: Sequence[str],
-    error: str,
-    policies: Mapping[str, tuple[TierPolicy, TierCalibration | None]],
-) -> dict[str, Any]:
-    """Sufficient statistics of one partition: per-score value counts, per-policy tier counts."""
-    import pandas as pd
-
-    if frame[error].isna().any():
-        raise ConfigError(
-            f"column {error!r} has rows without an outcome (null); the benchmark needs "
-            f"whether each answer was wrong. Drop them first: ddf.dropna(subset=[{error!r}])."
-        )
-    errors = frame[error].to_numpy().astype(bool)
-    out: dict[str, Any] = {"n": len(frame), "curves": {}, "policies": {}}
-    for s in scores:
-        values = frame[s].to_numpy(dtype=np.float64)
-        values = np.where(np.isnan(values), -np.inf, values)  # as risk_coverage ranks nan
-        grouped = (
-            pd.DataFrame({"v": values, "e": errors.astype(np.int64)})
-            .groupby("v", sort=False)["e"]
-            .agg(["size", "sum"])
-        )
-        out["curves"][s] = grouped
-    if policies:
-        data = _scored(frame, scores, error)
-        for name, (policy, calibration) in policies.items():
-            codes, labels = policy_codes(policy, data, calibration)
-            out["policies"][name] = tier_counts(codes, errors, len(labels))
-    return out
-
-
-def _combine(parts: list[dict[str, Any]]) -> dict[str, Any]:
-    import pandas as pd
-
-    first = parts[0]
-    curves = {
-        s: pd.concat([p["curves"][s] for p in parts]).groupby(level=0).sum()
-        for s in first["curves"]
-    }
-    policies = {
-        name: (
-            np.sum([p["policies"][name][0] for p in parts], axis=0),
-            np.sum([p["policies"][name][1] for p in parts], axis=0),
-        )
-        for name in first["policies"]
-    }
-    return {"n": sum(p["n"] for p in parts), "curves": curves, "policies": policies}
 
 
 def benchmark_dask(
@@ -353,49 +248,10 @@ def benchmark_dask(
     from dask.delayed import delayed
 
     _check_dask_frame(ddf, "benchmark_dask")
-    columns = list(ddf.columns)
-    if error not in columns:
-        raise ConfigError(
-            f"the frame has no {error!r} column (whether each answer was wrong); columns are "
-            f"{columns}. Pass error=<column name>."
-        )
-    if scores is None:
-        scores = [s for s in ("conformal", "top_prob", "margin", "entropy") if s in columns]
-    missing = [s for s in scores if s not in columns]
-    if missing or not scores:
-        raise ConfigError(
-            f"score columns {missing or list(scores)} are not in the frame (columns: {columns}); "
-            "pass scores=[...] naming columns where higher means more confident."
-        )
-    calibration = dict(calibration or {})
-    plan = {name: (p, calibration.get(name)) for name, p in (policies or {}).items()}
+    score_columns, plan = benchmark_plan(list(ddf.columns), error, scores, policies, calibration)
     parts = ddf.to_delayed()
-    stats = [delayed(_partition_stats)(part, list(scores), error, plan) for part in parts]
-    (total,) = compute(delayed(_combine)(stats))  # type: ignore[no-untyped-call]  # dask is untyped
-    curves = {
-        s: curve_from_counts(
-            table.index.to_numpy(),
-            table["size"].to_numpy(),
-            table["sum"].to_numpy(),
-            name=s,
-            band=band,
-            confidence=confidence,
-        )
-        for s, table in total["curves"].items()
-    }
-    results: dict[str, PolicyResult] = {}
-    for name, (policy, cal) in plan.items():
-        counts, errs = total["policies"][name]
-        labels = [(t.name, t.action, t) for t in policy.tiers]
-        results[name] = policy_result_from_counts(
-            name,
-            counts[: len(labels)],
-            errs[: len(labels)],
-            labels,
-            cost,
-            calibration=cal,
-            policy_hash=policy.policy_hash,
-            confidence=confidence,
-        )
-    costs = {} if cost is None else {s: cost_curve(c, cost) for s, c in curves.items()}
-    return DaskBenchmark(n=int(total["n"]), curves=curves, policies=results, costs=costs)
+    stats = [delayed(partition_stats)(part, score_columns, error, plan) for part in parts]
+    (total,) = compute(delayed(combine)(stats))  # type: ignore[no-untyped-call]  # dask is untyped
+    return build_benchmark(
+        total, plan, cost=cost, band=band, confidence=confidence, kind=DaskBenchmark
+    )

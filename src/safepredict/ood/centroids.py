@@ -110,7 +110,10 @@ class CentroidDetector:
         n = len(z)
         out = np.empty(n, dtype=np.float64)
         minus_2c, c_norms, step = self._minus_2c, self._c_norms, self._block
-        z32 = z.astype(np.float32)
+        # Row-major whatever the input's layout (Arrow batches are column-major): BLAS
+        # sums in a layout-dependent order, and a last-bit difference flips a row on the
+        # threshold, so a row's decision would depend on how its batch was built.
+        z32 = np.ascontiguousarray(z, dtype=np.float32)
         for start in range(0, n, step):
             block = z32[start : start + step]
             d2 = block @ minus_2c

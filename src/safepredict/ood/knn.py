@@ -172,7 +172,7 @@ class KnnDetector:
         # the cached squared norms is also the fastest for one row).
         out = np.empty(len(X_scaled), dtype=np.float64)
         for start in range(0, len(X_scaled), 128):
-            block = X_scaled[start : start + 128].astype(np.float32)
+            block = np.ascontiguousarray(X_scaled[start : start + 128], dtype=np.float32)
             # |a - b|^2 = |a|^2 + |b|^2 - 2 a.b, in place (fresh large arrays cost page faults)
             d2 = block @ fit.T
             d2 *= -2.0
