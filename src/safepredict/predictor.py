@@ -90,6 +90,13 @@ class SafePredictor(TierHealth, BaseEstimator):  # type: ignore[misc]  # sklearn
         Class labels, in the order of the model's probability columns, for a
         classifier without ``classes_`` (a remote client, a plain function); see
         :mod:`safepredict.adapters`.
+    conditional : str, optional
+        Classification: conditional (Mondrian) conformal sets. ``"class"``:
+        coverage holds within every true class; an input column name: within
+        every value of that column. See :doc:`conformal <../conformal>`.
+    smoothed : bool, default=False
+        Classification (``"lac"``): smoothed (randomized) p-values, exact
+        coverage in expectation with tied scores; seeded by ``random_state``.
 
     Examples
     --------
@@ -125,6 +132,8 @@ class SafePredictor(TierHealth, BaseEstimator):  # type: ignore[misc]  # sklearn
         quantile_models: Any = None,
         explainer_background: str = "kmeans",
         classes: Sequence[Any] | None = None,
+        conditional: str | None = None,
+        smoothed: bool = False,
     ) -> None:
         self.model = model
         self.task = task
@@ -145,6 +154,8 @@ class SafePredictor(TierHealth, BaseEstimator):  # type: ignore[misc]  # sklearn
         self.quantile_models = quantile_models
         self.explainer_background = explainer_background
         self.classes = classes
+        self.conditional = conditional
+        self.smoothed = smoothed
         check_redact(redact, getattr(model, "feature_names_in_", None))
 
     # ------------------------------------------------------------ sklearn glue
@@ -256,6 +267,8 @@ class SafePredictor(TierHealth, BaseEstimator):  # type: ignore[misc]  # sklearn
             random_state=self.random_state,
             quantile_models=self.quantile_models,
             feature_names=feature_names,
+            conditional=self.conditional,
+            smoothed=self.smoothed,
         )
         check_redact(self.redact, core.schema.feature_names)
         for stale in ("feature_names_in_", "feature_names_", "classes_"):
