@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -267,7 +268,7 @@ def test_smoothed_coverage_is_exact_with_tied_scores(
     assert plain > LEVEL + mc, (plain, mc)  # negative control: ties make plain sets over-cover
 
 
-def test_smoothed_is_reproducible_and_persisted() -> None:
+def test_smoothed_is_reproducible_and_persisted(tmp_path: Path) -> None:
     X, y = load_iris(return_X_y=True)
     model = LogisticRegression(max_iter=500).fit(X[::2], y[::2])
 
@@ -279,6 +280,10 @@ def test_smoothed_is_reproducible_and_persisted() -> None:
     conf = [np.array([d.confidence for d in sp.decide(X)]) for sp in (a, b, c)]
     assert np.array_equal(conf[0], conf[1])
     assert not np.array_equal(conf[0], conf[2])
+    a.save(tmp_path / "smoothed")  # a saved predictor restarts the draws from its seed
+    loaded = SafePredictor.load(tmp_path / "smoothed", model=model)
+    assert loaded.smoothed is True
+    assert np.array_equal([d.confidence for d in loaded.decide(X)], conf[0])
     state = json.loads(json.dumps(a.conformal_.to_state()))
     assert state["smoothed"] is True
     assert state["random_state"] == 1

@@ -189,6 +189,9 @@ class Scored:
         Rows where an auxiliary model (CQR, residual) raised.
     collapsed : ndarray of bool
         Regression rows whose interval float rounding collapsed (invalid output).
+    notes : dict of int to tuple of str
+        Conditional conformal sets: rows whose set is full because of their stratum
+        (``small_stratum:<value>``, ``unseen_stratum:<value>``).
     """
 
     inputs: TierInputs

@@ -21,6 +21,7 @@ from sklearn.base import BaseEstimator
 
 from safepredict import adapters, calibration, pipeline
 from safepredict._frames import is_frame
+from safepredict.conformal import ClassificationConformal
 from safepredict.decisions import Decision, Decisions
 from safepredict.exceptions import InputSchemaError
 from safepredict.health import TierHealth
@@ -93,7 +94,7 @@ class SafePredictor(TierHealth, BaseEstimator):  # type: ignore[misc]  # sklearn
     conditional : str, optional
         Classification: conditional (Mondrian) conformal sets. ``"class"``:
         coverage holds within every true class; an input column name: within
-        every value of that column. See :doc:`conformal <../conformal>`.
+        every value of that column (docs: "Conformal prediction").
     smoothed : bool, default=False
         Classification (``"lac"``): smoothed (randomized) p-values, exact
         coverage in expectation with tied scores; seeded by ``random_state``.
@@ -303,6 +304,9 @@ class SafePredictor(TierHealth, BaseEstimator):  # type: ignore[misc]  # sklearn
         self.calibration_size_ = len(core.y)
         self.calibration_id_ = calibration.calibration_hash(core.X_model, core.y)
         self._emit_calibration(core)
+        # Smoothed p-values: decisions draw from the seed on, as after load (tiers2).
+        if isinstance(self.conformal_, ClassificationConformal):
+            self.conformal_.restart_draws()
         return self
 
     # ------------------------------------------------------------ decide

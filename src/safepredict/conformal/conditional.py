@@ -62,7 +62,12 @@ class StratifiedPValues:
     conditional: str | None
     strata: dict[str, NDArray[np.float64]]
     smoothed: bool
+    random_state: int | None
     _rng: np.random.Generator
+
+    def restart_draws(self) -> None:
+        """Restart the smoothing draws from ``random_state`` (as a freshly loaded state)."""
+        self._rng = np.random.default_rng(self.random_state)
 
     @property
     def small_strata(self) -> list[str]:
