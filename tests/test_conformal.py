@@ -43,17 +43,14 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 from safepredict import SafePredictor
-from safepredict.conformal import (
-    ClassificationConformal,
-    RegressionConformal,
-    _alpha,
-    _classifier_backend,
-    _PrefitClassifier,
-    _PrefitRegressor,
-    _raps_regularized,
-    _regression_quantile,
-    _regressor_backend,
-)
+from safepredict.conformal import ClassificationConformal, RegressionConformal
+from safepredict.conformal._mapie import PrefitClassifier as _PrefitClassifier
+from safepredict.conformal._mapie import PrefitRegressor as _PrefitRegressor
+from safepredict.conformal._mapie import alpha_of as _alpha
+from safepredict.conformal._mapie import classifier_backend as _classifier_backend
+from safepredict.conformal._mapie import raps_regularized as _raps_regularized
+from safepredict.conformal._mapie import regressor_backend as _regressor_backend
+from safepredict.conformal.regression import regression_quantile as _regression_quantile
 from safepredict.exceptions import CalibrationError, ConfigError
 
 LEVELS = (0.8, 0.9, 0.95)
@@ -626,7 +623,7 @@ def test_each_wrapped_mapie_private_name_still_works() -> None:
     """One wrapper per private MAPIE name, exercised on real MAPIE objects.
 
     If a MAPIE upgrade renames one of them, this test fails with the message of
-    ``conformal._mapie_private`` (naming the MAPIE version and the missing name).
+    ``conformal._mapie.mapie_private`` (naming the MAPIE version and the missing name).
     """
     X, y = _make_clf()
     X_fit, X_cal, y_fit, y_cal = train_test_split(X, y, test_size=0.5, random_state=0)

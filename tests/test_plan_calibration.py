@@ -12,7 +12,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 import safepredict as sp
-from safepredict.tiers import _grid_counts, certify_threshold
+from safepredict.tiers import certify_threshold
+from safepredict.tiers.planner import _grid_counts
 
 R = 300  # simulated calibration sets per size
 

@@ -294,3 +294,19 @@ def test_adapt_to_regression_cqr_and_residual_normalized() -> None:
     ).calibrate(X[150:350], y[150:350])
     with pytest.raises(ConfigError, match="'absolute' and 'cqr'"):
         normalized.adapt_to(prod)
+
+
+def test_adapt_to_refuses_what_it_cannot_weight() -> None:
+    """Mondrian/smoothed sets and non-tabular inputs are refused, never silently unweighted."""
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    from safepredict import SafePredictor
+    from safepredict.exceptions import ConfigError
+
+    X, y = load_iris(return_X_y=True)
+    model = LogisticRegression(max_iter=500).fit(X[::2], y[::2])
+    for kwargs in ({"conditional": "class"}, {"smoothed": True}):
+        sp = SafePredictor(model, log="off", guards="off", **kwargs).calibrate(X[1::2], y[1::2])
+        with pytest.raises(ConfigError, match="Mondrian"):
+            sp.adapt_to(X[1::2])

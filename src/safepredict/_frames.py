@@ -34,6 +34,7 @@ from safepredict.exceptions import ConfigError
 
 __all__ = [
     "default_feature_names",
+    "group_labels",
     "input_rows",
     "is_frame",
     "resolve_redact",
@@ -198,3 +199,17 @@ def input_rows(
         for row, value in zip(out, column, strict=True):
             row[name] = value
     return out
+
+
+def group_labels(values: Any) -> NDArray[Any]:
+    """Group values as strings (the form per-group thresholds and strata are stored under).
+
+    Examples
+    --------
+    >>> group_labels([1, "a", None]).tolist()
+    ['1', 'a', 'None']
+    """
+    arr = np.asarray(values)
+    if arr.dtype.kind in "fiubU":  # numbers and strings: vectorized, same text as str()
+        return np.asarray(arr.astype(str), dtype=object)
+    return np.array([str(v) for v in arr.astype(object).tolist()], dtype=object)

@@ -222,6 +222,8 @@ def fit_core(
     random_state: int | None = None,
     quantile_models: Any = None,
     feature_names: Sequence[str] | None = None,
+    conditional: str | None = None,
+    smoothed: bool = False,
 ) -> Core:
     """Schema, model output, conformal state and scored rows of a calibration set.
 
@@ -271,7 +273,18 @@ def fit_core(
                 f"conformity_score={method!r} needs 3 or more classes; binary targets support "
                 "'lac' only. Use conformity_score='lac'."
             )
-        conformal = ClassificationConformal.calibrate(model, X_model, y_arr, **common)
+        conformal = ClassificationConformal.calibrate(
+            model,
+            X_model,
+            y_arr,
+            **common,
+            **conditional_options(conditional, smoothed, X_model, schema.feature_names),
+        )
+    elif conditional is not None or smoothed:
+        raise ConfigError(
+            "conditional and smoothed apply to classifiers' conformal sets; regression "
+            f"intervals take neither (got conditional={conditional!r}, smoothed={smoothed!r})."
+        )
     else:
         if method == "cqr" and quantile_models is not None and len(quantile_models) == 3:
             check_quantile_order(quantile_models, X_model)
@@ -283,11 +296,31 @@ def fit_core(
     failed = out.failed
     inputs = None
     if policy.risk_controlled:
-        groups = tier_groups(group_columns(policy), X_model, schema.feature_names)
+        columns = {*group_columns(policy)}
+        if conditional not in (None, "class"):  # conditional conformal sets read it too
+            columns.add(str(conditional))
+        groups = tier_groups(sorted(columns), X_model, schema.feature_names)
         scored = score(task, conformal, X_model, out.values, failed, groups=groups)
         failed = failed | scored.raised | scored.collapsed
         inputs = scored.inputs
     return Core(schema, X_model, y_arr, classes, conformal, out.values, failed, inputs)
+
+
+def conditional_options(
+    conditional: str | None, smoothed: bool, X_model: Any, feature_names: Sequence[str]
+) -> dict[str, Any]:
+    """``ClassificationConformal.calibrate``'s conditional / smoothed arguments."""
+    if conditional is not None and not isinstance(conditional, str):
+        raise ConfigError(
+            f'conditional must be "class" or an input column name; got {describe(conditional)}.'
+        )
+    if not isinstance(smoothed, bool):
+        raise ConfigError(f"smoothed must be True or False; got {describe(smoothed)}.")
+    groups = None
+    if conditional not in (None, "class"):
+        assert conditional is not None
+        groups = tier_groups([conditional], X_model, feature_names)[conditional]
+    return {"conditional": conditional, "groups": groups, "smoothed": smoothed}
 
 
 def fit_guards(

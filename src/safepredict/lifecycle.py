@@ -429,6 +429,9 @@ class Lifecycle(Runtime):
                 f"{path}: its saved redact does not fit its columns ({exc}); re-save the "
                 "predictor, or pass redact=[...] to load."
             ) from exc
+        # Smoothed p-values: the model check consumed draws; decide starts at the seed (tiers2).
+        if isinstance(predictor.conformal_, ClassificationConformal):
+            predictor.conformal_.restart_draws()
         return predictor
 
     # ------------------------------------------------------------ outcomes

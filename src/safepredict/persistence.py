@@ -252,6 +252,8 @@ _CALIBRATION_PARAMS = frozenset(
         "guards",
         "random_state",
         "explainer_background",
+        "conditional",
+        "smoothed",
     }
 )
 _SAFE_FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")

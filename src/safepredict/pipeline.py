@@ -39,7 +39,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -127,7 +127,12 @@ class Stages:
 
     @functools.cached_property
     def group_columns(self) -> tuple[str, ...]:
-        """The input columns the policy's ``group_by`` tiers read."""
+        """The input columns the policy's ``group_by`` tiers (and conditional sets) read."""
+        # -- conditional conformal sets (tiers2): their column is read like a group_by one
+        column = getattr(self.conformal, "conditional", None)
+        if column not in (None, "class"):
+            return tuple(sorted({*group_columns(self.policy), column}))
+        # -- end conditional conformal sets
         return group_columns(self.policy)
 
     @functools.cached_property
@@ -190,6 +195,9 @@ class Scored:
         Rows where an auxiliary model (CQR, residual) raised.
     collapsed : ndarray of bool
         Regression rows whose interval float rounding collapsed (invalid output).
+    notes : dict of int to tuple of str
+        Conditional conformal sets: rows whose set is full because of their stratum
+        (``small_stratum:<value>``, ``unseen_stratum:<value>``).
     """
 
     inputs: TierInputs
@@ -198,6 +206,7 @@ class Scored:
     raised: NDArray[np.bool_]
     collapsed: NDArray[np.bool_]
     any_failed: bool = False
+    notes: Mapping[int, tuple[str, ...]] = field(default_factory=dict)
 
 
 # ------------------------------------------------------------------ scoring
@@ -298,8 +307,9 @@ def score(
         safe = np.where(failed[:, None], 0.0, values) if any_failed else values
         predicted_class = safe.argmax(axis=1)
         set_mask, confidence, credibility = conformal.set_confidence_credibility(
-            safe, predicted_class
+            safe, predicted_class, groups=groups
         )
+        notes = conformal.stratum_reasons(groups, n) if conformal.conditional else {}
         if any_failed:
             set_mask[failed] = False
             confidence[failed] = np.nan
@@ -316,7 +326,7 @@ def score(
             credibility=credibility,
             groups=groups,
         )
-        return Scored(inputs, set_mask, None, none, none)
+        return Scored(inputs, set_mask, None, none, none, notes=notes)
     assert isinstance(conformal, RegressionConformal)
     y_pred = values.reshape(-1)
     intervals, raised = _intervals(conformal, X_model, y_pred)
@@ -435,6 +445,11 @@ def decide(
     latency["conformal"] = time.perf_counter() - t
 
     tier_codes, tier_reasons = assign_tiers(policy, scored.inputs, stages.tier_calibration)
+    if scored.notes:  # conditional conformal sets: small / unseen strata (tiers2)
+        tier_reasons = {
+            row: (*scored.notes.get(row, ()), *tier_reasons.get(row, ()))
+            for row in {*scored.notes, *tier_reasons}
+        }
     block = guard_rank
     if any_failed:
         no_block = np.zeros(n, dtype=np.intp)

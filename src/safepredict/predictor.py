@@ -21,6 +21,7 @@ from sklearn.base import BaseEstimator
 
 from safepredict import adapters, calibration, pipeline
 from safepredict._frames import is_frame
+from safepredict.conformal import ClassificationConformal
 from safepredict.decisions import Decision, Decisions
 from safepredict.exceptions import InputSchemaError
 from safepredict.health import TierHealth
@@ -99,6 +100,13 @@ class SafePredictor(TierHealth, ShiftAware, BaseEstimator):  # type: ignore[misc
         (text and arrays), else the flattened array (arrays; text then has no
         OOD guard, only its empty / length / vocabulary guards). Not saved:
         pass it again to :meth:`load`.
+    conditional : str, optional
+        Classification: conditional (Mondrian) conformal sets. ``"class"``:
+        coverage holds within every true class; an input column name: within
+        every value of that column (docs: "Conformal prediction").
+    smoothed : bool, default=False
+        Classification (``"lac"``): smoothed (randomized) p-values, exact
+        coverage in expectation with tied scores; seeded by ``random_state``.
 
     Examples
     --------
@@ -135,6 +143,8 @@ class SafePredictor(TierHealth, ShiftAware, BaseEstimator):  # type: ignore[misc
         explainer_background: str = "kmeans",
         classes: Sequence[Any] | None = None,
         featurizer: Callable[[Any], Any] | None = None,
+        conditional: str | None = None,
+        smoothed: bool = False,
     ) -> None:
         self.model = model
         self.task = task
@@ -156,6 +166,8 @@ class SafePredictor(TierHealth, ShiftAware, BaseEstimator):  # type: ignore[misc
         self.explainer_background = explainer_background
         self.classes = classes
         self.featurizer = featurizer
+        self.conditional = conditional
+        self.smoothed = smoothed
         check_redact(redact, getattr(model, "feature_names_in_", None))
 
     # ------------------------------------------------------------ sklearn glue
@@ -268,6 +280,8 @@ class SafePredictor(TierHealth, ShiftAware, BaseEstimator):  # type: ignore[misc
             random_state=self.random_state,
             quantile_models=self.quantile_models,
             feature_names=feature_names,
+            conditional=self.conditional,
+            smoothed=self.smoothed,
         )
         check_redact(self.redact, core.schema.feature_names)
         for stale in ("feature_names_in_", "feature_names_", "classes_", "input_modality_"):
@@ -311,6 +325,9 @@ class SafePredictor(TierHealth, ShiftAware, BaseEstimator):  # type: ignore[misc
         self.calibration_id_ = calibration.calibration_hash(core.X_model, core.y)
         self._emit_calibration(core)
         self._calibration_rows = core  # shift.adapt_to: memory only, never saved or pickled
+        # Smoothed p-values: decisions draw from the seed on, as after load (tiers2).
+        if isinstance(self.conformal_, ClassificationConformal):
+            self.conformal_.restart_draws()
         return self
 
     # ------------------------------------------------------------ decide

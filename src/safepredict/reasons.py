@@ -133,6 +133,20 @@ _CODES = (
         "(no label reaches the configured confidence level).",
     ),
     ReasonCode(
+        "small_stratum",
+        "scoring",
+        "stratum",
+        "Conditional conformal set: the calibration had too few rows of {detail} to exclude "
+        "labels at the configured level, so the set keeps them (trivially valid).",
+    ),
+    ReasonCode(
+        "unseen_stratum",
+        "scoring",
+        "stratum",
+        "Conditional conformal set: the calibration never saw the group value {detail}, so "
+        "the set holds every label.",
+    ),
+    ReasonCode(
         "uncertified",
         "tier",
         "tier",

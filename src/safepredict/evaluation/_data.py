@@ -370,6 +370,8 @@ def _conformal_sweep(
     p_values_fn = getattr(conformal, "p_values", None)
     if p_values_fn is None or len(proba) == 0:
         return None
+    if getattr(conformal, "conditional", None) not in (None, "class"):
+        return None  # group-conditional sets need each row's group, which the sweep lacks
     ok = ~failed & (y_idx >= 0)
     p = np.asarray(p_values_fn(proba[ok]))
     truth = p[np.arange(len(p)), y_idx[ok]]

@@ -172,8 +172,20 @@ def adapt(
             f"shift must be 'covariate' (inputs moved, labelling rule unchanged) or 'label' "
             f"(class priors moved); got {shift!r}."
         )
+    if getattr(predictor, "conditional", None) is not None or getattr(predictor, "smoothed", False):
+        raise ConfigError(
+            "adapt_to does not yet weight conditional (Mondrian) or smoothed conformal sets; "
+            f"got conditional={predictor.conditional!r}, smoothed={predictor.smoothed!r}. "
+            "Calibrate a predictor without them to adapt it."
+        )
     core = calibration_rows(predictor, "adapt_to")
     stages = predictor._stages()
+    if getattr(stages.schema, "modality", "table") != "table":
+        raise ConfigError(
+            "adapt_to needs tabular inputs (the domain classifier is fitted on the input "
+            f"columns); this predictor takes {stages.schema.modality}. Use the monitor's OOD "
+            "rate to watch text or array inputs instead."
+        )
     task, policy = stages.task, stages.policy
     X_prod = prepare(X_production, stages.schema)
     ok = ~core.failed

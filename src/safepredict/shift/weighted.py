@@ -195,15 +195,19 @@ class WeightedClassificationConformal(ClassificationConformal):
             return np.full(shape, top)
         return np.broadcast_to(w[:, None], shape)
 
-    def p_values(self, proba: NDArray[np.float64]) -> NDArray[np.float64]:
-        """Weighted conformal p-value of every label, shape ``(n, n_classes)``."""
+    def p_values(self, proba: NDArray[np.float64], groups: Any = None) -> NDArray[np.float64]:
+        """Weighted conformal p-value of every label, shape ``(n, n_classes)``.
+
+        ``groups`` is accepted for the base signature; an adapted predictor is never
+        conditional (``adapt_to`` refuses a Mondrian predictor).
+        """
         t = self.label_scores(proba)
         tol = EPSILON if self.method == "lac" else 0.0
         return weighted_p_values(
             self.row_scores, self.row_weights, t, self._test_weights(t.shape), tolerance=tol
         )
 
-    def predict_set(self, proba: NDArray[np.float64]) -> NDArray[np.bool_]:
+    def predict_set(self, proba: NDArray[np.float64], groups: Any = None) -> NDArray[np.bool_]:
         """Labels whose weighted p-value exceeds ``1 - confidence_level``."""
         return np.asarray(self.p_values(proba) > self._alpha)
 
@@ -228,21 +232,27 @@ class WeightedClassificationConformal(ClassificationConformal):
         return np.asarray(confidence, dtype=np.float64), np.asarray(own, dtype=np.float64)
 
     def confidence(
-        self, proba: NDArray[np.float64], predicted: NDArray[np.intp] | None = None
+        self,
+        proba: NDArray[np.float64],
+        predicted: NDArray[np.intp] | None = None,
+        groups: Any = None,
     ) -> NDArray[np.float64]:
         """``1 -`` the largest weighted p-value among the other labels (0 if one beats it)."""
         pred = np.argmax(proba, axis=1) if predicted is None else predicted
         return self._conf_cred(self.p_values(proba), pred)[0]
 
     def credibility(
-        self, proba: NDArray[np.float64], predicted: NDArray[np.intp] | None = None
+        self,
+        proba: NDArray[np.float64],
+        predicted: NDArray[np.intp] | None = None,
+        groups: Any = None,
     ) -> NDArray[np.float64]:
         """The weighted p-value of the predicted label."""
         pred = np.argmax(proba, axis=1) if predicted is None else predicted
         return self._conf_cred(self.p_values(proba), pred)[1]
 
     def set_confidence_credibility(
-        self, proba: NDArray[np.float64], predicted: NDArray[np.intp]
+        self, proba: NDArray[np.float64], predicted: NDArray[np.intp], groups: Any = None
     ) -> tuple[NDArray[np.bool_], NDArray[np.float64], NDArray[np.float64]]:
         """Set, confidence and credibility from one pass of weighted p-values."""
         p = self.p_values(proba)
