@@ -57,6 +57,7 @@ LAYERS: dict[str, tuple[int, str]] = {
     "safepredict.reasons": (0, "base"),
     # L1: configuration and the result types.
     "safepredict.config": (1, "core"),
+    "safepredict.guard_config": (1, "core"),
     "safepredict.decisions": (1, "core"),
     # L2 pure stages of the decide pipeline: none imports another.
     "safepredict.adapters": (2, "stage"),
@@ -123,6 +124,7 @@ LAYERS: dict[str, tuple[int, str]] = {
     "safepredict.lifecycle": (3, "app"),
     "safepredict.persistence": (3, "app"),
     "safepredict.pipeline": (3, "app"),
+    "safepredict.stages": (3, "app"),
     "safepredict.predictor": (3, "app"),
     "safepredict.shift": (3, "app"),
     "safepredict.shift.*": (3, "app"),

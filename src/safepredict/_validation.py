@@ -141,3 +141,24 @@ def check_unknown_keys(keys: Iterable[str], known: Collection[str], *, where: st
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             allowed = ", ".join(sorted(known))
             raise ConfigError(f"{where}: unknown key {key!r}{hint}. Allowed keys: {allowed}.")
+
+
+def check_positive_number(value: Any, name: str, where: str, *, allow_zero: bool = False) -> None:
+    """Raise ConfigError unless ``value`` is a finite number ``> 0`` (``>= 0`` with ``allow_zero``).
+
+    Examples
+    --------
+    >>> check_positive_number(0.5, "tolerance", "[guards]")
+    >>> check_positive_number(0, "tolerance", "[guards]", allow_zero=True)
+    """
+    ok = (
+        not isinstance(value, bool)
+        and isinstance(value, int | float)
+        and math.isfinite(value)
+        and (value >= 0 if allow_zero else value > 0)
+    )
+    if not ok:
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(
+            f"{where}: {name} must be a finite number {bound}; got {describe(value)}."
+        )

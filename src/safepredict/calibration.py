@@ -52,7 +52,8 @@ from safepredict.inputs import ARRAY, TEXT, InputSchema, prepare, schema_from_ca
 from safepredict.model import check_quantile_order, from_output, model_method
 from safepredict.monitoring.events import confidence_snapshot
 from safepredict.monitoring.feature_drift import feature_bins
-from safepredict.pipeline import group_columns, score, tier_groups
+from safepredict.pipeline import score, tier_groups
+from safepredict.stages import group_columns
 from safepredict.tiers import TierCalibration, TierInputs, assign_tiers, calibrate_tiers
 
 __all__ = [
