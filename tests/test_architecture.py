@@ -123,6 +123,7 @@ LAYERS: dict[str, tuple[int, str]] = {
     "safepredict.health": (3, "app"),
     "safepredict.lifecycle": (3, "app"),
     "safepredict.persistence": (3, "app"),
+    "safepredict._load_checks": (3, "app"),
     "safepredict.pipeline": (3, "app"),
     "safepredict.stages": (3, "app"),
     "safepredict.predictor": (3, "app"),

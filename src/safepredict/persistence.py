@@ -25,7 +25,6 @@ import hashlib
 import json
 import math
 import re
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,19 +41,17 @@ from safepredict._calibration_file import (
     key_bytes_of,
     read_document,
 )
+from safepredict._load_checks import check_conformal, trial_decide
 from safepredict._model_fingerprint import (
     check_model,
     library_versions,
     model_fingerprint,
-    probe_rows,
 )
 from safepredict._state import check_array, check_unit_level
 from safepredict._version import __version__
 from safepredict.adapters import adapt
 from safepredict.config import GuardConfig, TierPolicy
 from safepredict.conformal import (
-    CLASSIFICATION_SCORES,
-    REGRESSION_SCORES,
     ClassificationConformal,
     RegressionConformal,
 )
@@ -516,8 +513,8 @@ def load_predictor(
             classes = adapt(model, task, kwargs.get("classes")).classes_
             setattr(predictor, "classes_", np.asarray(classes))  # noqa: B010
         _restore_components(predictor, doc["state"], p)
-        _check_conformal(predictor, task, p)
-        _trial_decide(predictor)
+        check_conformal(predictor, task, p)
+        trial_decide(predictor)
     except (PersistenceError, _CallerConfigError):  # the file's fault, or a load parameter's
         raise
     except Exception as exc:  # any inconsistency of the file is a load error, never a decide one
@@ -541,78 +538,6 @@ class _CallerConfigError(ConfigError):
 def _short(exc: BaseException) -> str:
     text = str(exc)
     return text if len(text) <= 300 else text[:297] + "..."
-
-
-def _trial_decide(predictor: Any) -> None:
-    """Decide on a few synthetic rows, with no router and no events.
-
-    A restored state that cannot decide then fails here, at load, and never in a
-    later ``decide``. The rows are the fingerprint's probe pattern (no data); what they decide is
-    discarded. Values the guards flag or the model cannot score are fine: only an
-    exception means the state is inconsistent.
-    """
-    n = int(predictor.n_features_in_)
-    if not 0 < n <= 100_000:
-        raise PersistenceError(f"n_features_in_ must be in 1..100000; got {n}.")
-    probe = probe_rows(n)[:4]
-    rows: Any = np.vstack([probe, np.full((1, n), np.nan)])  # and a row of missing values
-    names = getattr(predictor, "feature_names_in_", None)
-    if names is not None:
-        if len(names) != n:
-            raise PersistenceError(
-                f"feature_names_in_ has {len(names)} names for n_features_in_={n}."
-            )
-        rows = [dict(zip((str(c) for c in names), r.tolist(), strict=True)) for r in probe]
-        rows.append(dict.fromkeys((str(c) for c in names), None))
-    modality = getattr(predictor, "input_modality_", None)
-    if modality is not None:  # text or arrays: rows of that modality (safepredict.inputs)
-        rows = _modal_probe(modality)
-    predictor.router_instance  # noqa: B018  # a saved router that is no sink fails now, not in decide
-    predictor.events  # noqa: B018  # likewise the logger / log settings
-    saved = {k: predictor.__dict__.get(k) for k in ("router", "log", "logger")}
-    predictor.__dict__.update(router=None, log="off", logger=None)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # a model warning about synthetic rows is fine,
-            warnings.simplefilter("error", RuntimeWarning)  # overflow / NaN from the state is not
-            predictor.decide(rows)
-    finally:
-        predictor.__dict__.update(saved)
-
-
-def _modal_probe(modality: Mapping[str, Any]) -> Any:
-    """Synthetic rows of a text or array predictor: words and an empty string, or zeros."""
-    if modality.get("modality") == "text":
-        return ["probe words", "", "a"]
-    shape = tuple(int(v) for v in modality.get("item_shape", ()))
-    dtype = np.dtype(str(modality.get("dtype") or "float64"))
-    return np.zeros((2, *shape), dtype=dtype)
-
-
-def _check_conformal(predictor: SavedPredictor, task: str, p: Path) -> None:
-    """The restored conformal state must fit the task, the score and the model."""
-    conformal = predictor.conformal_
-    expected = ClassificationConformal if task == "classification" else RegressionConformal
-    scores = CLASSIFICATION_SCORES if task == "classification" else REGRESSION_SCORES
-    if not isinstance(conformal, expected):
-        raise PersistenceError(f"{p}: a {task} predictor needs a {expected.__name__} state.")
-    method = predictor.conformity_score_
-    if method not in scores or conformal.method != method:
-        raise PersistenceError(
-            f"{p}: conformity score {method!r} (state: {conformal.method!r}) is not one of "
-            f"{list(scores)} for {task}; the file is inconsistent."
-        )
-    if isinstance(conformal, ClassificationConformal):
-        if (
-            np.asarray(conformal.classes).tolist()
-            != np.asarray(getattr(predictor, "classes_", None)).tolist()
-        ):
-            raise PersistenceError(f"{p}: the conformal state's classes differ from the model's.")
-    elif method == "cqr" and getattr(predictor, "quantile_models", None) is None:
-        raise PersistenceError(
-            f"{p} was calibrated with CQR; pass the same fitted quantile models: "
-            "SafePredictor.load(path, model=model, quantile_models=(lower, median, upper))."
-        )
 
 
 def _restore_components(predictor: SavedPredictor, states: Any, p: Path) -> None:
