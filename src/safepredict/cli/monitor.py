@@ -141,6 +141,8 @@ def print_report(report: MonitorReport, console: Console) -> None:
         )
     if report.tier_health and report.tier_health["tiers"]:
         _print_tier_health(report.tier_health, console)
+    if report.review_sla:
+        _print_review_sla(report.review_sla, console)
     if report.alerts:
         console.print("[bold red]Alerts[/bold red]")
         for a in report.alerts:
@@ -172,6 +174,31 @@ def _print_tier_health(health: dict[str, Any], console: Console) -> None:
     console.print(t)
 
 
+def _seconds(v: Any) -> str:
+    """A duration for people: ``-`` when unknown, else s / min / h."""
+    if v is None:
+        return "-"
+    v = float(v)
+    return f"{v:.0f} s" if v < 120 else f"{v / 60:.0f} min" if v < 7200 else f"{v / 3600:.1f} h"
+
+
+def _print_review_sla(sla: dict[str, Any], console: Console) -> None:
+    """Per tier: oldest pending case, median time to claim and to resolve, adjudication."""
+    t = Table(title="Review queue service levels")
+    for col in ("tier", "oldest pending", "median to claim", "median to resolve", "adjudication"):
+        t.add_column(col)
+    for tier in sorted(sla, key=lambda k: (k == "*", k)):
+        row = sla[tier]
+        t.add_row(
+            "all tiers" if tier == "*" else str(tier),
+            _seconds(row.get("oldest_pending_s")),
+            _seconds(row.get("claim_s")),
+            _seconds(row.get("resolve_s")),
+            str(row.get("adjudication", 0)),
+        )
+    console.print(t)
+
+
 def monitor_command(
     log: Annotated[
         list[Path],
@@ -182,7 +209,8 @@ def monitor_command(
         typer.Option(help="Outcomes keyed by decision_id (CSV or JSONL with y_true)."),
     ] = None,
     queue: Annotated[
-        Path | None, typer.Option(help="Review queue database (SQLiteReviewQueue).")
+        str | None,
+        typer.Option(help="Review queue: a SQLite .db path or a postgresql:// URL."),
     ] = None,
     window: Annotated[str, typer.Option(help="Window length: 15m, 1h, 1d or 'all'.")] = "1h",
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,

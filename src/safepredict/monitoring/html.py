@@ -396,6 +396,37 @@ def _tier_health(report: MonitorReport) -> str:
     )
 
 
+def _review_sla(report: MonitorReport) -> str:
+    sla = report.review_sla
+    if not sla:
+        return ""
+
+    def secs(v: Any) -> str:
+        return "-" if v is None else f"{float(v):,.0f} s"
+
+    rows = [
+        [
+            "all tiers" if tier == "*" else tier,
+            secs(sla[tier].get("oldest_pending_s")),
+            secs(sla[tier].get("claim_s")),
+            secs(sla[tier].get("resolve_s")),
+            f"{int(sla[tier].get('adjudication', 0)):,}",
+        ]
+        for tier in sorted(sla, key=lambda k: (k == "*", k))
+    ]
+    table = _table(
+        ["tier", "oldest pending", "median to claim", "median to resolve", "in adjudication"],
+        rows,
+        css="review-sla",
+    )
+    return (
+        "<h2 id='review-sla'>Review queue service levels</h2>"
+        + table
+        + "<p class='note'>Read from the review queue when the report was made: the age "
+        "of the oldest pending case, and medians over each tier's last resolved cases.</p>"
+    )
+
+
 _EXTRA_CSS = """
 .kpi .alert{background:#fbeeee;border-color:#d99}.ok{color:#2a7d2a}
 table.alerts td:first-child{white-space:nowrap}
@@ -470,6 +501,6 @@ def render_html(report: MonitorReport, *, title: str = "safepredict monitor") ->
         f"{html.escape(', '.join(report.sources))} · events: {html.escape(counts)}</p>"
         f"{_cards(report, guards)}<h2>Alerts</h2>{_alerts(report)}"
         f"<h2>Guards</h2>{_guards(guards)}"
-        f"<h2>Windows</h2>{windows}{_features(report)}{outcomes}{_tier_health(report)}"
+        f"<h2>Windows</h2>{windows}{_features(report)}{outcomes}{_tier_health(report)}{_review_sla(report)}"
         f"<h2>Plots</h2>{figures}</body></html>"
     )

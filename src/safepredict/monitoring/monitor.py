@@ -37,7 +37,13 @@ from typing import Any
 
 from safepredict.monitoring import columnar, shift_advice
 from safepredict.monitoring.aggregate import Aggregator
-from safepredict.monitoring.reading import blocks, join_outcomes, log_files, read_labels
+from safepredict.monitoring.reading import (
+    blocks,
+    join_outcomes,
+    log_files,
+    read_labels,
+    review_sla,
+)
 from safepredict.monitoring.realized import outcome_report, tier_health_report
 from safepredict.monitoring.windows import (
     ks_from_snapshot,
@@ -56,7 +62,6 @@ __all__ = [
 ]
 
 
-@dataclass
 @dataclass
 class MonitorReport:
     """What :func:`monitor` found. ``to_dict()`` is the ``--json`` output."""
@@ -77,6 +82,9 @@ class MonitorReport:
     #: Per accepting tier, the anytime-valid audit-weighted health (``None`` without
     #: outcomes or a calibration event); see :func:`~.realized.tier_health_report`.
     tier_health: dict[str, Any] | None = None
+    #: With ``queue``: the review queue's service levels per tier (``queue.sla()``:
+    #: oldest pending age, median time to claim and to resolve, cases in adjudication).
+    review_sla: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict of the whole report."""
@@ -91,6 +99,7 @@ class MonitorReport:
             "malformed": self.malformed,
             "issues": self.issues,
             "tier_health": self.tier_health,
+            "review_sla": self.review_sla,
         }
 
     @property
@@ -232,4 +241,5 @@ def monitor(
         malformed=agg.malformed,
         issues=agg.issues,
         tier_health=health,
+        review_sla=None if queue is None else review_sla(queue),
     )

@@ -28,9 +28,19 @@ from safepredict._jsonl import iter_lines
 from safepredict._jsonl import loads as _loads
 from safepredict.exceptions import ConfigError
 from safepredict.monitoring import columnar
-from safepredict.review.queue import SQLiteReviewQueue
+from safepredict.review import PostgresReviewQueue, SQLiteReviewQueue
+from safepredict.review._core import ReviewQueueCore
 
-__all__ = ["blocks", "epoch", "join_outcomes", "log_files", "queue_outcomes", "read_labels"]
+__all__ = [
+    "blocks",
+    "epoch",
+    "join_outcomes",
+    "log_files",
+    "open_queue",
+    "queue_outcomes",
+    "read_labels",
+    "review_sla",
+]
 
 #: Bytes read per block (lines are split in C, a block at a time).
 _BLOCK = 1 << 20
@@ -129,11 +139,32 @@ def _label_rows(path: str | Path) -> Iterator[tuple[str, Any, Mapping[str, Any]]
         yield str(rec["decision_id"]), rec[key], rec
 
 
+def open_queue(queue: str | Path | ReviewQueueCore) -> ReviewQueueCore:
+    """A review queue object: itself, a ``postgresql://`` URL, or a SQLite file path."""
+    if isinstance(queue, ReviewQueueCore):
+        return queue
+    if isinstance(queue, str) and queue.lower().startswith(("postgresql://", "postgres://")):
+        return PostgresReviewQueue(queue)
+    return SQLiteReviewQueue(queue)
+
+
+def review_sla(queue: str | Path | ReviewQueueCore) -> dict[str, dict[str, Any]]:
+    """The queue's service-level figures per tier (``queue.sla()``), for the monitor.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> review_sla(tempfile.mkdtemp() + "/q.db")["*"]["oldest_pending_s"] is None
+    True
+    """
+    return open_queue(queue).sla()
+
+
 def queue_outcomes(path: str | Path) -> dict[str, Any]:
-    """Reviewer outcomes from a ``SQLiteReviewQueue`` database, keyed by ``decision_id``."""
+    """Reviewer outcomes from a review queue (SQLite path or Postgres URL), by ``decision_id``."""
     return {
         str(o["decision_id"]): o["outcome"]
-        for o in SQLiteReviewQueue(path).outcomes(include_external=True)
+        for o in open_queue(path).outcomes(include_external=True)
         if o.get("outcome") is not None
     }
 
@@ -233,7 +264,7 @@ def join_outcomes(
         for did, y, rec in _label_rows(labels):
             add(did, y, rec)
     if queue is not None:
-        for case in SQLiteReviewQueue(queue).outcomes(include_external=True):
+        for case in open_queue(queue).outcomes(include_external=True):
             if case.get("outcome") is not None:
                 add(str(case["decision_id"]), case["outcome"], case)
     if outcomes is not None:
