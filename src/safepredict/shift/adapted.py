@@ -260,7 +260,15 @@ def adapt(
             else None,
         )
         errors = _errors(core, policy, scored.inputs.predicted_class)
-        tiers = calibrate_tiers_weighted(policy, scored.inputs, errors, weights, max_weight=bound)
+        tiers = calibrate_tiers_weighted(
+            policy,
+            scored.inputs,
+            errors,
+            weights,
+            max_weight=bound,
+            n_classes=None if core.classes is None else len(core.classes),
+            class_labels=None if core.classes is None else core.classes.tolist(),
+        )
     report = ShiftReport(
         shift=shift,
         n_calibration=len(core.y),
