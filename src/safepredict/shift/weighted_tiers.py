@@ -46,9 +46,10 @@ from safepredict.tiers import (
     accept_at,
     assign_tiers,
     ranking_keys,
+    sort_keys,
+    tier_keys,
 )
-from safepredict.tiers.certify import sort_keys
-from safepredict.tiers.conditions import group_values, tier_keys
+from safepredict.tiers.conditions import group_values
 
 __all__ = [
     "betting_start",
