@@ -284,7 +284,7 @@ def test_label_free_estimates_track_realized_error_per_tier() -> None:
             dev[tier].append(abs(t.estimated_error - realized))
             naive_dev[tier].append(abs(t.calibration_error - realized))
             # if the estimate were exact, E|realized - estimate| = sqrt(2/pi) * sd, with the
-            # Poisson-binomial sd = interval half-width / 1.96
+            # sd = interval half-width / 1.96 (outcome noise plus the map bootstrap variance)
             floor[tier].append(math.sqrt(2 / math.pi) * (t.interval[1] - t.interval[0]) / 3.92)
             inside.append(t.interval[0] <= realized <= t.interval[1])
     maes = {}
