@@ -315,6 +315,56 @@ def test_monitor_report_in_chromium(monitor_page: Path) -> None:
     assert all("x0 " not in r[3] for r in drift_rows)
 
 
+@needs_chromium
+def test_monitor_report_shows_shift_advice_and_label_free(
+    monitor_page: Path, cancer_lr: Any, tmp_path: Path
+) -> None:
+    """The drifting hour gets the adapt_to advice; with outcomes, the label-free table."""
+    playwright = pytest.importorskip("playwright.sync_api")
+    from safepredict.monitoring.html import render_html
+    from safepredict.monitoring.monitor import monitor
+
+    log = monitor_page.parent / "events.jsonl"
+    ids = [
+        e["decision_id"]
+        for e in map(json.loads, log.read_text().splitlines())
+        if e["event"] == "safepredict.decision"
+    ]
+    y = np.asarray(cancer_lr.y_test)
+    labels = {d: int(y[k % len(y)]) for k, d in enumerate(ids)}  # decided in order, 3 hours
+    page_path = tmp_path / "monitor_labels.html"
+    page_path.write_text(render_html(monitor(log, window="1h", labels=labels)))
+    read = "els => els.map(e => [...e.children].map(c => c.textContent))"
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            pages = []
+            for path in (monitor_page, page_path):
+                page = browser.new_page(viewport={"width": 1200, "height": 1600})
+                page.goto(path.as_uri())
+                pages.append(page)
+            advice = pages[0].eval_on_selector_all("table.shift-advice tbody tr", read)
+            no_label_free = pages[0].query_selector("#label-free") is None
+            label_free = pages[1].eval_on_selector_all("table.label-free tbody tr", read)
+            visible = pages[1].is_visible("table.label-free")
+        finally:
+            browser.close()
+    # only the drifting third hour is advised, with why and the command to run
+    assert [r[0][:19] for r in advice] == ["2026-03-02 10:00:00"]
+    assert "OOD guard rate 1.000" in advice[0][1]  # every row of the scaled hour is OOD
+    assert "predictor.adapt_to(X_window" in advice[0][2]
+    assert no_label_free  # no outcomes joined: no label-free table
+    assert visible
+    # one row per window and tier; every logged row of this log has its outcome
+    windows = sorted({r[0][:19] for r in label_free})
+    assert windows == [f"2026-03-02 {h:02d}:00:00" for h in (8, 9, 10)]
+    for _window, _tier, n, est, interval, n_lab, realized in label_free:
+        assert n_lab == n
+        lo, hi = (float(v) for v in interval.split(" to "))
+        assert lo <= float(est) <= hi
+        assert 0.0 <= float(realized) <= 1.0
+
+
 def test_docs_screenshots_are_fresh() -> None:
     """The PNGs in docs/assets/screenshots match the code that draws them.
 

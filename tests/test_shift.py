@@ -310,3 +310,27 @@ def test_adapt_to_refuses_what_it_cannot_weight() -> None:
         sp = SafePredictor(model, log="off", guards="off", **kwargs).calibrate(X[1::2], y[1::2])
         with pytest.raises(ConfigError, match="Mondrian"):
             sp.adapt_to(X[1::2])
+
+
+def test_correctness_map_isotonic_matches_scikit_learn_and_bootstrap_varies() -> None:
+    """The weighted PAV fit equals IsotonicRegression(clip); bootstrap refits differ, seeded."""
+    from sklearn.isotonic import IsotonicRegression
+
+    from safepredict.shift.performance import CorrectnessMap
+
+    rng = np.random.default_rng(3)
+    top = np.round(rng.uniform(0.5, 1.0, size=2000), 3)  # ties, as real scores have
+    right = rng.uniform(size=2000) < top**2
+    proba = np.column_stack([top, 1 - top])
+    y_index = np.where(right, 0, 1)
+    grid = np.column_stack([np.linspace(0.4, 1.0, 61), 1 - np.linspace(0.4, 1.0, 61)])
+    iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(top, right)
+    ours = CorrectnessMap.fit(proba, y_index).correct(grid)
+    np.testing.assert_allclose(ours, iso.predict(grid.max(axis=1)), atol=1e-12)
+    draws = CorrectnessMap.bootstrap(proba, y_index, n_boot=5, seed=1)
+    again = CorrectnessMap.bootstrap(proba, y_index, n_boot=5, seed=1)
+    values = np.stack([d.correct(grid) for d in draws])
+    np.testing.assert_array_equal(values, np.stack([d.correct(grid) for d in again]))
+    assert float(values.std(axis=0).max()) > 0.01  # the refits move
+    with pytest.raises(ConfigError, match="isotonic"):
+        CorrectnessMap.fit(proba, y_index, method="platt")

@@ -427,10 +427,78 @@ def _review_sla(report: MonitorReport) -> str:
     )
 
 
+def _shift(report: MonitorReport) -> str:
+    """Per window: why and how to adapt (``shift_advice``), then the label-free table."""
+    advice = [(w, w["shift_advice"]) for w in report.windows if w.get("shift_advice")]
+    out = ""
+    if advice:
+        out += (
+            "<h2 id='shift-advice'>Shift advice</h2>"
+            + _table(
+                ["window", "why", "command"],
+                [
+                    [
+                        _window_label(w),
+                        "; ".join(a["why"]),
+                        a["command"],
+                    ]
+                    for w, a in advice
+                ],
+                css="shift-advice",
+            )
+            + (
+                "<p class='note'>Sets and max_error certificates assume production rows are "
+                "exchangeable with the calibration rows; the command re-weights the calibration "
+                "rows to the window's inputs (see the docs page on shift).</p>"
+            )
+        )
+    rows = [
+        [
+            _window_label(w),
+            tier,
+            f"{t['n']:,}",
+            _fmt(t["estimated_error"]),
+            f"{_fmt(t['interval'][0])} to {_fmt(t['interval'][1])}",
+            f"{t['n_labelled']:,}",
+            _fmt(t["realized_error"]),
+        ]
+        for w in report.windows
+        for tier, t in ((w.get("label_free") or {}).get("tiers") or {}).items()
+    ]
+    if rows:
+        assumption = next(
+            w["label_free"]["assumption"] for w in report.windows if w.get("label_free")
+        )
+        out += (
+            "<h2 id='label-free'>Label-free error per tier</h2>"
+            + _table(
+                [
+                    "window",
+                    "tier",
+                    "rows",
+                    "estimated error",
+                    "95% interval",
+                    "labelled",
+                    "realized error",
+                ],
+                rows,
+                css="label-free",
+            )
+            + (
+                "<p class='note'>Estimated from the logged probabilities (mean of 1 - top "
+                "probability) next to the realized error of the rows whose outcomes arrived. "
+                f"Assumption: {html.escape(assumption)}.</p>"
+            )
+        )
+    return out
+
+
 _EXTRA_CSS = """
 .kpi .alert{background:#fbeeee;border-color:#d99}.ok{color:#2a7d2a}
 table.alerts td:first-child{white-space:nowrap}
 table.alerts td:last-child,table.features td:last-child{text-align:left}
+table.shift-advice td{text-align:left}
+table.shift-advice td:last-child{font-family:monospace}
 """
 
 
@@ -501,6 +569,7 @@ def render_html(report: MonitorReport, *, title: str = "safepredict monitor") ->
         f"{html.escape(', '.join(report.sources))} · events: {html.escape(counts)}</p>"
         f"{_cards(report, guards)}<h2>Alerts</h2>{_alerts(report)}"
         f"<h2>Guards</h2>{_guards(guards)}"
-        f"<h2>Windows</h2>{windows}{_features(report)}{outcomes}{_tier_health(report)}{_review_sla(report)}"
+        f"<h2>Windows</h2>{windows}{_features(report)}{outcomes}{_shift(report)}"
+        f"{_tier_health(report)}{_review_sla(report)}"
         f"<h2>Plots</h2>{figures}</body></html>"
     )

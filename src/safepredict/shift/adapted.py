@@ -260,7 +260,15 @@ def adapt(
             else None,
         )
         errors = _errors(core, policy, scored.inputs.predicted_class)
-        tiers = calibrate_tiers_weighted(policy, scored.inputs, errors, weights, max_weight=bound)
+        tiers = calibrate_tiers_weighted(
+            policy,
+            scored.inputs,
+            errors,
+            weights,
+            max_weight=bound,
+            n_classes=None if core.classes is None else len(core.classes),
+            class_labels=None if core.classes is None else core.classes.tolist(),
+        )
     report = ShiftReport(
         shift=shift,
         n_calibration=len(core.y),
@@ -305,27 +313,29 @@ def estimate_performance(
     ok = ~core.failed
     y_index = _class_index(core.classes, core.y)
     cmap = CorrectnessMap.fit(core.values[ok], y_index[ok], method=recalibration)
+    draws = CorrectnessMap.bootstrap(core.values[ok], y_index[ok], method=recalibration)
     names = predictor._stages().tier_names
     cal = _quiet_decide(predictor, core.X_model)
     wrong = np.asarray(cal.predictions != core.y, dtype=bool)
     naive: dict[str, float | None] = {}
-    counts: dict[str, int] = {}
     for code, name in enumerate(names):
         rows = (cal.tier_codes == code) & ok
         naive[name] = float(wrong[rows].mean()) if rows.any() else None
-        counts[name] = int(rows.sum())
     batch = _quiet_decide(predictor, X_unlabelled)
     proba = batch.probabilities
     correct = np.full(len(batch), np.nan)
+    correct_draws = np.full((len(draws), len(batch)), np.nan)
     if proba is not None and len(batch):
         good = np.isfinite(proba).all(axis=1)
         correct[good] = cmap.correct(proba[good])
+        for b, draw in enumerate(draws):
+            correct_draws[b, good] = draw.correct(proba[good])
     return estimate_tiers(
         names,
         batch.tier_codes,
         correct,
         level=level,
         calibration_errors=naive,
-        calibration_rows=counts,
+        correct_draws=correct_draws,
         method=recalibration,
     )

@@ -97,7 +97,8 @@ class ShiftAware:
         The model's top probability is recalibrated on the calibration rows
         (``"isotonic"`` or ``"temperature"``); the expected error of a tier is
         the mean of ``1 - P(right)`` over its rows, with a ``level`` interval
-        for the realized error rate (Poisson-binomial variance). Assumes no
+        for the realized error rate (Poisson-binomial variance plus the
+        recalibration map's, from Bayesian-bootstrap refits). Assumes no
         concept shift (stated in the result). Classifiers only. Nothing is
         logged or routed.
 

@@ -8,12 +8,18 @@ on the calibration rows first -- isotonic regression of "prediction right" on
 the top probability (default), or one temperature for the whole softmax --
 because raw probabilities are rarely calibrated.
 
-The interval is the one of the realized error rate around the estimate: the
-number of errors among ``n`` rows is Poisson-binomial with variance
-``sum c (1 - c)``; the recalibration map, fitted on the ``n_cal`` calibration
-rows of the tier, adds about ``e (1 - e) / n_cal`` (the binomial variance of an
-error rate ``e`` estimated on them). So the interval is
-``e +- z * sqrt(sum c (1 - c) / n^2 + e (1 - e) / n_cal)`` (normal approximation).
+The interval is the one of the realized error rate around the estimate. It
+adds two variances. The number of errors among the ``n`` rows is
+Poisson-binomial with variance ``sum c (1 - c)``, so the rate contributes
+``sum c (1 - c) / n^2``. The recalibration map is itself estimated from the
+calibration rows; its error on *this batch* depends on where the batch's
+confidences fall (a batch concentrated where calibration had few rows gets a
+noisy map), so it is measured directly: the map is refitted on ``B`` Bayesian
+bootstrap re-weightings of the calibration rows (Rubin, 1981; weights
+``Exp(1)``, seeded, so results are reproducible), each refit gives an estimate
+``e_b`` of the batch's error, and their variance ``var_b(e_b)`` is added. So the
+interval is ``e +- z * sqrt(sum c (1 - c) / n^2 + var_b(e_b))`` (normal
+approximation).
 
 Assumption: **no concept shift** -- ``P(correct | x)`` is the same in
 production as on the calibration rows. Covariate shift is allowed (that is
@@ -27,6 +33,9 @@ https://nannyml.readthedocs.io (How it works: estimation of performance).
 
 Guo, C., Pleiss, G., Sun, Y. and Weinberger, K. Q. (2017). On calibration of
 modern neural networks. *ICML* (temperature scaling).
+
+Rubin, D. B. (1981). The Bayesian bootstrap. *The Annals of Statistics* 9(1),
+130-134.
 
 Zadrozny, B. and Elkan, C. (2002). Transforming classifier scores into accurate
 multiclass probability estimates. *KDD* (isotonic calibration).
@@ -57,7 +66,9 @@ ASSUMPTION = (
 class CorrectnessMap:
     """Calibrated probability that the model's prediction is right.
 
-    Fit with :meth:`fit` on the calibration rows' probabilities and labels.
+    Fit with :meth:`fit` on the calibration rows' probabilities and labels;
+    :meth:`bootstrap` gives refits on Bayesian-bootstrap re-weightings of the
+    same rows (the map's own estimation error).
 
     Examples
     --------
@@ -68,6 +79,9 @@ class CorrectnessMap:
     >>> cmap = CorrectnessMap.fit(proba, np.where(right, 0, 1))
     >>> round(float(cmap.correct(np.array([[0.9, 0.1]]))[0]), 1)
     0.8
+    >>> draws = CorrectnessMap.bootstrap(proba, np.where(right, 0, 1), n_boot=20)
+    >>> len(draws), 0.7 < float(draws[0].correct(np.array([[0.9, 0.1]]))[0]) < 0.9
+    (20, True)
     """
 
     method: str
@@ -75,33 +89,56 @@ class CorrectnessMap:
 
     @classmethod
     def fit(
-        cls, proba: NDArray[np.float64], y_index: NDArray[np.intp], method: str = "isotonic"
+        cls,
+        proba: NDArray[np.float64],
+        y_index: NDArray[np.intp],
+        method: str = "isotonic",
+        *,
+        sample_weight: NDArray[np.float64] | None = None,
     ) -> CorrectnessMap:
-        """Fit on the calibration rows: ``proba`` ``(n, K)``, labels as class indices."""
+        """Fit on the calibration rows: ``proba`` ``(n, K)``, labels as class indices.
+
+        ``sample_weight`` (positive, one per row) weights the fit.
+        """
+        if method not in ("isotonic", "temperature"):
+            raise ConfigError(
+                f"recalibration must be 'isotonic' or 'temperature'; got {method!r}. Use "
+                "'isotonic' (flexible, needs ~1000 calibration rows) or 'temperature' (one number)."
+            )
         p = np.asarray(proba, dtype=np.float64)
-        right = (p.argmax(axis=1) == np.asarray(y_index)).astype(np.float64)
+        y = np.asarray(y_index, dtype=np.intp)
+        w = np.ones(len(p)) if sample_weight is None else np.asarray(sample_weight, np.float64)
         if method == "isotonic":
-            from sklearn.isotonic import IsotonicRegression
+            return cls("isotonic", _isotonic(p.max(axis=1), (p.argmax(axis=1) == y), w))
+        logp = np.log(np.clip(p, 1e-12, 1.0))
+        w_norm = w / w.sum()
 
-            iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
-            iso.fit(p.max(axis=1), right)
-            return cls("isotonic", iso)
-        if method == "temperature":
-            logp = np.log(np.clip(p, 1e-12, 1.0))
-            y = np.asarray(y_index, dtype=np.intp)
+        def nll(log_t: float) -> float:
+            z = logp / np.exp(log_t)
+            z = z - z.max(axis=1, keepdims=True)
+            lse = np.log(np.exp(z).sum(axis=1))
+            return float(((lse - z[np.arange(len(y)), y]) * w_norm).sum())
 
-            def nll(log_t: float) -> float:
-                z = logp / np.exp(log_t)
-                z = z - z.max(axis=1, keepdims=True)
-                lse = np.log(np.exp(z).sum(axis=1))
-                return float((lse - z[np.arange(len(y)), y]).mean())
+        res = optimize.minimize_scalar(nll, bounds=(-3.0, 3.0), method="bounded")
+        return cls("temperature", float(np.exp(res.x)))
 
-            res = optimize.minimize_scalar(nll, bounds=(-3.0, 3.0), method="bounded")
-            return cls("temperature", float(np.exp(res.x)))
-        raise ConfigError(
-            f"recalibration must be 'isotonic' or 'temperature'; got {method!r}. Use "
-            "'isotonic' (flexible, needs ~1000 calibration rows) or 'temperature' (one number)."
-        )
+    @classmethod
+    def bootstrap(
+        cls,
+        proba: NDArray[np.float64],
+        y_index: NDArray[np.intp],
+        method: str = "isotonic",
+        *,
+        n_boot: int = 100,
+        seed: int = 0,
+    ) -> list[CorrectnessMap]:
+        """``n_boot`` refits on Bayesian-bootstrap weights ``Exp(1)`` of the rows (seeded)."""
+        rng = np.random.default_rng(seed)
+        n = len(np.asarray(proba))
+        return [
+            cls.fit(proba, y_index, method, sample_weight=rng.exponential(size=n))
+            for _ in range(n_boot)
+        ]
 
     def correct(self, proba: NDArray[np.float64]) -> NDArray[np.float64]:
         """Probability that the arg-max prediction of each row is right."""
@@ -109,11 +146,31 @@ class CorrectnessMap:
         if len(p) == 0:
             return np.zeros(0)
         if self.method == "isotonic":
-            return np.asarray(self.model.predict(p.max(axis=1)), dtype=np.float64)
+            knots, values = self.model
+            return np.asarray(np.interp(p.max(axis=1), knots, values), dtype=np.float64)
         z = np.log(np.clip(p, 1e-12, 1.0)) / float(self.model)
         z = z - z.max(axis=1, keepdims=True)
         soft = np.exp(z)
         return np.asarray(soft.max(axis=1) / soft.sum(axis=1), dtype=np.float64)
+
+
+def _isotonic(
+    x: NDArray[np.float64], right: NDArray[np.bool_], w: NDArray[np.float64]
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Weighted isotonic fit of ``right`` on ``x``: knots and values, clipped outside.
+
+    Ties in ``x`` are pooled first (weighted mean), then pool-adjacent-violators
+    runs on the sorted unique values -- what scikit-learn's
+    ``IsotonicRegression(out_of_bounds="clip")`` does, with linear interpolation
+    between knots.
+    """
+    from sklearn.isotonic import isotonic_regression
+
+    knots, inverse = np.unique(x, return_inverse=True)
+    weight = np.bincount(inverse, weights=w, minlength=len(knots))
+    mean = np.bincount(inverse, weights=w * right, minlength=len(knots)) / weight
+    values = isotonic_regression(mean, sample_weight=weight, y_min=0.0, y_max=1.0)
+    return knots, np.asarray(values, dtype=np.float64)
 
 
 @dataclass(frozen=True)
@@ -189,10 +246,10 @@ def estimate_tiers(
     *,
     level: float = 0.95,
     calibration_errors: dict[str, float | None] | None = None,
-    calibration_rows: dict[str, int] | None = None,
+    correct_draws: NDArray[np.float64] | None = None,
     method: str = "isotonic",
 ) -> PerformanceEstimate:
-    """Per-tier expected error rate and its Poisson-binomial interval.
+    """Per-tier expected error rate and its interval (outcome noise plus the map's error).
 
     Parameters
     ----------
@@ -203,9 +260,12 @@ def estimate_tiers(
     correct : ndarray of shape (n,)
         Calibrated probability that each row's prediction is right (``nan``:
         no prediction; left out).
-    calibration_errors, calibration_rows : dict, optional
-        Per tier, the error rate and the number of calibration rows in it (the
-        naive estimate, and the map's share of the interval).
+    calibration_errors : dict, optional
+        Per tier, the error rate on the calibration rows (the naive estimate).
+    correct_draws : ndarray of shape (B, n), optional
+        ``correct`` under ``B`` bootstrap refits of the recalibration map; the
+        variance of the tier's estimate across them is the map's share of the
+        interval (without it, the interval covers outcome noise only).
 
     Examples
     --------
@@ -227,9 +287,8 @@ def estimate_tiers(
         c = correct[rows]
         est = float((1.0 - c).mean())
         var = float((c * (1.0 - c)).sum()) / (n * n)
-        n_cal = 0 if calibration_rows is None else calibration_rows.get(name, 0)
-        if n_cal > 0:  # the recalibration map's own error
-            var += est * (1.0 - est) / n_cal
+        if correct_draws is not None and len(correct_draws) > 1:  # the map's own error
+            var += float(np.var((1.0 - correct_draws[:, rows]).mean(axis=1), ddof=1))
         half = z * math.sqrt(var)
         out[name] = TierEstimate(name, n, est, (max(0.0, est - half), min(1.0, est + half)), naive)
     return PerformanceEstimate(out, float(level), method, n_rows=len(codes))

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -45,32 +45,20 @@ from safepredict.tiers import (
     TierInputs,
     accept_at,
     assign_tiers,
-    probability_tie_breaks,
     ranking_keys,
+    sort_keys,
+    tier_keys,
 )
+from safepredict.tiers.conditions import group_values
 
 __all__ = [
     "betting_start",
     "calibrate_tiers_weighted",
     "certify_weighted",
-    "tier_keys",
 ]
 
 #: Candidates tested per vectorized block by :func:`certify_weighted`.
 _BLOCK = 5
-
-
-def _sorted_keys(keys: NDArray[np.float64]) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
-    """Rows with a finite primary key, best first, and how many rows each key accepts."""
-    rows = np.flatnonzero(np.isfinite(keys[:, 0]))
-    sub = keys[rows]
-    order = rows[np.lexsort(tuple(-sub[:, j] for j in reversed(range(sub.shape[1]))))]
-    sk = keys[order]
-    if len(sk) == 0:
-        return order, np.zeros(0, dtype=np.intp)
-    new = np.concatenate([[True], np.any(sk[1:] != sk[:-1], axis=1)])
-    ends = np.append(np.flatnonzero(new)[1:], len(sk))
-    return order, ends[np.cumsum(new) - 1].astype(np.intp)
 
 
 def betting_start(max_error: float, delta: float, max_weight: float) -> int:
@@ -149,7 +137,7 @@ def certify_weighted(
         )
     need = rows_needed(max_error, delta)
     start = betting_start(max_error, delta, max_weight)
-    order, accepts = _sorted_keys(keys)
+    order, _, accepts = sort_keys(keys)
     n_ok = len(order)
     fail = CertifiedThreshold(
         threshold=math.inf, certified=False, n_calibration=n, n_accepted=0, n_errors=0,
@@ -205,24 +193,6 @@ def certify_weighted(
     )
 
 
-def tier_keys(tier: Any, inputs: TierInputs) -> NDArray[np.float64]:
-    """Ranking keys of a ``max_error`` tier: its score, then the score's tie-breakers."""
-    primary = inputs.scores.get(tier.score)
-    if primary is None and tier.score == "conformal" and inputs.task == "classification":
-        primary = inputs.confidence
-    if primary is None:
-        raise ConfigError(
-            f"tier {tier.name!r}: score {tier.score!r} is not available for {inputs.task}; "
-            f"available: {sorted(inputs.scores)}."
-        )
-    extra = inputs.tie_break.get(tier.score)
-    if extra is None and inputs.task == "classification":
-        extra = probability_tie_breaks(inputs.scores).get(tier.score)
-    if extra is None:
-        return ranking_keys(primary)
-    return ranking_keys(np.column_stack([primary, np.reshape(extra, (len(primary), -1))]))
-
-
 def calibrate_tiers_weighted(
     policy: TierPolicy,
     inputs: TierInputs,
@@ -230,21 +200,39 @@ def calibrate_tiers_weighted(
     weights: NDArray[np.float64],
     *,
     max_weight: float,
+    n_classes: int | None = None,
+    class_labels: Sequence[Any] | None = None,
 ) -> TierCalibration:
     """Certify every ``max_error`` tier for the production distribution (weighted).
 
     Tiers are walked in order as :func:`safepredict.tiers.assign_tiers` routes
     rows; ``delta`` is split equally (Bonferroni) over the risk-controlled
-    tiers, as in :func:`safepredict.tiers.calibrate_tiers`. ``per_class`` and
-    ``group_by`` tiers are not supported under shift (a ``ConfigError`` says so).
+    tiers, and within a ``per_class`` tier equally over the ``n_classes``
+    predicted classes, within a ``group_by`` tier over the group values of
+    the rows that reach it -- the multiplicity correction of
+    :func:`safepredict.tiers.calibrate_tiers`. Each stratum (class, group) is
+    tested on the whole weighted calibration sample with only its own rows
+    accepted, so its certificate bounds the production error rate among the
+    rows of that stratum the tier accepts. A group absent from the calibration
+    rows reaching the tier is unseen: its production rows are not accepted.
+
+    Examples
+    --------
+    >>> from safepredict.config import Tier
+    >>> rng = np.random.default_rng(0)
+    >>> conf = rng.uniform(size=6000)
+    >>> cls = rng.integers(0, 2, size=6000)
+    >>> inputs = TierInputs(task="classification", confidence=conf,
+    ...                     scores={"conformal": conf}, predicted_class=cls)
+    >>> wrong = rng.uniform(size=6000) < 0.3 * (1 - conf)
+    >>> policy = TierPolicy((Tier("auto", "accept", max_error=0.1, per_class=True),
+    ...                      Tier("human", "review")), delta=0.1)
+    >>> cal = calibrate_tiers_weighted(policy, inputs, wrong, np.ones(6000), max_weight=1.0,
+    ...                                n_classes=2)
+    >>> cal.thresholds["auto"].shape, bool(np.isfinite(cal.thresholds["auto"]).all())
+    ((2,), True)
     """
     risk = policy.risk_controlled
-    for tier in risk:
-        if tier.per_class or tier.group_by is not None:
-            raise ConfigError(
-                f"tier {tier.name!r}: adapt_to does not support per_class or group_by tiers "
-                "yet. Adapt a policy without them, or recalibrate on labelled production rows."
-            )
     delta_tier = policy.delta / max(len(risk), 1)
     out = TierCalibration()
     names = [t.name for t in policy.tiers]
@@ -263,47 +251,148 @@ def calibrate_tiers_weighted(
         keys = tier_keys(tier, inputs).copy()
         keys[~eligible, 0] = np.nan
         e = np.asarray(errors[tier.name] if isinstance(errors, Mapping) else errors, dtype=bool)
+        if tier.per_class or tier.group_by is not None:
+            _strata_weighted(
+                tier, inputs, keys, e, weights, eligible, delta_tier, max_weight, out,
+                n_classes=n_classes, class_labels=class_labels,
+            )  # fmt: skip
+            continue
         res = certify_weighted(
             keys, e, weights, max_error=tier.max_error, delta=delta_tier, max_weight=max_weight
         )
         out.thresholds[tier.name] = res.threshold
         out.keys[tier.name] = np.asarray(res.key, dtype=np.float64)
-        reach = eligible & np.isfinite(keys[:, 0])
-        hit = reach & accept_at(keys, np.asarray(res.key, dtype=np.float64))
-        w_hit = float(weights[hit].sum())
-        out.report[tier.name] = {
-            "tier": tier.name,
-            "weighted": True,
-            "max_error": tier.max_error,
-            "delta": delta_tier,
-            "score": tier.score,
-            "certified": res.certified,
-            "threshold": res.threshold if res.certified else None,
-            "n_calibration": res.n_calibration,
-            "n_reaching": int(reach.sum()),
-            "n_accepted": res.n_accepted,
-            "n_errors": res.n_errors,
-            # the production error rate the calibration rows estimate (importance-weighted)
-            "weighted_error": float((weights[hit] * e[hit]).sum() / w_hit) if w_hit else None,
-            "acceptance_rate": res.acceptance_rate,
-            # production share of rows the tier accepts, as the weights estimate it
-            "weighted_acceptance_rate": w_hit / float(weights.sum()) if weights.sum() else 0.0,
-            "rows_needed": res.needed_n,
-            "first_candidate_rows": betting_start(tier.max_error, delta_tier, max_weight),
-        }
+        out.report[tier.name] = _report(tier, res, keys, e, weights, eligible, delta_tier,
+                                        max_weight)  # fmt: skip
         if not res.certified:
-            out.warnings.append(
-                {
-                    "tier": tier.name,
-                    "class": None,
-                    "reason": "not_certified",
-                    "message": (
-                        f"tier {tier.name!r} cannot be certified for the production "
-                        f"distribution: the weighted test found no threshold whose error rate "
-                        f"is provably below max_error={tier.max_error} at delta="
-                        f"{delta_tier:.4g}. It accepts nothing; more calibration rows, a "
-                        "smaller max_weight or a milder shift would help."
-                    ),
-                }
-            )
+            out.warnings.append(_not_certified(tier, delta_tier, None))
     return out
+
+
+def _report(
+    tier: Any,
+    res: CertifiedThreshold,
+    keys: NDArray[np.float64],
+    e: NDArray[np.bool_],
+    weights: NDArray[np.float64],
+    eligible: NDArray[np.bool_],
+    delta: float,
+    max_weight: float,
+) -> dict[str, Any]:
+    """What the weighted test found for one tier (or stratum); JSON-safe."""
+    reach = eligible & np.isfinite(keys[:, 0])
+    hit = reach & accept_at(keys, np.asarray(res.key, dtype=np.float64))
+    w_hit = float(weights[hit].sum())
+    return {
+        "tier": tier.name,
+        "weighted": True,
+        "max_error": tier.max_error,
+        "delta": delta,
+        "score": tier.score,
+        "certified": res.certified,
+        "threshold": res.threshold if res.certified else None,
+        "n_calibration": res.n_calibration,
+        "n_reaching": int(reach.sum()),
+        "n_accepted": res.n_accepted,
+        "n_errors": res.n_errors,
+        # the production error rate the calibration rows estimate (importance-weighted)
+        "weighted_error": float((weights[hit] * e[hit]).sum() / w_hit) if w_hit else None,
+        "acceptance_rate": res.acceptance_rate,
+        # production share of rows the tier accepts, as the weights estimate it
+        "weighted_acceptance_rate": w_hit / float(weights.sum()) if weights.sum() else 0.0,
+        "rows_needed": res.needed_n,
+        "first_candidate_rows": betting_start(tier.max_error, delta, max_weight),
+    }
+
+
+def _not_certified(tier: Any, delta: float, label: str | None) -> dict[str, Any]:
+    kind = "group" if tier.group_by is not None else "class"
+    where = "" if label is None else f" for {kind} {label!r}"
+    return {
+        "tier": tier.name,
+        "class": label if tier.per_class else None,
+        **({"group": label} if tier.group_by is not None else {}),
+        "reason": "not_certified",
+        "message": (
+            f"tier {tier.name!r} cannot be certified{where} for the production "
+            f"distribution: the weighted test found no threshold whose error rate "
+            f"is provably below max_error={tier.max_error} at delta="
+            f"{delta:.4g}. It accepts nothing; more calibration rows, a "
+            "smaller max_weight or a milder shift would help."
+        ),
+    }
+
+
+def _strata_weighted(
+    tier: Any,
+    inputs: TierInputs,
+    keys: NDArray[np.float64],
+    e: NDArray[np.bool_],
+    weights: NDArray[np.float64],
+    eligible: NDArray[np.bool_],
+    delta_tier: float,
+    max_weight: float,
+    out: TierCalibration,
+    *,
+    n_classes: int | None,
+    class_labels: Sequence[Any] | None,
+) -> None:
+    """Certify a ``per_class`` / ``group_by`` tier stratum by stratum (Bonferroni) into ``out``."""
+    assert tier.max_error is not None
+    if tier.per_class:
+        k = int(n_classes or 0)
+        if k < 1 or inputs.predicted_class is None:
+            raise ConfigError(
+                f"tier {tier.name!r}: per_class = true needs a classifier (predicted "
+                "classes); remove per_class for regression."
+            )
+        labels = [str(v) for v in (list(class_labels) if class_labels is not None else range(k))]
+        strata: NDArray[Any] = np.asarray(inputs.predicted_class)
+        values: list[Any] = list(range(k))
+    else:
+        strata = group_values(tier, inputs)
+        values = sorted(set(strata[eligible].tolist()))
+        labels = [str(v) for v in values]
+    share = delta_tier / max(len(values), 1)
+    per: dict[str, Any] = {}
+    thresholds: dict[str, float] = {}
+    key_of: dict[str, NDArray[np.float64]] = {}
+    for value, label in zip(values, labels, strict=True):
+        rows = eligible & (strata == value)
+        sub = keys.copy()
+        sub[~rows, 0] = np.nan
+        res = certify_weighted(
+            sub, e, weights, max_error=tier.max_error, delta=share, max_weight=max_weight
+        )
+        thresholds[label] = res.threshold
+        key_of[label] = np.asarray(res.key, dtype=np.float64)
+        per[label] = _report(tier, res, sub, e, weights, rows, share, max_weight)
+        if not res.certified:
+            out.warnings.append(_not_certified(tier, share, label))
+    accepted = [v for v in per.values() if v["certified"]]
+    report: dict[str, Any] = {
+        "tier": tier.name,
+        "weighted": True,
+        "max_error": tier.max_error,
+        "delta": delta_tier,
+        "score": tier.score,
+        "per_class": tier.per_class,
+        "group_by": tier.group_by,
+        "certified": bool(accepted),
+        "n_reaching": int(eligible.sum()),
+        "n_accepted": sum(int(v["n_accepted"]) for v in per.values()),
+        "n_errors": sum(int(v["n_errors"]) for v in per.values()),
+        "weighted_acceptance_rate": sum(float(v["weighted_acceptance_rate"]) for v in per.values()),
+        "rows_needed": rows_needed(tier.max_error, share),
+        ("classes" if tier.per_class else "groups"): per,
+    }
+    out.report[tier.name] = report
+    if tier.per_class:
+        width = keys.shape[1]
+        out.thresholds[tier.name] = np.array([thresholds[v] for v in labels], dtype=np.float64)
+        out.keys[tier.name] = (
+            np.stack([key_of[v] for v in labels]) if labels else np.zeros((0, width))
+        )
+    else:
+        out.thresholds[tier.name] = thresholds
+        out.keys[tier.name] = key_of

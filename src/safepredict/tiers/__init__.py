@@ -31,8 +31,9 @@ from safepredict.tiers.certify import (
     accept_at,
     certify_threshold,
     ranking_keys,
+    sort_keys,
 )
-from safepredict.tiers.conditions import probability_tie_breaks
+from safepredict.tiers.conditions import probability_tie_breaks, tier_keys
 from safepredict.tiers.planner import certification_power, plan_calibration
 from safepredict.tiers.state import TierCalibration, TierInputs, group_labels
 
@@ -53,4 +54,6 @@ __all__ = [
     "probability_tie_breaks",
     "ranking_keys",
     "rows_needed",
+    "sort_keys",
+    "tier_keys",
 ]
