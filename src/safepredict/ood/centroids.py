@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import struct
 from bisect import bisect_left
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -81,6 +82,7 @@ class CentroidDetector:
         self._fast_c = np.ascontiguousarray(np.vstack([-2.0 * c64, (c64 * c64).sum(axis=0)]))
         self._fast_cmax = float(np.sqrt((c64 * c64).sum(axis=0).max())) if c64.size else 0.0
         self._fast_cal: tuple[NDArray[np.float64], list[float]] | None = None
+        self._fast_f32: struct.Struct | None = None
 
     @classmethod
     def fit(
@@ -168,26 +170,28 @@ class CentroidDetector:
         """
         if not len(rows):
             return []
-        z32 = np.array(self.transform.transform_rows(rows), dtype=np.float32)
-        part = (np.hstack([z32, np.ones((len(z32), 1), dtype=np.float32)]) @ self._fast_c).min(
-            axis=1
-        )
+        d = self.centroids.shape[1]
+        if self._fast_f32 is None or self._fast_f32.size != 4 * d:
+            self._fast_f32 = struct.Struct(f"{d}f")
+        f32 = self._fast_f32  # round to float32 (nearest even), as scores_of's cast does
+        z32 = [f32.unpack(f32.pack(*z)) for z in self.transform.transform_rows(rows)]
+        part = (np.array([(*z, 1.0) for z in z32]) @ self._fast_c).min(axis=1).tolist()
         if self._fast_cal is None or self._fast_cal[0] is not self.calibration_scores:
             # a list copy of the (sorted) calibration scores, rebuilt if they are replaced
             self._fast_cal = (self.calibration_scores, self.calibration_scores.tolist())
         cal = self._fast_cal[1]
         m = len(cal)
-        slack = 4.0 * (z32.shape[1] + 4) * _U32
+        slack = 4.0 * (d + 4) * _U32
         out: list[float] = []
-        for z_row, best in zip(z32.tolist(), part.tolist(), strict=True):
+        for z_row, best in zip(z32, part, strict=True):
             zz = math.fsum(v * v for v in z_row)
             d2 = best + zz
             bound = slack * (math.sqrt(zz) + self._fast_cmax) ** 2 + 1e-300
-            at_least = bisect_left(cal, math.sqrt(max(d2 - bound, 0.0)))
-            if at_least != bisect_left(cal, math.sqrt(max(d2 + bound, 0.0))):
+            below = bisect_left(cal, math.sqrt(max(d2 - bound, 0.0)))
+            if below != bisect_left(cal, math.sqrt(max(d2 + bound, 0.0))):
                 # too close to a calibration score to tell: the batch as :meth:`pvalues` does it
                 return [float(p) for p in self.pvalues(np.array(rows, dtype=np.float64))]
-            out.append((1.0 + (m - at_least)) / (m + 1.0))
+            out.append((1.0 + (m - below)) / (m + 1.0))  # 1 + #{cal >= score}
         return out
 
     def to_state(self) -> dict[str, Any]:
