@@ -1,11 +1,12 @@
 """The plain-Python path of small batches agrees exactly with the vectorized guards.
 
-``InputGuards.check`` sends batches of at most ``FAST_ROWS`` rows through plain
-Python (numpy's per-call cost dominates a single row). These properties check,
-over generated rows (finite, NaN, infinite, out of range, huge, unseen
-categories, missing, None, strings, unhashable values), that it gives the same
-reasons, ranks, skip flags and OOD p-values (bit for bit) as the vectorized
-path, on several fitted guard sets.
+``InputGuards.check`` sends batches of at most ``FAST_ROWS`` rows
+(``FAST_NUMERIC_ROWS`` for an all-numeric batch) through plain Python (numpy's
+per-call cost dominates a single row). These properties check, over generated
+rows (finite, NaN, infinite, out of range, huge, unseen categories, missing,
+None, strings, unhashable values), that it gives the same reasons, ranks, skip
+flags and OOD p-values (bit for bit) as the vectorized path, on several fitted
+guard sets.
 """
 
 from __future__ import annotations
@@ -39,12 +40,12 @@ SETTINGS = settings(
 @contextmanager
 def vectorized() -> Iterator[None]:
     """Every batch through the numpy path (restored afterwards)."""
-    saved = tabular.FAST_ROWS
-    tabular.FAST_ROWS = 0
+    saved = tabular.FAST_ROWS, tabular.FAST_NUMERIC_ROWS
+    tabular.FAST_ROWS = tabular.FAST_NUMERIC_ROWS = 0
     try:
         yield
     finally:
-        tabular.FAST_ROWS = saved
+        tabular.FAST_ROWS, tabular.FAST_NUMERIC_ROWS = saved
 
 
 def same(a: GuardResult, b: GuardResult) -> bool:
@@ -145,7 +146,7 @@ def mixed_frames(n_max: int) -> st.SearchStrategy[pd.DataFrame]:
 
 
 @SETTINGS
-@given(X=numeric_rows(tabular.FAST_ROWS), name=st.sampled_from(sorted(numeric_guards())))
+@given(X=numeric_rows(tabular.FAST_NUMERIC_ROWS), name=st.sampled_from(sorted(numeric_guards())))
 def test_numeric_rows_agree(X: np.ndarray, name: str) -> None:
     fast, slow = both(numeric_guards()[name], X)
     assert same(fast, slow), (fast, slow)
@@ -201,11 +202,15 @@ def test_pvalues_rows_falls_back_on_ties_with_a_calibration_score() -> None:
         assert det.pvalues_rows(batch.tolist()) == det.pvalues(batch).tolist()
 
 
-@pytest.mark.parametrize("n", [1, tabular.FAST_ROWS, tabular.FAST_ROWS + 1])
-def test_batch_sizes_around_the_switch(n: int) -> None:
+@pytest.mark.parametrize(
+    "n",
+    [1, tabular.FAST_NUMERIC_ROWS, tabular.FAST_NUMERIC_ROWS + 1, tabular.FAST_ROWS + 1],
+)
+@pytest.mark.parametrize("as_object", [False, True])
+def test_batch_sizes_around_the_switch(n: int, as_object: bool) -> None:
     X, _ = wine()
     guards = numeric_guards()["centroids"]
-    batch = X[:n] * np.linspace(0.5, 3.0, n)[:, None]  # some rows out of range and OOD
-    fast, slow = both(guards, batch)
+    batch = X[:n] * np.linspace(3.0, 0.5, n)[:, None]  # some rows out of range and OOD
+    fast, slow = both(guards, batch.astype(object) if as_object else batch)
     assert same(fast, slow)
     assert fast.reasons  # the batch does exercise the reasons

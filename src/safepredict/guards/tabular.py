@@ -78,8 +78,13 @@ from safepredict.ood import CentroidDetector, KnnDetector, MarginalScores, detec
 __all__ = ["InputGuards"]
 
 #: Batches of at most this many rows are checked in plain Python (:meth:`InputGuards.check`):
-#: for them numpy's per-call cost, not arithmetic, is the guards' whole latency.
+#: for them numpy's per-call cost, not arithmetic, is the guards' whole latency. A
+#: batch with non-numeric columns pays a Python loop per value on either path.
 FAST_ROWS = 8
+#: The same for an all-numeric batch: numpy's cost is per call, Python's per value, and
+#: measured side by side (``benchmarks/bench_guards_small.py``, 18 columns) plain
+#: Python wins for one or two rows only.
+FAST_NUMERIC_ROWS = 2
 
 #: Guard state format written by :meth:`InputGuards.to_state` (1: safepredict 0.1.0).
 STATE_VERSION = 2
@@ -326,7 +331,7 @@ class InputGuards:
         """
         matrix, cols = split_columns(X, self._d)
         n = len(matrix) if matrix is not None else (len(cols[0]) if cols else len(X))
-        if 0 < n <= FAST_ROWS and self._d:
+        if 0 < n <= (FAST_ROWS if matrix is None else FAST_NUMERIC_ROWS) and self._d:
             return self._check_rows(matrix, cols, n)
         if matrix is not None and self._all_numeric:
             values = matrix
