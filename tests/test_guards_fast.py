@@ -190,9 +190,9 @@ def test_fast_path_is_taken_and_the_comparison_can_fail() -> None:
     assert not same(broken.check(rows), both(broken, rows)[1])
 
 
-def test_pvalues_rows_falls_back_on_ties_with_a_calibration_score() -> None:
-    # held-out rows score exactly their own calibration score: the float64 bound
-    # cannot separate them, so pvalues_rows must hand the batch to pvalues
+def test_pvalues_rows_on_held_out_rows_tie_with_their_calibration_scores() -> None:
+    # held-out rows score exactly their own calibration score: a p-value there is
+    # only right if the score is bit for bit the one pvalues computes
     X, _ = wine()
     rng = np.random.default_rng(3)
     order = rng.permutation(len(X))
