@@ -13,18 +13,26 @@ from safepredict.exceptions import InputSchemaError
 
 __all__ = [
     "CATEGORICAL",
+    "CATEGORY_MISSING",
+    "CATEGORY_OK",
+    "CATEGORY_UNSEEN",
+    "CATEGORY_WRONG",
     "NUMERIC",
     "category_key",
+    "category_status",
     "check_categories",
     "infer_kind",
     "is_missing_scalar",
     "is_number",
     "numeric_column",
+    "numeric_scalar",
     "split_columns",
 ]
 
 NUMERIC = "numeric"
 CATEGORICAL = "categorical"
+#: What :func:`category_status` finds in one categorical value.
+CATEGORY_OK, CATEGORY_MISSING, CATEGORY_UNSEEN, CATEGORY_WRONG = 0, 1, 2, 3
 
 
 def is_missing_scalar(v: Any) -> bool:
@@ -63,17 +71,26 @@ def numeric_column(col: NDArray[Any]) -> tuple[NDArray[np.float64], NDArray[np.b
     values = np.empty(len(col), dtype=np.float64)
     wrong = np.zeros(len(col), dtype=bool)
     for i, v in enumerate(col.tolist()):
-        if is_missing_scalar(v):
-            values[i] = np.nan
-        elif is_number(v):
-            try:
-                values[i] = float(v)
-            except OverflowError:  # an int beyond float range is not finite for the model
-                values[i] = math.inf if v > 0 else -math.inf
-        else:
-            values[i] = np.nan
-            wrong[i] = True
+        values[i], wrong[i] = numeric_scalar(v)
     return values, wrong
+
+
+def numeric_scalar(v: Any) -> tuple[float, bool]:
+    """One value of an object column as :func:`numeric_column` reads it: ``(float, wrong)``.
+
+    Examples
+    --------
+    >>> numeric_scalar(3), numeric_scalar(None), numeric_scalar("a"), numeric_scalar(10**400)
+    ((3.0, False), (nan, False), (nan, True), (inf, False))
+    """
+    if is_missing_scalar(v):
+        return math.nan, False
+    if is_number(v):
+        try:
+            return float(v), False
+        except OverflowError:  # an int beyond float range is not finite for the model
+            return (math.inf if v > 0 else -math.inf), False
+    return math.nan, True
 
 
 def split_columns(X: Any, d: int) -> tuple[NDArray[np.float64] | None, list[NDArray[Any]]]:
@@ -131,17 +148,34 @@ def check_categories(
 ) -> None:
     """Mark column ``j``'s missing, unseen and wrongly typed category values in place."""
     for i, v in enumerate(col.tolist()):
-        if is_missing_scalar(v):
+        status = category_status(allowed, str_cats, v)
+        if status == CATEGORY_MISSING:
             missing[i, j] = True
-            continue
-        try:
-            ok = v in allowed or category_key(v) in allowed
-        except TypeError:  # unhashable (a list, a dict): not a category value
-            wrong[i, j] = True
-            continue
-        if ok:
-            continue
-        if str_cats and (is_number(v) or not isinstance(v, str)):
-            wrong[i, j] = True
-        else:
+        elif status == CATEGORY_UNSEEN:
             unseen[i, j] = True
+        elif status == CATEGORY_WRONG:
+            wrong[i, j] = True
+
+
+def category_status(allowed: frozenset[Any], str_cats: bool, v: Any) -> int:
+    """:data:`CATEGORY_OK`, ``_MISSING``, ``_UNSEEN`` or ``_WRONG`` for one category value.
+
+    ``str_cats``: every allowed category is a string, so a number is a wrong type.
+
+    Examples
+    --------
+    >>> allowed = frozenset({"a", "b"})
+    >>> [category_status(allowed, True, v) for v in ("a", None, "zz", 3, [1])]
+    [0, 1, 2, 3, 3]
+    """
+    if is_missing_scalar(v):
+        return CATEGORY_MISSING
+    try:
+        ok = v in allowed or category_key(v) in allowed
+    except TypeError:  # unhashable (a list, a dict): not a category value
+        return CATEGORY_WRONG
+    if ok:
+        return CATEGORY_OK
+    if str_cats and (is_number(v) or not isinstance(v, str)):
+        return CATEGORY_WRONG
+    return CATEGORY_UNSEEN

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from bisect import bisect_left
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -71,6 +72,7 @@ class CentroidDetector:
         # rows per block: the product stays under 2**17 multiply-adds (see BLOCK_ROWS)
         work = max(1, self.centroids.shape[0] * self.centroids.shape[1])
         self._block = int(max(BLOCK_ROWS, min(1024, (1 << 17) // work)))
+        self._fast_cal: tuple[NDArray[np.float64], list[float]] | None = None
 
     @classmethod
     def fit(
@@ -133,6 +135,34 @@ class CentroidDetector:
     def pvalues_of(self, z: NDArray[np.float64]) -> NDArray[np.float64]:
         """Conformal p-values of already transformed rows."""
         return conformal_pvalues(self.calibration_scores, self.scores_of(z))
+
+    def pvalues_rows(self, rows: Sequence[Sequence[float]]) -> list[float]:
+        """:meth:`pvalues` of a few raw rows, bit for bit, with fewer numpy calls.
+
+        The transform runs in plain Python (:meth:`MarginalScores.transform_rows`,
+        the same values bit for bit), the distance through :meth:`scores_of` itself
+        (so the same float32 arithmetic), and the count of calibration scores at or
+        above each score by bisection of a cached list (``numpy.searchsorted``'s
+        count, without its per-call cost).
+
+        Examples
+        --------
+        >>> rng = np.random.default_rng(1)
+        >>> det = CentroidDetector.fit(rng.normal(size=(800, 2)), max_fit=2000, rng=rng)
+        >>> X = np.array([[0.0, 0.1], [8.0, 8.0]])
+        >>> det.pvalues_rows(X.tolist()) == det.pvalues(X).tolist()
+        True
+        """
+        if not len(rows):
+            return []
+        z = np.array(self.transform.transform_rows(rows), dtype=np.float64)
+        if self._fast_cal is None or self._fast_cal[0] is not self.calibration_scores:
+            # a list copy of the (sorted) calibration scores, rebuilt if they are replaced
+            self._fast_cal = (self.calibration_scores, self.calibration_scores.tolist())
+        cal = self._fast_cal[1]
+        m = len(cal)
+        # 1 + #{calibration scores >= s}, over m + 1, as conformal_pvalues computes it
+        return [(1.0 + (m - bisect_left(cal, s))) / (m + 1.0) for s in self.scores_of(z).tolist()]
 
     def to_state(self) -> dict[str, Any]:
         """JSON-safe state: aggregates only (no reference row)."""
