@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import random
 import re
-import shutil
 import socket
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -54,7 +54,12 @@ def routed_db(iris_lr: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def queue(routed_db: Path, tmp_path: Path) -> SQLiteReviewQueue:
     copy = tmp_path / "q.db"
-    shutil.copyfile(routed_db, copy)
+    # SQLite's backup API copies the committed state, including pages still in the WAL
+    # of a connection the predictor's router holds open (a file copy would miss them).
+    with sqlite3.connect(routed_db) as src, sqlite3.connect(copy) as dst:
+        src.backup(dst)
+    src.close()
+    dst.close()
     return SQLiteReviewQueue(copy)
 
 

@@ -265,7 +265,7 @@ def test_benchmark_on_cluster_matches_in_memory(cluster) -> None:
         risk_coverage,
     )
     from safepredict.integrations.dask import benchmark_dask
-    from safepredict.tiers import TierPolicy
+    from safepredict.config import TierPolicy
 
     frame = _scores_frame(200_000, 1)
     ddf = dd.from_pandas(frame, npartitions=8)

@@ -84,7 +84,14 @@ def logged(cancer, environment, tmp_path_factory) -> tuple[str, dict[str, str]]:
     with pytest.MonkeyPatch.context() as mp:
         for key, value in env.items():
             mp.setenv(key, value)
-        info = log_model(sp, "cancer", input_example=X.head(5), trusted=TRUSTED)
+        # MLflow keeps the tracking URI it resolved first in the process (another test,
+        # or a docs page run in this worker, may have set one): pin it for this log.
+        previous = mlflow.get_tracking_uri()
+        mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+        try:
+            info = log_model(sp, "cancer", input_example=X.head(5), trusted=TRUSTED)
+        finally:
+            mlflow.set_tracking_uri(previous)
     return info.model_uri, env
 
 

@@ -18,7 +18,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostin
 
 from safepredict import ConfigError, InputSchemaError, NotCalibratedError, SafePredictor
 from safepredict.decisions import FRAME_COLUMNS
-from safepredict.tiers import TierPolicy
+from safepredict.config import TierPolicy
 
 pytest.importorskip("pyspark")
 if shutil.which("java") is None:  # pragma: no cover - .ci/run installs a JRE
