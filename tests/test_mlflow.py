@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -81,18 +83,27 @@ def logged(cancer, environment, tmp_path_factory) -> tuple[str, dict[str, str]]:
     sp, X = cancer
     root = tmp_path_factory.mktemp("mlflow")
     env = {**environment, "MLFLOW_TRACKING_URI": (root / "mlruns").as_uri()}
+    with tracking(env):
+        info = log_model(sp, "cancer", input_example=X.head(5), trusted=TRUSTED)
+    return info.model_uri, env
+
+
+@contextlib.contextmanager
+def tracking(env: dict[str, str]) -> Iterator[None]:
+    """The environment, and MLflow's tracking URI pinned to it for the block.
+
+    MLflow keeps a tracking URI set in the process (by another test, or a docs page
+    run in this worker) over the environment variable, so it is set explicitly.
+    """
+    previous = mlflow.get_tracking_uri()
     with pytest.MonkeyPatch.context() as mp:
         for key, value in env.items():
             mp.setenv(key, value)
-        # MLflow keeps the tracking URI it resolved first in the process (another test,
-        # or a docs page run in this worker, may have set one): pin it for this log.
-        previous = mlflow.get_tracking_uri()
         mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
         try:
-            info = log_model(sp, "cancer", input_example=X.head(5), trusted=TRUSTED)
+            yield
         finally:
             mlflow.set_tracking_uri(previous)
-    return info.model_uri, env
 
 
 @pytest.fixture(scope="module")
@@ -135,9 +146,7 @@ def test_fresh_process_load_gives_identical_decisions_without_network(
 def test_signature_and_the_sklearn_flavor(cancer, logged, environment) -> None:
     sp, X = cancer
     uri, env = logged
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in env.items():
-            mp.setenv(key, value)
+    with tracking(env):
         info = mlflow.models.get_model_info(uri)
         bare = mlflow.sklearn.load_model(uri)
     assert info.signature.inputs.input_names() == list(X.columns)
