@@ -257,6 +257,7 @@ def _scores_frame(n: int, seed: int) -> pd.DataFrame:
 @pytest.mark.slow
 @LARGE_GRAPH
 def test_benchmark_on_cluster_matches_in_memory(cluster) -> None:
+    from safepredict.config import TierPolicy
     from safepredict.evaluation import (
         CostModel,
         ScoredData,
@@ -265,7 +266,6 @@ def test_benchmark_on_cluster_matches_in_memory(cluster) -> None:
         risk_coverage,
     )
     from safepredict.integrations.dask import benchmark_dask
-    from safepredict.config import TierPolicy
 
     frame = _scores_frame(200_000, 1)
     ddf = dd.from_pandas(frame, npartitions=8)

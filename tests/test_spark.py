@@ -17,8 +17,8 @@ from sklearn.datasets import load_breast_cancer, load_diabetes
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 
 from safepredict import ConfigError, InputSchemaError, NotCalibratedError, SafePredictor
-from safepredict.decisions import FRAME_COLUMNS
 from safepredict.config import TierPolicy
+from safepredict.decisions import FRAME_COLUMNS
 
 pytest.importorskip("pyspark")
 if shutil.which("java") is None:  # pragma: no cover - .ci/run installs a JRE
