@@ -11,11 +11,7 @@ among them:
   (conformal confidence, top-class probability or margin), then its
   tie-breakers (:func:`safepredict.tiers.probability_tie_breaks`), so the grid
   runs over the finest-grained order; ``conformal (coarse)`` ranks by the
-  conformal confidence alone (the former behaviour, ties unbroken);
-  ``conformal (50 steps)`` is the default ranking on the former, coarser
-  threshold grid (``n_steps=50``; the default is
-  :data:`safepredict.tiers.certify.N_STEPS`), and the run ends with the median
-  time of one ``certify_threshold`` call on either grid. The AURC
+  conformal confidence alone (the former behaviour, ties unbroken). The AURC
   column is each ranking's area under the risk-coverage curve on the test
   rows (lower = better ordering).
 * ``MAPIE (default)``: ``mapie.risk_control`` LTT controller with its default
@@ -38,7 +34,6 @@ Run: ``python benchmarks/bench_risk_tiers.py [--splits K]``.
 from __future__ import annotations
 
 import argparse
-import time
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -231,25 +226,6 @@ def mapie_accept(
 
 SCORES = ("conformal", "top_prob", "margin", "conformal (coarse)")
 
-#: Former default grid, run side by side with the current one.
-COARSE_STEPS = 50
-
-#: Seconds per ``certify_threshold`` call on the ``conformal`` keys, by grid
-#: (filled by :func:`run`).
-TIMINGS: dict[str, list[float]] = {}
-
-
-def _timed_certify(
-    keys: Any, errors: Any, st: Setting, n_steps: int | None, *, record: bool = True
-) -> Any:
-    label = "default grid" if n_steps is None else f"{n_steps} steps"
-    extra = {} if n_steps is None else {"n_steps": n_steps}
-    t0 = time.perf_counter()
-    res = certify_threshold(keys, errors, max_error=st.max_error, delta=st.delta, **extra)
-    if record:
-        TIMINGS.setdefault(label, []).append(time.perf_counter() - t0)
-    return res
-
 
 def run(st: Setting, n_splits: int) -> dict[str, Any]:
     """Per method: (accepted share, realized error, oracle share, AURC) of every split."""
@@ -261,19 +237,14 @@ def run(st: Setting, n_splits: int) -> dict[str, Any]:
         perm = rng.permutation(n)
         cal, te = perm[: st.n_cal], perm[st.n_cal :]
         sc = scores_for(st.proba[cal], st.y[cal], st.proba)
-        for name in (*SCORES, f"conformal ({COARSE_STEPS} steps)"):
-            if name.endswith("steps)"):
-                res = _timed_certify(sc["conformal"][cal], wrong[cal], st, COARSE_STEPS)
-                name_keys = sc["conformal"]
-            else:
-                res = _timed_certify(
-                    sc[name][cal], wrong[cal], st, None, record=name == "conformal"
-                )
-                name_keys = sc[name]
-            acc = accept_at(name_keys[te], res.key)
+        for name in SCORES:
+            res = certify_threshold(
+                sc[name][cal], wrong[cal], max_error=st.max_error, delta=st.delta
+            )
+            acc = accept_at(sc[name][te], res.key)
             err = wrong[te][acc].mean() if acc.any() else 0.0
-            orc = oracle(name_keys[te], wrong[te], st.max_error)
-            area = aurc(name_keys[te], wrong[te])
+            orc = oracle(sc[name][te], wrong[te], st.max_error)
+            area = aurc(sc[name][te], wrong[te])
             rows.setdefault(f"safepredict[{name}]", []).append((acc.mean(), err, orc, area))
         for least, label in ((False, "MAPIE (default)"), (True, "MAPIE (min abstention)")):
             acc = mapie_accept(st, st.proba[cal], st.y[cal], st.proba[te], least_abstention=least)
@@ -315,10 +286,6 @@ def main(argv: list[str] | None = None) -> None:
     print("mean share of the oracle over the settings:")
     for method, r in ratios.items():
         print(f"  {method:34} {np.mean(r):.3f}")
-    print("median time of one certify_threshold call (conformal keys, all settings):")
-    base = float(np.median(TIMINGS[f"{COARSE_STEPS} steps"]))
-    for label, t in TIMINGS.items():
-        print(f"  {label:34} {np.median(t) * 1e3:7.3f} ms  ratio {np.median(t) / base:.2f}")
 
 
 if __name__ == "__main__":

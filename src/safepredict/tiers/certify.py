@@ -22,9 +22,6 @@ from safepredict._stats import binomial_p_value, clopper_pearson, rows_needed
 
 __all__ = [
     "ACCEPT_ALL",
-    "ANCHOR_FACTOR",
-    "FIRST_WEIGHT",
-    "N_STEPS",
     "CertifiedThreshold",
     "accept_at",
     "anchor_weights",
@@ -104,19 +101,6 @@ class CertifiedThreshold:
 #: Threshold key of a tier certified on *every* calibration row it saw: it then
 #: accepts every row with a finite score (the lowest float, so JSON keeps it).
 ACCEPT_ALL = float(np.finfo(np.float64).min)
-
-
-#: Default number of steps of the threshold grid (:func:`threshold_grid`). A
-#: finer grid stops closer to where the p-values cross their levels; 200 steps
-#: raised the certified acceptance on every benchmark setting where it was not
-#: already 1.0 over 50 steps (``docs/risk-tiers.md``, "Power").
-N_STEPS = 200
-
-#: Default share of delta spent on the strictest candidate (:func:`anchor_weights`).
-FIRST_WEIGHT = 0.25
-
-#: Default growth of the accepted count between anchors (:func:`anchor_weights`).
-ANCHOR_FACTOR = 2.0
 
 
 def ranking_keys(scores: ArrayLike) -> NDArray[np.float64]:
@@ -260,9 +244,9 @@ def certify_threshold(
     *,
     max_error: float,
     delta: float,
-    n_steps: int = N_STEPS,
-    first_weight: float = FIRST_WEIGHT,
-    anchor_factor: float = ANCHOR_FACTOR,
+    n_steps: int = 50,
+    first_weight: float = 0.25,
+    anchor_factor: float = 2.0,
 ) -> CertifiedThreshold:
     """Loosest score threshold whose accepted-row error rate is <= ``max_error`` w.p. >= 1-delta.
 
@@ -308,11 +292,8 @@ def certify_threshold(
         Largest tolerated error rate among accepted rows, in (0, 1).
     delta : float
         Probability, over the calibration draw, that the guarantee may fail.
-    n_steps : int, default=200
-        Number of steps of the threshold grid (:data:`N_STEPS`). The grid is
-        computed from the scores alone, whatever its fineness, so a finer grid
-        keeps the guarantee; it only moves the stopping point closer to where
-        the p-values cross their levels.
+    n_steps : int, default=50
+        Number of steps of the threshold grid.
     first_weight : float, default=0.25
         Share of ``delta`` spent on the first (strictest) candidate.
     anchor_factor : float, default=2.0

@@ -16,26 +16,20 @@ from scipy import special
 
 from safepredict._stats import rows_needed
 from safepredict.exceptions import ConfigError
-from safepredict.tiers.certify import (
-    ANCHOR_FACTOR,
-    FIRST_WEIGHT,
-    N_STEPS,
-    anchor_weights,
-    threshold_grid,
-)
+from safepredict.tiers.certify import anchor_weights, threshold_grid
 
 __all__ = ["certification_power", "plan_calibration"]
 
 
 def _grid_counts(
-    n: int, max_error: float, delta: float, n_steps: int = N_STEPS
+    n: int, max_error: float, delta: float, n_steps: int = 50
 ) -> tuple[NDArray[np.intp], NDArray[np.float64]]:
     """Accepted counts and delta shares of the :func:`certify_threshold` grid on ``n`` rows."""
     accepts = np.arange(1, n + 1, dtype=np.intp)
     keys = np.zeros((n, 1))
-    start = rows_needed(max_error, delta * FIRST_WEIGHT)
+    start = rows_needed(max_error, delta * 0.25)
     _, counts = threshold_grid(keys, accepts, start, n_steps)
-    weights = anchor_weights(counts, FIRST_WEIGHT, ANCHOR_FACTOR)
+    weights = anchor_weights(counts, 0.25, 2.0)
     if len(counts) == 0 or weights[0] == 1.0:
         _, counts = threshold_grid(keys, accepts, rows_needed(max_error, delta), n_steps)
         weights = np.zeros(len(counts))
@@ -142,7 +136,7 @@ def plan_calibration(
     Examples
     --------
     >>> plan_calibration(max_error=0.05, delta=0.1, expected_error=0.02, target_accept=0.8)
-    726
+    787
     """
     for name, value, low_open in (
         ("max_error", max_error, True),
