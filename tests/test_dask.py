@@ -70,6 +70,7 @@ def test_predictor_is_one_shared_graph_node_without_a_client(cancer_predictor) -
 def test_predictor_is_scattered_once_with_a_client(cancer_predictor, cluster) -> None:
     sp, X = cancer_predictor
     ddf = dd.from_pandas(X, npartitions=16)
+    cluster.wait_for_workers(2, timeout=60)  # a worker joining after the scatter has no copy
     with cluster.as_current():
         out = decide_dask(sp, ddf)
         added = _graph_bytes(out) - _graph_bytes(ddf)
