@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -10,7 +10,7 @@ from numpy.typing import NDArray
 
 from safepredict.config import GuardConfig
 
-__all__ = ["MODEL_UNSAFE", "RANK", "GuardResult", "collect"]
+__all__ = ["MODEL_UNSAFE", "RANK", "GuardResult", "collect", "collect_columns"]
 
 #: Guards whose failure means the model may be unable to take the value at all.
 MODEL_UNSAFE = ("missing", "non_finite", "type", "unseen_category")
@@ -98,4 +98,57 @@ def collect(
             for guard, hit in hits.items()
             if hit[i]
         )
+    return GuardResult(reasons, rank, ood, skip)
+
+
+def collect_columns(
+    n: int,
+    masks: Mapping[str, NDArray[np.bool_]],
+    ood: NDArray[np.float64] | None,
+    codes: Mapping[str, Sequence[str]],
+    action_rank: Mapping[str, int],
+    unsafe: Collection[str],
+    ood_alpha: float,
+) -> GuardResult:
+    """The :class:`GuardResult` of per-cell guard masks of a table, shape ``(n, d)`` each.
+
+    ``codes[guard][j]`` is the reason of column ``j`` (``"missing:age"``),
+    ``action_rank`` the configured rank of each guard, ``unsafe`` the guards whose rows
+    never reach the model. Reasons list guards in ``GuardConfig.GUARDS`` order, then
+    ``"ood"`` when the row's p-value is at most ``ood_alpha``.
+    """
+    rank = np.zeros(n, dtype=np.intp)
+    skip = np.zeros(n, dtype=bool)
+    row_hit: dict[str, NDArray[np.bool_]] = {}
+    for guard, mask in masks.items():
+        hit = np.asarray(mask.any(axis=1), dtype=bool)
+        if hit.any():
+            row_hit[guard] = hit
+            np.maximum(rank, np.where(hit, action_rank[guard], 0), out=rank)
+            if guard in unsafe:
+                skip |= hit
+    ood_hit = None
+    if ood is not None:
+        ood_hit = np.asarray(ood <= ood_alpha, dtype=bool)
+        if ood_hit.any():
+            np.maximum(rank, np.where(ood_hit, action_rank["ood"], 0), out=rank)
+        else:
+            ood_hit = None
+    reasons: dict[int, tuple[str, ...]] = {}
+    if row_hit or ood_hit is not None:
+        flagged = np.zeros(n, dtype=bool)
+        for hit in row_hit.values():
+            flagged |= hit
+        if ood_hit is not None:
+            flagged |= ood_hit
+        order = [g for g in GuardConfig.GUARDS if g in row_hit]
+        for i in np.flatnonzero(flagged).tolist():
+            why: list[str] = []
+            for guard in order:
+                if row_hit[guard][i]:
+                    column_codes = codes[guard]
+                    why.extend(column_codes[j] for j in np.flatnonzero(masks[guard][i]).tolist())
+            if ood_hit is not None and ood_hit[i]:
+                why.append("ood")
+            reasons[i] = tuple(why)
     return GuardResult(reasons, rank, ood, skip)

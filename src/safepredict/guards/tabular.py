@@ -57,20 +57,16 @@ from safepredict.guards.ranges import (
     range_bounds,
     range_threshold,
 )
-from safepredict.guards.result import MODEL_UNSAFE, RANK, GuardResult
+from safepredict.guards.result import MODEL_UNSAFE, RANK, GuardResult, collect_columns
+from safepredict.guards.rows import RowChecker
 from safepredict.guards.values import (
     CATEGORICAL,
-    CATEGORY_MISSING,
-    CATEGORY_UNSEEN,
-    CATEGORY_WRONG,
     NUMERIC,
     category_key,
-    category_status,
     check_categories,
     infer_kind,
     is_missing_scalar,
     numeric_column,
-    numeric_scalar,
     split_columns,
 )
 from safepredict.ood import CentroidDetector, KnnDetector, MarginalScores, detector_from_state
@@ -171,17 +167,18 @@ class InputGuards:
         self._action_rank = {g: RANK[self.config.action_for(g)] for g in GuardConfig.GUARDS}
         self._unsafe = tuple(g for g in MODEL_UNSAFE if self.config.action_for(g) != "ignore")
         self._d = d
-        # the plain-Python path of small batches (:meth:`_check_rows`)
-        self._row_guards = ("missing", "non_finite", "type", "unseen_category", "out_of_range")
-        self._py_numeric = self._numeric.tolist()
-        self._py_lo = self._lo.tolist()
-        self._py_hi = self._hi.tolist()
-        self._py_miss_ok = list(self.allow_missing)
-        self._py_order = [g for g in GuardConfig.GUARDS if g in self._row_guards]
-        self._py_rank = [self._action_rank[g] for g in self._py_order]
-        self._py_skip = [g in self._unsafe for g in self._py_order]
-        self._py_codes = [self._codes[g] for g in self._py_order]
-        self._py_slot = {g: self._py_order.index(g) for g in self._row_guards}
+        # the plain-Python path of small batches (safepredict.guards.rows)
+        self._rows = RowChecker(
+            numeric=self._numeric.tolist(),
+            low=self._lo.tolist(),
+            high=self._hi.tolist(),
+            allow_missing=list(self.allow_missing),
+            sets=self._sets,
+            str_cats=self._str_cats,
+            codes=self._codes,
+            action_rank=self._action_rank,
+            unsafe=self._unsafe,
+        )
 
     # ------------------------------------------------------------ fitting
     @classmethod
@@ -332,7 +329,7 @@ class InputGuards:
         matrix, cols = split_columns(X, self._d)
         n = len(matrix) if matrix is not None else (len(cols[0]) if cols else len(X))
         if 0 < n <= (FAST_ROWS if matrix is None else FAST_NUMERIC_ROWS) and self._d:
-            return self._check_rows(matrix, cols, n)
+            return self._rows.check(matrix, cols, n, self.detector, self.config.ood_alpha)
         if matrix is not None and self._all_numeric:
             values = matrix
             wrong = None
@@ -376,137 +373,9 @@ class InputGuards:
             ood = self.detector.pvalues(
                 values if self._all_numeric else values[:, self._numeric_idx]
             )
-        return self._collect(n, masks, ood)
-
-    def _check_rows(
-        self, matrix: NDArray[np.float64] | None, cols: list[NDArray[Any]], n: int
-    ) -> GuardResult:
-        """:meth:`check` of a small batch in plain Python: the same reasons, ranks and skips.
-
-        The per-value rules are the vectorized path's own (:func:`numeric_scalar`,
-        :func:`category_status`); OOD p-values come from
-        :meth:`CentroidDetector.pvalues_rows` (equal to :meth:`CentroidDetector.pvalues`),
-        or the detector's :meth:`pvalues` on the same numeric values.
-        """
-        d = self._d
-        numeric, lo, hi, miss_ok = self._py_numeric, self._py_lo, self._py_hi, self._py_miss_ok
-        slot = self._py_slot
-        s_missing, s_inf, s_type = slot["missing"], slot["non_finite"], slot["type"]
-        s_unseen, s_range = slot["unseen_category"], slot["out_of_range"]
-        if matrix is not None:
-            columns: list[list[Any]] = [list(c) for c in zip(*matrix.tolist(), strict=True)]
-            exact = [True] * d
-        else:
-            columns, exact = [], []
-            for j, col in enumerate(cols):
-                floats = numeric[j] and col.dtype.kind in "biuf"
-                exact.append(floats)
-                columns.append(
-                    col.astype(np.float64, copy=False).tolist() if floats else col.tolist()
-                )
-        num_rows: list[list[float]] = []
-        hits_rows: list[list[list[int]]] = []
-        for i in range(n):
-            hits: list[list[int]] = [[] for _ in self._py_order]
-            num_row: list[float] = []
-            for j in range(d):
-                v = columns[j][i]
-                if numeric[j]:
-                    x, wrong = (v, False) if exact[j] else numeric_scalar(v)
-                    num_row.append(x)
-                    if wrong:
-                        hits[s_type].append(j)
-                    elif x != x:
-                        if not miss_ok[j]:
-                            hits[s_missing].append(j)
-                    elif x == math.inf or x == -math.inf:
-                        hits[s_inf].append(j)
-                    elif x < lo[j] or x > hi[j]:
-                        hits[s_range].append(j)
-                else:
-                    allowed = self._sets[j]
-                    assert allowed is not None
-                    status = category_status(allowed, self._str_cats[j], v)
-                    if status == CATEGORY_MISSING:
-                        if not miss_ok[j]:
-                            hits[s_missing].append(j)
-                    elif status == CATEGORY_UNSEEN:
-                        hits[s_unseen].append(j)
-                    elif status == CATEGORY_WRONG:
-                        hits[s_type].append(j)
-            num_rows.append(num_row)
-            hits_rows.append(hits)
-        ood: list[float] | None = None
-        if self.detector is not None:
-            if isinstance(self.detector, CentroidDetector):
-                ood = self.detector.pvalues_rows(num_rows)
-            else:
-                ood = self.detector.pvalues(np.array(num_rows, dtype=np.float64)).tolist()
-        alpha, ood_rank = self.config.ood_alpha, self._action_rank["ood"]
-        reasons: dict[int, tuple[str, ...]] = {}
-        ranks: list[int] = []
-        skips: list[bool] = []
-        for i, hits in enumerate(hits_rows):
-            rank, skip = 0, False
-            why: list[str] = []
-            for g, cols_hit in enumerate(hits):
-                if cols_hit:
-                    rank = max(rank, self._py_rank[g])
-                    skip = skip or self._py_skip[g]
-                    codes = self._py_codes[g]
-                    why.extend(codes[j] for j in cols_hit)
-            if ood is not None and ood[i] <= alpha:
-                rank = max(rank, ood_rank)
-                why.append("ood")
-            if why:
-                reasons[i] = tuple(why)
-            ranks.append(rank)
-            skips.append(skip)
-        return GuardResult(
-            reasons,
-            np.array(ranks, dtype=np.intp),
-            None if ood is None else np.array(ood, dtype=np.float64),
-            np.array(skips, dtype=bool),
+        return collect_columns(
+            n, masks, ood, self._codes, self._action_rank, self._unsafe, self.config.ood_alpha
         )
-
-    def _collect(
-        self, n: int, masks: dict[str, NDArray[np.bool_]], ood: NDArray[np.float64] | None
-    ) -> GuardResult:
-        rank = np.zeros(n, dtype=np.intp)
-        skip = np.zeros(n, dtype=bool)
-        row_hit: dict[str, NDArray[np.bool_]] = {}
-        for guard, mask in masks.items():
-            hit = np.asarray(mask.any(axis=1), dtype=bool)
-            if hit.any():
-                row_hit[guard] = hit
-                np.maximum(rank, np.where(hit, self._action_rank[guard], 0), out=rank)
-                if guard in self._unsafe:
-                    skip |= hit
-        ood_hit = None
-        if ood is not None:
-            ood_hit = np.asarray(ood <= self.config.ood_alpha, dtype=bool)
-            if ood_hit.any():
-                np.maximum(rank, np.where(ood_hit, self._action_rank["ood"], 0), out=rank)
-            else:
-                ood_hit = None
-        reasons: dict[int, tuple[str, ...]] = {}
-        if row_hit or ood_hit is not None:
-            flagged = np.zeros(n, dtype=bool)
-            for hit in row_hit.values():
-                flagged |= hit
-            if ood_hit is not None:
-                flagged |= ood_hit
-            order = [g for g in GuardConfig.GUARDS if g in row_hit]
-            for i in np.flatnonzero(flagged).tolist():
-                why: list[str] = []
-                for guard in order:
-                    if row_hit[guard][i]:
-                        codes = self._codes[guard]
-                        why.extend(codes[j] for j in np.flatnonzero(masks[guard][i]).tolist())
-                if ood_hit is not None and ood_hit[i]:
-                    why.append("ood")
-                reasons[i] = tuple(why)
-        return GuardResult(reasons, rank, ood, skip)
 
     # ------------------------------------------------------------ state
     @property
