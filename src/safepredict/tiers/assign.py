@@ -89,6 +89,8 @@ def assign_tiers(
 def _codes_by_row(policy: TierPolicy, inputs: TierInputs) -> NDArray[np.intp]:
     """Tier codes of a few rows under a policy without ``max_error`` tiers."""
     tiers = policy.tiers[:-1]
+    if not tiers:  # the fallback tier only (the default regression policy)
+        return np.zeros(len(inputs), dtype=np.intp)
     columns = {}
     for _, name, _ in CONDITIONS:
         values = getattr(inputs, name)
