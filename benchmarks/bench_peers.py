@@ -6,7 +6,7 @@ busy machine slows every column alike), the MEDIAN time per call of:
 - ``bare``: the model's ``predict_proba``,
 - ``MAPIE``: ``SplitConformalClassifier.predict_set`` (MAPIE 1.x, prefit, LAC),
 - ``crepes``: ``WrapClassifier.predict_set`` (hinge score),
-- ``sp default``: ``SafePredictor.decide`` with the default guards (kNN OOD
+- ``sp default``: ``SafePredictor.decide`` with the default guards (centroid OOD
   detector included) and one decision event per row written to a JSON-lines file
   (``logger="events.jsonl"``, the column-wise fast path),
 - ``sp guards off``: the same with ``guards="off"`` (events still written),
@@ -15,7 +15,8 @@ busy machine slows every column alike), the MEDIAN time per call of:
 - ``sp log off``: default guards, ``log="off"``,
 - ``sp bare``: ``guards="off", log="off"``,
 
-all at confidence level 0.9, for one row (``decide_one`` for safepredict) and for a
+all at confidence level 0.9, for one row (``decide_one`` for safepredict; the first
+row the default guards pass, so the single-row cells time a typical request) and for a
 10,000-row batch, for LogisticRegression and HistGradientBoosting (60 iterations)
 on a 17-column binary table from ``make_classification``. Each cell shows the
 median, its ratio to the bare model's median and the overhead over the bare
@@ -113,11 +114,15 @@ def main() -> None:
             }
             for p in sp.values():
                 p.calibrate(X_cal, y_cal, reference=X_tr)
+            # the single row: the first one the default guards pass (a typical request;
+            # a flagged row takes the guard path, which is not what most calls cost)
+            passed = [not d.reasons for d in sp["sp log off"].decide(X_run[:100])]
+            typical = X_run[passed.index(True)]
             for rows_label, X_in, repeats in (
-                ("1 row", X_run[:1], args.single_repeats),
+                ("1 row", typical[None, :], args.single_repeats),
                 (f"{BATCH} rows", X_run[:BATCH], args.batch_repeats),
             ):
-                one = X_in[0]
+                one = typical
                 fns: dict[str, Callable[[], Any]] = {
                     "bare": lambda X_in=X_in, m=model: m.predict_proba(X_in),
                     "MAPIE": lambda X_in=X_in, m=mapie: m.predict_set(X_in),

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["decision_ids", "new_batch_id"]
+__all__ = ["decision_id", "decision_ids", "new_batch_id"]
 
 
 def new_batch_id() -> str:
@@ -29,6 +29,11 @@ def new_batch_id() -> str:
     return os.urandom(8).hex()
 
 
+def decision_id(batch_id: str, i: int) -> str:
+    """The id of row ``i`` of batch ``batch_id``: ``"<batch_id>-<i>"``."""
+    return f"{batch_id}-{i}"
+
+
 def decision_ids(batch_id: str, n: int) -> NDArray[Any]:
     """The ids ``"<batch_id>-0" .. "<batch_id>-<n-1>"`` as an object array."""
-    return np.array([f"{batch_id}-{i}" for i in range(n)], dtype=object)
+    return np.array([decision_id(batch_id, i) for i in range(n)], dtype=object)

@@ -17,6 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from safepredict._deprecation import warn_deprecated
+from safepredict._ids import decision_id as _decision_id
 from safepredict._ids import decision_ids as _decision_ids
 from safepredict._jsonl import to_builtin
 from safepredict._validation import check_one_of
@@ -376,7 +377,9 @@ class Decisions(Sequence[Decision]):
             interval = (float(self.intervals[i, 0]), float(self.intervals[i, 1]))
         pred = self.predictions[i]
         return Decision(
-            decision_id=str(self.decision_ids[i]),
+            decision_id=(
+                _decision_id(self.batch_id, i) if self._ids is None else str(self._ids[i])
+            ),
             prediction=pred.item() if isinstance(pred, np.generic) else pred,
             prediction_set=self._row_set(i) if pred is not None else None,
             interval=interval,

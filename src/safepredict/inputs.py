@@ -254,13 +254,16 @@ def prepare(X: Any, schema: InputSchema) -> Any:
         return _prepare_text(X, schema)
     if schema.modality == ARRAY:
         return _prepare_array(X, schema)
-    if isinstance(X, Mapping):
+    if type(X) is np.ndarray and X.ndim in (1, 2):  # the common case: no container checks
+        arr = X
+    elif isinstance(X, Mapping):
         return _from_records([X], schema)
-    if isinstance(X, list | tuple) and X and all(isinstance(r, Mapping) for r in X):
+    elif isinstance(X, list | tuple) and X and all(isinstance(r, Mapping) for r in X):
         return _from_records(X, schema)
-    if is_frame(X):
+    elif is_frame(X):
         return _from_frame(X, schema)
-    arr = _as_array(X)
+    else:
+        arr = _as_array(X)
     if arr.ndim == 1:
         arr = arr.reshape(1, -1)
     if arr.ndim != 2:

@@ -157,6 +157,8 @@ def merge_reasons(
             reasons[row] = extra
     for row, why in guard_reasons.items():
         reasons[row] = why + reasons[row]
+    if not any_failed:  # the common case: no model failure to add
+        return reasons
     timeout = np.zeros(n, dtype=bool) if timed_out is None else timed_out
     failures = (
         (raised & ~timeout, MODEL_ERROR),
@@ -164,7 +166,7 @@ def merge_reasons(
         (invalid, INVALID_OUTPUT),
     )
     for mask, code in failures:
-        if any_failed and mask.any():
+        if mask.any():
             for row in np.flatnonzero(mask & ~skipped).tolist():
                 reasons[row] = (*reasons[row], code)
     return reasons

@@ -74,6 +74,9 @@ __all__ = [
 #: been collapsed by rounding (e.g. a prediction of 1e308): its output is invalid.
 COLLAPSE_ULPS = 64
 
+#: Batches of at most this many rows check their intervals in plain Python.
+SMALL_BATCH = 8
+
 
 # ------------------------------------------------------------------ scoring
 def ranking_scores(
@@ -191,16 +194,20 @@ def score(
     assert isinstance(conformal, RegressionConformal)
     y_pred = values.reshape(-1)
     intervals, raised = _intervals(conformal, X_model, y_pred)
-    collapsed = _collapsed(intervals, conformal) & ~failed & ~raised
-    bad = failed | raised | collapsed
-    if bad.any():
-        intervals[bad] = np.nan
+    collapsed = _collapsed(intervals, conformal)
+    aux_failed = bool(raised.any())
+    if any_failed or aux_failed or collapsed.any():  # else nothing to mask (the common case)
+        collapsed &= ~failed & ~raised
+        bad = failed | raised | collapsed
+        if bad.any():
+            intervals[bad] = np.nan
+        aux_failed = aux_failed or bool(collapsed.any())
     widths = intervals[:, 1] - intervals[:, 0]
     ranking = ranking_scores(task, width=widths) if needs_ranking else {}
     inputs = TierInputs(
         "regression", np.full(n, np.nan), width=widths, scores=ranking, groups=groups
     )
-    return Scored(inputs, None, intervals, raised, collapsed, bool(raised.any() | collapsed.any()))
+    return Scored(inputs, None, intervals, raised, collapsed, aux_failed)
 
 
 def _intervals(
@@ -234,9 +241,13 @@ def _collapsed(intervals: NDArray[np.float64], conformal: RegressionConformal) -
     rounding, not information, unless the calibration quantile itself is 0 (a
     model exact on every calibration row legitimately gives points).
     """
+    positive = float(conformal.quantile) > 0
+    if len(intervals) <= SMALL_BATCH:  # plain Python floats: numpy's per-call cost dominates
+        rows = [_collapsed_row(lo, hi, positive) for lo, hi in intervals.tolist()]
+        return np.array(rows, dtype=bool).reshape(len(intervals))
     lo, hi = intervals[:, 0], intervals[:, 1]
     with np.errstate(invalid="ignore", over="ignore"):
-        if len(lo) and float(conformal.quantile) > 0:
+        if len(lo) and positive:
             # Fast exact path: spacing() grows with the magnitude, so when the
             # narrowest interval is wider than COLLAPSE_ULPS spacings of the largest
             # bound (and every bound is finite) no row is collapsed.
@@ -245,11 +256,18 @@ def _collapsed(intervals: NDArray[np.float64], conformal: RegressionConformal) -
             if math.isfinite(widest) and narrowest > COLLAPSE_ULPS * math.ulp(widest):
                 return np.zeros(len(lo), dtype=bool)
         finite = np.isfinite(lo) & np.isfinite(hi)
-        if float(conformal.quantile) <= 0:
+        if not positive:
             return np.asarray(~finite, dtype=bool)
         magnitude = np.maximum(np.abs(lo), np.abs(hi))
         thin = (hi - lo) <= COLLAPSE_ULPS * np.spacing(np.where(finite, magnitude, 0.0))
     return np.asarray(~finite | thin, dtype=bool)
+
+
+def _collapsed_row(lo: float, hi: float, positive: bool) -> bool:
+    """:func:`_collapsed` of one interval (``math.ulp`` is ``np.spacing`` of a finite ``>= 0``)."""
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return True
+    return positive and hi - lo <= COLLAPSE_ULPS * math.ulp(max(abs(lo), abs(hi)))
 
 
 # ------------------------------------------------------------------ decide

@@ -7,10 +7,23 @@ from numpy.typing import NDArray
 
 from safepredict.config import TierPolicy
 from safepredict.tiers.certify import accept_at
-from safepredict.tiers.conditions import base_mask, group_values, row_thresholds, tier_keys
+from safepredict.tiers.conditions import (
+    CONDITIONS,
+    base_mask,
+    group_values,
+    row_meets,
+    row_thresholds,
+    tier_keys,
+)
 from safepredict.tiers.state import TierCalibration, TierInputs
 
 __all__ = ["assign_tiers"]
+
+#: Batches of at most this many rows, under a policy without ``max_error`` tiers, are
+#: assigned row by row in plain Python (:func:`row_meets`): numpy's per-call cost
+#: dominates a single-row ``decide`` otherwise. Both paths give identical codes
+#: (tests/test_tiers_assign_paths.py).
+SMALL_BATCH = 8
 
 
 def assign_tiers(
@@ -55,10 +68,51 @@ def assign_tiers(
     ([0, 1, 1], {2: ('empty_set',)})
     """
     n = len(inputs)
+    extra: dict[int, list[str]] = {}
+    small = n <= SMALL_BATCH and all(tier.max_error is None for tier in policy.tiers[:-1])
+    if small:
+        codes = _codes_by_row(policy, inputs)
+    else:
+        codes = _codes_by_column(policy, inputs, calibration, extra)
+    if inputs.set_size is not None:
+        sizes = inputs.set_size
+        empty = (
+            [i for i, size in enumerate(sizes.tolist()) if size == 0]
+            if small
+            else np.flatnonzero(sizes == 0).tolist()
+        )
+        for row in empty:
+            extra.setdefault(row, []).append("empty_set")
+    return codes, {row: tuple(r) for row, r in extra.items()}
+
+
+def _codes_by_row(policy: TierPolicy, inputs: TierInputs) -> NDArray[np.intp]:
+    """Tier codes of a few rows under a policy without ``max_error`` tiers."""
+    tiers = policy.tiers[:-1]
+    if not tiers:  # the fallback tier only (the default regression policy)
+        return np.zeros(len(inputs), dtype=np.intp)
+    columns = {}
+    for _, name, _ in CONDITIONS:
+        values = getattr(inputs, name)
+        columns[name] = None if values is None else values.tolist()
+    codes = []
+    for i in range(len(inputs)):
+        row = {name: None if col is None else col[i] for name, col in columns.items()}
+        codes.append(next((k for k, tier in enumerate(tiers) if row_meets(tier, row)), len(tiers)))
+    return np.array(codes, dtype=np.intp)
+
+
+def _codes_by_column(
+    policy: TierPolicy,
+    inputs: TierInputs,
+    calibration: TierCalibration | None,
+    extra: dict[int, list[str]],
+) -> NDArray[np.intp]:
+    """Tier codes of a batch, vectorized; ``max_error`` reasons are added to ``extra``."""
+    n = len(inputs)
     fallback = len(policy.tiers) - 1
     codes = np.full(n, fallback, dtype=np.intp)
     open_rows = np.ones(n, dtype=bool)
-    extra: dict[int, list[str]] = {}
 
     def note(rows: NDArray[np.bool_], reason: str) -> None:
         for row in np.flatnonzero(rows).tolist():
@@ -99,6 +153,4 @@ def assign_tiers(
                 note(blocked, f"uncertified:{tier.name}")
         codes[hit] = index
         open_rows &= ~hit
-    if inputs.set_size is not None:
-        note(inputs.set_size == 0, "empty_set")
-    return codes, {row: tuple(r) for row, r in extra.items()}
+    return codes

@@ -19,9 +19,11 @@ from safepredict.tiers.certify import ACCEPT_ALL, accept_at, ranking_keys
 from safepredict.tiers.state import TierCalibration, TierInputs, group_labels
 
 __all__ = [
+    "CONDITIONS",
     "base_mask",
     "group_values",
     "probability_tie_breaks",
+    "row_meets",
     "row_thresholds",
     "tier_keys",
     "tier_mask",
@@ -29,22 +31,62 @@ __all__ = [
 ]
 
 
+#: The base conditions as data: ``(tier field, TierInputs field, kind)``. ``kind``
+#: ``"min"`` keeps rows whose value is ``>=`` the bound, ``"max"`` rows ``<=`` it;
+#: ``"min!"``: a missing column fails every row (fail closed), otherwise a missing
+#: column is not checked. ``nan`` fails every comparison. :func:`base_mask` and
+#: :func:`row_meets` both read this table: one rule, two evaluators.
+CONDITIONS: tuple[tuple[str, str, str], ...] = (
+    ("min_confidence", "confidence", "min"),
+    ("min_credibility", "credibility", "min!"),
+    ("max_set_size", "set_size", "max"),
+    ("max_interval_width", "width", "max"),
+)
+
+
 def base_mask(tier: Tier, inputs: TierInputs) -> NDArray[np.bool_]:
     """Rows meeting every condition of ``tier`` except the ``max_error`` threshold."""
-    n = len(inputs)
-    mask = np.ones(n, dtype=bool)
-    if tier.min_confidence is not None:
-        mask &= inputs.confidence >= tier.min_confidence
-    if tier.min_credibility is not None:  # unknown credibility never meets it (fail closed)
-        if inputs.credibility is None:
-            mask[:] = False
-        else:
-            mask &= inputs.credibility >= tier.min_credibility
-    if tier.max_set_size is not None and inputs.set_size is not None:
-        mask &= inputs.set_size <= tier.max_set_size
-    if tier.max_interval_width is not None and inputs.width is not None:
-        mask &= inputs.width <= tier.max_interval_width
+    mask = np.ones(len(inputs), dtype=bool)
+    for bound_name, column, kind in CONDITIONS:
+        bound = getattr(tier, bound_name)
+        if bound is None:
+            continue
+        values = getattr(inputs, column)
+        if values is None:
+            if kind == "min!":  # unknown credibility never meets it (fail closed)
+                mask[:] = False
+            continue
+        mask &= values <= bound if kind == "max" else values >= bound
     return mask
+
+
+def row_meets(tier: Tier, row: Mapping[str, Any]) -> bool:
+    """One row meets every condition of ``tier`` except ``max_error`` (see :data:`CONDITIONS`).
+
+    ``row`` maps each :class:`TierInputs` column to the row's Python value (``None``
+    for a column the inputs lack): the plain-Python twin of :func:`base_mask` for a
+    few rows, where numpy's per-call overhead dominates.
+
+    Examples
+    --------
+    >>> tier = Tier("auto", "accept", min_credibility=0.1, max_set_size=1)
+    >>> row_meets(tier, {"confidence": 0.97, "credibility": 0.4, "set_size": 1, "width": None})
+    True
+    >>> row_meets(tier, {"confidence": 0.97, "credibility": None, "set_size": 1, "width": None})
+    False
+    """
+    for bound_name, column, kind in CONDITIONS:
+        bound = getattr(tier, bound_name)
+        if bound is None:
+            continue
+        value = row[column]
+        if value is None:
+            if kind == "min!":
+                return False
+            continue
+        if not (value <= bound if kind == "max" else value >= bound):
+            return False
+    return True
 
 
 def tier_score(tier: Tier, inputs: TierInputs) -> NDArray[np.float64]:
