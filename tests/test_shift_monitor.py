@@ -183,3 +183,40 @@ def test_label_free_estimate_of_a_regressor_next_to_realized_error(
     # the shift moves rows towards noisier inputs: the estimate rises with the realized error
     assert overall["shifted"][0] > overall["same"][0]
     assert overall["shifted"][1] > overall["same"][1]
+
+
+def test_label_free_regression_events_skip_what_they_cannot_read() -> None:
+    from statistics import NormalDist
+
+    from safepredict.monitoring.shift_advice import label_free_windows
+
+    cal = {
+        "event": "safepredict.calibration",
+        "calibration_id": "c1",
+        "policy": {"tiers": [{"name": "auto", "tolerance": 1.0}, {"name": "human"}]},
+    }
+    good = {
+        "event": "safepredict.decision",
+        "calibration_id": "c1",
+        "tier": "auto",
+        "decision_id": "a",
+        "prediction": 0.0,
+        "conformal": {"confidence_level": 0.9, "interval": [-1.645, 1.645]},  # sigma = 1
+    }
+    bad = [
+        {**good, "decision_id": "c", "conformal": {"confidence_level": 1.5, "interval": [0, 1]}},
+        {**good, "decision_id": "d", "conformal": {"confidence_level": 0.9, "interval": ["x", 1]}},
+        {**good, "decision_id": "e", "conformal": {"confidence_level": 0.9, "interval": [1, 1]}},
+        {**good, "decision_id": "f", "conformal": {"confidence_level": True, "interval": [0, 1]}},
+        {**good, "decision_id": "g", "tier": "human"},  # no tolerance: no error defined
+    ]
+    odd_id = {**good, "decision_id": "b", "calibration_id": ["x"]}  # read with the latest
+    out = label_free_windows([cal, good, odd_id, *bad], 0.0, {"a": 2.5, "b": 0.0})[None]
+    assert set(out["tiers"]) == {"auto"}
+    row = out["tiers"]["auto"]
+    sigma = 3.29 / (2 * NormalDist().inv_cdf(0.95))
+    expected = 2 * (1 - NormalDist().cdf(1.0 / sigma))  # P(|N(0, 1)| > 1) ~ 0.317
+    assert row["n"] == 2
+    assert row["estimated_error"] == pytest.approx(expected)
+    assert row["realized_error"] == 0.5  # |2.5 - 0| > 1, |0 - 0| <= 1
+    assert "normal" in out["assumption"]

@@ -107,12 +107,14 @@ def label_free_windows(
     """
     acc: dict[str | None, dict[str, list[float]]] = {}
     tasks: dict[str | None, set[str]] = {}
-    tolerances: dict[Any, dict[str, float]] = {}  # calibration_id -> tier -> tolerance
+    tolerances: dict[str | None, dict[str, float]] = {}  # calibration_id -> tier -> tolerance
     latest: dict[str, float] = {}
     for ev in events:
         kind = ev.get("event")
+        cid = ev.get("calibration_id")
+        cid = cid if type(cid) is str else None  # a malformed id: the latest calibration
         if kind == _CALIBRATION:
-            latest = tolerances[ev.get("calibration_id")] = _tolerances(ev)
+            latest = tolerances[cid] = _tolerances(ev)
             continue
         tier = ev.get("tier")
         if kind != _DECISION or type(tier) is not str:
@@ -122,7 +124,7 @@ def label_free_windows(
         if isinstance(proba, Mapping) and proba:
             miss, task = _top_miss(proba), "classification"
         else:
-            tolerance = tolerances.get(ev.get("calibration_id"), latest).get(tier)
+            tolerance = tolerances.get(cid, latest).get(tier)
             miss, task = _exceed(ev.get("conformal"), tolerance), "regression"
         if miss is None:
             continue
