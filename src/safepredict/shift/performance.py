@@ -150,6 +150,11 @@ class CorrectnessMap:
     ) -> list[CorrectnessMap]:
         """``n_boot`` refits on Bayesian-bootstrap weights ``Exp(1)`` of the rows (seeded)."""
         weights = bayesian_weights(len(np.asarray(proba)), n_boot=n_boot, seed=seed)
+        if method == "isotonic":  # one sort of the rows for all refits
+            p = np.asarray(proba, dtype=np.float64)
+            right = p.argmax(axis=1) == np.asarray(y_index, dtype=np.intp)
+            knots, values = _isotonic_fits(p.max(axis=1), right, weights)
+            return [cls("isotonic", (knots, v)) for v in values]
         return [cls.fit(proba, y_index, method, sample_weight=w) for w in weights]
 
     def correct(self, proba: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -233,8 +238,11 @@ class ExceedanceMap:
         seed: int = 0,
     ) -> list[ExceedanceMap]:
         """``n_boot`` refits on Bayesian-bootstrap weights ``Exp(1)`` of the rows (seeded)."""
-        weights = bayesian_weights(len(np.asarray(score)), n_boot=n_boot, seed=seed)
-        return [cls.fit(score, exceeds, sample_weight=w) for w in weights]
+        x = np.asarray(score, dtype=np.float64).reshape(-1)
+        within = ~np.asarray(exceeds, dtype=bool).reshape(-1)
+        weights = bayesian_weights(len(x), n_boot=n_boot, seed=seed)
+        knots, values = _isotonic_fits(x, within, weights)
+        return [cls(knots, v) for v in values]
 
     def exceed(self, score: NDArray[np.float64]) -> NDArray[np.float64]:
         """Probability that each row's error exceeds the tolerance."""
@@ -254,17 +262,30 @@ def _isotonic(
     ``IsotonicRegression(out_of_bounds="clip")`` does, with linear interpolation
     between knots.
     """
+    knots, values = _isotonic_fits(x, right, np.asarray(w, dtype=np.float64).reshape(1, -1))
+    return knots, values[0]
+
+
+def _isotonic_fits(
+    x: NDArray[np.float64], right: NDArray[np.bool_], weights: NDArray[np.float64]
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """:func:`_isotonic` under each row of ``weights`` ``(B, n)``: shared knots, values ``(B, K)``.
+
+    The rows are sorted and their ties found once for all ``B`` fits.
+    """
     from sklearn import config_context
     from sklearn.isotonic import isotonic_regression
 
     knots, inverse = np.unique(x, return_inverse=True)
-    weight = np.bincount(inverse, weights=w, minlength=len(knots))
-    mean = np.bincount(inverse, weights=w * right, minlength=len(knots)) / weight
+    out = np.empty((len(weights), len(knots)))
     # the inputs are built here (finite, 1-D, positive weights): skip the per-call
     # parameter validation, most of the cost of the bootstrap's 100 refits
     with config_context(skip_parameter_validation=True):
-        values = isotonic_regression(mean, sample_weight=weight, y_min=0.0, y_max=1.0)
-    return knots, np.asarray(values, dtype=np.float64)
+        for b, w in enumerate(weights):
+            weight = np.bincount(inverse, weights=w, minlength=len(knots))
+            mean = np.bincount(inverse, weights=w * right, minlength=len(knots)) / weight
+            out[b] = isotonic_regression(mean, sample_weight=weight, y_min=0.0, y_max=1.0)
+    return knots, out
 
 
 @dataclass(frozen=True)
