@@ -295,3 +295,11 @@ def test_regression_interval_covers_over_calibration_draws(setting: Setting) -> 
     assert k >= 200
     assert coverage[True] >= bound
     assert coverage[False] < bound  # the map's own error matters: the check has teeth
+
+
+def test_tolerance_errors_need_scored_calibration_rows() -> None:
+    from safepredict.exceptions import CalibrationError
+
+    nan = np.full(5, np.nan)
+    with pytest.raises(CalibrationError, match="every row failed"):
+        ToleranceErrors.fit(NAMES, TOLERANCES, nan, np.ones(5), np.zeros(5, dtype=np.intp))

@@ -30,6 +30,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from numpy.typing import NDArray
 
+from safepredict.exceptions import CalibrationError
 from safepredict.shift.performance import (
     REGRESSION_ASSUMPTION,
     ExceedanceMap,
@@ -113,6 +114,12 @@ class ToleranceErrors:
         r = np.asarray(abs_residual, dtype=np.float64).reshape(-1)
         c = np.asarray(codes).reshape(-1)
         ok = np.isfinite(s) & np.isfinite(r)
+        if not ok.any():
+            raise CalibrationError(
+                f"none of the {len(s)} calibration rows has both an interval and a residual "
+                "(every row failed), so P(|y - y_hat| > tolerance) cannot be fitted. Calibrate "
+                "again on rows the model and the conformal intervals can score."
+            )
         names = tuple(tier_names)
         maps: dict[str, ExceedanceMap] = {}
         draws: dict[str, list[ExceedanceMap]] = {}
