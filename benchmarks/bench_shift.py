@@ -6,7 +6,9 @@ One process, calls interleaved round-robin (``_timing.interleaved_seconds``), me
   original, on one row and on a batch: the extra work is the domain classifier's
   ``predict_proba`` on the batch and the weighted p-values (one ``searchsorted``);
 * ``adapt_to`` (domain classifier fit, weighted re-certification of the tiers) and
-  ``estimate_performance`` on the batch, against one ``decide`` of the batch.
+  ``estimate_performance`` on the batch, against one ``decide`` of the batch;
+* a regressor's ``estimate_performance`` (two ``max_error`` tiers, generated
+  heteroscedastic data) against one ``decide`` of its batch.
 
 Run: ``PYTHONPATH=src python benchmarks/bench_shift.py [--repeats R]``.
 """
@@ -18,7 +20,7 @@ import argparse
 import numpy as np
 from _timing import interleaved_seconds
 from sklearn.datasets import load_digits
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -63,6 +65,41 @@ def main() -> None:
     for name in ("adapt_to", "estimate_performance"):
         med = float(np.median(t[name]))
         print(f"{name:>21}: {med * 1e3:8.1f} ms = {med / base:.1f} x decide({len(batch)} rows)")
+    _regression(max(3, args.repeats // 10))
+
+
+def _regression(repeats: int) -> None:
+    """A regressor's ``estimate_performance`` against one ``decide`` of the batch."""
+    g = np.random.default_rng(0)
+
+    def rows(n: int, shift: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+        X = g.normal(size=(n, 4))
+        X[:, 0] += shift
+        noise = 0.8 * np.exp(0.5 * X[:, 0] + 0.3 * X[:, 1])
+        return X, X @ np.array([2.0, -1.0, 0.5, 1.0]) + noise * g.normal(size=n)
+
+    policy = {
+        "tiers": [
+            {"name": "auto", "action": "accept", "max_error": 0.05, "tolerance": 1.0},
+            {"name": "quick", "action": "accept", "max_error": 0.15, "tolerance": 1.5},
+            {"name": "human", "action": "review"},
+        ]
+    }
+    sp = SafePredictor(
+        LinearRegression().fit(*rows(2000)),
+        tiers=policy,
+        log="off",
+        conformity_score="residual_normalized",
+        random_state=0,
+    ).calibrate(*rows(3000))
+    batch = rows(2000, shift=1.0)[0]
+    t = interleaved_seconds(
+        {"decide": lambda: sp.decide(batch), "estimate": lambda: sp.estimate_performance(batch)},
+        repeats,
+    )
+    base, med = float(np.median(t["decide"])), float(np.median(t["estimate"]))
+    print(f"regressor (3000 calibration rows, 2 max_error tiers): estimate_performance "
+          f"{med * 1e3:.1f} ms = {med / base:.1f} x decide({len(batch)} rows)")  # fmt: skip
 
 
 if __name__ == "__main__":

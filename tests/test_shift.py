@@ -260,10 +260,14 @@ def test_estimate_performance_per_tier(digits_sp: tuple[SafePredictor, Any, Any]
         sp.estimate_performance(X, level=95)
 
 
-def test_estimate_performance_is_for_classifiers() -> None:
+def test_estimate_performance_of_a_regressor_needs_a_max_error_tier() -> None:
+    """A regression error is |y - y_hat| > tolerance: only max_error tiers define one.
+
+    The regression estimates themselves: tests/test_shift_regression.py.
+    """
     X, y = load_diabetes(return_X_y=True)
     sp = SafePredictor(Ridge().fit(X[:150], y[:150]), log="off").calibrate(X[150:350], y[150:350])
-    with pytest.raises(ConfigError, match="classifiers"):
+    with pytest.raises(ConfigError, match="max_error tiers"):
         sp.estimate_performance(X[350:])
 
 

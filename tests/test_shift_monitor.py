@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import numpy as np
@@ -95,3 +96,127 @@ def test_shift_advice_from_the_ood_rate() -> None:
     advice = shift_advice(loud)
     assert advice is not None
     assert advice["why"] == ["OOD guard rate 0.200 >= 0.05"]
+
+
+# ------------------------------------------------------------------ a regressor's logs
+REG_TOLERANCES = {"auto": 1.0, "quick": 1.5}
+
+
+def _regression_rows(g: np.random.Generator, n: int, shift: float) -> tuple[Any, Any]:
+    """Heteroscedastic normal noise whose log-scale is linear in two inputs."""
+    X = g.normal(size=(n, 4))
+    X[:, 0] += shift
+    sigma = 0.8 * np.exp(0.5 * X[:, 0] + 0.3 * X[:, 1])
+    return X, X @ np.array([2.0, -1.0, 0.5, 1.0]) + sigma * g.normal(size=n)
+
+
+@pytest.fixture(scope="module")
+def regression_logs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    from sklearn.linear_model import LinearRegression
+
+    g = np.random.default_rng(3)
+    model = LinearRegression().fit(*_regression_rows(g, 2000, 0.0))
+    policy = {
+        "delta": 0.1,
+        "tiers": [
+            {"name": "auto", "action": "accept", "max_error": 0.05, "tolerance": 1.0},
+            {"name": "quick", "action": "accept", "max_error": 0.15, "tolerance": 1.5},
+            {"name": "human", "action": "review"},
+        ],
+    }
+    X_cal, y_cal = _regression_rows(g, 3000, 0.0)
+    tmp = tmp_path_factory.mktemp("shift_regression_logs")
+    out: dict[str, Any] = {}
+    for name, shift in (("same", 0.0), ("shifted", 1.0)):
+        path = tmp / f"{name}.jsonl"
+        X, y = _regression_rows(g, 3000, shift)
+        with json_lines_logging(path):
+            p = sp.SafePredictor(
+                model,
+                tiers=policy,
+                guards="off",
+                conformity_score="residual_normalized",
+                random_state=0,
+            ).calibrate(X_cal, y_cal)
+            out[name] = (path, p.decide(X), y)
+    return out
+
+
+def test_label_free_estimate_of_a_regressor_next_to_realized_error(
+    regression_logs: dict[str, Any],
+) -> None:
+    from statistics import NormalDist
+
+    z = NormalDist().inv_cdf(0.95)  # the intervals' level is 0.9
+    overall: dict[str, tuple[float, float]] = {}
+    for name, (path, d, y) in regression_logs.items():
+        labels = {i: float(t) for i, t in zip(d.decision_ids, y, strict=True)}
+        window = monitor(path, window="all", labels=labels).windows[0]["label_free"]
+        assert "normal" in window["assumption"]
+        tiers = window["tiers"]
+        assert set(tiers) == {"auto", "quick"}  # "human" has no tolerance: no error defined
+        names = np.asarray(d.tier_names, dtype=object)[d.tier_codes]
+        residual = np.abs(y - d.predictions.astype(float))
+        sigma = (d.intervals[:, 1] - d.intervals[:, 0]) / (2 * z)
+        n_all = est_all = real_all = 0.0
+        for tier, row in tiers.items():
+            rows = names == tier
+            tolerance = REG_TOLERANCES[tier]
+            assert row["n"] == row["n_labelled"] == int(rows.sum()) > 30
+            realized = float((residual[rows] > tolerance).mean())
+            assert row["realized_error"] == pytest.approx(realized)
+            p = 2 * (1 - np.vectorize(NormalDist().cdf)(tolerance / sigma[rows]))
+            assert row["estimated_error"] == pytest.approx(float(p.mean()))
+            assert row["interval"][0] <= row["estimated_error"] <= row["interval"][1]
+            # the noise is normal here: the realized rate is within 3 binomial standard
+            # errors sqrt(sum p (1 - p)) / n of the estimate
+            assert abs(realized - row["estimated_error"]) <= 3 * math.sqrt(
+                float((p * (1 - p)).sum())
+            ) / len(p)
+            n_all += row["n"]
+            est_all += row["n"] * row["estimated_error"]
+            real_all += row["n"] * realized
+        overall[name] = (est_all / n_all, real_all / n_all)
+        bare = label_free_report([path], window_s=0.0)[None]["tiers"]  # without outcomes
+        assert all(r["realized_error"] is None and r["n"] == tiers[t]["n"] for t, r in bare.items())
+    print(f"\nregression label-free (estimate, realized) over the accepting tiers: {overall}")
+    # the shift moves rows towards noisier inputs: the estimate rises with the realized error
+    assert overall["shifted"][0] > overall["same"][0]
+    assert overall["shifted"][1] > overall["same"][1]
+
+
+def test_label_free_regression_events_skip_what_they_cannot_read() -> None:
+    from statistics import NormalDist
+
+    from safepredict.monitoring.shift_advice import label_free_windows
+
+    cal = {
+        "event": "safepredict.calibration",
+        "calibration_id": "c1",
+        "policy": {"tiers": [{"name": "auto", "tolerance": 1.0}, {"name": "human"}]},
+    }
+    good = {
+        "event": "safepredict.decision",
+        "calibration_id": "c1",
+        "tier": "auto",
+        "decision_id": "a",
+        "prediction": 0.0,
+        "conformal": {"confidence_level": 0.9, "interval": [-1.645, 1.645]},  # sigma = 1
+    }
+    bad = [
+        {**good, "decision_id": "c", "conformal": {"confidence_level": 1.5, "interval": [0, 1]}},
+        {**good, "decision_id": "d", "conformal": {"confidence_level": 0.9, "interval": ["x", 1]}},
+        {**good, "decision_id": "e", "conformal": {"confidence_level": 0.9, "interval": [1, 1]}},
+        {**good, "decision_id": "f", "conformal": {"confidence_level": True, "interval": [0, 1]}},
+        {**good, "decision_id": "g", "tier": "human"},  # no tolerance: no error defined
+    ]
+    odd_id = {**good, "decision_id": "b", "calibration_id": ["x"]}  # read with the latest
+    out = label_free_windows([cal, good, odd_id, *bad], 0.0, {"a": 2.5, "b": 0.0})[None]
+    assert set(out["tiers"]) == {"auto"}
+    row = out["tiers"]["auto"]
+    sigma = 3.29 / (2 * NormalDist().inv_cdf(0.95))
+    expected = 2 * (1 - NormalDist().cdf(1.0 / sigma))  # P(|N(0, 1)| > 1) ~ 0.317
+    assert row["n"] == 2
+    assert row["estimated_error"] == pytest.approx(expected)
+    assert row["realized_error"] == 0.5  # |2.5 - 0| > 1, |0 - 0| <= 1
+    assert "normal" in out["assumption"]

@@ -16,8 +16,14 @@ Two additions to the :func:`~safepredict.monitoring.monitor.monitor` report:
   are used as logged, not recalibrated (for recalibrated estimates call
   :meth:`SafePredictor.estimate_performance` on the inputs, or
   :func:`label_free_report` on logs without outcomes). Assumption: no concept
-  shift, and calibrated probabilities. It costs a second, light pass over the
-  logs; events without a tier or usable probabilities are left out.
+  shift, and calibrated probabilities. A regressor's ``max_error`` tiers (an
+  error is ``|y - y_hat| > tolerance``, the tolerance read from the logged
+  calibration's policy) get ``P(|y - y_hat| > tolerance)`` of a normal residual
+  whose spread is read off the logged conformal interval: ``sigma = width /
+  (2 z)`` with ``z`` the normal quantile of the interval's level; assumption:
+  no concept shift, and that normal residual. It costs a second, light pass
+  over the logs; events without a tier, usable probabilities or (regression) a
+  tolerance and an interval are left out.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import math
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any
 
 from safepredict._jsonl import iter_jsonl
@@ -41,6 +48,14 @@ __all__ = [
 
 ADAPT_COMMAND = 'adapted = predictor.adapt_to(X_window, shift="covariate")'
 _DECISION = "safepredict.decision"
+_CALIBRATION = "safepredict.calibration"
+_ASSUMPTIONS = {
+    "classification": "no concept shift; logged probabilities taken as calibrated",
+    "regression": (
+        "no concept shift; residuals taken as normal, with the spread of the logged "
+        "conformal interval (width / (2 z) at its level)"
+    ),
+}
 _Z95 = 1.959963984540054
 
 
@@ -91,28 +106,44 @@ def label_free_windows(
     (0.2, 0.5, 2)
     """
     acc: dict[str | None, dict[str, list[float]]] = {}
+    tasks: dict[str | None, set[str]] = {}
+    tolerances: dict[str | None, dict[str, float]] = {}  # calibration_id -> tier -> tolerance
+    latest: dict[str, float] = {}
     for ev in events:
-        if ev.get("event") != _DECISION:
+        kind = ev.get("event")
+        cid = ev.get("calibration_id")
+        cid = cid if type(cid) is str else None  # a malformed id: the latest calibration
+        if kind == _CALIBRATION:
+            latest = tolerances[cid] = _tolerances(ev)
             continue
-        tier, proba = ev.get("tier"), ev.get("probabilities")
-        if type(tier) is not str or not isinstance(proba, Mapping) or not proba:
+        tier = ev.get("tier")
+        if kind != _DECISION or type(tier) is not str:
             continue
-        try:
-            top = max(float(p) for p in proba.values())
-        except (TypeError, ValueError):
+        proba, prediction = ev.get("probabilities"), ev.get("prediction")
+        tolerance: float | None = None
+        if isinstance(proba, Mapping) and proba:
+            miss, task = _top_miss(proba), "classification"
+        else:
+            tolerance = tolerances.get(cid, latest).get(tier)
+            miss, task = _exceed(ev.get("conformal"), tolerance), "regression"
+        if miss is None:
             continue
-        if not 0.0 <= top <= 1.0:
-            continue
-        row = acc.setdefault(_start(ev.get("timestamp"), window_s), {}).setdefault(
+        start = _start(ev.get("timestamp"), window_s)
+        tasks.setdefault(start, set()).add(task)
+        row = acc.setdefault(start, {}).setdefault(
             tier, [0.0, 0.0, 0.0, 0.0, 0.0]
         )  # n, sum(1 - c), sum c (1 - c), n labelled, errors
         row[0] += 1
-        row[1] += 1.0 - top
-        row[2] += top * (1.0 - top)
+        row[1] += miss
+        row[2] += miss * (1.0 - miss)
         did = ev.get("decision_id")
         if type(did) is str and did in joined:
             row[3] += 1
-            row[4] += not _right(ev.get("prediction"), joined[did])
+            row[4] += (
+                not _right(prediction, joined[did])
+                if tolerance is None
+                else _beyond(prediction, joined[did], tolerance)
+            )
     out: dict[str | None, dict[str, Any]] = {}
     for start, tiers in acc.items():
         rows: dict[str, Any] = {}
@@ -127,10 +158,56 @@ def label_free_windows(
                 "realized_error": errors / n_lab if n_lab else None,
             }
         out[start] = {
-            "assumption": "no concept shift; logged probabilities taken as calibrated",
+            "assumption": "; ".join(_ASSUMPTIONS[t] for t in sorted(tasks[start])),
             "tiers": rows,
         }
     return out
+
+
+def _tolerances(calibration: Mapping[str, Any]) -> dict[str, float]:
+    """Tier -> ``tolerance`` of a calibration event's regression ``max_error`` tiers."""
+    policy = calibration.get("policy")
+    tiers = policy.get("tiers") if isinstance(policy, Mapping) else None
+    out: dict[str, float] = {}
+    for t in tiers if isinstance(tiers, list) else ():
+        if isinstance(t, Mapping) and type(t.get("name")) is str and _finite(t.get("tolerance")):
+            out[t["name"]] = float(t["tolerance"])
+    return out
+
+
+def _finite(v: Any) -> bool:
+    return type(v) in (int, float) and math.isfinite(v)
+
+
+def _top_miss(proba: Mapping[str, Any]) -> float | None:
+    """``1 -`` the top logged probability, or ``None`` when it is not one."""
+    try:
+        top = max(float(p) for p in proba.values())
+    except (TypeError, ValueError):
+        return None
+    return 1.0 - top if 0.0 <= top <= 1.0 else None
+
+
+def _exceed(conformal: Any, tolerance: float | None) -> float | None:
+    """``P(|residual| > tolerance)`` of a normal residual with the logged interval's spread."""
+    if tolerance is None or not isinstance(conformal, Mapping):
+        return None
+    iv: Any = conformal.get("interval")
+    level: Any = conformal.get("confidence_level")
+    if not (isinstance(iv, list) and len(iv) == 2 and _finite(iv[0]) and _finite(iv[1])):
+        return None
+    if not (_finite(level) and 0.0 < level < 1.0) or not iv[1] > iv[0]:
+        return None
+    sigma = (iv[1] - iv[0]) / (2.0 * NormalDist().inv_cdf(0.5 + level / 2.0))
+    return math.erfc(tolerance / (sigma * math.sqrt(2.0)))
+
+
+def _beyond(prediction: Any, outcome: Any, tolerance: float) -> bool:
+    """A regression error: ``|outcome - prediction| > tolerance`` (non-numbers count as errors)."""
+    try:
+        return abs(float(outcome) - float(prediction)) > tolerance
+    except (TypeError, ValueError):
+        return True
 
 
 def shift_advice(

@@ -7,6 +7,8 @@
 * :mod:`~safepredict.shift.weighted_tiers` -- weighted certification of ``max_error`` tiers;
 * :mod:`~safepredict.shift.performance` -- confidence-based (CBPE-style) error
   estimates per tier;
+* :mod:`~safepredict.shift.regression_estimate` -- the same for a regressor's
+  ``max_error`` tiers (``P(|y - y_hat| > tolerance | score)``);
 * :mod:`~safepredict.shift.adapted` -- ``SafePredictor.adapt_to`` and
   ``SafePredictor.estimate_performance``.
 
@@ -25,10 +27,13 @@ from safepredict.shift.label_shift import LabelShift, estimate_label_shift
 from safepredict.shift.mixin import ShiftAware
 from safepredict.shift.performance import (
     ASSUMPTION,
+    REGRESSION_ASSUMPTION,
     CorrectnessMap,
+    ExceedanceMap,
     PerformanceEstimate,
     TierEstimate,
 )
+from safepredict.shift.regression_estimate import ToleranceErrors
 from safepredict.shift.weighted import (
     WeightedClassificationConformal,
     WeightedRegressionConformal,
@@ -40,15 +45,18 @@ from safepredict.shift.weights import DomainWeights, effective_sample_size
 
 __all__ = [
     "ASSUMPTION",
+    "REGRESSION_ASSUMPTION",
     "CalibrationRowsMissingError",
     "CorrectnessMap",
     "DomainWeights",
+    "ExceedanceMap",
     "LabelShift",
     "PerformanceEstimate",
     "ShiftAware",
     "ShiftReport",
     "ShiftTooLargeError",
     "TierEstimate",
+    "ToleranceErrors",
     "WeightedClassificationConformal",
     "WeightedRegressionConformal",
     "certify_weighted",

@@ -28,6 +28,7 @@ from safepredict.inputs import prepare
 from safepredict.model import run_model
 from safepredict.shift.label_shift import LabelShift, estimate_label_shift
 from safepredict.shift.performance import CorrectnessMap, PerformanceEstimate, estimate_tiers
+from safepredict.shift.regression_estimate import ToleranceErrors
 from safepredict.shift.weighted import (
     WeightedClassificationConformal,
     WeightedRegressionConformal,
@@ -303,13 +304,10 @@ def estimate_performance(
 ) -> PerformanceEstimate:
     """The body of :meth:`SafePredictor.estimate_performance` (see there)."""
     core = calibration_rows(predictor, "estimate_performance")
-    if core.classes is None:
-        raise ConfigError(
-            "estimate_performance supports classifiers (the error rate of a label); for a "
-            "regressor compare the interval widths (monitor) or label a sample."
-        )
     if not 0.0 < level < 1.0:
         raise ConfigError(f"level must be in (0, 1); got {level!r}. Use e.g. level=0.95.")
+    if core.classes is None:
+        return _estimate_regression(predictor, core, X_unlabelled, level, recalibration)
     ok = ~core.failed
     y_index = _class_index(core.classes, core.y)
     cmap = CorrectnessMap.fit(core.values[ok], y_index[ok], method=recalibration)
@@ -339,3 +337,46 @@ def estimate_performance(
         correct_draws=correct_draws,
         method=recalibration,
     )
+
+
+def _width_score(decisions: Any) -> NDArray[np.float64]:
+    """A regression tier's ranking score of each row: minus its interval width."""
+    iv = decisions.intervals
+    if iv is None:
+        return np.full(len(decisions), np.nan)
+    return np.asarray(-(iv[:, 1] - iv[:, 0]), dtype=np.float64)
+
+
+def _estimate_regression(
+    predictor: Any, core: Core, X_unlabelled: Any, level: float, recalibration: str
+) -> PerformanceEstimate:
+    """Per ``max_error`` tier of a regressor: mean ``P(|y - y_hat| > tolerance | score)``."""
+    if recalibration != "isotonic":
+        raise ConfigError(
+            f"a regressor's estimate maps the tier's ranking score to P(|y - y_hat| > tolerance) "
+            f"by isotonic regression; got recalibration={recalibration!r}. Use 'isotonic' "
+            "('temperature' rescales class probabilities, which a regressor has none of)."
+        )
+    stages = predictor._stages()
+    risk = stages.policy.risk_controlled
+    if not risk:
+        raise ConfigError(
+            "estimate_performance of a regressor estimates the error rate of its max_error "
+            "tiers, where an error is |y - y_hat| > tolerance; this policy has none. (The "
+            "interval misses 1 - confidence_level of rows only on average and without shift, "
+            "not per tier.) Add a tier with max_error and tolerance, e.g. "
+            'Tier("auto", "accept", max_error=0.1, tolerance=5.0), and calibrate again.'
+        )
+    cal = _quiet_decide(predictor, core.X_model)
+    y_hat = core.values.reshape(-1)
+    residual = np.abs(np.asarray(core.y, dtype=np.float64) - y_hat)
+    residual[core.failed] = np.nan
+    errors = ToleranceErrors.fit(
+        stages.tier_names,
+        {t.name: float(t.tolerance or 0.0) for t in risk},
+        _width_score(cal),
+        residual,
+        cal.tier_codes,
+    )
+    batch = _quiet_decide(predictor, X_unlabelled)
+    return errors.estimate(_width_score(batch), batch.tier_codes, level=level)

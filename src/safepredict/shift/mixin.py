@@ -94,13 +94,18 @@ class ShiftAware:
     ) -> PerformanceEstimate:
         """Estimated error rate per tier on unlabelled rows (confidence-based, CBPE-style).
 
-        The model's top probability is recalibrated on the calibration rows
-        (``"isotonic"`` or ``"temperature"``); the expected error of a tier is
-        the mean of ``1 - P(right)`` over its rows, with a ``level`` interval
-        for the realized error rate (Poisson-binomial variance plus the
-        recalibration map's, from Bayesian-bootstrap refits). Assumes no
-        concept shift (stated in the result). Classifiers only. Nothing is
-        logged or routed.
+        Classifier: the model's top probability is recalibrated on the
+        calibration rows (``"isotonic"`` or ``"temperature"``); the expected
+        error of a tier is the mean of ``1 - P(right)`` over its rows.
+        Regressor: for each ``max_error`` tier, ``P(|y - y_hat| > tolerance)``
+        is mapped from the tier's ranking score (minus the interval width) by
+        isotonic regression on the calibration rows, and averaged over the
+        tier's rows; tiers without a tolerance define no error and get
+        ``estimated_error=None`` (a policy without ``max_error`` tiers raises
+        :class:`~safepredict.exceptions.ConfigError`). Either way the ``level``
+        interval is for the realized error rate (Poisson-binomial variance plus
+        the map's, from Bayesian-bootstrap refits). Assumes no concept shift
+        (stated in the result). Nothing is logged or routed.
 
         Examples
         --------

@@ -54,11 +54,27 @@ from scipy import optimize, stats
 
 from safepredict.exceptions import ConfigError
 
-__all__ = ["ASSUMPTION", "CorrectnessMap", "PerformanceEstimate", "TierEstimate", "estimate_tiers"]
+__all__ = [
+    "ASSUMPTION",
+    "REGRESSION_ASSUMPTION",
+    "CorrectnessMap",
+    "ExceedanceMap",
+    "PerformanceEstimate",
+    "TierEstimate",
+    "bayesian_weights",
+    "estimate_tiers",
+]
 
 ASSUMPTION = (
     "no concept shift: P(prediction right | inputs) is the same in production as on the "
     "calibration rows; the estimate follows covariate shift, not a change of the labelling rule"
+)
+
+REGRESSION_ASSUMPTION = (
+    "no concept shift: P(|y - y_hat| > tolerance | the tier's ranking score) is the same in "
+    "production as on the calibration rows (the residual distribution given the score is "
+    "unchanged); the estimate follows covariate shift, not a change of the target's relation "
+    "to the inputs"
 )
 
 
@@ -133,12 +149,13 @@ class CorrectnessMap:
         seed: int = 0,
     ) -> list[CorrectnessMap]:
         """``n_boot`` refits on Bayesian-bootstrap weights ``Exp(1)`` of the rows (seeded)."""
-        rng = np.random.default_rng(seed)
-        n = len(np.asarray(proba))
-        return [
-            cls.fit(proba, y_index, method, sample_weight=rng.exponential(size=n))
-            for _ in range(n_boot)
-        ]
+        weights = bayesian_weights(len(np.asarray(proba)), n_boot=n_boot, seed=seed)
+        if method == "isotonic":  # one sort of the rows for all refits
+            p = np.asarray(proba, dtype=np.float64)
+            right = p.argmax(axis=1) == np.asarray(y_index, dtype=np.intp)
+            knots, values = _isotonic_fits(p.max(axis=1), right, weights)
+            return [cls("isotonic", (knots, v)) for v in values]
+        return [cls.fit(proba, y_index, method, sample_weight=w) for w in weights]
 
     def correct(self, proba: NDArray[np.float64]) -> NDArray[np.float64]:
         """Probability that the arg-max prediction of each row is right."""
@@ -154,6 +171,87 @@ class CorrectnessMap:
         return np.asarray(soft.max(axis=1) / soft.sum(axis=1), dtype=np.float64)
 
 
+def bayesian_weights(n: int, *, n_boot: int = 100, seed: int = 0) -> NDArray[np.float64]:
+    """``n_boot`` Bayesian-bootstrap re-weightings of ``n`` rows: ``Exp(1)`` draws, seeded.
+
+    The one source of the bootstrap refits of :class:`CorrectnessMap` and
+    :class:`ExceedanceMap` (Rubin, 1981).
+
+    Examples
+    --------
+    >>> w = bayesian_weights(4, n_boot=3, seed=1)
+    >>> w.shape, bool((w > 0).all()), bool(np.array_equal(w, bayesian_weights(4, n_boot=3, seed=1)))
+    ((3, 4), True, True)
+    """
+    return np.random.default_rng(seed).exponential(size=(n_boot, n))
+
+
+@dataclass(frozen=True)
+class ExceedanceMap:
+    """Calibrated probability that a regressor's error exceeds a tolerance, given a score.
+
+    The regression counterpart of :class:`CorrectnessMap`: an isotonic fit of
+    "``|y - y_hat| <= tolerance``" on the score a ``max_error`` tier ranks rows
+    by (higher = more confident, e.g. minus the interval width), so
+    ``P(|y - y_hat| > tolerance | score)`` falls as the score rises. Fitted on
+    the calibration rows' scores and exceedance indicators (numbers derived
+    from the labels, not input rows); :meth:`bootstrap` gives refits on
+    Bayesian-bootstrap re-weightings of them.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> sigma = rng.uniform(0.5, 2.0, size=4000)          # per-row noise scale
+    >>> residual = sigma * rng.normal(size=4000)
+    >>> emap = ExceedanceMap.fit(-sigma, np.abs(residual) > 1.0)
+    >>> p = emap.exceed(np.array([-0.6, -1.0, -1.8]))    # true: 0.10, 0.32, 0.58
+    >>> np.round(p, 1).tolist()
+    [0.1, 0.3, 0.6]
+    >>> len(ExceedanceMap.bootstrap(-sigma, np.abs(residual) > 1.0, n_boot=5))
+    5
+    """
+
+    knots: NDArray[np.float64] = field(repr=False)
+    within: NDArray[np.float64] = field(repr=False)
+
+    @classmethod
+    def fit(
+        cls,
+        score: NDArray[np.float64],
+        exceeds: NDArray[np.bool_],
+        *,
+        sample_weight: NDArray[np.float64] | None = None,
+    ) -> ExceedanceMap:
+        """Fit on the calibration rows: each row's score and whether its error exceeded."""
+        x = np.asarray(score, dtype=np.float64).reshape(-1)
+        e = np.asarray(exceeds, dtype=bool).reshape(-1)
+        w = np.ones(len(x)) if sample_weight is None else np.asarray(sample_weight, np.float64)
+        return cls(*_isotonic(x, ~e, w))
+
+    @classmethod
+    def bootstrap(
+        cls,
+        score: NDArray[np.float64],
+        exceeds: NDArray[np.bool_],
+        *,
+        n_boot: int = 100,
+        seed: int = 0,
+    ) -> list[ExceedanceMap]:
+        """``n_boot`` refits on Bayesian-bootstrap weights ``Exp(1)`` of the rows (seeded)."""
+        x = np.asarray(score, dtype=np.float64).reshape(-1)
+        within = ~np.asarray(exceeds, dtype=bool).reshape(-1)
+        weights = bayesian_weights(len(x), n_boot=n_boot, seed=seed)
+        knots, values = _isotonic_fits(x, within, weights)
+        return [cls(knots, v) for v in values]
+
+    def exceed(self, score: NDArray[np.float64]) -> NDArray[np.float64]:
+        """Probability that each row's error exceeds the tolerance."""
+        x = np.asarray(score, dtype=np.float64).reshape(-1)
+        if len(x) == 0:
+            return np.zeros(0)
+        return np.asarray(1.0 - np.interp(x, self.knots, self.within), dtype=np.float64)
+
+
 def _isotonic(
     x: NDArray[np.float64], right: NDArray[np.bool_], w: NDArray[np.float64]
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
@@ -164,13 +262,30 @@ def _isotonic(
     ``IsotonicRegression(out_of_bounds="clip")`` does, with linear interpolation
     between knots.
     """
+    knots, values = _isotonic_fits(x, right, np.asarray(w, dtype=np.float64).reshape(1, -1))
+    return knots, values[0]
+
+
+def _isotonic_fits(
+    x: NDArray[np.float64], right: NDArray[np.bool_], weights: NDArray[np.float64]
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """:func:`_isotonic` under each row of ``weights`` ``(B, n)``: shared knots, values ``(B, K)``.
+
+    The rows are sorted and their ties found once for all ``B`` fits.
+    """
+    from sklearn import config_context
     from sklearn.isotonic import isotonic_regression
 
     knots, inverse = np.unique(x, return_inverse=True)
-    weight = np.bincount(inverse, weights=w, minlength=len(knots))
-    mean = np.bincount(inverse, weights=w * right, minlength=len(knots)) / weight
-    values = isotonic_regression(mean, sample_weight=weight, y_min=0.0, y_max=1.0)
-    return knots, np.asarray(values, dtype=np.float64)
+    out = np.empty((len(weights), len(knots)))
+    # the inputs are built here (finite, 1-D, positive weights): skip the per-call
+    # parameter validation, most of the cost of the bootstrap's 100 refits
+    with config_context(skip_parameter_validation=True):
+        for b, w in enumerate(weights):
+            weight = np.bincount(inverse, weights=w, minlength=len(knots))
+            mean = np.bincount(inverse, weights=w * right, minlength=len(knots)) / weight
+            out[b] = isotonic_regression(mean, sample_weight=weight, y_min=0.0, y_max=1.0)
+    return knots, out
 
 
 @dataclass(frozen=True)
