@@ -103,10 +103,13 @@ class SafePredictor(TierHealth, ShiftAware, BaseEstimator):  # type: ignore[misc
     conditional : str, optional
         Classification: conditional (Mondrian) conformal sets. ``"class"``:
         coverage holds within every true class; an input column name: within
-        every value of that column (docs: "Conformal prediction").
-    smoothed : bool, default=False
+        every value of that column (docs: "Conformal prediction"). Default: the
+        policy's ``conditional`` key; a value given here wins over it.
+    smoothed : bool, optional
         Classification (``"lac"``): smoothed (randomized) p-values, exact
         coverage in expectation with tied scores; seeded by ``random_state``.
+        Default: the policy's ``smoothed`` key (false unless set); a value
+        given here wins over it.
 
     Examples
     --------
@@ -144,7 +147,7 @@ class SafePredictor(TierHealth, ShiftAware, BaseEstimator):  # type: ignore[misc
         classes: Sequence[Any] | None = None,
         featurizer: Callable[[Any], Any] | None = None,
         conditional: str | None = None,
-        smoothed: bool = False,
+        smoothed: bool | None = None,
     ) -> None:
         self.model = model
         self.task = task
@@ -269,6 +272,7 @@ class SafePredictor(TierHealth, ShiftAware, BaseEstimator):  # type: ignore[misc
         # -- end model adapters
         policy = calibration.resolve_policy(self.tiers, self.guards, task)
         method = calibration.resolve_score(self.conformity_score, task, self.quantile_models)
+        conditional, smoothed = policy.conformal_options(self.conditional, self.smoothed)
         core = calibration.fit_core(
             model,
             X,
@@ -280,8 +284,8 @@ class SafePredictor(TierHealth, ShiftAware, BaseEstimator):  # type: ignore[misc
             random_state=self.random_state,
             quantile_models=self.quantile_models,
             feature_names=feature_names,
-            conditional=self.conditional,
-            smoothed=self.smoothed,
+            conditional=conditional,
+            smoothed=smoothed,
         )
         check_redact(self.redact, core.schema.feature_names)
         for stale in ("feature_names_in_", "feature_names_", "classes_", "input_modality_"):
