@@ -101,15 +101,11 @@ class SafePredictor(TierHealth, ShiftAware, BaseEstimator):  # type: ignore[misc
         OOD guard, only its empty / length / vocabulary guards). Not saved:
         pass it again to :meth:`load`.
     conditional : str, optional
-        Classification: conditional (Mondrian) conformal sets. ``"class"``:
-        coverage holds within every true class; an input column name: within
-        every value of that column (docs: "Conformal prediction"). Default: the
-        policy's ``conditional`` key; a value given here wins over it.
+        Classification: Mondrian sets, coverage within every true class (``"class"``)
+        or every value of an input column (its name). Default: the policy's key.
     smoothed : bool, optional
-        Classification (``"lac"``): smoothed (randomized) p-values, exact
-        coverage in expectation with tied scores; seeded by ``random_state``.
-        Default: the policy's ``smoothed`` key (false unless set); a value
-        given here wins over it.
+        Classification (``"lac"``): smoothed p-values, exact coverage with ties
+        (seeded by ``random_state``). Default: the policy's; a value here wins.
 
     Examples
     --------
