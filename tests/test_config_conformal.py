@@ -141,3 +141,17 @@ def test_policy_keys_survive_save_and_load(
     after = loaded.decide(X.iloc[140:])
     assert [d.confidence for d in after] == [d.confidence for d in before]
     assert [d.tier for d in after] == [d.tier for d in before]
+
+
+def test_a_regressor_refuses_the_keys_whichever_side_sets_them() -> None:
+    from sklearn.datasets import load_diabetes
+    from sklearn.linear_model import Ridge
+
+    X, y = load_diabetes(return_X_y=True)
+    model = Ridge().fit(X[:200], y[:200])
+    policy = TierPolicy.from_toml('smoothed = true\n[[tiers]]\nname = "auto"\naction = "accept"\n')
+    with pytest.raises(ConfigError, match="regression intervals take neither"):
+        SafePredictor(model, tiers=policy, log="off").calibrate(X[200:400], y[200:400])
+    # the constructor's explicit False wins, so the same policy calibrates
+    sp = SafePredictor(model, tiers=policy, smoothed=False, log="off")
+    assert sp.calibrate(X[200:400], y[200:400]).task_ == "regression"
