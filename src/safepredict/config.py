@@ -305,6 +305,20 @@ def _check_review_keys(tier: Tier, where: str) -> None:
         check_positive_number(tier.review_cost, "review_cost", where)
 
 
+def _check_conformal_keys(conditional: Any, smoothed: Any, where: str) -> None:
+    """``conditional``: ``"class"`` or a column name; ``smoothed``: a bool."""
+    if conditional is not None and (not isinstance(conditional, str) or not conditional.strip()):
+        raise ConfigError(
+            f'{where}conditional must be "class" or an input column name; got '
+            f'{describe(conditional)}. Write e.g. conditional = "class".'
+        )
+    if not isinstance(smoothed, bool):
+        raise ConfigError(
+            f"{where}smoothed must be true or false; got {describe(smoothed)}. Write e.g. "
+            "smoothed = true."
+        )
+
+
 @dataclass(frozen=True)
 class TierPolicy:
     """Ordered confidence tiers plus the policy-wide settings.
@@ -332,6 +346,14 @@ class TierPolicy:
     review_priority : {"fifo", "oldest_per_tier", "expected_value"}, default="fifo"
         Which pending case a reviewer gets next (see
         :mod:`safepredict.review.priority`).
+    conditional : str, optional
+        Classification: conditional (Mondrian) conformal sets, so coverage holds
+        within every true class (``"class"``) or every value of an input column
+        (its name). The predictor's ``conditional=`` wins when it sets one.
+    smoothed : bool, default=False
+        Classification (``"lac"``): smoothed (randomized) p-values, exact coverage
+        in expectation with tied scores. The predictor's ``smoothed=`` wins when it
+        sets one.
 
     Examples
     --------
@@ -356,8 +378,11 @@ class TierPolicy:
     guard_tier: str = "guard"
     guards: GuardConfig = field(default_factory=GuardConfig)
     review_priority: str = "fifo"  # review at team scale (issue 25)
+    conditional: str | None = None  # conformal set options (issue 18)
+    smoothed: bool = False
 
     def __post_init__(self) -> None:
+        _check_conformal_keys(self.conditional, self.smoothed, "policy: ")
         check_one_of(
             self.review_priority,
             "review_priority",
@@ -449,7 +474,35 @@ class TierPolicy:
             out["explain"] = list(self.explain)
         if self.review_priority != "fifo":  # review at team scale (issue 25)
             out["review_priority"] = self.review_priority
+        if self.conditional is not None:  # conformal set options (issue 18)
+            out["conditional"] = self.conditional
+        if self.smoothed:
+            out["smoothed"] = True
         return out
+
+    def conformal_options(
+        self, conditional: str | None = None, smoothed: bool | None = None
+    ) -> tuple[str | None, bool]:
+        """The conformal sets' ``(conditional, smoothed)``: the predictor's where set, else ours.
+
+        A value the predictor sets (anything but ``None``) wins over the policy's
+        key, as ``guards=`` does over the ``[guards]`` table; ``None`` reads the
+        policy. (The predictor checks the winning values when it calibrates.)
+
+        Examples
+        --------
+        >>> policy = TierPolicy.from_dict(
+        ...     {"conditional": "class", "tiers": [{"name": "human", "action": "abstain"}]}
+        ... )
+        >>> policy.conformal_options()
+        ('class', False)
+        >>> policy.conformal_options("region", smoothed=True)
+        ('region', True)
+        """
+        return (
+            self.conditional if conditional is None else conditional,
+            self.smoothed if smoothed is None else smoothed,
+        )
 
     @cached_property
     def policy_hash(self) -> str:

@@ -101,12 +101,11 @@ class SafePredictor(TierHealth, ShiftAware, BaseEstimator):  # type: ignore[misc
         OOD guard, only its empty / length / vocabulary guards). Not saved:
         pass it again to :meth:`load`.
     conditional : str, optional
-        Classification: conditional (Mondrian) conformal sets. ``"class"``:
-        coverage holds within every true class; an input column name: within
-        every value of that column (docs: "Conformal prediction").
-    smoothed : bool, default=False
-        Classification (``"lac"``): smoothed (randomized) p-values, exact
-        coverage in expectation with tied scores; seeded by ``random_state``.
+        Classification: Mondrian sets, coverage within every true class (``"class"``)
+        or every value of an input column (its name). Default: the policy's key.
+    smoothed : bool, optional
+        Classification (``"lac"``): smoothed p-values, exact coverage with ties
+        (seeded by ``random_state``). Default: the policy's; a value here wins.
 
     Examples
     --------
@@ -144,7 +143,7 @@ class SafePredictor(TierHealth, ShiftAware, BaseEstimator):  # type: ignore[misc
         classes: Sequence[Any] | None = None,
         featurizer: Callable[[Any], Any] | None = None,
         conditional: str | None = None,
-        smoothed: bool = False,
+        smoothed: bool | None = None,
     ) -> None:
         self.model = model
         self.task = task
@@ -269,6 +268,7 @@ class SafePredictor(TierHealth, ShiftAware, BaseEstimator):  # type: ignore[misc
         # -- end model adapters
         policy = calibration.resolve_policy(self.tiers, self.guards, task)
         method = calibration.resolve_score(self.conformity_score, task, self.quantile_models)
+        conditional, smoothed = policy.conformal_options(self.conditional, self.smoothed)
         core = calibration.fit_core(
             model,
             X,
@@ -280,8 +280,8 @@ class SafePredictor(TierHealth, ShiftAware, BaseEstimator):  # type: ignore[misc
             random_state=self.random_state,
             quantile_models=self.quantile_models,
             feature_names=feature_names,
-            conditional=self.conditional,
-            smoothed=self.smoothed,
+            conditional=conditional,
+            smoothed=smoothed,
         )
         check_redact(self.redact, core.schema.feature_names)
         for stale in ("feature_names_in_", "feature_names_", "classes_", "input_modality_"):

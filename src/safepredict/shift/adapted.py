@@ -173,10 +173,12 @@ def adapt(
             f"shift must be 'covariate' (inputs moved, labelling rule unchanged) or 'label' "
             f"(class priors moved); got {shift!r}."
         )
-    if getattr(predictor, "conditional", None) is not None or getattr(predictor, "smoothed", False):
+    fitted = getattr(predictor, "conformal_", None)  # the predictor's or the policy's keys
+    conditional, smoothed = (getattr(fitted, k, None) for k in ("conditional", "smoothed"))
+    if conditional is not None or smoothed:
         raise ConfigError(
             "adapt_to does not yet weight conditional (Mondrian) or smoothed conformal sets; "
-            f"got conditional={predictor.conditional!r}, smoothed={predictor.smoothed!r}. "
+            f"got conditional={conditional!r}, smoothed={smoothed!r}. "
             "Calibrate a predictor without them to adapt it."
         )
     core = calibration_rows(predictor, "adapt_to")

@@ -193,21 +193,33 @@ def threshold_grid(
 
 
 def anchor_weights(
-    counts: NDArray[np.intp], first_weight: float, factor: float
+    counts: NDArray[np.intp], first_weight: float, factor: float, start: int | None = None
 ) -> NDArray[np.float64]:
     """Share of delta given to each grid point: log-spaced anchors, zero in between.
 
     The first grid point gets ``first_weight``; the remaining share is split
     equally over the grid points where the accepted count first reaches
-    ``counts[0] * factor ** k`` (k = 1, 2, ...). With a single anchor it gets
-    everything (plain fixed-sequence testing).
+    ``start * factor`` and then ``factor`` times the previous anchor's count.
+    ``start`` is the planned first count (default ``counts[0]``); a tie block can
+    make the first grid point accept more than planned, and the anchors stay
+    where the plan put them rather than moving up with the block. With no
+    anchor the first point gets everything (plain fixed-sequence testing).
+
+    Examples
+    --------
+    >>> anchor_weights(np.array([72, 100, 144, 200]), 0.25, 2.0).tolist()
+    [0.25, 0.0, 0.75, 0.0]
+    >>> anchor_weights(np.array([94, 144, 200]), 0.25, 2.0, start=72).tolist()
+    [0.25, 0.75, 0.0]
     """
     w = np.zeros(len(counts))
     if len(counts) == 0:
         return w
     anchors = []
-    nxt = counts[0] * factor
-    for j, c in enumerate(counts):
+    nxt = (counts[0] if start is None else min(start, counts[0])) * factor
+    if counts[0] >= nxt:  # the first point's tie block already spans a doubling
+        nxt = counts[0] * factor
+    for j, c in enumerate(counts[1:], start=1):
         if c >= nxt:
             anchors.append(j)
             nxt = c * factor
@@ -270,7 +282,9 @@ def certify_threshold(
     controlled by the fallback procedure (Wiens, 2003), a generalisation of
     fixed-sequence testing: ``first_weight * delta`` goes to the first
     candidate and the rest is split equally over "anchor" candidates where the
-    accepted count has grown by ``anchor_factor`` (x2, x4, ...). A rejection
+    accepted count has grown by ``anchor_factor`` (x2, x4, ...) from the
+    planned start (a tie block that snaps the first candidate up does not move
+    them: :func:`anchor_weights`). A rejection
     passes its level on to the next candidate (as in fixed-sequence testing),
     but a failure no longer ends the search: the next anchor starts afresh
     with its own share. A few errors among the most confident rows (label
@@ -324,7 +338,7 @@ def certify_threshold(
     start = rows_needed(max_error, delta * first_weight)
     order, sorted_keys, accepts = sort_keys(keys)
     thresholds, counts = threshold_grid(sorted_keys, accepts, start, n_steps)
-    weights = anchor_weights(counts, first_weight, anchor_factor)
+    weights = anchor_weights(counts, first_weight, anchor_factor, start)
     if len(counts) == 0 or weights[0] == 1.0:
         # Too few rows for several anchors: plain fixed sequence with all of delta.
         thresholds, counts = threshold_grid(sorted_keys, accepts, need, n_steps)
