@@ -8,8 +8,9 @@ batch, and writes ``safepredict.calibration`` and ``safepredict.route`` events.
 The library never configures structlog: it logs through
 ``structlog.get_logger("safepredict")`` once the application has configured
 structlog (and writes nothing at all before that), or through the logger it is
-given. A file path as the logger selects :class:`JsonlEventLog`, which renders a
-batch's decision events column by column and appends them with one write. Every
+given. A file path as the logger selects :class:`JsonlEventLog`: a batch's decision
+events are rendered column by column, a one-row call's event as one line built
+straight from the row, and either is appended with one write. Every
 event is a dict of JSON-safe builtins (no numpy types, no NaN, no string UTF-8
 cannot encode), so any JSON renderer works. A logger or sink that raises never
 fails a decision: the event is counted as dropped.
