@@ -287,3 +287,33 @@ def test_columnar_log_small_calls_are_json_lines_the_monitor_reads(
     one = monitor(jsonl, window="all", min_window=5).to_dict()
     two = monitor(arrows, window="all", min_window=5).to_dict()
     assert one["events"]["decision"] == two["events"]["decision"] == len(iris_lr.X_test) + 4 + 32
+
+
+def test_one_renderer_across_labels_that_compare_equal(iris_lr: Any) -> None:
+    """Classes 0, 1, 2 and 0.0, 1.0, 2.0 compare equal but render differently."""
+    Xi, yi = load_iris(return_X_y=True)
+    renderer = RowRenderer()
+    lines = []
+    for labels in (yi, yi.astype(float), yi, yi.astype(bool)):
+        model = LogisticRegression(max_iter=1000).fit(Xi[::2], labels[::2])
+        p = sp.SafePredictor(model, log="off").calibrate(Xi[1::2], labels[1::2])
+        one, ctx = p.decide(Xi[100:101]), p._event_context()
+        got = renderer.line(one, ctx, None, {}, None)
+        assert normalized(got) == normalized(reference(one, ctx, None, {}, None))
+        lines.append(strict_lines(got)[0]["conformal"]["set"])
+    assert any(isinstance(v, float) for v in lines[1])
+
+
+def test_reason_cache_is_bounded_and_stays_exact(
+    cases: list[tuple[sp.Decisions, EventContext, Any]],
+) -> None:
+    d, ctx, _ = cases[0]
+    renderer = RowRenderer()
+    one = d[3:4]
+    for i in range(5000):  # free-text reasons: every row distinct
+        one.reasons[0] = (f"model_error:case {i}", "out_of_range:x1")
+        got = renderer.line(one, ctx, None, {}, None)
+        if i % 997 == 0:
+            assert normalized(got) == normalized(reference(one, ctx, None, {}, None))
+    assert len(renderer._reasons) <= 4096
+    assert strict_lines(got)[0]["guard"]["reasons"] == ["out_of_range:x1"]

@@ -37,6 +37,7 @@ from safepredict.reasons import is_guard_reason
 __all__ = ["RowRenderer", "timestamp"]
 
 _ZERO_LATENCY = dict.fromkeys(LATENCY_STAGES, 0.0)
+_MAX_REASONS = 4096
 #: ``(second, "YYYY-MM-DDTHH:MM:SS")`` of the last timestamp (one tuple: swapped atomically).
 _second: list[tuple[int, str]] = [(-1, "")]
 
@@ -60,9 +61,15 @@ def timestamp() -> str:
 
 
 class _Reasons(dict[Any, tuple[list[str], list[str]]]):
-    """A reason tuple -> (its reasons, its guard reasons), escaped once per distinct tuple."""
+    """A reason tuple -> (its reasons, its guard reasons), escaped once per distinct tuple.
+
+    Bounded: past :data:`_MAX_REASONS` distinct tuples (reasons carrying free text)
+    it starts over, so a long-running service never grows it without limit.
+    """
 
     def __missing__(self, key: Any) -> tuple[list[str], list[str]]:
+        if len(self) >= _MAX_REASONS:
+            self.clear()
         reasons = [safe_text(str(r)) for r in key]
         value = self[key] = (reasons, [r for r in reasons if is_guard_reason(r)])
         return value
@@ -77,36 +84,38 @@ class RowRenderer:
     """
 
     def __init__(self) -> None:
-        self._identity_key: Any = None
-        self._identity: tuple[Any, ...] = ()
-        self._tiers_key: Any = None
-        self._tiers: list[str] = []
-        self._classes_key: Any = None
-        self._keys: list[str] = []
-        self._labels: list[Any] = []
+        # each cache is one (key, value) tuple, replaced whole: a thread never pairs
+        # one call's key with another call's value
+        self._identity: tuple[Any, tuple[Any, Any]] = (None, (None, None))
+        self._tiers: tuple[Any, list[str]] = (None, [])
+        self._classes: tuple[Any, tuple[list[str], list[Any]]] = (None, ([], []))
         self._reasons = _Reasons()
 
-    def _identity_of(self, ctx: EventContext) -> tuple[Any, ...]:
-        key = (ctx.model_name, ctx.model_version, ctx.policy_hash, ctx.calibration_id)
-        if key != self._identity_key:
-            self._identity = (clean(ctx.model_name), clean(ctx.model_version))
-            self._identity_key = key
-        return self._identity
+    def _identity_of(self, ctx: EventContext) -> tuple[Any, Any]:
+        name, version = ctx.model_name, ctx.model_version
+        key = (name, version, type(name), type(version))  # 1 == 1.0, but not in JSON
+        cached_key, value = self._identity
+        if key != cached_key:
+            value = (clean(ctx.model_name), clean(ctx.model_version))
+            self._identity = (key, value)
+        return value
 
     def _tier_names(self, names: Any) -> list[str]:
-        key = tuple(names)
-        if key != self._tiers_key:
-            self._tiers = [safe_text(str(t)) for t in key]
-            self._tiers_key = key
-        return self._tiers
+        key = (*names, *map(type, names))
+        cached_key, value = self._tiers
+        if key != cached_key:
+            value = [safe_text(str(t)) for t in names]
+            self._tiers = (key, value)
+        return value
 
     def _class_labels(self, classes: Any) -> tuple[list[str], list[Any]]:
-        key = tuple(classes.tolist())
-        if key != self._classes_key:
-            self._keys = [safe_text(str(c)) for c in key]
-            self._labels = [clean(c) for c in key]
-            self._classes_key = key
-        return self._keys, self._labels
+        labels = classes.tolist()
+        key = (*labels, *map(type, labels))  # 1 == 1.0 == True, but not in JSON
+        cached_key, value = self._classes
+        if key != cached_key:
+            value = ([safe_text(str(c)) for c in labels], [clean(c) for c in labels])
+            self._classes = (key, value)
+        return value
 
     def event(
         self,
