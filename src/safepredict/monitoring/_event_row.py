@@ -150,9 +150,8 @@ class RowRenderer:
             if key not in ROW_FIELDS and key not in event:
                 event[key] = value
         reasons, guard_reasons = self._reasons[tuple(d.reasons[0])]
-        prediction = d.predictions[0]
-        if type(prediction) is not str:  # numpy scalars: as ``tolist`` gives them
-            prediction = d.predictions[:1].tolist()[0]
+        # ``item()`` of a one-element array is the Python value ``tolist()`` would give
+        prediction = d.predictions.item()
         if needs_clean(prediction):
             prediction = clean(prediction)
         probabilities: Any = None
@@ -161,25 +160,25 @@ class RowRenderer:
         if d.classes is not None and (d.probabilities is not None or d.set_mask is not None):
             keys, labels = self._class_labels(d.classes)
             if d.probabilities is not None:
-                row = d.probabilities[0].tolist()
+                row = d.probabilities.tolist()[0]
                 if all(map(math.isfinite, row)):
                     probabilities = dict(zip(keys, row, strict=True))
             if d.set_mask is not None:
-                mask = d.set_mask[0].tolist()
+                mask = d.set_mask.tolist()[0]
                 set_, set_size = list(compress(labels, mask)), sum(mask)
         interval: Any = None
         if d.intervals is not None:
-            lo, hi = d.intervals[0].tolist()
+            lo, hi = d.intervals.tolist()[0]
             if lo == lo and hi == hi:
                 interval = [lo, hi]
-        ood = None if d.ood_scores is None else _finite(d.ood_scores[:1].tolist()[0])
+        ood = None if d.ood_scores is None else _finite(d.ood_scores.item())
         route = None if d.route is None or d.route[0] is None else to_builtin(dict(d.route[0]))
         explanation = None if d.explanations is None else explanation_fields(d.explanations[0])
         event.update(
-            decision_id=clean(d.decision_ids[:1].tolist()[0]),
-            inputs_hash=None if d.inputs_hash is None else d.inputs_hash[:1].tolist()[0],
+            decision_id=clean(d.decision_ids.item()),
+            inputs_hash=None if d.inputs_hash is None else d.inputs_hash.item(),
             guard={
-                "status": "flag" if d.guard_flagged[0] else "pass",
+                "status": "flag" if d.guard_flagged.item() else "pass",
                 "reasons": list(guard_reasons),
                 "ood_score": ood,
             },
@@ -191,11 +190,11 @@ class RowRenderer:
                 "set_size": set_size,
                 "interval": interval,
             },
-            confidence=_finite(d.confidence[:1].tolist()[0]),
-            tier=self._tier_names(d.tier_names)[int(d.tier_codes[0])],
-            action=clean(d.actions[:1].tolist()[0]),
+            confidence=_finite(d.confidence.item()),
+            tier=self._tier_names(d.tier_names)[d.tier_codes.item()],
+            action=clean(d.actions.item()),
             reasons=list(reasons),
-            audit=bool(d.audit[0]),
+            audit=d.audit.item(),
             route=route,
             explanation=explanation,
         )
