@@ -19,14 +19,16 @@ jsonl-file     per-row events through the documented recipe: merge_contextvars,
 jsonl-fast     ``SafePredictor(logger="events.jsonl")``: the same lines written by
                the library's column-wise JSON-lines writer (structlog unconfigured).
 arrow          ``SafePredictor(logger="decisions.arrows")``: the columnar decision
-               log, one Arrow record batch per call (needs pyarrow, the ``arrow``
-               extra).
+               log, one Arrow record batch per call of more than 32 rows (needs
+               pyarrow, the ``arrow`` extra); smaller calls, e.g. ``decide_one``,
+               are JSON lines beside the stream files.
 summary        ``log="summary"``: one ``safepredict.batch`` event per call, same
                JSONL recipe.
 
 A second table times single-row ``decide_one`` calls (``--single`` calls per
-configuration, interleaved) and reports the median per call and its difference
-to ``off``: the cost of one event.
+configuration, interleaved) and reports the median CPU and wall time per call and
+their difference to ``off``: the cost of one event (the CPU column is the one to
+read on a busy machine).
 
 Run: ``python benchmarks/bench_events.py [--rows 10000] [--rounds 15] [--single 2000]``.
 """
@@ -108,12 +110,14 @@ def main() -> None:
                     times[kind].append(time.perf_counter() - t)
             single_kinds = ("off", "jsonl-file", "jsonl-fast", "arrow")
             single: dict[str, list[float]] = {k: [] for k in single_kinds}
+            single_cpu: dict[str, list[float]] = {k: [] for k in single_kinds}
             row = X_run[0]
             for _ in range(args.single):
                 for kind in single_kinds:
                     configure(kind, fh)
-                    t = time.perf_counter()
+                    t, c = time.perf_counter(), time.process_time()
                     predictors[kind].decide_one(row)
+                    single_cpu[kind].append(time.process_time() - c)
                     single[kind].append(time.perf_counter() - t)
             structlog.reset_defaults()
         size = log_path.stat().st_size + fast_path.stat().st_size
@@ -140,10 +144,17 @@ def main() -> None:
     arrow_row = statistics.median(cpu["arrow"]) - base_c
     print(f"cpu per row, jsonl-fast / arrow: {jsonl_row / arrow_row:.1f}x")
     print(f"decide_one, {args.single} calls each, interleaved, medians")
-    base = statistics.median(single["off"])
+    print(
+        f"{'config':<12} {'cpu us/call':>12} {'event cpu us':>13} "
+        f"{'wall us/call':>13} {'event us':>9}"
+    )
+    base, base_c = statistics.median(single["off"]), statistics.median(single_cpu["off"])
     for kind in single_kinds:
-        med = statistics.median(single[kind])
-        print(f"{kind:<12} {med * 1e6:>8.1f} us/call  event: {(med - base) * 1e6:>6.1f} us")
+        med, mc = statistics.median(single[kind]), statistics.median(single_cpu[kind])
+        print(
+            f"{kind:<12} {mc * 1e6:>12.1f} {(mc - base_c) * 1e6:>13.1f} "
+            f"{med * 1e6:>13.1f} {(med - base) * 1e6:>9.1f}"
+        )
     print(f"load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
 
 

@@ -90,6 +90,7 @@ LAYERS: dict[str, tuple[int, str]] = {
     "safepredict.monitoring._event_fields": (2, "writer"),
     "safepredict.monitoring._event_files": (2, "writer"),
     "safepredict.monitoring._event_json": (2, "writer"),
+    "safepredict.monitoring._event_row": (2, "writer"),
     "safepredict.monitoring._snapshot": (2, "writer"),
     "safepredict.monitoring.columnar": (2, "writer"),
     "safepredict.monitoring.feature_drift": (2, "writer"),

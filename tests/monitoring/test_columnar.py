@@ -26,7 +26,7 @@ from sklearn.linear_model import Ridge
 
 import safepredict as sp
 from safepredict.exceptions import MissingExtraError
-from safepredict.monitoring.columnar import ArrowDecisionLog, json_blocks, read_events
+from safepredict.monitoring.columnar import SMALL_CALL, ArrowDecisionLog, json_blocks, read_events
 from safepredict.monitoring.events import EventContext, EventEmitter
 from safepredict.monitoring.monitor import monitor
 
@@ -40,7 +40,14 @@ def jsonl_decisions(path: Path) -> list[dict[str, Any]]:
 
 
 def arrow_decisions(directory: Path) -> list[dict[str, Any]]:
+    """The decision events of the stream files (calls of more than ``SMALL_CALL`` rows)."""
     return [e for f in sorted(directory.glob("*.arrows")) for e in read_events(f)]
+
+
+def logged_decisions(directory: Path) -> list[dict[str, Any]]:
+    """Every decision event of a columnar log: the small calls' JSON lines, then the streams."""
+    lines = [e for f in sorted(directory.glob("*.jsonl")) for e in jsonl_decisions(f)]
+    return lines + arrow_decisions(directory)
 
 
 def context_of(event: dict[str, Any], feature_names: list[str]) -> EventContext:
@@ -72,7 +79,7 @@ def shifted(X: np.ndarray, column: int, by: float) -> np.ndarray:
 
 
 # ------------------------------------------------------------------ content
-@pytest.mark.parametrize("rows", [1, 5, 30])
+@pytest.mark.parametrize("rows", [1, 5, SMALL_CALL + 1, 38])
 def test_classification_events_equal_the_json_lines_events(
     iris_lr: Any, tmp_path: Path, rows: int
 ) -> None:
@@ -89,9 +96,10 @@ def test_classification_events_equal_the_json_lines_events(
     arrows = tmp_path / "decisions.arrows"
     emitter = EventEmitter(arrows, log_inputs=True, redact=["x1"])
     assert emitter.decisions(d, ctx, X_model=X) == rows
-    same_events(arrow_decisions(arrows), jsonl_decisions(jsonl))
+    assert len(arrow_decisions(arrows)) == (rows if rows > SMALL_CALL else 0)
+    same_events(logged_decisions(arrows), jsonl_decisions(jsonl))
     # negative control: a changed decision is seen
-    events = arrow_decisions(arrows)
+    events = logged_decisions(arrows)
     events[0]["tier"] = "other"
     with pytest.raises(AssertionError):
         same_events(events, jsonl_decisions(jsonl))
@@ -106,7 +114,7 @@ def test_regression_events_with_nan_and_a_route_equal_the_json_lines_events(
     queue = tmp_path / "queue.db"
     predictor = sp.SafePredictor(model, logger=jsonl, router=str(queue), random_state=0)
     predictor.calibrate(X[200:350], y[200:350])
-    rows = np.array(X[350:380], dtype=float)
+    rows = np.array(X[350:400], dtype=float)
     rows[2, 0] = np.nan  # a missing value: the row abstains, routed with a guard reason
     d = predictor.decide(rows)
     assert d.route is not None
@@ -125,14 +133,14 @@ def test_a_new_column_layout_starts_a_new_stream_file(iris_lr: Any, tmp_path: Pa
     regressor.calibrate(X[200:350], y[200:350])
     classifier = sp.SafePredictor(iris_lr.model, logger=arrows, random_state=0)
     classifier.calibrate(iris_lr.X_cal, iris_lr.y_cal)
-    classifier.decide(iris_lr.X_test[:7])
-    classifier.decide(iris_lr.X_test[:3])  # same layout: same stream file
+    classifier.decide(iris_lr.X_test[:36])
+    classifier.decide(iris_lr.X_test[:34])  # same layout: same stream file
     log = classifier.events.logger
     assert isinstance(log, ArrowDecisionLog)
     # a regressor's batch through the same log: another layout, another stream file
     log.write_decisions(regressor.decide(X[400:405]), {"batch_id": "r"}, 0.9)
     files = sorted(arrows.glob("*.arrows"))
-    assert [len(list(read_events(f))) for f in files] == [10, 5]
+    assert [len(list(read_events(f))) for f in files] == [70, 5]
     assert [e["prediction"] is not None for e in read_events(files[1])] == [True] * 5
     (sidecar,) = arrows.glob("*.jsonl")
     assert json.loads(sidecar.read_bytes().splitlines()[0])["event"] == "safepredict.calibration"
@@ -145,9 +153,9 @@ def test_the_monitor_reads_the_columnar_log_like_json_lines(iris_lr: Any, tmp_pa
     predictor.calibrate(iris_lr.X_cal, iris_lr.y_cal)
     calibration_lines = jsonl.read_bytes()
     arrows = tmp_path / "decisions.arrows"
-    arrows.mkdir()
-    (arrows / "calibration.jsonl").write_bytes(calibration_lines)
     emitter = EventEmitter(arrows)
+    assert isinstance(emitter.logger, ArrowDecisionLog)
+    emitter.logger.events_file().write(calibration_lines)
     batches = [iris_lr.X_test, shifted(iris_lr.X_test, 2, 1.5), iris_lr.X_test[:3]]
     for X in batches:
         d = predictor.decide(X)
@@ -166,7 +174,7 @@ def test_a_torn_last_batch_loses_that_batch_only(iris_lr: Any, tmp_path: Path) -
     predictor = sp.SafePredictor(iris_lr.model, logger=arrows, random_state=0)
     predictor.calibrate(iris_lr.X_cal, iris_lr.y_cal)
     sizes = []
-    for n in (5, 8, 13):
+    for n in (33, 34, 35):
         predictor.decide(iris_lr.X_test[:n])
         (stream,) = arrows.glob("*.arrows")
         sizes.append(stream.stat().st_size)
@@ -175,15 +183,15 @@ def test_a_torn_last_batch_loses_that_batch_only(iris_lr: Any, tmp_path: Path) -
     for cut in np.linspace(sizes[1] + 1, sizes[2] - 1, 7).astype(int).tolist():
         stream.write_bytes(full[:cut])
         events = read_events(stream)
-        got = [next(events) for _ in range(5 + 8)]
+        got = [next(events) for _ in range(33 + 34)]
         with pytest.raises(EOFError, match="ends inside a record batch"):
             next(events)
-        assert len(got) == 5 + 8
+        assert len(got) == 33 + 34
         report = monitor(arrows, window="all").to_dict()
-        assert report["events"]["decision"] == 5 + 8
-        assert report["issues"][0]["events_read"] == 5 + 8
+        assert report["events"]["decision"] == 33 + 34
+        assert report["issues"][0]["events_read"] == 33 + 34
     stream.write_bytes(full)  # negative control: the whole file reads without an issue
-    assert len(list(read_events(stream))) == 5 + 8 + 13
+    assert len(list(read_events(stream))) == 33 + 34 + 35
     assert monitor(arrows, window="all").to_dict()["issues"] == []
 
 
@@ -261,10 +269,12 @@ def test_a_file_that_is_not_a_decision_log_is_reported(tmp_path: Path) -> None:
 def test_inputs_hash_is_recorded_when_the_call_computed_it(iris_lr: Any, tmp_path: Path) -> None:
     from safepredict._hashing import row_hashes
 
-    X = iris_lr.X_test[:20]
+    X = iris_lr.X_test[:38]
     plain = sp.SafePredictor(iris_lr.model, logger=tmp_path / "a.arrows", random_state=0)
     plain.calibrate(iris_lr.X_cal, iris_lr.y_cal).decide(X)
-    assert [e["inputs_hash"] for e in arrow_decisions(tmp_path / "a.arrows")] == [None] * 20
+    plain.decide(X[:20])  # a small call: JSON lines, the same fields
+    logged = logged_decisions(tmp_path / "a.arrows")
+    assert [e["inputs_hash"] for e in logged] == [None] * 58
     audited = sp.SafePredictor(
         iris_lr.model,
         logger=tmp_path / "b.arrows",
@@ -272,5 +282,5 @@ def test_inputs_hash_is_recorded_when_the_call_computed_it(iris_lr: Any, tmp_pat
         random_state=0,
     )
     audited.calibrate(iris_lr.X_cal, iris_lr.y_cal).decide(X)
-    hashes = [e["inputs_hash"] for e in arrow_decisions(tmp_path / "b.arrows")]
+    hashes = [e["inputs_hash"] for e in logged_decisions(tmp_path / "b.arrows")]
     assert hashes == row_hashes(X).tolist()

@@ -13,11 +13,12 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
-from collections.abc import Iterator, Mapping
-from itertools import chain, compress, repeat
+from collections.abc import Callable, Iterator, Mapping
+from itertools import compress
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from safepredict._jsonl import safe_text, to_builtin
 from safepredict.decisions import Decisions
@@ -38,7 +39,7 @@ try:  # orjson renders an event in about a microsecond; the stdlib is the fallba
 except ImportError:  # pragma: no cover - orjson is in the `fast` extra and in CI
     _ORJSON = False
 
-__all__ = ["decision_head", "decision_lines", "dumps", "gc_paused"]
+__all__ = ["ROW_FIELDS", "decision_head", "decision_lines", "dumps", "gc_paused"]
 
 
 def _dumps_plain(value: Any) -> bytes:
@@ -85,7 +86,7 @@ _BOOL = (b"false", b"true")
 _STATUS = (b'"pass"', b'"flag"')
 #: The per-row fields of a decision event (a contextvar of the same name never
 #: shadows them, as with structlog's ``merge_contextvars``).
-_ROW_FIELDS = frozenset(
+ROW_FIELDS = frozenset(
     {
         "event",
         "level",
@@ -115,6 +116,14 @@ class _Fragments(dict[Any, bytes]):
         return value
 
 
+class _Codes(dict[Any, int]):
+    """Value -> a small integer, numbered in order of first appearance."""
+
+    def __missing__(self, key: Any) -> int:
+        value = self[key] = len(self)
+        return value
+
+
 def _frag(values: list[Any]) -> list[bytes]:
     """The JSON bytes of each value, from one serialization of the whole column.
 
@@ -129,9 +138,68 @@ def _frag(values: list[Any]) -> list[bytes]:
     return [dumps(v) for v in values]
 
 
-def _joined(parts: list[Any]) -> list[bytes]:
-    """Row-wise concatenation of columns (lists) and constants (``repeat``)."""
-    return list(map(b"".join, zip(*parts, strict=False)))
+def _by_code(codes: NDArray[np.int64], fragment: Callable[[int], bytes]) -> list[bytes]:
+    """Each row's fragment, rendered once per distinct code (``fragment(first row)``)."""
+    _, first, inverse = np.unique(codes, return_index=True, return_inverse=True)
+    frags = [fragment(i) for i in first.tolist()]
+    return list(map(frags.__getitem__, inverse.ravel().tolist()))
+
+
+class _Lines:
+    """A batch's JSON lines as segments, joined with one ``bytes.join``.
+
+    Each segment is a constant (the same bytes in every row; adjacent constants
+    are merged) or a column (one bytes per row). Rendering lays the segments out
+    row-major in one list (one slice assignment per segment) and joins it. A
+    *group* of segments (e.g. a row's probabilities) can be replaced by ``null``
+    in chosen rows.
+    """
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.segments: list[bytes | list[bytes]] = []
+        self.nulls: list[tuple[int, int, list[int]]] = []
+        self._open = False  # may the next constant extend the last segment?
+
+    def const(self, data: bytes) -> None:
+        if self._open:
+            last = self.segments[-1]
+            assert isinstance(last, bytes)
+            self.segments[-1] = last + data
+        else:
+            self.segments.append(data)
+            self._open = True
+
+    def column(self, values: list[bytes]) -> None:
+        self.segments.append(values)
+        self._open = False
+
+    def value(self, values: Any) -> None:
+        """A column, or a constant when ``values`` is a ``bytes`` shared by every row."""
+        if isinstance(values, bytes):
+            self.const(values)
+        else:
+            self.column(values)
+
+    def null_group(self, build: Callable[[], None], rows: list[int]) -> None:
+        """The segments ``build`` adds, replaced by ``null`` in ``rows``."""
+        self._open = False
+        start = len(self.segments)
+        build()
+        self._open = False
+        if rows:
+            self.nulls.append((start, len(self.segments), rows))
+
+    def render(self) -> bytes:
+        n, stride = self.n, len(self.segments)
+        out: list[bytes] = [b""] * (n * stride)
+        for j, segment in enumerate(self.segments):
+            out[j::stride] = [segment] * n if isinstance(segment, bytes) else segment
+        for start, end, rows in self.nulls:
+            for i in rows:
+                base = i * stride
+                out[base + start : base + end] = [_NULL] + [b""] * (end - start - 1)
+        return b"".join(out)
 
 
 class _ReasonJson(dict[Any, bytes]):
@@ -149,23 +217,26 @@ class _ReasonJson(dict[Any, bytes]):
         return value
 
 
-def _set_fragments(d: Decisions) -> tuple[Any, Any]:
-    """The JSON of each row's conformal set and its size, one serialization per distinct set."""
-    if d.set_mask is None or d.classes is None:
-        return repeat(_NULL), repeat(_NULL)
+def _reason_codes(reasons: list[Any]) -> tuple[NDArray[np.int64], list[tuple[str, ...]]]:
+    """Each row's reason tuple as a code, and the distinct tuples in code order."""
+    table = _Codes()
+    try:
+        codes = list(map(table.__getitem__, reasons))
+    except TypeError:  # lists from a hand-built batch
+        table.clear()
+        codes = list(map(table.__getitem__, map(tuple, reasons)))
+    return np.asarray(codes, dtype=np.int64), list(table)
+
+
+def _set_codes(d: Decisions) -> NDArray[np.int64] | None:
+    """One integer per distinct conformal set (``None`` beyond 62 classes)."""
+    assert d.set_mask is not None
     mask = np.asarray(d.set_mask, dtype=bool)
     k = mask.shape[1]
-    labels = [clean(c) for c in d.classes.tolist()]
-    if k > 62:  # too many classes for an integer key: row by row
-        rows = mask.tolist()
-        return [dumps(list(compress(labels, r))) for r in rows], _frag(mask.sum(axis=1).tolist())
+    if k > 62:
+        return None
     weights = np.left_shift(np.int64(1), np.arange(k, dtype=np.int64))
-    keys = (mask * weights).sum(axis=1)
-    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
-    set_frags = [dumps(list(compress(labels, mask[i].tolist()))) for i in first.tolist()]
-    size_frags = [str(int(mask[i].sum())).encode() for i in first.tolist()]
-    codes = inverse.ravel().tolist()
-    return list(map(set_frags.__getitem__, codes)), list(map(size_frags.__getitem__, codes))
+    return np.asarray((mask * weights).sum(axis=1), dtype=np.int64)
 
 
 def decision_head(common: Mapping[str, Any], context_vars: Mapping[str, Any]) -> dict[str, Any]:
@@ -177,7 +248,7 @@ def decision_head(common: Mapping[str, Any], context_vars: Mapping[str, Any]) ->
     """
     head: dict[str, Any] = {"event": EVENT_DECISION, "level": "info", **common}
     for key, value in context_vars.items():
-        if key not in _ROW_FIELDS:
+        if key not in ROW_FIELDS:
             head.setdefault(key, value)
     return head
 
@@ -189,96 +260,142 @@ def decision_lines(
 
     Same content as the per-row structlog events rendered by the documented recipe
     (``add_log_level`` + ``JSONRenderer``): the batch-wide fields (``head_fields``,
-    from :func:`decision_head`) are serialized once, each per-row field once per
-    column (a float column is one ``orjson`` call, whose ``NaN`` is ``null``), and
-    the rows are joined in C.
+    from :func:`decision_head`) are serialized once; a numeric column is one
+    ``orjson`` call (whose ``NaN`` is ``null``) split into its values; the fields
+    with few distinct values (guard status and reasons; the set and its size;
+    tier, action, reasons and audit) are rendered once per distinct combination;
+    and the rows are laid out and joined in C.
     """
-    if len(d) <= SMALL_BATCH:  # a few rows: dicts are cheaper than columns
+    n = len(d)
+    if n <= SMALL_BATCH:  # a few rows: dicts are cheaper than columns
         return b"".join(
             dumps({**head_fields, **fields}) + b"\n" for fields in row_fields(d, ctx, inputs)
         )
-    head = dumps(head_fields)[:-1]
-    reasons: list[Any] = d.reasons
-    if not all(map(tuple.__instancecheck__, reasons)):  # lists from a hand-built batch
-        reasons = [tuple(r) for r in reasons]
-    tier_frags = [dumps(safe_text(str(t))) for t in d.tier_names]
-    action_frags = _Fragments()
-
-    probs: Any = repeat(_NULL)
-    if d.probabilities is not None and d.classes is not None:
-        p = d.probabilities
-        parts: list[Any] = []
-        for j, c in enumerate(d.classes.tolist()):
-            label = dumps(safe_text(str(c)))
-            parts.append(repeat((b"{" if j == 0 else b",") + label + b":"))
-            parts.append(_frag(p[:, j].tolist()))
-        parts.append(repeat(b"}"))
-        probs = _joined(parts)
-        for i in np.flatnonzero(~np.isfinite(p).all(axis=1)).tolist():
-            probs[i] = _NULL
-    sets, sizes = _set_fragments(d)
-    intervals: Any = repeat(_NULL)
-    if d.intervals is not None:
-        iv = d.intervals
-        intervals = _joined(
-            [
-                repeat(b"["),
-                _frag(iv[:, 0].tolist()),
-                repeat(b","),
-                _frag(iv[:, 1].tolist()),
-                repeat(b"]"),
-            ]
+    reason_codes, distinct = _reason_codes(d.reasons)
+    guard_json = _ReasonJson(guard_only=True)
+    reason_json = _ReasonJson(guard_only=False)
+    flagged = np.asarray(d.guard_flagged, dtype=bool)
+    audit = np.asarray(d.audit, dtype=bool)
+    lines = _Lines(n)
+    lines.const(dumps(head_fields)[:-1] + b',"decision_id":')
+    lines.column(_frag(d.decision_ids.tolist()))
+    lines.const(b',"inputs_hash":')
+    lines.value(_NULL if d.inputs_hash is None else _frag(d.inputs_hash.tolist()))
+    lines.column(
+        _by_code(
+            reason_codes * 2 + flagged,
+            lambda i: (
+                b',"guard":{"status":'
+                + _STATUS[bool(flagged[i])]
+                + b',"reasons":'
+                + guard_json[distinct[reason_codes[i]]]
+                + b',"ood_score":'
+            ),
         )
-        for i in np.flatnonzero(np.isnan(iv).any(axis=1)).tolist():
-            intervals[i] = _NULL
-    routes: Any = repeat(_NULL)
-    if d.route is not None:
-        routes = [_NULL if r is None else dumps(to_builtin(dict(r))) for r in d.route]
-    explanations: Any = repeat(_NULL)
-    if d.explanations is not None:
-        explanations = [
-            _NULL if e is None else dumps(explanation_fields(e)) for e in d.explanations
-        ]
-    hashes: Any = repeat(_NULL) if d.inputs_hash is None else _frag(d.inputs_hash.tolist())
-    ood: Any = repeat(_NULL) if d.ood_scores is None else _frag(d.ood_scores.tolist())
-    level = dumps(float(ctx.confidence_level))
-    columns: list[Any] = [
-        repeat(head + b',"decision_id":'),
-        _frag(d.decision_ids.tolist()),
-        repeat(b',"inputs_hash":'),
-        hashes,
-        repeat(b',"guard":{"status":'),
-        list(map(_STATUS.__getitem__, d.guard_flagged.tolist())),
-        repeat(b',"reasons":'),
-        list(map(_ReasonJson(guard_only=True).__getitem__, reasons)),
-        repeat(b',"ood_score":'),
-        ood,
-        repeat(b'},"prediction":'),
-        _frag(d.predictions.tolist()),
-        repeat(b',"probabilities":'),
-        probs,
-        repeat(b',"conformal":{"confidence_level":' + level + b',"set":'),
-        sets,
-        repeat(b',"set_size":'),
-        sizes,
-        repeat(b',"interval":'),
-        intervals,
-        repeat(b'},"confidence":'),
-        _frag(d.confidence.tolist()),
-        repeat(b',"tier":'),
-        list(map(tier_frags.__getitem__, d.tier_codes.tolist())),
-        repeat(b',"action":'),
-        list(map(action_frags.__getitem__, d.actions.tolist())),
-        repeat(b',"reasons":'),
-        list(map(_ReasonJson(guard_only=False).__getitem__, reasons)),
-        repeat(b',"audit":'),
-        list(map(_BOOL.__getitem__, d.audit.tolist())),
-        repeat(b',"route":'),
-        routes,
-        repeat(b',"explanation":'),
-        explanations,
-    ]
+    )
+    lines.value(_NULL if d.ood_scores is None else _frag(d.ood_scores.tolist()))
+    lines.const(b'},"prediction":')
+    lines.column(_frag(d.predictions.tolist()))
+    lines.const(b',"probabilities":')
+    if d.probabilities is not None and d.classes is not None:
+        p, classes = d.probabilities, d.classes
+        bad = np.flatnonzero(~np.isfinite(p).all(axis=1)).tolist()
+        lines.null_group(lambda: _probabilities(lines, p, classes), bad)
+    else:
+        lines.const(_NULL)
+    _conformal(lines, d, ctx)
+    lines.const(b'},"confidence":')
+    lines.column(_frag(d.confidence.tolist()))
+    _decision(lines, d, reason_codes, distinct, reason_json, audit)
+    lines.const(b',"route":')
+    if d.route is None:
+        lines.const(_NULL)
+    else:
+        lines.column([_NULL if r is None else dumps(to_builtin(dict(r))) for r in d.route])
+    lines.const(b',"explanation":')
+    if d.explanations is None:
+        lines.const(_NULL)
+    else:
+        lines.column([_NULL if e is None else dumps(explanation_fields(e)) for e in d.explanations])
     if inputs is not None:
-        columns += [repeat(b',"inputs":'), [dumps(row) for row in inputs]]
-    columns.append(repeat(b"}\n"))
-    return b"".join(chain.from_iterable(zip(*columns, strict=False)))
+        lines.const(b',"inputs":')
+        lines.column([dumps(row) for row in inputs])
+    lines.const(b"}\n")
+    return lines.render()
+
+
+def _probabilities(lines: _Lines, p: NDArray[np.float64], classes: Any) -> None:
+    """``{"<class>": p, ...}``: one float column per class."""
+    for j, c in enumerate(classes.tolist()):
+        lines.const((b"{" if j == 0 else b",") + dumps(safe_text(str(c))) + b":")
+        lines.column(_frag(p[:, j].tolist()))
+    lines.const(b"}")
+
+
+def _conformal(lines: _Lines, d: Decisions, ctx: EventContext) -> None:
+    """The ``conformal`` object up to its closing brace (set and size by set code)."""
+    level = b',"conformal":{"confidence_level":' + dumps(float(ctx.confidence_level))
+    if d.set_mask is None or d.classes is None:
+        lines.const(level + b',"set":null,"set_size":null,"interval":')
+    else:
+        labels = [clean(c) for c in d.classes.tolist()]
+        mask = np.asarray(d.set_mask, dtype=bool)
+
+        def fragment(i: int) -> bytes:
+            row = mask[i].tolist()
+            members = dumps(list(compress(labels, row)))
+            return level + b',"set":' + members + b',"set_size":' + str(sum(row)).encode()
+
+        codes = _set_codes(d)
+        if codes is None:  # too many classes for an integer key: row by row
+            lines.column([fragment(i) for i in range(len(d))])
+        else:
+            lines.column(_by_code(codes, fragment))
+        lines.const(b',"interval":')
+    if d.intervals is None:
+        lines.const(_NULL)
+        return
+    iv = d.intervals
+    bad = np.flatnonzero(np.isnan(iv).any(axis=1)).tolist()
+
+    def interval() -> None:
+        lines.const(b"[")
+        lines.column(_frag(iv[:, 0].tolist()))
+        lines.const(b",")
+        lines.column(_frag(iv[:, 1].tolist()))
+        lines.const(b"]")
+
+    lines.null_group(interval, bad)
+
+
+def _decision(
+    lines: _Lines,
+    d: Decisions,
+    reason_codes: NDArray[np.int64],
+    distinct: list[tuple[str, ...]],
+    reason_json: _ReasonJson,
+    audit: NDArray[np.bool_],
+) -> None:
+    """``tier``, ``action``, ``reasons`` and ``audit``: one fragment per distinct combination."""
+    tier_frags = [dumps(safe_text(str(t))) for t in d.tier_names]
+    action_table = _Codes()
+    actions = d.actions.tolist()
+    action_codes = np.asarray(list(map(action_table.__getitem__, actions)), dtype=np.int64)
+    tiers = np.asarray(d.tier_codes, dtype=np.int64)
+    n_reasons, n_actions = len(distinct), len(action_table)
+    codes = ((tiers * n_actions + action_codes) * n_reasons + reason_codes) * 2 + audit
+    action_json = _Fragments()
+
+    def fragment(i: int) -> bytes:
+        return (
+            b',"tier":'
+            + tier_frags[int(tiers[i])]
+            + b',"action":'
+            + action_json[actions[i]]
+            + b',"reasons":'
+            + reason_json[distinct[reason_codes[i]]]
+            + b',"audit":'
+            + _BOOL[bool(audit[i])]
+        )
+
+    lines.column(_by_code(codes, fragment))

@@ -8,8 +8,9 @@ batch, and writes ``safepredict.calibration`` and ``safepredict.route`` events.
 The library never configures structlog: it logs through
 ``structlog.get_logger("safepredict")`` once the application has configured
 structlog (and writes nothing at all before that), or through the logger it is
-given. A file path as the logger selects :class:`JsonlEventLog`, which renders a
-batch's decision events column by column and appends them with one write. Every
+given. A file path as the logger selects :class:`JsonlEventLog`: a batch's decision
+events are rendered column by column, a one-row call's event as one line built
+straight from the row, and either is appended with one write. Every
 event is a dict of JSON-safe builtins (no numpy types, no NaN, no string UTF-8
 cannot encode), so any JSON renderer works. A logger or sink that raises never
 fails a decision: the event is counted as dropped.
@@ -62,8 +63,9 @@ from safepredict.monitoring._event_fields import (
 )
 from safepredict.monitoring._event_files import JsonlEventLog
 from safepredict.monitoring._event_json import decision_head, decision_lines, gc_paused
+from safepredict.monitoring._event_row import RowRenderer
 from safepredict.monitoring._snapshot import confidence_snapshot
-from safepredict.monitoring.columnar import ArrowDecisionLog, is_columnar
+from safepredict.monitoring.columnar import SMALL_CALL, ArrowDecisionLog, is_columnar
 
 __all__ = [
     "EVENT_BATCH",
@@ -204,11 +206,13 @@ class EventEmitter:
         self.emitted = 0
         self.dropped = 0
         self._lock = threading.Lock()
+        self._rows = RowRenderer()
 
     # ----------------------------------------------------------------- plumbing
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state.pop("_lock", None)
+        state.pop("_rows", None)
         if state.get("source") is None:  # the default proxy is rebuilt on unpickling
             state.pop("logger", None)
         return state
@@ -218,6 +222,7 @@ class EventEmitter:
         if "logger" not in state:
             self.logger = get_logger(None)
         self._lock = threading.Lock()
+        self._rows = RowRenderer()
 
     def stats(self) -> dict[str, int]:
         """Counts of events emitted and dropped since this emitter was created."""
@@ -425,38 +430,41 @@ class EventEmitter:
         """
         if mode == "off" or self.silent:
             return 0
+        context_vars = structlog.contextvars.get_contextvars()
         if request_id is None:
-            request_id = _context_request_id()
+            value = context_vars.get("request_id")
+            request_id = None if value is None else str(value)
         if mode == "summary":
             return int(self._emit("info", EVENT_BATCH, batch_event(decisions, context, request_id)))
         if len(decisions) <= SMALL_BATCH:  # too few objects for the collector to matter
-            return self._decision_events(decisions, context, X_model, request_id)
+            return self._decision_events(decisions, context, X_model, request_id, context_vars)
         with gc_paused():
-            return self._decision_events(decisions, context, X_model, request_id)
+            return self._decision_events(decisions, context, X_model, request_id, context_vars)
 
     def _decision_events(
-        self, d: Decisions, ctx: EventContext, X_model: Any, request_id: str | None
+        self,
+        d: Decisions,
+        ctx: EventContext,
+        X_model: Any,
+        request_id: str | None,
+        context_vars: Mapping[str, Any],
     ) -> int:
         n = len(d)
         if n == 0:
             return 0
         log = self.logger
+        columnar = isinstance(log, ArrowDecisionLog)
         # the columnar log records the hash only when the call computed it (audit,
         # routing): hashing each row costs more than the whole columnar event
-        if d.inputs_hash is None and X_model is not None and not isinstance(log, ArrowDecisionLog):
+        if d.inputs_hash is None and X_model is not None and not columnar:
             d.inputs_hash = row_hashes(X_model)
         inputs: list[Any] | None = None
         if self.log_inputs and X_model is not None:
             hidden = resolve_redact(self.redact, ctx.feature_names)
             inputs = input_rows(X_model, None, ctx.feature_names, hidden)
-        common = decision_header(d, ctx, request_id)
-        if isinstance(log, JsonlEventLog | ArrowDecisionLog):
-            head = decision_head(common, structlog.contextvars.get_contextvars())
+        if columnar or isinstance(log, JsonlEventLog):
             try:
-                if isinstance(log, JsonlEventLog):
-                    log.write(decision_lines(d, ctx, head, inputs))
-                else:
-                    log.write_decisions(d, head, ctx.confidence_level, inputs)
+                self._write_file(log, d, ctx, request_id, context_vars, inputs)
             except Exception:  # a failing file never fails a decision; count the batch
                 self._count(0, n)
                 sent = 0
@@ -464,10 +472,39 @@ class EventEmitter:
                 self._count(n, 0)
                 sent = n
         else:
+            common = decision_header(d, ctx, request_id)
             sent = self._decision_calls(d, ctx, common, inputs)
         if d.route is not None:
             sent += self._route_events(d, ctx, request_id, d.tiers.tolist(), d.actions.tolist())
         return sent
+
+    def _write_file(
+        self,
+        log: Any,
+        d: Decisions,
+        ctx: EventContext,
+        request_id: str | None,
+        context_vars: Mapping[str, Any],
+        inputs: list[Any] | None,
+    ) -> None:
+        """One write of a batch's decision events to the JSON-lines or the columnar log.
+
+        A one-row batch is one pre-formatted line (:class:`RowRenderer`); the
+        columnar log takes calls of more than ``SMALL_CALL`` rows as a record
+        batch and smaller ones as JSON lines beside its stream files.
+        """
+        n = len(d)
+        if n == 1:
+            line = self._rows.line(d, ctx, request_id, context_vars, inputs)
+            (log if isinstance(log, JsonlEventLog) else log.events_file()).write(line)
+            return
+        head = decision_head(decision_header(d, ctx, request_id), context_vars)
+        if isinstance(log, JsonlEventLog):
+            log.write(decision_lines(d, ctx, head, inputs))
+        elif n <= SMALL_CALL:
+            log.events_file().write(decision_lines(d, ctx, head, inputs))
+        else:
+            log.write_decisions(d, head, ctx.confidence_level, inputs)
 
     def _decision_calls(
         self,
