@@ -122,6 +122,7 @@ def monitor(
     min_window: int = 50,
     ci_alpha: float = 0.05,
     progress: Callable[[int, int], None] | None = None,
+    engine: str = "auto",
 ) -> MonitorReport:
     """Stream decision logs and report per-window health, drift and realized error.
 
@@ -159,6 +160,12 @@ def monitor(
         Clopper-Pearson intervals are two-sided ``1 - ci_alpha``.
     progress : callable, optional
         Called as ``progress(bytes_done, bytes_total)`` while reading.
+    engine : {"auto", "blocks", "lines"}, default="auto"
+        How JSON-lines logs are read. ``"auto"`` counts a block of well-formed
+        decision events column-wise when msgspec (the ``fast`` extra) is installed,
+        and any other block line by line; ``"blocks"`` is the same but requires
+        msgspec; ``"lines"`` parses every event into a dict. The report is the
+        same with each.
 
     Returns
     -------
@@ -169,7 +176,7 @@ def monitor(
         paths = [paths]
     sources = log_files(paths)
     joined, audits = join_outcomes(labels, queue, outcomes)
-    agg = Aggregator(window_s, joined, audits)
+    agg = Aggregator(window_s, joined, audits, engine)
     total_bytes = sum(p.stat().st_size for p in sources)
     done_bytes = 0
 
