@@ -44,7 +44,6 @@ from safepredict.monitoring.reading import (
     read_labels,
     review_sla,
 )
-from safepredict.monitoring.realized import outcome_report, tier_health_report
 from safepredict.monitoring.windows import (
     ks_from_snapshot,
     parse_window,
@@ -231,6 +230,9 @@ def monitor(
     shift_advice.attach(out_windows, sources, window_s, joined, alerts)  # label-free, adapt_to
     realized = health = None
     if labels is not None or queue is not None or outcomes is not None:
+        # scipy.stats (Clopper-Pearson, tier health): imported only when outcomes are joined
+        from safepredict.monitoring.realized import outcome_report, tier_health_report
+
         realized = outcome_report(
             agg.per_tier, agg.tier_action, calibrations, len(joined), ci_alpha, alerts
         )
