@@ -30,8 +30,9 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import chain
+from operator import attrgetter
 from typing import Any, Protocol
 
 import msgspec
@@ -111,15 +112,22 @@ def _strings(v: Any) -> bool:
     return type(v) is list and all(type(r) is str for r in v)
 
 
+#: One row per event: the fields its signature and checks read, in one C-level pass.
+_ROW = attrgetter("event", "timestamp", "tier", "action", "calibration_id", "batch_id")
+
+
 @dataclass
 class _Block:
     """A decoded block: its decision events and what they add besides the counts."""
 
     dec: list[Any]
+    rows: list[tuple[Any, ...]]  # _ROW of each decision
+    counts: Counter[tuple[Any, ...]]  # of the rows, in order of first appearance
     index: list[int] | None  # line of each decision (None: every line is one)
     skipped: int
-    reasons: list[tuple[int, list[Any]]]  # (decision, non-empty reasons) in file order
-    flagged: list[tuple[int, list[str]]]  # (decision, guard reasons) of guard-flagged rows
+    conf: list[float | None] = field(default_factory=list)
+    reasons: list[tuple[int, list[Any]]] = field(default_factory=list)  # non-empty, file order
+    flagged: list[tuple[int, list[str]]] = field(default_factory=list)  # guard-flagged rows
 
 
 def _decisions(lines: list[bytes], joined: bool) -> _Block | None:
@@ -131,24 +139,26 @@ def _decisions(lines: list[bytes], joined: bool) -> _Block | None:
     decode = _decode_joined if joined else _decode
     try:
         evs = [decode(line) for line in lines]
-    except msgspec.DecodeError:  # broken line, wrong field type, blank line
+        rows = list(map(_ROW, evs))
+        counts = Counter(rows)
+    except (msgspec.DecodeError, TypeError):  # broken/blank line, wrong type, odd "event"
         return None
-    names = [e.event for e in evs]
-    n = names.count(_DECISION)
-    if n == len(evs):
-        return _Block(evs, None, 0, [], [])
+    if all(r[0] == _DECISION for r in counts):
+        return _Block(evs, rows, counts, None, 0)
+    names = {r[0] for r in counts}
     if any(type(x) is str and x.startswith("safepredict.") and x != _DECISION for x in names):
         return None
-    index = [i for i, x in enumerate(names) if x == _DECISION]
-    return _Block([evs[i] for i in index], index, len(evs) - n, [], [])
+    index = [i for i, r in enumerate(rows) if r[0] == _DECISION]
+    rows = [rows[i] for i in index]
+    return _Block([evs[i] for i in index], rows, Counter(rows), index, len(evs) - len(index))
 
 
 def _check(block: _Block) -> bool:
     """Whether every decision is well formed (the line path's checks); fills the extras."""
-    dec = block.dec
-    if None in [e.tier for e in dec] or None in [e.action for e in dec]:
+    if any(r[2] is None or r[3] is None for r in block.counts):  # tier, action
         return False
-    conf = np.array([e.confidence for e in dec], dtype=np.float64)  # None -> nan
+    block.conf = [e.confidence for e in block.dec]
+    conf = np.array(block.conf, dtype=np.float64)  # None -> nan
     if np.any((conf < 0.0) | (conf > 1.0)):
         return False
     try:
@@ -239,86 +249,95 @@ def fold_block(agg: Counts, lines: list[bytes], source: str, flush_every: int) -
     block = _decisions(lines, bool(agg.joined))
     if block is None or not _check(block):
         return None
-    dec = block.dec
-    stamps = [e.timestamp for e in dec]
-    key_of = {ts: agg.key(ts) for ts in set(stamps)}
-    keys = list(map(key_of.__getitem__, stamps))
-    cals = [e.calibration_id for e in dec]
-    sigs = list(
-        zip(
-            keys,
-            [e.tier for e in dec],
-            [e.action for e in dec],
-            cals,
-            [e.batch_id for e in dec],
-            strict=True,
-        )
-    )
-    counts = Counter(sigs)  # in order of first appearance, as the line path meets them
-    latency = _new_batches(agg, dec, sigs, counts)
+    key_of = {r[1]: agg.key(r[1]) for r in block.counts}
+    # (window, tier, action, calibration, batch) counts, in order of first appearance:
+    # a signature first appears with the first of its rows to appear
+    sigs: dict[tuple[Any, ...], int] = {}
+    first_row: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+    for row, c in block.counts.items():
+        sig = (key_of[row[1]], *row[2:])
+        if sig in sigs:
+            sigs[sig] += c
+        else:
+            sigs[sig] = c
+            if sig not in agg.signatures:
+                first_row[sig] = row
+    latency = _latency(block, first_row)
     if latency is None:
         return None
     # ---- from here on agg changes; every check above has passed
     agg.events["skipped"] += block.skipped
-    agg.events["decision"] += len(dec)
-    for sig, c in counts.items():
+    agg.events["decision"] += len(block.dec)
+    for sig, c in sigs.items():
         before = agg.signatures.get(sig)
         if before is None:
             agg.signatures[sig] = c
             agg.new_signature(sig[0], sig[4], latency[sig])
         else:
             agg.signatures[sig] = before + c
-    if block.reasons and keys.count(keys[0]) == len(keys):  # one window: one update
-        agg.window(keys[0]).reasons.update(chain.from_iterable(r for _, r in block.reasons))
+    one_window = len(set(key_of.values())) == 1
+    if one_window and block.reasons:  # one update, in file order
+        agg.window(next(iter(key_of.values()))).reasons.update(
+            chain.from_iterable(r for _, r in block.reasons)
+        )
     else:
         for i, reasons in block.reasons:
-            agg.window(keys[i]).reasons.update(reasons)
+            agg.window(key_of[block.rows[i][1]]).reasons.update(reasons)
     for i, flags in block.flagged:
-        w = agg.window(keys[i])
+        w = agg.window(key_of[block.rows[i][1]])
         w.guard_flagged += 1
         w.guard.update({r.split(":", 1)[0] for r in flags})
-    _append_values(agg, dec, keys, cals, flush_every)
+    _append_values(agg, block, key_of, one_window, flush_every)
     if agg.joined:
-        _join(agg, dec, lines, block.index, cals)
-    return len(dec)
+        _join(agg, block, lines)
+    return len(block.dec)
 
 
-def _new_batches(
-    agg: Counts, dec: list[Any], sigs: list[tuple[Any, ...]], counts: Counter[tuple[Any, ...]]
+def _latency(
+    block: _Block, first_row: dict[tuple[Any, ...], tuple[Any, ...]]
 ) -> dict[tuple[Any, ...], Any] | None:
     """The parsed ``latency_s`` of each new signature's first row (``None``: unparsable)."""
-    new = [sig for sig in counts if sig not in agg.signatures]
-    if not new:
+    if not first_row:
         return {}
-    first = dict(zip(reversed(sigs), range(len(sigs) - 1, -1, -1), strict=True))
+    rows = block.rows
+    first = dict(zip(reversed(rows), range(len(rows) - 1, -1, -1), strict=True))
     try:
-        return {sig: _loads(bytes(dec[first[sig]].latency_s)) for sig in new}
+        return {
+            sig: _loads(bytes(block.dec[first[row]].latency_s)) for sig, row in first_row.items()
+        }
     except ValueError:
         return None
 
 
 def _append_values(
-    agg: Counts, dec: list[Any], keys: list[int], cals: list[Any], flush_every: int
+    agg: Counts, block: _Block, key_of: dict[Any, int], one_window: bool, flush_every: int
 ) -> None:
     """Append confidences per (window, calibration, drift?); flush where the line path does."""
-    conf = [e.confidence for e in dec]
-    if None in conf:
-        keep = [i for i, c in enumerate(conf) if c is not None]
-        conf, keys, cals = [conf[i] for i in keep], [keys[i] for i in keep], [cals[i] for i in keep]
+    conf = block.conf
+    if one_window and len({r[4] for r in block.counts}) == 1:
+        k, cal = next(iter(key_of.values())), block.rows[0][4]
+        groups: list[tuple[Any, Any]] | None = None
+        if None in conf:
+            conf = [c for c in conf if c is not None]
+    else:
+        groups = [(key_of[r[1]], r[4]) for r in block.rows]
+        if None in conf:
+            keep = [i for i, c in enumerate(conf) if c is not None]
+            conf, groups = [conf[i] for i in keep], [groups[i] for i in keep]
     values, bins = agg.values, agg.bins
     buffered = sum(map(len, values.values()))
     start, n = 0, len(conf)
     while start < n:
         end = min(n, start + flush_every - buffered)
-        groups = list(zip(keys[start:end], cals[start:end], strict=True))
-        if groups.count(groups[0]) == len(groups):
-            parts: dict[tuple[Any, Any], list[Any]] = {groups[0]: conf[start:end]}
+        parts: dict[tuple[Any, Any], list[Any]]
+        if groups is None:
+            parts = {(k, cal): conf[start:end]}
         else:
             parts = {}
-            for g, v in zip(groups, conf[start:end], strict=True):
+            for g, v in zip(groups[start:end], conf[start:end], strict=True):
                 parts.setdefault(g, []).append(v)
-        for (k, cal), vals in parts.items():
-            values.setdefault((k, cal, cal in bins), []).extend(vals)
+        for (key, c), vals in parts.items():
+            values.setdefault((key, c, c in bins), []).extend(vals)
         buffered += end - start
         start = end
         if buffered >= flush_every:
@@ -326,13 +345,11 @@ def _append_values(
             buffered = 0
 
 
-def _join(
-    agg: Counts, dec: list[Any], lines: list[bytes], index: list[int] | None, cals: list[Any]
-) -> None:
+def _join(agg: Counts, block: _Block, lines: list[bytes]) -> None:
     """Score the joined outcomes (re-parsing only their lines), in file order."""
-    joined = agg.joined
-    for j, e in enumerate(dec):
+    joined, index = agg.joined, block.index
+    for j, e in enumerate(block.dec):
         did = e.decision_id
         if type(did) is str and did in joined:
             ev = _loads(lines[j if index is None else index[j]])
-            agg.score(ev, did, str(e.tier), str(e.action), cals[j])
+            agg.score(ev, did, str(e.tier), str(e.action), e.calibration_id)
