@@ -86,7 +86,10 @@ class Aggregator:
     Each decision event costs a parse, a few type checks, one count of its
     (window, tier, action, calibration, batch) signature and one append of its
     confidence; confidences are binned with numpy every ``_FLUSH_VALUES`` values,
-    so memory stays bounded however long the log is.
+    so memory stays bounded however long the log is. With ``engine="auto"`` (and
+    msgspec installed) or ``"blocks"``, a block of well-formed decision events is
+    decoded and counted column-wise by
+    :func:`~safepredict.monitoring.fast_blocks.fold_block` instead, to the same counts.
     """
 
     def __init__(

@@ -276,17 +276,23 @@ def fold_block(agg: Counts, lines: list[bytes], source: str, flush_every: int) -
         else:
             agg.signatures[sig] = before + c
     one_window = len(set(key_of.values())) == 1
-    if one_window and block.reasons:  # one update, in file order
-        agg.window(next(iter(key_of.values()))).reasons.update(
-            chain.from_iterable(r for _, r in block.reasons)
-        )
+    if one_window:  # one update per counter, in file order
+        key = next(iter(key_of.values()))
+        if block.reasons:
+            agg.window(key).reasons.update(chain.from_iterable(r for _, r in block.reasons))
+        if block.flagged:
+            w = agg.window(key)
+            w.guard_flagged += len(block.flagged)
+            w.guard.update(
+                chain.from_iterable({r.split(":", 1)[0] for r in f} for _, f in block.flagged)
+            )
     else:
         for i, reasons in block.reasons:
             agg.window(key_of[block.rows[i][1]]).reasons.update(reasons)
-    for i, flags in block.flagged:
-        w = agg.window(key_of[block.rows[i][1]])
-        w.guard_flagged += 1
-        w.guard.update({r.split(":", 1)[0] for r in flags})
+        for i, flags in block.flagged:
+            w = agg.window(key_of[block.rows[i][1]])
+            w.guard_flagged += 1
+            w.guard.update({r.split(":", 1)[0] for r in flags})
     _append_values(agg, block, key_of, one_window, flush_every)
     if agg.joined:
         _join(agg, block, lines)

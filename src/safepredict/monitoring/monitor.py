@@ -10,7 +10,8 @@ queue), the realized error per tier with a Clopper-Pearson interval.
 Only per-window counters are kept in memory (plus the joined outcomes), so logs of
 any length are read in constant memory. The work is split by job:
 :mod:`~safepredict.monitoring.reading` (logs, labels, queues),
-:mod:`~safepredict.monitoring.aggregate` (streaming counters),
+:mod:`~safepredict.monitoring.aggregate` (streaming counters; well-formed blocks of
+decision events counted column-wise by :mod:`~safepredict.monitoring.fast_blocks`),
 :mod:`~safepredict.monitoring.windows` (per-window tests) and
 :mod:`~safepredict.monitoring.realized` (realized error per tier).
 
