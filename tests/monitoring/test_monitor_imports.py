@@ -56,3 +56,26 @@ def test_the_probe_sees_heavy_imports() -> None:
     """Negative control: the predictor does import scikit-learn, and the probe sees it."""
     assert "sklearn" in heavy_after("import safepredict\nsafepredict.SafePredictor")
     assert heavy_after("import safepredict") == []
+
+
+def test_without_msgspec_auto_reads_line_by_line_and_blocks_says_what_to_install(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "log.jsonl"
+    log.write_text(
+        json.dumps({"event": "safepredict.decision", "tier": "auto", "action": "accept"}) + "\n"
+    )
+    code = (
+        "sys.modules['msgspec'] = None  # as if msgspec were not installed\n"
+        "from safepredict.exceptions import MissingExtraError\n"
+        "from safepredict.monitoring.monitor import monitor\n"
+        f"assert monitor({str(log)!r}).events['decision'] == 1\n"
+        "try:\n"
+        f"    monitor({str(log)!r}, engine='blocks')\n"
+        "except MissingExtraError as exc:\n"
+        "    assert \"pip install 'safepredict[fast]'\" in str(exc), exc\n"
+        "else:\n"
+        "    raise AssertionError('engine=blocks ran without msgspec')\n"
+        "assert 'safepredict.monitoring.fast_blocks' not in sys.modules"
+    )
+    assert heavy_after(code) == []
