@@ -60,6 +60,8 @@ FOREIGN = [
     b'{"event": "safepredict.decision"}{"event": "x"}',
     b'{"event": 7}',
 ]
+#: Invalid UTF-8 in a field the block reader skips: still a broken line (put in a clean block).
+BAD_UTF8 = b'{"event": "safepredict.decision", "tier": "auto", "action": "accept", "note": "\xff"}'
 
 
 def _events(split: Split, tmp: Path) -> list[dict[str, Any]]:
@@ -84,6 +86,8 @@ def build_log(events: list[dict[str, Any]], path: Path, n_lines: int = N_LINES) 
     rng = np.random.default_rng(0)
     calibration = cal["calibration_id"]
     for i in range(n_lines - 1):
+        if i == n_lines * 7 // 10:  # alone among clean lines, so the block reader meets it
+            lines.append(BAD_UTF8)
         if i == n_lines // 2:  # a new calibration mid-stream
             lines.append(orjson.dumps(cal2))
             calibration = "second"

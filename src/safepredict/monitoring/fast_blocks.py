@@ -138,10 +138,13 @@ def _decisions(lines: list[bytes], joined: bool) -> _Block | None:
     """
     decode = _decode_joined if joined else _decode
     try:
+        if not all(map(bytes.isascii, lines)):  # the line path rejects invalid UTF-8
+            for line in lines:  # anywhere in a line, even in a field skipped here
+                line.decode()
         evs = [decode(line) for line in lines]
         rows = list(map(_ROW, evs))
         counts = Counter(rows)
-    except (msgspec.DecodeError, TypeError):  # broken/blank line, wrong type, odd "event"
+    except (msgspec.DecodeError, TypeError, UnicodeDecodeError):  # broken/blank line, odd type
         return None
     if all(r[0] == _DECISION for r in counts):
         return _Block(evs, rows, counts, None, 0)
