@@ -1,17 +1,24 @@
-"""Monitor throughput: read 1,000,000 decision events (target: < 30 s on 2 cores).
+"""Monitor throughput: read 1,000,000 decision events (issue #20's goal: <= 5 s).
 
 The log is generated here: a calibrated predictor decides on 20,000 generated rows
 through the documented JSON-lines recipe (real events), and those events are
 replayed with fresh decision ids and timestamps spread over 24 hours until the
 file holds ``--events`` decision events. The monitor then runs in a child
-process (so its peak RSS is its own), once on the plain file and once on a gzip
-copy, next to a floor measurement that only splits lines and parses them with
-orjson. The table prints MEDIAN wall and CPU seconds over ``--rounds`` runs, the
-events per second and the ratio to the floor, and the child's peak RSS
-(``VmHWM`` from ``/proc/self/status``), next to a child that only imports the
-monitor: the difference is what reading the log costs in memory.
+process (so its peak RSS is its own), on the plain file and on a gzip copy,
+with each reader: ``engine="blocks"`` (column-wise, msgspec: the default when it
+is installed) and ``engine="lines"`` (one orjson dict per event), next to a floor
+measurement that only splits lines and parses them with orjson. The table prints
+MEDIAN wall and CPU seconds over ``--rounds`` runs (imports included: the child
+starts timing before it imports the monitor), the events per second and the ratio
+to the floor, and the child's peak RSS (``VmHWM`` from ``/proc/self/status``),
+next to a child that only imports the monitor: the difference is what reading the
+log costs in memory.
 
-Run: ``python benchmarks/bench_monitor.py [--events 1000000] [--rounds 3]``.
+``--baseline DIR`` adds rows for another checkout's ``src`` (e.g. the main branch
+before a change), run in the same rounds on the same files: before and after
+side by side.
+
+Run: ``python benchmarks/bench_monitor.py [--events 1000000] [--rounds 3] [--baseline DIR]``.
 """
 
 from __future__ import annotations
@@ -39,7 +46,6 @@ import json, resource, sys, time
 mode, path = sys.argv[1], sys.argv[2]
 t, c = time.perf_counter(), time.process_time()
 if mode == "import":
-    import scipy.stats  # noqa: F401  # what the monitor imports before reading a line
     from safepredict.monitoring.monitor import monitor  # noqa: F401
     n = 0
 elif mode == "floor":
@@ -51,7 +57,8 @@ elif mode == "floor":
             n += 1
 else:
     from safepredict.monitoring.monitor import monitor
-    report = monitor(path, window="1h")
+    kw = {} if mode == "monitor" else {"engine": mode.split(":")[1]}
+    report = monitor(path, window="1h", **kw)
     n = report.events["decision"]
 wall, cpu = time.perf_counter() - t, time.process_time() - c
 # VmHWM is this process image's peak RSS (ru_maxrss would carry the parent's
@@ -98,11 +105,12 @@ def generate(path: Path, n_events: int) -> None:
             out.write(orjson.dumps(e) + b"\n")
 
 
-def run_child(mode: str, path: Path) -> dict[str, float]:
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+def run_child(mode: str, path: Path, src: Path = SRC) -> dict[str, float]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = (
-        str(Path(__file__).resolve().parents[1] / "src") + os.pathsep + env.get("PYTHONPATH", "")
-    )
+    env["PYTHONPATH"] = str(src) + os.pathsep + env.get("PYTHONPATH", "")
     out = subprocess.run(
         [sys.executable, "-c", CHILD, mode, str(path)],
         capture_output=True,
@@ -118,6 +126,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--baseline", type=Path, default=None, help="another checkout's src/ to compare"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         log = Path(tmp) / "decisions.jsonl"
@@ -132,29 +143,42 @@ def main() -> None:
             f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
         )
         print(
-            f"{'run':<16} {'wall s':>8} {'cpu s':>8} {'events/s':>10} {'x floor':>8} "
+            f"{'run':<24} {'wall s':>8} {'cpu s':>8} {'events/s':>10} {'x floor':>8} "
             f"{'peak RSS MB':>12}"
         )
-        floor = None
-        for name, mode, path in (
-            ("imports only", "import", log),
-            ("parse floor", "floor", log),
-            ("monitor", "monitor", log),
-            ("monitor .gz", "monitor", gz),
-        ):
-            runs = [run_child(mode, path) for _ in range(args.rounds)]
+        runs_of: list[tuple[str, str, Path, Path]] = [
+            ("imports only", "import", log, SRC),
+            ("parse floor (orjson)", "floor", log, SRC),
+            ("monitor, blocks", "monitor:blocks", log, SRC),
+            ("monitor, lines", "monitor:lines", log, SRC),
+            ("monitor .gz, blocks", "monitor:blocks", gz, SRC),
+            ("monitor .gz, lines", "monitor:lines", gz, SRC),
+        ]
+        if args.baseline is not None:
+            runs_of += [
+                ("baseline: imports only", "import", log, args.baseline),
+                ("baseline: monitor", "monitor", log, args.baseline),
+                ("baseline: monitor .gz", "monitor", gz, args.baseline),
+            ]
+        results: dict[str, list[dict[str, float]]] = {name: [] for name, *_ in runs_of}
+        for _ in range(args.rounds):  # rounds interleave the rows: load drifts alike
+            for name, mode, path, src in runs_of:
+                results[name].append(run_child(mode, path, src))
+        floor = statistics.median(r["wall"] for r in results["parse floor (orjson)"])
+        for name, mode, _path, _src in runs_of:
+            runs = results[name]
             wall = statistics.median(r["wall"] for r in runs)
             cpu = statistics.median(r["cpu"] for r in runs)
             rss = max(r["rss_mb"] for r in runs)
             n = runs[0]["n"]
             if mode == "import":
-                print(f"{name:<16} {wall:>8.2f} {cpu:>8.2f} {'-':>10} {'-':>8} {rss:>12.0f}")
+                print(f"{name:<24} {wall:>8.2f} {cpu:>8.2f} {'-':>10} {'-':>8} {rss:>12.0f}")
                 continue
-            floor = floor or wall
             print(
-                f"{name:<16} {wall:>8.2f} {cpu:>8.2f} {n / wall:>10,.0f} {wall / floor:>8.2f} "
+                f"{name:<24} {wall:>8.2f} {cpu:>8.2f} {n / wall:>10,.0f} {wall / floor:>8.2f} "
                 f"{rss:>12.0f}"
             )
+        print(f"load average after: {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

@@ -477,3 +477,13 @@ def test_buffer_flushes_do_not_change_the_report(
     pieces = [monitor(p, window="1h").to_dict() for p in (out, logs["same"].path)]
     assert pieces == whole
     assert sum(w["confidence"]["n"] for w in whole[0]["windows"]) == len(lines) - 1
+
+
+def test_block_reader_gives_the_line_readers_report(logs: dict[str, Logged]) -> None:
+    """engine="blocks" (column-wise, msgspec) and engine="lines" agree on these logs."""
+    for logged in logs.values():
+        for window in ("1h", "all"):
+            lines = monitor(logged.path, window=window, engine="lines").to_dict()
+            blocks = monitor(logged.path, window=window, engine="blocks").to_dict()
+            assert json.dumps(blocks) == json.dumps(lines)
+            assert lines["events"]["decision"] == len(logged.decisions)

@@ -11,7 +11,7 @@ import csv
 import difflib
 import math
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 import typer
@@ -20,18 +20,10 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 from safepredict.config import TierPolicy
-from safepredict.evaluation import (
-    CostModel,
-    Evaluation,
-    evaluate,
-    score_predictor,
-    threshold_policies,
-)
-from safepredict.evaluation.explorer import write_explorer
-from safepredict.evaluation.recommend import certification_gaps, fallback_action, recommend
-from safepredict.evaluation.report import PLOTS, write_report
 from safepredict.exceptions import ConfigError, InputSchemaError, SafePredictError
-from safepredict.predictor import SafePredictor
+
+if TYPE_CHECKING:  # imported when the command runs, so `safepredict monitor` starts light
+    from safepredict.evaluation import Evaluation
 
 __all__ = ["bench", "load_table", "match_model_columns"]
 
@@ -192,6 +184,9 @@ def _compared(
     ``current``. Grid policies send the rows they do not accept where the current
     policy sends its rest, so that the comparison changes one thing: the threshold.
     """
+    from safepredict.evaluation import threshold_policies
+    from safepredict.evaluation.recommend import fallback_action
+
     rest = fallback_action(current)
     grid_policies = threshold_policies(grid, reject_action=rest)
     if files:
@@ -295,6 +290,12 @@ def bench(
     around --model, and writes report.html (self-contained), summary.json and
     PNG plots into --out. --model is unpickled with joblib: only use trusted files.
     """
+    from safepredict.evaluation import CostModel, evaluate, score_predictor
+    from safepredict.evaluation.explorer import write_explorer
+    from safepredict.evaluation.recommend import certification_gaps, recommend
+    from safepredict.evaluation.report import PLOTS, write_report
+    from safepredict.predictor import SafePredictor
+
     console = Console(stderr=True)
     extra = [Path(a) for a in ctx.args]
     bad_extra = [str(a) for a in extra if a.suffix != ".toml"]

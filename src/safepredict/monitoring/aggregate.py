@@ -19,16 +19,17 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from safepredict._jsonl import loads as _loads
+from safepredict.exceptions import ConfigError, MissingExtraError
 from safepredict.monitoring.feature_drift import feature_counts, merge_counts
 from safepredict.monitoring.reading import epoch
 from safepredict.monitoring.windows import HIST_BINS, Window
 
-__all__ = ["Aggregator", "Outcome", "policy_tiers"]
+__all__ = ["ENGINES", "Aggregator", "Outcome", "policy_tiers"]
 
 
 @dataclass
@@ -85,7 +86,10 @@ class Aggregator:
     Each decision event costs a parse, a few type checks, one count of its
     (window, tier, action, calibration, batch) signature and one append of its
     confidence; confidences are binned with numpy every ``_FLUSH_VALUES`` values,
-    so memory stays bounded however long the log is.
+    so memory stays bounded however long the log is. With ``engine="auto"`` (and
+    msgspec installed) or ``"blocks"``, a block of well-formed decision events is
+    decoded and counted column-wise by
+    :func:`~safepredict.monitoring.fast_blocks.fold_block` instead, to the same counts.
     """
 
     def __init__(
@@ -93,8 +97,12 @@ class Aggregator:
         window_s: float,
         joined: Mapping[str, Any],
         audits: Mapping[str, tuple[int, float | None]] | None = None,
+        engine: str = "auto",
     ) -> None:
         self.window_s = window_s
+        self.fold = _block_folder(engine)
+        #: How many blocks each path read: ``"blocks"`` (column-wise) and ``"lines"``.
+        self.paths: Counter[str] = Counter()
         self.joined = joined
         # decision_id -> (arrival rank, audit probability) of the outcomes tier health reads
         self.audits = audits or {}
@@ -145,7 +153,17 @@ class Aggregator:
 
     # ------------------------------------------------------------ the hot loop
     def feed(self, lines: list[bytes], source: str) -> int:
-        """Aggregate a block of lines; returns the number of safepredict events read."""
+        """Aggregate a block of lines; returns the number of safepredict events read.
+
+        The block is counted column-wise when it can be (see
+        :mod:`~safepredict.monitoring.fast_blocks`), else line by line.
+        """
+        if self.fold is not None:
+            folded = self.fold(self, lines, source, _FLUSH_VALUES)
+            if folded is not None:
+                self.paths["blocks"] += 1
+                return folded
+        self.paths["lines"] += 1
         loads = _loads
         events = self.events
         signatures = self.signatures
@@ -260,13 +278,15 @@ class Aggregator:
             if joined:
                 did = ev.get("decision_id")
                 if type(did) is str and did in joined:
-                    err = _score(
-                        self.per_tier, tier, ev, joined[did], self.calibrations.get(str(cal))
-                    )
-                    audit = self.audits.get(did)
-                    if err is not None and audit is not None and action == "accept":
-                        self.health.append((audit[0], tier, err, audit[1]))
+                    self.score(ev, did, tier, action, cal)
         return read
+
+    def score(self, ev: Mapping[str, Any], did: str, tier: str, action: str, cal: Any) -> None:
+        """Score a decision whose outcome is joined (and keep it for tier health if audited)."""
+        err = _score(self.per_tier, tier, ev, self.joined[did], self.calibrations.get(str(cal)))
+        audit = self.audits.get(did)
+        if err is not None and audit is not None and action == "accept":
+            self.health.append((audit[0], tier, err, audit[1]))
 
     def new_signature(self, key: int, batch: Any, lat: Any) -> None:
         """Count a batch (and its latency) the first time one of its decisions is seen."""
@@ -422,6 +442,33 @@ class Aggregator:
             w.actions[action] += count
             w.ids[cal] += count
             self.tier_action.setdefault(tier, action)
+
+
+_Fold = Callable[[Aggregator, list[bytes], str, int], int | None]
+
+#: ``engine`` values: column-wise blocks when msgspec is installed, or always line by line.
+ENGINES = ("auto", "blocks", "lines")
+
+
+def _block_folder(engine: str) -> _Fold | None:
+    """The column-wise block reader for ``engine`` (``None``: line by line)."""
+    if engine not in ENGINES:
+        raise ConfigError(
+            f"engine must be one of {', '.join(map(repr, ENGINES))}; got {engine!r}. Use "
+            "'auto' (column-wise when msgspec is installed) or 'lines' (line by line)."
+        )
+    if engine == "lines":
+        return None
+    try:
+        from safepredict.monitoring.fast_blocks import fold_block
+    except ImportError as exc:
+        if engine == "blocks":
+            raise MissingExtraError(
+                f"engine='blocks' needs msgspec ({exc.name} is missing): pip install "
+                "'safepredict[fast]', or use engine='auto' to read line by line without it."
+            ) from exc
+        return None
+    return fold_block
 
 
 def _float(v: Any) -> float:

@@ -10,7 +10,8 @@ queue), the realized error per tier with a Clopper-Pearson interval.
 Only per-window counters are kept in memory (plus the joined outcomes), so logs of
 any length are read in constant memory. The work is split by job:
 :mod:`~safepredict.monitoring.reading` (logs, labels, queues),
-:mod:`~safepredict.monitoring.aggregate` (streaming counters),
+:mod:`~safepredict.monitoring.aggregate` (streaming counters; well-formed blocks of
+decision events counted column-wise by :mod:`~safepredict.monitoring.fast_blocks`),
 :mod:`~safepredict.monitoring.windows` (per-window tests) and
 :mod:`~safepredict.monitoring.realized` (realized error per tier).
 
@@ -44,7 +45,6 @@ from safepredict.monitoring.reading import (
     read_labels,
     review_sla,
 )
-from safepredict.monitoring.realized import outcome_report, tier_health_report
 from safepredict.monitoring.windows import (
     ks_from_snapshot,
     parse_window,
@@ -122,6 +122,7 @@ def monitor(
     min_window: int = 50,
     ci_alpha: float = 0.05,
     progress: Callable[[int, int], None] | None = None,
+    engine: str = "auto",
 ) -> MonitorReport:
     """Stream decision logs and report per-window health, drift and realized error.
 
@@ -159,6 +160,12 @@ def monitor(
         Clopper-Pearson intervals are two-sided ``1 - ci_alpha``.
     progress : callable, optional
         Called as ``progress(bytes_done, bytes_total)`` while reading.
+    engine : {"auto", "blocks", "lines"}, default="auto"
+        How JSON-lines logs are read. ``"auto"`` counts a block of well-formed
+        decision events column-wise when msgspec (the ``fast`` extra) is installed,
+        and any other block line by line; ``"blocks"`` is the same but requires
+        msgspec; ``"lines"`` parses every event into a dict. The report is the
+        same with each.
 
     Returns
     -------
@@ -169,7 +176,7 @@ def monitor(
         paths = [paths]
     sources = log_files(paths)
     joined, audits = join_outcomes(labels, queue, outcomes)
-    agg = Aggregator(window_s, joined, audits)
+    agg = Aggregator(window_s, joined, audits, engine)
     total_bytes = sum(p.stat().st_size for p in sources)
     done_bytes = 0
 
@@ -224,6 +231,9 @@ def monitor(
     shift_advice.attach(out_windows, sources, window_s, joined, alerts)  # label-free, adapt_to
     realized = health = None
     if labels is not None or queue is not None or outcomes is not None:
+        # scipy.stats (Clopper-Pearson, tier health): imported only when outcomes are joined
+        from safepredict.monitoring.realized import outcome_report, tier_health_report
+
         realized = outcome_report(
             agg.per_tier, agg.tier_action, calibrations, len(joined), ci_alpha, alerts
         )

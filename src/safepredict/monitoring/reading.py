@@ -85,7 +85,9 @@ def blocks(path: Path, progress: Callable[[int, int], None] | None) -> Iterator[
         )
         rest = b""
         for chunk in chunks:
-            lines = (rest + chunk).split(b"\n") if rest else chunk.split(b"\n")
+            lines = chunk.split(b"\n")
+            if rest:  # the line cut at the previous chunk's end (no copy of the whole chunk)
+                lines[0] = rest + lines[0]
             rest = lines.pop()
             yield lines
             if progress is not None:

@@ -159,8 +159,6 @@ def summarise_window(
     min_window: int,
 ) -> dict[str, Any]:
     """JSON-safe summary of a window; its drift and abstention alerts go to ``alerts``."""
-    from scipy.stats import fisher_exact
-
     n = w.n
     start = datetime.fromtimestamp(w.start, UTC).isoformat().replace("+00:00", "Z")
     end = (
@@ -232,6 +230,8 @@ def summarise_window(
                 }
             )
     if cal is not None and cal["baseline"].get("action_rates") and n:
+        from scipy.stats import fisher_exact  # only with a baseline: keeps startup light
+
         r0 = float(cal["baseline"]["action_rates"].get("abstain", 0.0))
         n0 = int(cal["baseline"].get("n") or 0)
         k0 = round(r0 * n0)

@@ -1,0 +1,245 @@
+"""The column-wise block reader gives the line-by-line monitor's report, number for number.
+
+Real events (a calibrated predictor on the bundled iris data, guards with an OOD
+reference, some rows pushed out of range) are replayed into a 100,000-line log
+with everything a real log carries: other applications' lines, blank and broken
+lines, malformed safepredict events, batch/route/uncertified events, a second
+calibration mid-stream, decisions without a calibration or confidence, and two
+schema versions (the second with unknown fields and optional fields left out).
+The report (JSON, field order included, and the rendered text) must be identical
+with ``engine="blocks"`` and ``engine="lines"``, plain and gzip.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+from rich.console import Console
+from tests.conftest import Split, json_lines_logging
+
+import safepredict as sp
+import safepredict.monitoring.aggregate as aggregate_module
+from safepredict.cli.monitor import print_report
+from safepredict.exceptions import ConfigError
+from safepredict.monitoring.aggregate import Aggregator
+from safepredict.monitoring.monitor import MonitorReport, monitor
+from safepredict.monitoring.reading import blocks
+
+N_LINES = 100_000
+
+#: Safepredict decision events the line path reports as malformed (patches of a real one).
+MALFORMED: list[dict[str, Any]] = [
+    {"confidence": 1.5},
+    {"confidence": "high"},
+    {"confidence": True},
+    {"tier": 3},
+    {"tier": None},
+    {"action": ["accept"]},
+    {"reasons": "out_of_range"},
+    {"reasons": [1]},
+    {"guard": "flag"},
+    {"guard": {"status": "flag", "reasons": [3]}},
+    {"calibration_id": 5},
+    {"batch_id": ["b"]},
+]
+#: Lines that are not safepredict events (or not JSON); the last ones break a typed decode.
+FOREIGN = [
+    b"GET /health 200",
+    b'{"event": "http.request", "status": 200}',
+    b'{"event": "http.request", "tier": 3}',
+    b"",
+    b"   ",
+    b"[1, 2]",
+    b'{"event": "safepredict.decision"}{"event": "x"}',
+    b'{"event": 7}',
+]
+#: Invalid UTF-8 in a field the block reader skips: still a broken line (put in a clean block).
+BAD_UTF8 = b'{"event": "safepredict.decision", "tier": "auto", "action": "accept", "note": "\xff"}'
+
+
+def _events(split: Split, tmp: Path) -> list[dict[str, Any]]:
+    """The events of a real calibration and two real batches, as JSON objects."""
+    path = tmp / "seed.jsonl"
+    with json_lines_logging(path):
+        p = sp.SafePredictor(split.model, random_state=0)
+        p.calibrate(split.X_cal, split.y_cal, reference=split.X_train)
+        X = np.asarray(split.X_test, dtype=float).copy()
+        X[:5, :3] = 1e6  # out of range: guard-flagged rows with reasons
+        p.decide(X)
+        p.decide(np.asarray(split.X_cal, dtype=float))
+    return [orjson.loads(line) for line in path.read_bytes().splitlines()]
+
+
+def build_log(events: list[dict[str, Any]], path: Path, n_lines: int = N_LINES) -> Path:
+    """A long log replayed from ``events`` with every kind of line a real log carries."""
+    cal = next(e for e in events if e["event"] == "safepredict.calibration")
+    cal2 = {**cal, "calibration_id": "second"}
+    decisions = [e for e in events if e["event"] == "safepredict.decision"]
+    lines: list[bytes] = [orjson.dumps(cal)]
+    rng = np.random.default_rng(0)
+    calibration = cal["calibration_id"]
+    for i in range(n_lines - 1):
+        if i == n_lines * 7 // 10:  # alone among clean lines, so the block reader meets it
+            lines.append(BAD_UTF8)
+        if i == n_lines // 2:  # a new calibration mid-stream
+            lines.append(orjson.dumps(cal2))
+            calibration = "second"
+            continue
+        e = dict(decisions[i % len(decisions)])
+        e["decision_id"] = f"d-{i}"
+        e["batch_id"] = f"b{i // 500}"
+        minute = i * 360 // n_lines  # six hours, so six one-hour windows
+        e["timestamp"] = f"2026-03-01T{minute // 60:02d}:{minute % 60:02d}:00Z"
+        e["calibration_id"] = calibration
+        # odd lines in a quarter of the log, so most blocks are clean
+        r = rng.random() if (i // 4000) % 4 == 0 else 1.0
+        if r < 0.003:
+            e.update(MALFORMED[int(rng.integers(len(MALFORMED)))])
+        elif r < 0.005:
+            lines.append(FOREIGN[int(rng.integers(len(FOREIGN)))])
+            continue
+        elif r < 0.006:
+            kind = int(rng.integers(3))
+            lines.append(
+                orjson.dumps(
+                    [
+                        {
+                            "event": "safepredict.route",
+                            "status": "queued",
+                            "timestamp": e["timestamp"],
+                        },
+                        {"event": "safepredict.tier_uncertified", "tier": "auto"},
+                        {
+                            "event": "safepredict.batch",
+                            "timestamp": e["timestamp"],
+                            "batch_id": "summary",
+                            "n": 3,
+                            "tiers": {"auto": 3},
+                            "actions": {"accept": 3},
+                        },
+                    ][kind]
+                )
+            )
+            continue
+        elif i % 50 == 1:
+            e["calibration_id"] = None
+        elif i % 70 == 2:
+            e["confidence"] = None
+        if i % 3 == 0:  # a later schema version: unknown fields, optional fields left out
+            e["schema_version"] = 2
+            e["extra"] = {"nested": [1, {"tier": 3}], "note": "é"}
+            for name in ("latency_s", "guard", "reasons", "explanation")[i % 4 :]:
+                e.pop(name, None)
+        lines.append(orjson.dumps(e))
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def log(tmp_path_factory: pytest.TempPathFactory, iris_lr: Split) -> dict[str, Any]:
+    tmp = tmp_path_factory.mktemp("blocks")
+    events = _events(iris_lr, tmp)
+    path = build_log(events, tmp / "long.jsonl")
+    gz = tmp / "long.jsonl.gz"
+    gz.write_bytes(gzip.compress(path.read_bytes(), compresslevel=1))
+    small = build_log(events, tmp / "small.jsonl", N_LINES // 5)
+    return {"events": events, "path": path, "gz": gz, "small": small, "tmp": tmp}
+
+
+def text(report: MonitorReport) -> str:
+    out = io.StringIO()
+    print_report(report, Console(file=out, width=200, color_system=None))
+    return out.getvalue()
+
+
+def same(a: MonitorReport, b: MonitorReport) -> None:
+    """Identical reports: the JSON (field order too) and the rendered text."""
+    assert json.dumps(a.to_dict()) == json.dumps(b.to_dict())
+    assert text(a) == text(b)
+
+
+def test_the_log_exercises_both_paths_and_every_kind_of_line(log: dict[str, Any]) -> None:
+    agg = Aggregator(3600.0, {}, engine="blocks")
+    for block in blocks(log["path"], None):
+        agg.feed(block, "long")
+    agg.finish()
+    # most blocks are read column-wise, the ones with odd lines line by line
+    assert agg.paths["blocks"] > agg.paths["lines"] > 0
+    assert agg.events["malformed"] >= 50
+    assert agg.events["skipped"] >= 25
+    assert {"route", "batch", "tier_uncertified", "calibration"} <= set(agg.events)
+
+
+@pytest.mark.parametrize(("source", "window"), [("path", "1h"), ("gz", "all")])
+def test_blocks_and_lines_give_the_same_report(
+    log: dict[str, Any], source: str, window: str
+) -> None:
+    lines = monitor(log[source], window=window, engine="lines")
+    fast = monitor(log[source], window=window, engine="blocks")
+    same(lines, fast)
+    assert lines.events["decision"] > 0.9 * N_LINES
+    assert len(lines.malformed) == 5
+
+
+def test_joined_outcomes_and_tier_health_are_the_same(log: dict[str, Any]) -> None:
+    decisions = [e for e in log["events"] if e["event"] == "safepredict.decision"]
+    n = len(decisions)
+    rng = np.random.default_rng(1)
+    size = N_LINES // 5
+    labels = {f"d-{i}": decisions[i % n]["prediction"] for i in range(0, size, 7)}
+    for did in list(labels)[::5]:  # some wrong predictions
+        labels[did] = int(rng.integers(3))
+    audits = [
+        {"decision_id": f"d-{i}", "outcome": 1, "audit": True, "audit_probability": 0.5}
+        for i in range(3, size, 97)
+    ]
+    kw: dict[str, Any] = {"window": "all", "labels": labels, "outcomes": audits}
+    lines = monitor(log["small"], engine="lines", **kw)
+    fast = monitor(log["small"], engine="blocks", **kw)
+    same(lines, fast)
+    assert lines.outcomes is not None
+    assert lines.outcomes["n_joined"] > 2_000
+    assert lines.tier_health is not None
+    assert lines.tier_health["n_audited"] > 100
+
+
+def test_buffer_flushes_happen_where_the_line_path_flushes(
+    log: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two calibrations' confidences share a window: the running sums add in file order."""
+    events = log["events"]
+    cal = next(e for e in events if e["event"] == "safepredict.calibration")
+    path = log["tmp"] / "interleaved.jsonl"
+    out = [orjson.dumps(cal), orjson.dumps({**cal, "calibration_id": "other"})]
+    for i, e in enumerate(x for x in events * 40 if x["event"] == "safepredict.decision"):
+        e = {**e, "calibration_id": "other" if i % 3 == 0 else cal["calibration_id"]}
+        e["confidence"] = e["confidence"] * (1 - 1e-7 * (i % 11))  # sums depend on order
+        out.append(orjson.dumps(e))
+    path.write_bytes(b"\n".join(out) + b"\n")
+    monkeypatch.setattr(aggregate_module, "_FLUSH_VALUES", 997)
+    same(monitor(path, window="all", engine="lines"), monitor(path, window="all", engine="blocks"))
+
+
+def test_the_comparison_can_fail(log: dict[str, Any]) -> None:
+    """Negative control: one confidence moved by 1e-12 changes the report."""
+    raw = log["small"].read_bytes().split(b"\n")
+    k = next(i for i, x in enumerate(raw) if b'"confidence":0.' in x and i > 1000)
+    e = orjson.loads(raw[k])
+    e["confidence"] = e["confidence"] - 1e-12
+    raw[k] = orjson.dumps(e)
+    moved = log["tmp"] / "moved.jsonl"
+    moved.write_bytes(b"\n".join(raw))
+    with pytest.raises(AssertionError):
+        same(monitor(log["small"], window="all"), monitor(moved, window="all", engine="blocks"))
+
+
+def test_engine_is_checked(log: dict[str, Any]) -> None:
+    with pytest.raises(ConfigError, match="engine must be one of"):
+        monitor(log["small"], engine="fast")
