@@ -194,15 +194,16 @@ def score(
     assert isinstance(conformal, RegressionConformal)
     y_pred = values.reshape(-1)
     intervals, raised = _intervals(conformal, X_model, y_pred)
-    collapsed = _collapsed(intervals, conformal)
+    widths = intervals[:, 1] - intervals[:, 0]
+    collapsed = _collapsed(intervals, conformal, widths)
     aux_failed = bool(raised.any())
     if any_failed or aux_failed or collapsed.any():  # else nothing to mask (the common case)
         collapsed &= ~failed & ~raised
         bad = failed | raised | collapsed
         if bad.any():
             intervals[bad] = np.nan
+            widths = intervals[:, 1] - intervals[:, 0]
         aux_failed = aux_failed or bool(collapsed.any())
-    widths = intervals[:, 1] - intervals[:, 0]
     ranking = ranking_scores(task, width=widths) if needs_ranking else {}
     inputs = TierInputs(
         "regression", np.full(n, np.nan), width=widths, scores=ranking, groups=groups
@@ -234,12 +235,17 @@ def _intervals(
         return bounds, raised
 
 
-def _collapsed(intervals: NDArray[np.float64], conformal: RegressionConformal) -> NDArray[np.bool_]:
+def _collapsed(
+    intervals: NDArray[np.float64],
+    conformal: RegressionConformal,
+    widths: NDArray[np.float64] | None = None,
+) -> NDArray[np.bool_]:
     """Rows whose interval is not finite or that float rounding collapsed.
 
     A width of at most :data:`COLLAPSE_ULPS` spacings of the larger bound is
     rounding, not information, unless the calibration quantile itself is 0 (a
-    model exact on every calibration row legitimately gives points).
+    model exact on every calibration row legitimately gives points). ``widths``:
+    ``hi - lo`` when the caller has it.
     """
     positive = float(conformal.quantile) > 0
     if len(intervals) <= SMALL_BATCH:  # plain Python floats: numpy's per-call cost dominates
@@ -251,8 +257,10 @@ def _collapsed(intervals: NDArray[np.float64], conformal: RegressionConformal) -
             # Fast exact path: spacing() grows with the magnitude, so when the
             # narrowest interval is wider than COLLAPSE_ULPS spacings of the largest
             # bound (and every bound is finite) no row is collapsed.
-            widest = float(np.abs(intervals).max())
-            narrowest = float((hi - lo).min())
+            # max |bound| without an abs() copy; numpy's max and min are both nan when
+            # any bound is nan, so a nan never hides behind the other extreme
+            widest = max(float(intervals.max()), -float(intervals.min()))
+            narrowest = float((hi - lo if widths is None else widths).min())
             if math.isfinite(widest) and narrowest > COLLAPSE_ULPS * math.ulp(widest):
                 return np.zeros(len(lo), dtype=bool)
         finite = np.isfinite(lo) & np.isfinite(hi)
