@@ -58,6 +58,7 @@ LAYERS: dict[str, tuple[int, str]] = {
     # L1: configuration and the result types.
     "safepredict.config": (1, "core"),
     "safepredict.guard_config": (1, "core"),
+    "safepredict.tier_config": (1, "core"),
     "safepredict.decisions": (1, "core"),
     # L2 pure stages of the decide pipeline: none imports another.
     "safepredict.adapters": (2, "stage"),

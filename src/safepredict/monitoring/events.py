@@ -278,40 +278,20 @@ class EventEmitter:
         return resolve_redact(self.redact, feature_names)
 
     # --------------------------------------------------------------- calibration
-    def calibration(
-        self,
-        context: EventContext,
-        *,
-        task: str,
-        policy: Mapping[str, Any],
-        calibration_size: int,
-        conformity_score: str,
-        quantile: float,
-        thresholds: Mapping[str, Any],
-        report: Mapping[str, Any],
-        certified: Mapping[str, bool],
-        baseline: Mapping[str, Any],
-    ) -> int:
+    def calibration(self, context: EventContext, **fields: Any) -> int:
         """Emit ``safepredict.calibration`` and one warning per uncertified tier.
+
+        ``fields`` are the keywords of :func:`calibration_events` (``task``,
+        ``policy``, ``calibration_size``, ``conformity_score``, ``quantile``,
+        ``thresholds``, ``report``, ``certified``, ``baseline``).
 
         Returns
         -------
         int
             Number of events emitted.
         """
-        events = calibration_events(
-            context,
-            task=task,
-            policy=policy,
-            calibration_size=calibration_size,
-            conformity_score=conformity_score,
-            quantile=quantile,
-            thresholds=thresholds,
-            report=report,
-            certified=certified,
-            baseline=baseline,
-        )
-        return sum(int(self._emit(level, event, fields)) for level, event, fields in events)
+        events = calibration_events(context, **fields)
+        return sum(int(self._emit(level, event, f)) for level, event, f in events)
 
     # -------------------------------------------------------------- tier health
     def tier_alarm(self, context: EventContext, health: Mapping[str, Any]) -> bool:
