@@ -373,8 +373,10 @@ class Decisions(Sequence[Decision]):
         i %= n
         conf = float(self.confidence[i])
         interval = None
-        if self.intervals is not None and not np.isnan(self.intervals[i]).all():
-            interval = (float(self.intervals[i, 0]), float(self.intervals[i, 1]))
+        if self.intervals is not None:
+            lo, hi = self.intervals[i].tolist()
+            if not (math.isnan(lo) and math.isnan(hi)):
+                interval = (lo, hi)
         pred = self.predictions[i]
         return Decision(
             decision_id=(

@@ -217,6 +217,8 @@ def _intervals(
     """Conformal intervals, and the rows where an auxiliary model (CQR, residual) raised."""
     raised = np.zeros(len(y_pred), dtype=bool)
     if conformal.method == "absolute":
+        if len(y_pred) <= SMALL_BATCH:  # plain Python floats: no error-state context needed
+            return conformal.absolute_interval_rows(y_pred.tolist()), raised
         with np.errstate(over="ignore", invalid="ignore"):
             return conformal.interval(X_model, y_pred), raised
     try:

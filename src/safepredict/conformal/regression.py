@@ -186,6 +186,23 @@ class RegressionConformal:
         up = np.asarray(upper.predict(X), dtype=np.float64).ravel()
         return np.column_stack([low - q, up + self.quantile_upper])
 
+    def absolute_interval_rows(self, y_pred: Sequence[float]) -> NDArray[np.float64]:
+        """:meth:`interval` of an ``"absolute"`` state for a few rows, in plain Python floats.
+
+        ``y - q`` and ``y + q`` are the same IEEE double operations numpy runs, so the
+        bounds are bit for bit :meth:`interval`'s; Python floats overflow to ``inf``
+        without a warning, so no error-state context is needed (single-row ``decide``).
+
+        Examples
+        --------
+        >>> rc = RegressionConformal("absolute", 0.9, np.array([1.0]), 2.0)
+        >>> rc.absolute_interval_rows([1.0, 1e308]).tolist()
+        [[-1.0, 3.0], [1e+308, 1e+308]]
+        """
+        q = float(self.quantile)
+        bounds = [[y - q, y + q] for y in y_pred]
+        return np.array(bounds, dtype=np.float64).reshape(len(bounds), 2)
+
     # ------------------------------------------------------------ persistence
     def to_state(self) -> dict[str, Any]:
         """JSON-safe state; CQR's quantile models are not included (pass them back)."""
