@@ -32,6 +32,7 @@ import pytest
 from numpy.typing import NDArray
 from sklearn.datasets import make_regression
 from sklearn.linear_model import LinearRegression
+from tests.label_free_study import assert_beats_naive, assert_mae_near_floor, exact_floor
 
 from safepredict import SafePredictor
 from safepredict.config import TierPolicy
@@ -116,10 +117,6 @@ def _fit(
         seed=seed,
     )
     return calibration, errors
-
-
-def _mc_se(values: list[float]) -> float:
-    return float(np.std(values, ddof=1)) / math.sqrt(len(values))
 
 
 # ------------------------------------------------------------------ the public API
@@ -235,28 +232,11 @@ def test_regression_estimates_track_realized_error_per_tier(setting: Setting) ->
                 continue
             dev[tier].append(abs(t.estimated_error - realized))
             naive_dev[tier].append(abs(t.calibration_error - realized))
-            # if the estimate were exact, E|realized - estimate| = sqrt(2/pi) * sd, with the
-            # sd = interval half-width / 1.96 (outcome noise plus the map bootstrap variance)
-            floor[tier].append(math.sqrt(2 / math.pi) * (t.interval[1] - t.interval[0]) / 3.92)
-    maes = {}
+            floor[tier].append(exact_floor(t.interval))
+    assert_mae_near_floor(dev, naive_dev, floor, concept, ("auto", "quick"))
     for tier in ("auto", "quick"):
-        mae, naive = float(np.mean(dev[tier])), float(np.mean(naive_dev[tier]))
-        maes[tier] = (mae, naive)
-        expected = float(np.mean(floor[tier]))
-        # the MAE is a mean of K deviations: 3 MC standard errors sd(|dev|) / sqrt(K) of slack,
-        # plus 0.01 for the map's own error (~ sqrt(e (1 - e) / n_cal) at e ~ 0.1, n_cal 1000
-        # rows in the tier's score range)
-        slack = 3 * _mc_se(dev[tier]) + 0.01
-        print(f"\n{tier}: MAE estimate {mae:.4f} vs naive {naive:.4f} (floor {expected:.4f}, "
-              f"{len(dev[tier])} windows)")  # fmt: skip
         assert len(dev[tier]) >= 100
-        assert mae <= expected + slack
-        # negative control: under concept shift the same bound fails
-        assert float(np.mean(concept)) > expected + slack
-        # the estimate beats the naive rate by more than 3 MC standard errors of the
-        # paired difference
-        diff = np.asarray(naive_dev[tier]) - np.asarray(dev[tier])
-        assert float(diff.mean()) > 3 * float(diff.std(ddof=1)) / math.sqrt(len(diff))
+        assert_beats_naive(dev[tier], naive_dev[tier])
     print(f"concept-shift control: MAE {float(np.mean(concept)):.4f} over {len(concept)}")
 
 
