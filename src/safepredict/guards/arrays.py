@@ -42,7 +42,7 @@ from numpy.typing import NDArray
 from safepredict._validation import describe
 from safepredict.config import GuardConfig
 from safepredict.exceptions import CalibrationError, ConfigError
-from safepredict.guards.featurize import Featurizer
+from safepredict.guards.featurize import Featurizer, ood_pvalues
 from safepredict.guards.ranges import MIN_FIT, fit_size
 from safepredict.guards.result import GuardResult, collect
 from safepredict.ood import CentroidDetector, MarginalScores
@@ -160,12 +160,8 @@ class ArrayGuards:
             "type": np.asarray(wrong, dtype=bool),
             "out_of_range": np.asarray(outside.any(axis=1), dtype=bool),
         }
-        ood = None
-        if self.detector is not None and self.featurizer is not None:
-            ood = np.full(n, np.nan)
-            rows = np.flatnonzero(~non_finite & ~wrong)
-            if len(rows):
-                ood[rows] = self.detector.pvalues(self.featurizer(arr[rows]))
+        usable = ~non_finite & ~wrong
+        ood = ood_pvalues(self.detector, self.featurizer, usable, lambda rows: arr[rows])
         return collect(n, masks, COLUMN, self.config, ood)
 
     @property

@@ -52,6 +52,7 @@ __all__ = [
     "MIN_DOCUMENT_COUNT",
     "Featurizer",
     "Tokenizer",
+    "ood_pvalues",
     "pipeline_transform",
     "token_hashes",
 ]
@@ -66,6 +67,30 @@ MAX_VOCABULARY = 50_000
 FEATURIZER_KINDS = ("user", "pipeline", "flatten")
 _WORD = re.compile(r"(?u)\b\w\w+\b")
 _SEED = 20_261_207
+
+
+def ood_pvalues(
+    detector: Any,
+    featurizer: Featurizer | None,
+    usable: NDArray[np.bool_],
+    take: Callable[[NDArray[np.intp]], Any],
+) -> NDArray[np.float64] | None:
+    """OOD p-values of the ``usable`` rows (``nan`` elsewhere); ``None`` without a detector.
+
+    ``take(rows)`` gives the featurizer's input for those row indices.
+
+    Examples
+    --------
+    >>> ood_pvalues(None, None, np.array([True]), lambda rows: rows) is None
+    True
+    """
+    if detector is None or featurizer is None:
+        return None
+    ood = np.full(len(usable), np.nan)
+    rows = np.flatnonzero(usable)
+    if len(rows):
+        ood[rows] = detector.pvalues(featurizer(take(rows)))
+    return ood
 
 
 def pipeline_transform(model: Any) -> Callable[[Any], Any] | None:

@@ -47,7 +47,7 @@ from numpy.typing import NDArray
 from safepredict._validation import describe
 from safepredict.config import GuardConfig
 from safepredict.exceptions import CalibrationError, ConfigError
-from safepredict.guards.featurize import Featurizer, Tokenizer, pipeline_transform
+from safepredict.guards.featurize import Featurizer, Tokenizer, ood_pvalues, pipeline_transform
 from safepredict.guards.ranges import MIN_FIT, fit_size, json_float
 from safepredict.guards.result import GuardResult, collect
 from safepredict.guards.values import is_missing_scalar
@@ -188,13 +188,12 @@ class TextGuards:
                 masks["length"][i] = k < low or k > high
                 share = 1.0 - known.mean() if k else 1.0
                 masks["oov"][i] = not known.any() or share > self.oov_threshold
-        ood = None
-        if self.detector is not None and self.featurizer is not None:
-            ood = np.full(n, np.nan)
-            rows = np.flatnonzero(usable)
-            if len(rows):
-                batch = np.array([values[i] for i in rows], dtype=object)
-                ood[rows] = self.detector.pvalues(self.featurizer(batch))
+        ood = ood_pvalues(
+            self.detector,
+            self.featurizer,
+            usable,
+            lambda rows: np.array([values[i] for i in rows], dtype=object),
+        )
         return collect(n, masks, COLUMN, self.config, ood)
 
     @property
