@@ -33,6 +33,7 @@ from safepredict._validation import describe
 from safepredict.exceptions import ConfigError
 
 __all__ = [
+    "check_redact",
     "default_feature_names",
     "group_labels",
     "input_rows",
@@ -213,3 +214,20 @@ def group_labels(values: Any) -> NDArray[Any]:
     if arr.dtype.kind in "fiubU":  # numbers and strings: vectorized, same text as str()
         return np.asarray(arr.astype(str), dtype=object)
     return np.array([str(v) for v in arr.astype(object).tolist()], dtype=object)
+
+
+def check_redact(redact: Any, names: Sequence[str] | None) -> None:
+    """``redact`` must name input columns (by name or position); ConfigError otherwise.
+
+    Before the names are known only the entries' types are checked (the names and
+    positions are checked again at calibration).
+    """
+    if names is not None:
+        resolve_redact(redact, [str(c) for c in names])
+        return
+    if isinstance(redact, str | bytes) or not isinstance(redact, Sequence | set | frozenset):
+        resolve_redact(redact, ())  # raises the message for a non-list
+    known = [e for e in redact if isinstance(e, str)]
+    positions = [int(e) for e in redact if isinstance(e, int | np.integer)]
+    width = max([p + 1 for p in positions if p >= 0], default=0)
+    resolve_redact(redact, [*known, *(f"\x00{j}" for j in range(width))])

@@ -31,7 +31,7 @@ from typing import Any, Protocol, Self, TypeVar, cast
 import numpy as np
 
 from safepredict import calibration, pipeline
-from safepredict._frames import resolve_redact
+from safepredict._frames import check_redact
 from safepredict._version import __version__
 from safepredict.adapters import adapt
 from safepredict.config import TierPolicy
@@ -47,6 +47,14 @@ from safepredict.tiers import TierCalibration
 __all__ = ["Lifecycle", "Runtime"]
 
 _T = TypeVar("_T")
+
+#: What ``_stages``, ``_writers`` and ``_schema`` read (``Runtime._decide_parts``'s key).
+_DECIDE_ATTRS = (
+    *("model", "task_", "policy_", "conformal_", "tier_calibration_", "guards_"),
+    *("explainer_", "classes_", "feature_names_in_", "feature_names_", "n_features_in_"),
+    *("input_modality_", "log", "router", "log_inputs", "redact", "model_name"),
+    "model_version",
+)
 
 
 class Runtime:
@@ -77,6 +85,13 @@ class Runtime:
             lock = self.__dict__.setdefault("_lock", threading.Lock())
         return lock
 
+    def _check_calibrated(self, method: str) -> None:
+        if not hasattr(self, "conformal_"):
+            raise NotCalibratedError(
+                f"this SafePredictor is not calibrated yet; call "
+                f"predictor.calibrate(X_cal, y_cal) before {method}()."
+            )
+
     def _known_names(self) -> Sequence[str] | None:
         """The input names once known (calibrated, or a model with feature names)."""
         if hasattr(self, "n_features_in_"):
@@ -93,6 +108,23 @@ class Runtime:
         value = build()
         self.__dict__.setdefault("_cache", {})[name] = (key, value)
         return value
+
+    def _decide_parts(self) -> tuple[pipeline.Stages, pipeline.Writers]:
+        """:meth:`_stages` and :meth:`_writers` for ``decide``: one identity check per call.
+
+        Keyed on every attribute the two (and :meth:`_schema`) read, so a refit,
+        recalibration, ``set_params`` or load rebuilds them, as their own caches do.
+        """
+        d = self.__dict__
+        key = tuple(map(d.get, _DECIDE_ATTRS))
+        hot = d.get("_hot")
+        if hot is not None and all(map(operator.is_, hot[0], key)):
+            parts: tuple[pipeline.Stages, pipeline.Writers] = hot[1]
+            return parts
+        self._check_calibrated("decide")
+        parts = (self._stages(), self._writers())
+        d["_hot"] = (key, parts)
+        return parts
 
     def _schema(self) -> InputSchema:
         """The inputs the predictor accepts (from the fitted attributes)."""
@@ -316,13 +348,6 @@ _R = TypeVar("_R", bound=_Recalibratable)
 
 class Lifecycle(Runtime):
     """Save, outcome feedback and reports (mixed into ``SafePredictor``)."""
-
-    def _check_calibrated(self, method: str) -> None:
-        if not hasattr(self, "conformal_"):
-            raise NotCalibratedError(
-                f"this SafePredictor is not calibrated yet; call "
-                f"predictor.calibrate(X_cal, y_cal) before {method}()."
-            )
 
     # ------------------------------------------------------------ persistence
     def save(
@@ -569,20 +594,3 @@ class Lifecycle(Runtime):
             "policy_hash": self.policy_.policy_hash,
             "quantile": float(self.conformal_.quantile),
         }
-
-
-def check_redact(redact: Any, names: Sequence[str] | None) -> None:
-    """``redact`` must name input columns (by name or position); ConfigError otherwise.
-
-    Before the names are known only the entries' types are checked (the names and
-    positions are checked again at calibration).
-    """
-    if names is not None:
-        resolve_redact(redact, [str(c) for c in names])
-        return
-    if isinstance(redact, str | bytes) or not isinstance(redact, Sequence | set | frozenset):
-        resolve_redact(redact, ())  # raises the message for a non-list
-    known = [e for e in redact if isinstance(e, str)]
-    positions = [int(e) for e in redact if isinstance(e, int | np.integer)]
-    width = max([p + 1 for p in positions if p >= 0], default=0)
-    resolve_redact(redact, [*known, *(f"\x00{j}" for j in range(width))])

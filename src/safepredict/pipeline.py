@@ -193,8 +193,16 @@ def score(
         return Scored(inputs, set_mask, None, none, none, notes=notes)
     assert isinstance(conformal, RegressionConformal)
     y_pred = values.reshape(-1)
+    if n <= SMALL_BATCH and not any_failed and conformal.method == "absolute":
+        bounds = conformal.absolute_interval_rows(y_pred.tolist())
+        positive = float(conformal.quantile) > 0
+        if not any(_collapsed_row(lo, hi, positive) for lo, hi in bounds):  # the common case
+            intervals = np.array(bounds, dtype=np.float64).reshape(n, 2)
+            widths = np.array([hi - lo for lo, hi in bounds], dtype=np.float64)
+            return _regression_scored(intervals, widths, none, none, False, needs_ranking, groups)
     intervals, raised = _intervals(conformal, X_model, y_pred)
-    widths = intervals[:, 1] - intervals[:, 0]
+    with np.errstate(over="ignore", invalid="ignore"):  # a width past 1.8e308 is inf
+        widths = intervals[:, 1] - intervals[:, 0]
     collapsed = _collapsed(intervals, conformal, widths)
     aux_failed = bool(raised.any())
     if any_failed or aux_failed or collapsed.any():  # else nothing to mask (the common case)
@@ -202,11 +210,26 @@ def score(
         bad = failed | raised | collapsed
         if bad.any():
             intervals[bad] = np.nan
-            widths = intervals[:, 1] - intervals[:, 0]
+            widths[bad] = np.nan
         aux_failed = aux_failed or bool(collapsed.any())
-    ranking = ranking_scores(task, width=widths) if needs_ranking else {}
+    return _regression_scored(
+        intervals, widths, raised, collapsed, aux_failed, needs_ranking, groups
+    )
+
+
+def _regression_scored(
+    intervals: NDArray[np.float64],
+    widths: NDArray[np.float64],
+    raised: NDArray[np.bool_],
+    collapsed: NDArray[np.bool_],
+    aux_failed: bool,
+    needs_ranking: bool,
+    groups: Mapping[str, NDArray[Any]],
+) -> Scored:
+    """The regression :class:`Scored` of intervals whose failed rows are ``nan`` already."""
+    ranking = ranking_scores("regression", width=widths) if needs_ranking else {}
     inputs = TierInputs(
-        "regression", np.full(n, np.nan), width=widths, scores=ranking, groups=groups
+        "regression", np.full(len(widths), np.nan), width=widths, scores=ranking, groups=groups
     )
     return Scored(inputs, None, intervals, raised, collapsed, aux_failed)
 
@@ -218,7 +241,8 @@ def _intervals(
     raised = np.zeros(len(y_pred), dtype=bool)
     if conformal.method == "absolute":
         if len(y_pred) <= SMALL_BATCH:  # plain Python floats: no error-state context needed
-            return conformal.absolute_interval_rows(y_pred.tolist()), raised
+            bounds = conformal.absolute_interval_rows(y_pred.tolist())
+            return np.array(bounds, dtype=np.float64).reshape(len(bounds), 2), raised
         with np.errstate(over="ignore", invalid="ignore"):
             return conformal.interval(X_model, y_pred), raised
     try:

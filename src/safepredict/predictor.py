@@ -20,12 +20,11 @@ from numpy.typing import NDArray
 from sklearn.base import BaseEstimator
 
 from safepredict import adapters, calibration, pipeline
-from safepredict._frames import is_frame
+from safepredict._frames import check_redact, is_frame
 from safepredict.conformal import ClassificationConformal
 from safepredict.decisions import Decision, Decisions
 from safepredict.exceptions import InputSchemaError
 from safepredict.health import TierHealth
-from safepredict.lifecycle import check_redact
 from safepredict.shift.mixin import ShiftAware
 from safepredict.tiers import TierCalibration, TierInputs
 
@@ -183,7 +182,7 @@ class SafePredictor(TierHealth, ShiftAware, BaseEstimator):  # type: ignore[misc
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        for derived in ("_lock", "_events", "_events_key", "_cache"):  # rebuilt on first use
+        for derived in ("_lock", "_events", "_events_key", "_cache", "_hot"):  # derived
             state.pop(derived, None)
         state.pop("_calibration_rows", None)  # shift.adapt_to: calibration rows stay in memory
         return state
@@ -363,8 +362,8 @@ class SafePredictor(TierHealth, ShiftAware, BaseEstimator):  # type: ignore[misc
             If the batch's names or feature count differ from calibration
             (missing or unknown keys are named, with the closest known name).
         """
-        self._check_calibrated("decide")
-        return pipeline.decide(self._stages(), self._writers(), X, request_id=request_id)
+        stages, writers = self._decide_parts()  # raises NotCalibratedError before calibrate
+        return pipeline.decide(stages, writers, X, request_id=request_id)
 
     def decide_one(self, x: Any, *, request_id: str | None = None) -> Decision:
         """Decide on a single row (1-D array, dict, pandas Series or one-row frame).

@@ -186,8 +186,8 @@ class RegressionConformal:
         up = np.asarray(upper.predict(X), dtype=np.float64).ravel()
         return np.column_stack([low - q, up + self.quantile_upper])
 
-    def absolute_interval_rows(self, y_pred: Sequence[float]) -> NDArray[np.float64]:
-        """:meth:`interval` of an ``"absolute"`` state for a few rows, in plain Python floats.
+    def absolute_interval_rows(self, y_pred: Sequence[float]) -> list[tuple[float, float]]:
+        """:meth:`interval` of an ``"absolute"`` state for a few rows, as plain Python floats.
 
         ``y - q`` and ``y + q`` are the same IEEE double operations numpy runs, so the
         bounds are bit for bit :meth:`interval`'s; Python floats overflow to ``inf``
@@ -196,12 +196,11 @@ class RegressionConformal:
         Examples
         --------
         >>> rc = RegressionConformal("absolute", 0.9, np.array([1.0]), 2.0)
-        >>> rc.absolute_interval_rows([1.0, 1e308]).tolist()
-        [[-1.0, 3.0], [1e+308, 1e+308]]
+        >>> rc.absolute_interval_rows([1.0, 1e308])
+        [(-1.0, 3.0), (1e+308, 1e+308)]
         """
         q = float(self.quantile)
-        bounds = [[y - q, y + q] for y in y_pred]
-        return np.array(bounds, dtype=np.float64).reshape(len(bounds), 2)
+        return [(y - q, y + q) for y in y_pred]
 
     # ------------------------------------------------------------ persistence
     def to_state(self) -> dict[str, Any]:

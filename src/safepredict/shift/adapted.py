@@ -286,7 +286,7 @@ def adapt(
         tiers={k: dict(v) for k, v in tiers.report.items()},
     )
     new = predictor.__class__.__new__(predictor.__class__)
-    derived = ("_lock", "_events", "_events_key", "_cache")
+    derived = ("_lock", "_events", "_events_key", "_cache", "_hot")
     new.__dict__.update({k: v for k, v in predictor.__dict__.items() if k not in derived})
     new.conformal_ = conformal
     new.tier_calibration_ = tiers
