@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -31,6 +32,24 @@ def test_sklearn_conventions(iris_lr) -> None:
     assert twin.model is iris_lr.model  # the fitted model is kept, not refitted
     assert not hasattr(twin, "conformal_")
     assert twin.get_params(deep=False) == sp.get_params(deep=False)
+
+
+def test_decide_follows_every_change_after_a_first_decide(iris_lr, tmp_path) -> None:
+    """``decide`` looks its stages and writers up once per call; none may go stale."""
+    sp = SafePredictor(iris_lr.model, log="off", guards="off")
+    sp.calibrate(iris_lr.X_cal, iris_lr.y_cal)
+    first = sp.decide(iris_lr.X_test)
+    events = tmp_path / "events.jsonl"
+    sp.set_params(logger=str(events), log="decision", log_inputs=True, redact=["x1"])
+    sp.decide(iris_lr.X_test[:3])
+    inputs = [json.loads(line)["inputs"] for line in events.read_text().splitlines()]
+    assert len(inputs) == 3  # the new writers: events now flow, with inputs, redacted
+    assert all("x0" in row and "x1" not in row for row in inputs)
+    sp.set_params(confidence_level=0.5)
+    sp.calibrate(iris_lr.X_cal, iris_lr.y_cal)  # new fitted stages
+    again = sp.decide(iris_lr.X_test)
+    sizes = [len(d.prediction_set or ()) for d in again]
+    assert sum(sizes) < sum(len(d.prediction_set or ()) for d in first)
 
 
 def test_decide_before_calibrate_says_what_to_call(iris_lr) -> None:
