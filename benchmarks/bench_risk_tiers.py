@@ -35,7 +35,7 @@ among them:
   The in-sample oracle is a maximum over thousands of cutoffs of a noisy
   curve, so it can sit above the population oracle, which is what a method
   with unlimited calibration rows accepts; the setting line prints both and
-  their difference ("in-sample bias").
+  their difference ("in-sample - population").
 * ``population cut (infinite calibration)``: the population oracle's
   threshold applied to the split's test rows (what unlimited calibration data
   would give; not certified).
@@ -357,18 +357,20 @@ def population_oracle(st: Setting) -> PopulationOracle:
     Computed on ``st.pop_proba`` (fresh rows, or the whole pool for real
     data); ``pool_share`` is the same maximum on the whole held-out pool.
     """
-    best: PopulationOracle | None = None
-    pool_best = 0.0
-    for name, cols in POPULATION_RANKINGS.items():
-        keys = scores_for(st.proba, st.y, st.pop_proba)[name][:, cols]
-        share, key = oracle_cut(keys, st.pop_proba.argmax(axis=1) != st.pop_y, st.max_error)
-        pool_keys = scores_for(st.proba, st.y, st.proba)[name][:, cols]
-        pool_best = max(pool_best, oracle(pool_keys, st.proba.argmax(axis=1) != st.y, st.max_error))
-        if best is None or share > best.share:
-            best = PopulationOracle(share, name, key, 0.0)
-    assert best is not None
-    best.pool_share = pool_best
-    return best
+    pop_keys = scores_for(st.proba, st.y, st.pop_proba)
+    pool_keys = scores_for(st.proba, st.y, st.proba)
+    pop_wrong = st.pop_proba.argmax(axis=1) != st.pop_y
+    pool_wrong = st.proba.argmax(axis=1) != st.y
+    cuts = {
+        name: oracle_cut(pop_keys[name][:, cols], pop_wrong, st.max_error)
+        for name, cols in POPULATION_RANKINGS.items()
+    }
+    best = max(cuts, key=lambda name: cuts[name][0])
+    pool_share = max(
+        oracle(pool_keys[name][:, cols], pool_wrong, st.max_error)
+        for name, cols in POPULATION_RANKINGS.items()
+    )
+    return PopulationOracle(cuts[best][0], best, cuts[best][1], pool_share)
 
 
 def mapie_accept(
@@ -563,7 +565,7 @@ def main(argv: list[str] | None = None) -> None:
             f"{'':34} oracles: in-sample (test split, best ranking) {best_oracle:.3f} "
             f"({se_oracle:.3f}); whole pool {pop.pool_share:.3f}; population "
             f"{pop.share:.3f} ({st.pop_source}, "
-            f"{pop.ranking}); in-sample bias {best_oracle - pop.share:+.3f}; "
+            f"{pop.ranking}); in-sample - population {best_oracle - pop.share:+.3f}; "
             f"clairvoyant start {start} rows"
         )
         for method, arr in res.items():
