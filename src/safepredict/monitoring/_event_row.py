@@ -1,12 +1,18 @@
 """The JSON line of a one-row ``decide`` call (layer 2 writer), built without columns.
 
-A single-row call (``decide_one``, a service request) spends most of its event
-cost on machinery sized for batches: a column per field, a generator, a dict per
-row merged into the batch head. :func:`single_line` builds the one event as one
-dict straight from the row's values and serializes it with one ``orjson`` call;
-what does not change between calls (the cleaned model identity, the tier names,
-the class labels, each reason tuple's lists) is cached per
-:class:`RowRenderer`. The line is byte for byte the one
+A single-row call (``decide_one``, a service request) would spend most of its
+event cost on machinery sized for batches: a column per field, a generator, a dict
+per row merged into the batch head. :meth:`RowRenderer.line` lays the line out
+from a per-predictor :class:`_Template`: what does not change between calls (the
+head up to the timestamp, the model identity, the conformal level, the field
+names, the tier names, the class labels as probability keys) is encoded once, and
+what takes few values (the guard status with its reasons; the set and its size;
+tier, action, reasons and audit) once per distinct value; only the values of the
+row (timestamp, ids, hash, latencies, prediction, probabilities, scores, interval,
+route, explanation, inputs) are serialized per call, one ``orjson.dumps`` each,
+the numbers of one kind in one call split at the commas. Without orjson, or for a
+value orjson refuses (a lone surrogate, a numpy scalar), the line is
+:meth:`RowRenderer.event` serialized whole. Either way it is byte for byte the line
 :func:`safepredict.monitoring._event_json.decision_lines` writes for the same row.
 """
 
@@ -14,7 +20,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from itertools import compress
 from typing import Any
@@ -31,13 +37,49 @@ from safepredict.monitoring._event_fields import (
     explanation_fields,
     needs_clean,
 )
-from safepredict.monitoring._event_json import ROW_FIELDS, dumps
+from safepredict.monitoring._event_json import _ORJSON, ROW_FIELDS, dumps
 from safepredict.reasons import is_guard_reason
 
 __all__ = ["RowRenderer", "timestamp"]
 
+_dumps: Callable[[Any], bytes] = dumps
+if _ORJSON:
+    import orjson
+
+    _dumps = orjson.dumps
+
 _ZERO_LATENCY = dict.fromkeys(LATENCY_STAGES, 0.0)
 _MAX_REASONS = 4096
+_NULL = b"null"
+#: Head fields of a one-row decision event, in the order of :meth:`RowRenderer.event`.
+_HEAD_FIELDS = (
+    "event",
+    "level",
+    "schema_version",
+    "timestamp",
+    "request_id",
+    "batch_id",
+    "batch_size",
+    "model_name",
+    "model_version",
+    "safepredict_version",
+    "policy_hash",
+    "calibration_id",
+    "n_features",
+    "latency_s",
+)
+#: Contextvars a decision event leaves out (a field of the event has the name).
+_SHADOWED = ROW_FIELDS | frozenset(_HEAD_FIELDS)
+_ZEROS = (0.0,) * len(LATENCY_STAGES)
+_STAGES = frozenset(LATENCY_STAGES)
+_LATENCY = b"{" + b",".join(_dumps(k) + b":%s" for k in LATENCY_STAGES) + b"}"
+_HEAD = (
+    b'{"event":'
+    + _dumps(EVENT_DECISION)
+    + b',"level":"info","schema_version":'
+    + _dumps(SCHEMA_VERSION)
+    + b',"timestamp":"'
+)
 #: ``(second, "YYYY-MM-DDTHH:MM:SS")`` of the last timestamp (one tuple: swapped atomically).
 _second: list[tuple[int, str]] = [(-1, "")]
 
@@ -75,6 +117,86 @@ class _Reasons(dict[Any, tuple[list[str], list[str]]]):
         return value
 
 
+class _Cache(dict[Any, bytes]):
+    """Key -> the JSON bytes ``build(key)`` renders, built on first use.
+
+    Bounded like :class:`_Reasons`: past :data:`_MAX_REASONS` keys it starts over.
+    """
+
+    def __init__(self, build: Callable[[Any], bytes]) -> None:
+        super().__init__()
+        self.build = build
+
+    def __missing__(self, key: Any) -> bytes:
+        if len(self) >= _MAX_REASONS:
+            self.clear()
+        value = self[key] = self.build(key)
+        return value
+
+
+class _Template:
+    """The pre-encoded parts of one predictor's one-row decision lines.
+
+    Built once per model identity, tier names and class labels: the constant
+    fields between ``batch_id`` and ``latency_s``, the conformal level, and, per
+    distinct key, the guard object's head (status, guard reasons), the set and its
+    size (per set mask) and the ``tier`` to ``audit`` run (per tier, action,
+    reasons and audit flag).
+    """
+
+    def __init__(self, ctx: EventContext, tier_names: Any, labels: list[Any] | None) -> None:
+        self.identity = (
+            b',"batch_size":1,"model_name":'
+            + _dumps(clean(ctx.model_name))
+            + b',"model_version":'
+            + _dumps(clean(ctx.model_version))
+            + b',"safepredict_version":'
+            + _dumps(__version__)
+            + b',"policy_hash":'
+            + _dumps(ctx.policy_hash)
+            + b',"calibration_id":'
+            + _dumps(ctx.calibration_id)
+            + b',"n_features":'
+            + _dumps(ctx.n_features)
+            + b',"latency_s":'
+        )
+        self.level = (
+            b',"conformal":{"confidence_level":' + _dumps(ctx.confidence_level) + b',"set":'
+        )
+        self.no_set = b'null,"set_size":null'
+        self.keys = None if labels is None else [safe_text(str(c)) for c in labels]
+        #: ``{"<class>":%s,...}``: a finite probability row's values, in one format
+        self.probabilities = _format(self.keys)
+        self._labels = [] if labels is None else [clean(c) for c in labels]
+        self._tiers = [_dumps(safe_text(str(t))) for t in tier_names]
+        self._reasons = _Reasons()
+        self.sets = _Cache(self._set)
+        self.guards = _Cache(self._guard)
+        self.outcomes = _Cache(self._outcome)
+
+    def _set(self, mask: tuple[bool, ...]) -> bytes:
+        return _dumps(list(compress(self._labels, mask))) + b',"set_size":' + _dumps(sum(mask))
+
+    def _guard(self, key: tuple[bool, tuple[Any, ...]]) -> bytes:
+        flagged, reasons = key
+        status = b'"flag"' if flagged else b'"pass"'
+        guard_reasons = _dumps(self._reasons[reasons][1])
+        return b',"guard":{"status":' + status + b',"reasons":' + guard_reasons + b',"ood_score":'
+
+    def _outcome(self, key: tuple[int, Any, Any, tuple[Any, ...], bool]) -> bytes:
+        tier, action, _, reasons, audit = key
+        return (
+            b',"tier":'
+            + self._tiers[tier]
+            + b',"action":'
+            + _dumps(clean(action))
+            + b',"reasons":'
+            + _dumps(self._reasons[reasons][0])
+            + b',"audit":'
+            + _dumps(audit)
+        )
+
+
 class RowRenderer:
     """Renders the decision event of one-row batches; caches what calls share.
 
@@ -90,6 +212,7 @@ class RowRenderer:
         self._tiers: tuple[Any, list[str]] = (None, [])
         self._classes: tuple[Any, tuple[list[str], list[Any]]] = (None, ([], []))
         self._reasons = _Reasons()
+        self._fast: tuple[Any, _Template | None] = (None, None)
 
     def _identity_of(self, ctx: EventContext) -> tuple[Any, Any]:
         name, version = ctx.model_name, ctx.model_version
@@ -210,8 +333,139 @@ class RowRenderer:
         context_vars: Mapping[str, Any],
         inputs: list[Any] | None,
     ) -> bytes:
-        """The JSON line (with its newline) of the one-row batch ``d``."""
+        """The JSON line (with its newline) of the one-row batch ``d``.
+
+        With orjson, the line is laid out from the predictor's cached
+        :class:`_Template` (the constant fields pre-encoded) and one ``orjson.dumps``
+        per value that changes between rows, each value the very one
+        :meth:`event` puts in the dict; without orjson, or if any value needs
+        :func:`dumps`'s cleaning, it is :meth:`event` serialized whole. Both give
+        the same bytes: orjson serializes a dict as its values' serializations
+        joined by the pre-encoded keys.
+        """
+        if _ORJSON:
+            try:
+                return self._fast_line(d, ctx, request_id, context_vars, inputs)
+            except Exception:  # a value orjson refuses: the dict path cleans it
+                pass
         return dumps(self.event(d, ctx, request_id, context_vars, inputs)) + b"\n"
+
+    def _template(self, d: Decisions, ctx: EventContext) -> _Template:
+        labels = None if d.classes is None else d.classes.tolist()
+        names = d.tier_names
+        key = (
+            ctx.model_name,
+            type(ctx.model_name),
+            ctx.model_version,
+            type(ctx.model_version),
+            ctx.policy_hash,
+            ctx.calibration_id,
+            ctx.n_features,
+            ctx.confidence_level,
+            type(ctx.confidence_level),
+            None if labels is None else (*labels, *map(type, labels)),
+            (*names, *map(type, names)),
+        )
+        cached_key, template = self._fast
+        if key != cached_key or template is None:
+            template = _Template(ctx, names, labels)
+            self._fast = (key, template)
+        return template
+
+    def _fast_line(
+        self,
+        d: Decisions,
+        ctx: EventContext,
+        request_id: str | None,
+        context_vars: Mapping[str, Any],
+        inputs: list[Any] | None,
+    ) -> bytes:
+        t = self._template(d, ctx)
+        lat = d.latency_s
+        if lat.keys() <= _STAGES:  # the stages' floats in one call, split at the commas
+            values = _dumps(list(map(float, map(lat.get, LATENCY_STAGES, _ZEROS))))
+            latency = _LATENCY % tuple(values[1:-1].split(b","))
+        else:
+            latency = _dumps(_ZERO_LATENCY | {k: float(v) for k, v in lat.items()})
+        extra = b""
+        if context_vars:
+            fields = {k: v for k, v in context_vars.items() if k not in _SHADOWED}
+            if fields:
+                extra = b"," + _dumps(fields)[1:-1]
+        reasons = d.reasons[0]
+        if type(reasons) is not tuple:
+            reasons = tuple(reasons)
+        prediction = d.predictions.item()
+        if needs_clean(prediction):
+            prediction = clean(prediction)
+        probabilities = interval = _NULL
+        members = t.no_set
+        if t.keys is not None:
+            if d.probabilities is not None:
+                row = d.probabilities.tolist()[0]
+                if t.probabilities is None:  # class labels that print alike: a dict of fewer keys
+                    if all(map(math.isfinite, row)):
+                        probabilities = _dumps(dict(zip(t.keys, row, strict=True)))
+                else:
+                    values = _dumps(row)
+                    if b"n" not in values:  # all finite (orjson writes the others as null)
+                        probabilities = t.probabilities % tuple(values[1:-1].split(b","))
+            if d.set_mask is not None:
+                members = t.sets[tuple(d.set_mask.tolist()[0])]
+        if d.intervals is not None:
+            lo, hi = d.intervals.tolist()[0]
+            if lo == lo and hi == hi:
+                interval = _dumps([lo, hi])
+        hashes, ood, route, explanations = d.inputs_hash, d.ood_scores, d.route, d.explanations
+        action = d.actions.item()
+        parts = [
+            _HEAD,
+            timestamp().encode(),
+            b'","request_id":',
+            _NULL if request_id is None else _dumps(str(request_id)),
+            b',"batch_id":',
+            _dumps(str(d.batch_id)),
+            t.identity,
+            latency,
+            extra,
+            b',"decision_id":',
+            _dumps(clean(d.decision_ids.item())),
+            b',"inputs_hash":',
+            _NULL if hashes is None else _dumps(hashes.item()),
+            t.guards[d.guard_flagged.item(), reasons],
+            _NULL if ood is None else _number(ood.item()),
+            b'},"prediction":',
+            _dumps(prediction),
+            b',"probabilities":',
+            probabilities,
+            t.level,
+            members,
+            b',"interval":',
+            interval,
+            b'},"confidence":',
+            _number(d.confidence.item()),
+            t.outcomes[d.tier_codes.item(), action, type(action), reasons, d.audit.item()],
+            b',"route":',
+            _NULL if route is None or route[0] is None else _dumps(to_builtin(dict(route[0]))),
+            b',"explanation":',
+            _NULL if explanations is None else _dumps(explanation_fields(explanations[0])),
+        ]
+        if inputs is not None:
+            parts += (b',"inputs":', _dumps(inputs[0]))
+        parts.append(b"}\n")
+        return b"".join(parts)
+
+
+def _format(keys: list[str] | None) -> bytes | None:
+    """``{"<key>":%s,...}``, a ``%`` format of an object with these keys (``None`` if repeated)."""
+    if keys is None or len(set(keys)) != len(keys):
+        return None
+    return b"{" + b",".join(_dumps(k).replace(b"%", b"%%") + b":%s" for k in keys) + b"}"
+
+
+def _number(v: Any) -> bytes:
+    """``dumps(_finite(v))``: orjson writes a non-finite float as ``null`` itself."""
+    return _dumps(v) if type(v) is float else _dumps(_finite(v))
 
 
 def _finite(v: Any) -> Any:
