@@ -30,7 +30,16 @@ configuration, interleaved) and reports the median CPU and wall time per call an
 their difference to ``off``: the cost of one event (the CPU column is the one to
 read on a busy machine).
 
-Run: ``python benchmarks/bench_events.py [--rows 10000] [--rounds 15] [--single 2000]``.
+A third table splits the single-row event of ``jsonl-fast`` into its parts, each
+timed in loops of ``--loop`` calls (thread CPU time, medians over interleaved
+rounds) on one real decision: the row hash by the batch path (``row_hashes``) and
+by the one-row twin (``row_hash``), the line by the dict path (one dict, one
+``dumps``: the previous renderer, still the fallback) and by the cached template,
+the ``write``, and the whole ``EventEmitter.decisions`` call. Warm caches: in a
+real ``decide_one`` the model runs in between, so each part costs more there.
+
+Run: ``python benchmarks/bench_events.py [--rows 10000] [--rounds 15] [--single 2000]
+[--loop 300]``.
 """
 
 from __future__ import annotations
@@ -49,6 +58,9 @@ from sklearn.datasets import make_classification
 from sklearn.linear_model import LogisticRegression
 
 import safepredict as sp
+from safepredict._hashing import row_hash, row_hashes
+from safepredict.monitoring._event_json import dumps
+from safepredict.monitoring.events import EventEmitter
 
 
 def configure(kind: str, fh: Any) -> None:
@@ -76,6 +88,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--single", type=int, default=2000)
+    parser.add_argument("--loop", type=int, default=300)
     args = parser.parse_args()
 
     X, y = make_classification(
@@ -155,7 +168,50 @@ def main() -> None:
             f"{kind:<12} {mc * 1e6:>12.1f} {(mc - base_c) * 1e6:>13.1f} "
             f"{med * 1e6:>13.1f} {(med - base) * 1e6:>9.1f}"
         )
+    parts = single_row_parts(predictors["off"], X_run[:1], tmp_path=Path(tempfile.mkdtemp()))
+    print(f"single-row event of jsonl-fast by part, loops of {args.loop}, medians of 15 rounds")
+    print(f"{'part':<38} {'cpu us':>8}")
+    for name, values in parts(args.loop, 15).items():
+        print(f"{name:<38} {statistics.median(values):>8.2f}")
     print(f"load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+
+
+def single_row_parts(off: Any, X1: Any, tmp_path: Path) -> Any:
+    """A function timing the parts of one single-row JSON-lines event, interleaved."""
+    d = off.decide(X1)
+    ctx = off._event_context()
+    emitter = EventEmitter(tmp_path / "parts.jsonl")
+    renderer = emitter._rows
+    line = renderer.line(d, ctx, None, {}, None)
+
+    def emit() -> None:
+        d.inputs_hash = None
+        emitter.decisions(d, ctx, X_model=X1)
+
+    fns = {
+        "row hash, batch path (row_hashes)": lambda: row_hashes(X1),
+        "row hash, one-row twin (row_hash)": lambda: row_hash(X1),
+        "line, dict path (previous renderer)": lambda: (
+            dumps(renderer.event(d, ctx, None, {}, None)) + b"\n"
+        ),
+        "line, cached template": lambda: renderer.line(d, ctx, None, {}, None),
+        "write (one os.write)": lambda: emitter.logger.write(line),
+        "EventEmitter.decisions (hash+line+write)": emit,
+    }
+
+    def run(loop: int, rounds: int) -> dict[str, list[float]]:
+        out: dict[str, list[float]] = {k: [] for k in fns}
+        for fn in fns.values():
+            fn()
+        for _ in range(rounds):
+            for name, fn in fns.items():
+                t = time.thread_time()
+                for _ in range(loop):
+                    fn()
+                out[name].append((time.thread_time() - t) / loop * 1e6)
+        return out
+
+    return run
 
 
 if __name__ == "__main__":
