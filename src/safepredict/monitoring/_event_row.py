@@ -70,6 +70,8 @@ _HEAD_FIELDS = (
 )
 #: Contextvars a decision event leaves out (a field of the event has the name).
 _SHADOWED = ROW_FIELDS | frozenset(_HEAD_FIELDS)
+#: Types whose orjson rendering is the rendering of their ``clean`` value (NaN is null).
+_PLAIN = frozenset({str, int, float, bool, type(None)})
 _ZEROS = (0.0,) * len(LATENCY_STAGES)
 _STAGES = frozenset(LATENCY_STAGES)
 _LATENCY = b"{" + b",".join(_dumps(k) + b":%s" for k in LATENCY_STAGES) + b"}"
@@ -167,6 +169,16 @@ class _Template:
         self.keys = None if labels is None else [safe_text(str(c)) for c in labels]
         #: ``{"<class>":%s,...}``: a finite probability row's values, in one format
         self.probabilities = _format(self.keys)
+        #: the whole line as one ``%`` format (user text in the constants escaped)
+        self.line = (
+            _HEAD
+            + b'%s","request_id":%s,"batch_id":%s'
+            + self.identity.replace(b"%", b"%%")
+            + _LATENCY
+            + b'%s,"decision_id":%s,"inputs_hash":%s%s%s},"prediction":%s,"probabilities":%s'
+            + self.level.replace(b"%", b"%%")
+            + b'%s,"interval":%s},"confidence":%s%s,"route":%s,"explanation":%s%s}\n'
+        )
         self._labels = [] if labels is None else [clean(c) for c in labels]
         self._tiers = [_dumps(safe_text(str(t))) for t in tier_names]
         self._reasons = _Reasons()
@@ -382,11 +394,8 @@ class RowRenderer:
     ) -> bytes:
         t = self._template(d, ctx)
         lat = d.latency_s
-        if lat.keys() <= _STAGES:  # the stages' floats in one call, split at the commas
-            values = _dumps(list(map(float, map(lat.get, LATENCY_STAGES, _ZEROS))))
-            latency = _LATENCY % tuple(values[1:-1].split(b","))
-        else:
-            latency = _dumps(_ZERO_LATENCY | {k: float(v) for k, v in lat.items()})
+        if not lat.keys() <= _STAGES:  # a stage the schema does not name: the dict path
+            raise ValueError("unnamed latency stage")
         extra = b""
         if context_vars:
             fields = {k: v for k, v in context_vars.items() if k not in _SHADOWED}
@@ -395,65 +404,66 @@ class RowRenderer:
         reasons = d.reasons[0]
         if type(reasons) is not tuple:
             reasons = tuple(reasons)
-        prediction = d.predictions.item()
-        if needs_clean(prediction):
-            prediction = clean(prediction)
-        probabilities = interval = _NULL
+        # every number of the row in one orjson call (NaN and infinities become null),
+        # split at the commas: latencies, confidence, then the OOD score, the interval
+        # and the probabilities when the decisions have them
+        ood, intervals, probabilities = d.ood_scores, d.intervals, d.probabilities
+        numbers = list(map(float, map(lat.get, LATENCY_STAGES, _ZEROS)))
+        numbers.append(d.confidence.item())
+        if ood is not None:
+            numbers.append(ood.item())
+        lo = hi = 0.0
+        if intervals is not None:
+            lo, hi = intervals.tolist()[0]
+            numbers += (lo, hi)
+        if probabilities is not None and t.probabilities is not None:
+            numbers += probabilities.tolist()[0]
+        pieces = _dumps(numbers)[1:-1].split(b",")
+        k = 6
+        ood_json = _NULL
+        if ood is not None:
+            ood_json = pieces[k]
+            k += 1
+        interval = _NULL
+        if intervals is not None:
+            if lo == lo and hi == hi:  # NaN: no interval (an infinite bound is null)
+                interval = b"[" + pieces[k] + b"," + pieces[k + 1] + b"]"
+            k += 2
+        probs = _NULL
+        if t.keys is not None and probabilities is not None:
+            if t.probabilities is None:  # class labels that print alike: fewer keys
+                row = probabilities.tolist()[0]
+                if all(map(math.isfinite, row)):
+                    probs = _dumps(dict(zip(t.keys, row, strict=True)))
+            elif _NULL not in pieces[k:]:  # every probability finite
+                probs = t.probabilities % tuple(pieces[k:])
         members = t.no_set
-        if t.keys is not None:
-            if d.probabilities is not None:
-                row = d.probabilities.tolist()[0]
-                if t.probabilities is None:  # class labels that print alike: a dict of fewer keys
-                    if all(map(math.isfinite, row)):
-                        probabilities = _dumps(dict(zip(t.keys, row, strict=True)))
-                else:
-                    values = _dumps(row)
-                    if b"n" not in values:  # all finite (orjson writes the others as null)
-                        probabilities = t.probabilities % tuple(values[1:-1].split(b","))
-            if d.set_mask is not None:
-                members = t.sets[tuple(d.set_mask.tolist()[0])]
-        if d.intervals is not None:
-            lo, hi = d.intervals.tolist()[0]
-            if lo == lo and hi == hi:
-                interval = _dumps([lo, hi])
-        hashes, ood, route, explanations = d.inputs_hash, d.ood_scores, d.route, d.explanations
+        if t.keys is not None and d.set_mask is not None:
+            members = t.sets[tuple(d.set_mask.tolist()[0])]
+        prediction = d.predictions.item()
+        decision_id = d.decision_ids.item()
+        hashes, route, explanations = d.inputs_hash, d.route, d.explanations
         action = d.actions.item()
-        parts = [
-            _HEAD,
+        return t.line % (
             timestamp().encode(),
-            b'","request_id":',
             _NULL if request_id is None else _dumps(str(request_id)),
-            b',"batch_id":',
             _dumps(str(d.batch_id)),
-            t.identity,
-            latency,
+            *pieces[:5],
             extra,
-            b',"decision_id":',
-            _dumps(clean(d.decision_ids.item())),
-            b',"inputs_hash":',
+            _dumps(decision_id if type(decision_id) in _PLAIN else clean(decision_id)),
             _NULL if hashes is None else _dumps(hashes.item()),
             t.guards[d.guard_flagged.item(), reasons],
-            _NULL if ood is None else _number(ood.item()),
-            b'},"prediction":',
-            _dumps(prediction),
-            b',"probabilities":',
-            probabilities,
-            t.level,
+            ood_json,
+            _dumps(prediction if type(prediction) in _PLAIN else clean(prediction)),
+            probs,
             members,
-            b',"interval":',
             interval,
-            b'},"confidence":',
-            _number(d.confidence.item()),
+            pieces[5],
             t.outcomes[d.tier_codes.item(), action, type(action), reasons, d.audit.item()],
-            b',"route":',
             _NULL if route is None or route[0] is None else _dumps(to_builtin(dict(route[0]))),
-            b',"explanation":',
             _NULL if explanations is None else _dumps(explanation_fields(explanations[0])),
-        ]
-        if inputs is not None:
-            parts += (b',"inputs":', _dumps(inputs[0]))
-        parts.append(b"}\n")
-        return b"".join(parts)
+            b"" if inputs is None else b',"inputs":' + _dumps(inputs[0]),
+        )
 
 
 def _format(keys: list[str] | None) -> bytes | None:
@@ -461,11 +471,6 @@ def _format(keys: list[str] | None) -> bytes | None:
     if keys is None or len(set(keys)) != len(keys):
         return None
     return b"{" + b",".join(_dumps(k).replace(b"%", b"%%") + b":%s" for k in keys) + b"}"
-
-
-def _number(v: Any) -> bytes:
-    """``dumps(_finite(v))``: orjson writes a non-finite float as ``null`` itself."""
-    return _dumps(v) if type(v) is float else _dumps(_finite(v))
 
 
 def _finite(v: Any) -> Any:
