@@ -9,8 +9,8 @@ names, the tier names, the class labels as probability keys) is encoded once, an
 what takes few values (the guard status with its reasons; the set and its size;
 tier, action, reasons and audit) once per distinct value; only the values of the
 row (timestamp, ids, hash, latencies, prediction, probabilities, scores, interval,
-route, explanation, inputs) are serialized per call, one ``orjson.dumps`` each,
-the numbers of one kind in one call split at the commas. Without orjson, or for a
+route, explanation, inputs) are serialized per call: every number of the row in
+one ``orjson.dumps`` split at the commas, the other values one call each. Without orjson, or for a
 value orjson refuses (a lone surrogate, a numpy scalar), the line is
 :meth:`RowRenderer.event` serialized whole. Either way it is byte for byte the line
 :func:`safepredict.monitoring._event_json.decision_lines` writes for the same row.
@@ -37,13 +37,13 @@ from safepredict.monitoring._event_fields import (
     explanation_fields,
     needs_clean,
 )
-from safepredict.monitoring._event_json import _ORJSON, ROW_FIELDS, dumps
+from safepredict.monitoring._event_json import HAS_ORJSON, ROW_FIELDS, dumps
 from safepredict.reasons import is_guard_reason
 
 __all__ = ["RowRenderer", "timestamp"]
 
 _dumps: Callable[[Any], bytes] = dumps
-if _ORJSON:
+if HAS_ORJSON:
     import orjson
 
     _dumps = orjson.dumps
@@ -51,6 +51,7 @@ if _ORJSON:
 _ZERO_LATENCY = dict.fromkeys(LATENCY_STAGES, 0.0)
 _MAX_REASONS = 4096
 _NULL = b"null"
+_NO_SET = b'null,"set_size":null'
 #: Head fields of a one-row decision event, in the order of :meth:`RowRenderer.event`.
 _HEAD_FIELDS = (
     "event",
@@ -139,15 +140,16 @@ class _Cache(dict[Any, bytes]):
 class _Template:
     """The pre-encoded parts of one predictor's one-row decision lines.
 
-    Built once per model identity, tier names and class labels: the constant
-    fields between ``batch_id`` and ``latency_s``, the conformal level, and, per
-    distinct key, the guard object's head (status, guard reasons), the set and its
-    size (per set mask) and the ``tier`` to ``audit`` run (per tier, action,
-    reasons and audit flag).
+    Built once per model identity, tier names and class labels: the whole line as
+    one ``%`` format (the constant fields, the model identity and the conformal
+    level encoded, a ``%s`` per value of the row), the probabilities' keys as
+    another, and, per distinct key, the guard object's head (status, guard
+    reasons), the set and its size (per set mask) and the ``tier`` to ``audit`` run
+    (per tier, action, reasons and audit flag).
     """
 
     def __init__(self, ctx: EventContext, tier_names: Any, labels: list[Any] | None) -> None:
-        self.identity = (
+        identity = (
             b',"batch_size":1,"model_name":'
             + _dumps(clean(ctx.model_name))
             + b',"model_version":'
@@ -162,10 +164,7 @@ class _Template:
             + _dumps(ctx.n_features)
             + b',"latency_s":'
         )
-        self.level = (
-            b',"conformal":{"confidence_level":' + _dumps(ctx.confidence_level) + b',"set":'
-        )
-        self.no_set = b'null,"set_size":null'
+        level = b',"conformal":{"confidence_level":' + _dumps(ctx.confidence_level) + b',"set":'
         self.keys = None if labels is None else [safe_text(str(c)) for c in labels]
         #: ``{"<class>":%s,...}``: a finite probability row's values, in one format
         self.probabilities = _format(self.keys)
@@ -173,10 +172,10 @@ class _Template:
         self.line = (
             _HEAD
             + b'%s","request_id":%s,"batch_id":%s'
-            + self.identity.replace(b"%", b"%%")
+            + identity.replace(b"%", b"%%")
             + _LATENCY
             + b'%s,"decision_id":%s,"inputs_hash":%s%s%s},"prediction":%s,"probabilities":%s'
-            + self.level.replace(b"%", b"%%")
+            + level.replace(b"%", b"%%")
             + b'%s,"interval":%s},"confidence":%s%s,"route":%s,"explanation":%s%s}\n'
         )
         self._labels = [] if labels is None else [clean(c) for c in labels]
@@ -347,15 +346,14 @@ class RowRenderer:
     ) -> bytes:
         """The JSON line (with its newline) of the one-row batch ``d``.
 
-        With orjson, the line is laid out from the predictor's cached
-        :class:`_Template` (the constant fields pre-encoded) and one ``orjson.dumps``
-        per value that changes between rows, each value the very one
-        :meth:`event` puts in the dict; without orjson, or if any value needs
-        :func:`dumps`'s cleaning, it is :meth:`event` serialized whole. Both give
-        the same bytes: orjson serializes a dict as its values' serializations
-        joined by the pre-encoded keys.
+        With orjson, the line is the predictor's cached :class:`_Template` filled
+        with the row's values (each the very value :meth:`event` puts in the dict,
+        serialized by ``orjson.dumps``, the numbers in one call); without orjson,
+        or if any value needs :func:`dumps`'s cleaning, it is :meth:`event`
+        serialized whole. Both give the same bytes: orjson serializes a dict as
+        its values' serializations joined by the pre-encoded keys.
         """
-        if _ORJSON:
+        if HAS_ORJSON:
             try:
                 return self._fast_line(d, ctx, request_id, context_vars, inputs)
             except Exception:  # a value orjson refuses: the dict path cleans it
@@ -365,16 +363,17 @@ class RowRenderer:
     def _template(self, d: Decisions, ctx: EventContext) -> _Template:
         labels = None if d.classes is None else d.classes.tolist()
         names = d.tier_names
-        key = (
+        identity = (
             ctx.model_name,
-            type(ctx.model_name),
             ctx.model_version,
-            type(ctx.model_version),
             ctx.policy_hash,
             ctx.calibration_id,
             ctx.n_features,
             ctx.confidence_level,
-            type(ctx.confidence_level),
+        )
+        key = (  # with the types: 1 == 1.0 == True, but not in JSON
+            identity,
+            tuple(map(type, identity)),
             None if labels is None else (*labels, *map(type, labels)),
             (*names, *map(type, names)),
         )
@@ -437,7 +436,7 @@ class RowRenderer:
                     probs = _dumps(dict(zip(t.keys, row, strict=True)))
             elif _NULL not in pieces[k:]:  # every probability finite
                 probs = t.probabilities % tuple(pieces[k:])
-        members = t.no_set
+        members = _NO_SET
         if t.keys is not None and d.set_mask is not None:
             members = t.sets[tuple(d.set_mask.tolist()[0])]
         prediction = d.predictions.item()
