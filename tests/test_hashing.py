@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from safepredict._hashing import row_hash, row_hashes
+from safepredict._hashing import _numeric_frame, row_hash, row_hashes
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -121,6 +121,9 @@ def test_one_row_frames_numeric_or_mixed_hash_like_the_batch(dtypes: list[Any], 
     assert row_hash(frame) == row_hashes(frame)[0]
     mixed = frame.assign(**{"text col": [data.draw(VALUES, label="text")]})
     assert row_hash(mixed) == row_hashes(mixed)[0]
+    for f in (frame, mixed, mixed.convert_dtypes()):  # the dtypes pandas' own way
+        want = all(isinstance(t, np.dtype) and t.kind in "biuf" for t in f.dtypes)
+        assert _numeric_frame(f) is want
 
 
 @SETTINGS
