@@ -79,7 +79,7 @@ class JsonlEventLog:
         with self._lock:
             if self._fd is None:
                 self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-            written = os.write(self._fd, data)  # one system call, unless the disk is full
+            written = os.write(self._fd, data)  # one system call unless the kernel takes part
             if written < len(data):
                 view = memoryview(data)[written:]
                 while view:
