@@ -30,7 +30,22 @@ configuration, interleaved) and reports the median CPU and wall time per call an
 their difference to ``off``: the cost of one event (the CPU column is the one to
 read on a busy machine).
 
-Run: ``python benchmarks/bench_events.py [--rows 10000] [--rounds 15] [--single 2000]``.
+A third table splits the single-row event of ``jsonl-fast`` into its parts, each
+timed in loops of ``--loop`` calls (thread CPU time, medians over interleaved
+rounds) on one real decision: the row hash by the batch path (``row_hashes``) and
+by the one-row twin (``row_hash``), the line by the dict path (one dict, one
+``dumps``: the previous renderer, still the fallback) and by the cached template,
+the ``write``, and the whole ``EventEmitter.decisions`` call. Warm caches: in a
+real ``decide_one`` the model runs in between, so each part costs more there.
+
+``--ablate N`` adds a fourth table: ``decide_one`` end to end, ``N`` calls per
+configuration in a shuffled order each round, with one part of the ``jsonl-fast``
+event taken out or swapped for its previous form at a time (the line by the dict
+path, the row hash by the batch path, no ``write``, a constant line, no emitter
+call at all): what each part costs in context, with the model's work in between.
+
+Run: ``python benchmarks/bench_events.py [--rows 10000] [--rounds 15] [--single 2000]
+[--loop 300] [--ablate 0]``.
 """
 
 from __future__ import annotations
@@ -49,6 +64,9 @@ from sklearn.datasets import make_classification
 from sklearn.linear_model import LogisticRegression
 
 import safepredict as sp
+from safepredict._hashing import row_hash, row_hashes
+from safepredict.monitoring._event_json import dumps
+from safepredict.monitoring.events import EventEmitter
 
 
 def configure(kind: str, fh: Any) -> None:
@@ -76,6 +94,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--single", type=int, default=2000)
+    parser.add_argument("--loop", type=int, default=300)
+    parser.add_argument("--ablate", type=int, default=0)
     args = parser.parse_args()
 
     X, y = make_classification(
@@ -155,7 +175,108 @@ def main() -> None:
             f"{kind:<12} {mc * 1e6:>12.1f} {(mc - base_c) * 1e6:>13.1f} "
             f"{med * 1e6:>13.1f} {(med - base) * 1e6:>9.1f}"
         )
+    parts = single_row_parts(predictors["off"], X_run[:1], tmp_path=Path(tempfile.mkdtemp()))
+    print(f"single-row event of jsonl-fast by part, loops of {args.loop}, medians of 15 rounds")
+    print(f"{'part':<38} {'cpu us':>8}")
+    for name, values in parts(args.loop, 15).items():
+        print(f"{name:<38} {statistics.median(values):>8.2f}")
+    if args.ablate:
+        ablation(model, X_cal, y_cal, X_run, args.ablate, Path(tempfile.mkdtemp()))
     print(f"load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+
+
+def ablation(model: Any, X_cal: Any, y_cal: Any, X_run: Any, n: int, tmp_path: Path) -> None:
+    """``decide_one`` end to end with one part of the single-row event changed at a time."""
+    import numpy as np
+
+    from safepredict.monitoring import events
+
+    def make(name: str | None) -> Any:
+        kwargs: dict[str, Any] = {"log": "off"} if name is None else {"logger": tmp_path / name}
+        return sp.SafePredictor(model, guards="off", **kwargs).calibrate(X_cal, y_cal)
+
+    def refuse(*args: Any) -> bytes:
+        raise TypeError("the dict path")
+
+    class ConstantLine:
+        def line(self, *args: Any) -> bytes:
+            return b'{"event":"safepredict.decision"}\n'
+
+    configs = {
+        "off": make(None),
+        "jsonl-fast": make("fast.jsonl"),
+        "line by dict path": make("dict.jsonl"),
+        "hash by batch path": make("hash.jsonl"),
+        "no write": make("nowrite.jsonl"),
+        "constant line": make("const.jsonl"),
+        "no emitter call": make("noemit.jsonl"),
+    }
+    configs["line by dict path"].events._rows._fast_line = refuse
+    configs["no write"].events.logger.write = lambda data: None
+    configs["constant line"].events._rows = ConstantLine()
+    configs["no emitter call"].events.decisions = lambda *args, **kwargs: 1
+    twin = events.row_hash
+
+    def batch_hash(X: Any) -> str:
+        return str(row_hashes(X)[0])
+
+    times: dict[str, list[float]] = {k: [] for k in configs}
+    rng = np.random.default_rng(0)
+    rows = X_run[: min(n, len(X_run))]
+    for row in rows[:50]:
+        for p in configs.values():
+            p.decide_one(row)
+    for row in rows:
+        for name in rng.permutation(list(configs)).tolist():
+            events.row_hash = batch_hash if name == "hash by batch path" else twin
+            c = time.process_time()
+            configs[name].decide_one(row)
+            times[name].append(time.process_time() - c)
+    events.row_hash = twin
+    print(f"decide_one in context, {len(rows)} calls each, shuffled order, CPU medians")
+    print(f"{'config':<20} {'cpu us/call':>12} {'event cpu us':>13}")
+    base = statistics.median(times["off"])
+    for name, values in times.items():
+        m = statistics.median(values)
+        print(f"{name:<20} {m * 1e6:>12.1f} {(m - base) * 1e6:>13.1f}")
+
+
+def single_row_parts(off: Any, X1: Any, tmp_path: Path) -> Any:
+    """A function timing the parts of one single-row JSON-lines event, interleaved."""
+    d = off.decide(X1)
+    ctx = off._event_context()
+    emitter = EventEmitter(tmp_path / "parts.jsonl")
+    renderer = emitter._rows
+    line = renderer.line(d, ctx, None, {}, None)
+
+    def emit() -> None:
+        d.inputs_hash = None
+        emitter.decisions(d, ctx, X_model=X1)
+
+    fns = {
+        "row hash, batch path (row_hashes)": lambda: row_hashes(X1),
+        "row hash, one-row twin (row_hash)": lambda: row_hash(X1),
+        "line, dict path (previous renderer)": lambda: (
+            dumps(renderer.event(d, ctx, None, {}, None)) + b"\n"
+        ),
+        "line, cached template": lambda: renderer.line(d, ctx, None, {}, None),
+        "write (one os.write)": lambda: emitter.logger.write(line),
+        "EventEmitter.decisions (hash+line+write)": emit,
+    }
+
+    def run(loop: int, rounds: int) -> dict[str, list[float]]:
+        out: dict[str, list[float]] = {k: [] for k in fns}
+        for fn in fns.values():
+            fn()
+        for _ in range(rounds):
+            for name, fn in fns.items():
+                t = time.thread_time()
+                for _ in range(loop):
+                    fn()
+                out[name].append((time.thread_time() - t) / loop * 1e6)
+        return out
+
+    return run
 
 
 if __name__ == "__main__":

@@ -79,9 +79,11 @@ class JsonlEventLog:
         with self._lock:
             if self._fd is None:
                 self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(self._fd, view) :]
+            written = os.write(self._fd, data)  # one system call unless the kernel takes part
+            if written < len(data):
+                view = memoryview(data)[written:]
+                while view:
+                    view = view[os.write(self._fd, view) :]
 
     def _line(self, level: str, event: str, fields: Mapping[str, Any]) -> bytes:
         return dumps({"event": event, "level": level, **fields}) + b"\n"

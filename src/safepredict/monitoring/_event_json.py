@@ -35,11 +35,11 @@ from safepredict.reasons import is_guard_reason
 try:  # orjson renders an event in about a microsecond; the stdlib is the fallback
     import orjson
 
-    _ORJSON = True
+    HAS_ORJSON = True
 except ImportError:  # pragma: no cover - orjson is in the `fast` extra and in CI
-    _ORJSON = False
+    HAS_ORJSON = False
 
-__all__ = ["ROW_FIELDS", "decision_head", "decision_lines", "dumps", "gc_paused"]
+__all__ = ["HAS_ORJSON", "ROW_FIELDS", "decision_head", "decision_lines", "dumps", "gc_paused"]
 
 
 def _dumps_plain(value: Any) -> bytes:
@@ -51,7 +51,7 @@ def _dumps_plain(value: Any) -> bytes:
 
 def dumps(value: Any) -> bytes:
     """Strict JSON bytes (orjson when installed); numpy values, NaN and lone surrogates cleaned."""
-    if not _ORJSON:
+    if not HAS_ORJSON:
         return _dumps_plain(value)
     try:
         return orjson.dumps(value)

@@ -35,10 +35,11 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import structlog
 
 from safepredict._frames import input_rows, resolve_redact
-from safepredict._hashing import row_hashes
+from safepredict._hashing import row_hash, row_hashes
 from safepredict.decisions import Decisions
 from safepredict.exceptions import ConfigError
 from safepredict.monitoring._event_fields import (
@@ -437,7 +438,9 @@ class EventEmitter:
         # the columnar log records the hash only when the call computed it (audit,
         # routing): hashing each row costs more than the whole columnar event
         if d.inputs_hash is None and X_model is not None and not columnar:
-            d.inputs_hash = row_hashes(X_model)
+            d.inputs_hash = (
+                np.array([row_hash(X_model)], dtype=object) if n == 1 else row_hashes(X_model)
+            )
         inputs: list[Any] | None = None
         if self.log_inputs and X_model is not None:
             hidden = resolve_redact(self.redact, ctx.feature_names)
