@@ -1,4 +1,5 @@
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -6,6 +7,7 @@ import pandas as pd
 import pytest
 
 from safepredict import ConfigError, Decision, Decisions, Explanation
+from safepredict._ids import new_batch_id
 from safepredict.decisions import FRAME_COLUMNS
 
 
@@ -117,3 +119,23 @@ def test_to_frame_prediction_dtype_follows_the_labels(classes: np.ndarray, dtype
     assert frame["prediction"].dtype == dtype
     assert frame["prediction"].iloc[:2].tolist() == classes.tolist()
     assert pd.isna(frame["prediction"].iloc[2])
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_batch_ids_are_unique_and_a_forked_child_does_not_repeat_its_parent() -> None:
+    ids = {new_batch_id() for _ in range(20_000)}
+    assert len(ids) == 20_000
+    assert all(len(b) == 16 and int(b, 16) >= 0 for b in list(ids)[:100])
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next ids, through the pipe
+        os.close(read)
+        os.write(write, " ".join(new_batch_id() for _ in range(50)).encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        child = pipe.read().split()
+    os.waitpid(pid, 0)
+    parent = [new_batch_id() for _ in range(50)]
+    assert len(child) == 50
+    assert not set(child) & set(parent)  # without the reseed at fork both draw the same ids

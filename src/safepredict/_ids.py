@@ -1,8 +1,10 @@
 """Batch and decision ids (layer 0): the one place that draws them.
 
-A batch id is 64 random bits from the operating system (``os.urandom``, so no global
-random state is touched and forked workers never repeat each other); the decision id
-of row ``i`` is ``"<batch_id>-<i>"``.
+A batch id is 64 random bits from a generator private to this module, seeded from the
+operating system (``os.urandom``) at import and again in every forked child, so no
+global random state is touched, forked workers never repeat each other, and a
+``decide`` call makes no system call for its id; the decision id of row ``i`` is
+``"<batch_id>-<i>"``.
 
 Examples
 --------
@@ -16,6 +18,7 @@ Examples
 from __future__ import annotations
 
 import os
+import random
 from typing import Any
 
 import numpy as np
@@ -24,9 +27,20 @@ from numpy.typing import NDArray
 __all__ = ["decision_id", "decision_ids", "new_batch_id"]
 
 
+_source = random.Random(os.urandom(32))  # ids, not secrets
+
+
+def _reseed() -> None:
+    _source.seed(os.urandom(32))
+
+
+if hasattr(os, "register_at_fork"):  # a forked child must not repeat its parent's ids
+    os.register_at_fork(after_in_child=_reseed)
+
+
 def new_batch_id() -> str:
     """16 hex characters (64 random bits) naming one ``decide`` call."""
-    return os.urandom(8).hex()
+    return _source.getrandbits(64).to_bytes(8, "big").hex()
 
 
 def decision_id(batch_id: str, i: int) -> str:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import operator
 import threading
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, Self, TypeVar, cast
@@ -31,6 +30,7 @@ from typing import Any, Protocol, Self, TypeVar, cast
 import numpy as np
 
 from safepredict import calibration, pipeline
+from safepredict._deprecation import warn_deprecated
 from safepredict._frames import check_redact
 from safepredict._version import __version__
 from safepredict.adapters import adapt
@@ -110,10 +110,9 @@ class Runtime:
         return value
 
     def _decide_parts(self) -> tuple[pipeline.Stages, pipeline.Writers]:
-        """:meth:`_stages` and :meth:`_writers` for ``decide``: one identity check per call.
+        """:meth:`_stages` and :meth:`_writers` for ``decide``, one identity check per call.
 
-        Keyed on every attribute the two (and :meth:`_schema`) read, so a refit,
-        recalibration, ``set_params`` or load rebuilds them, as their own caches do.
+        Keyed on every attribute they read: a refit, ``set_params`` or load rebuilds them.
         """
         d = self.__dict__
         key = tuple(map(d.get, _DECIDE_ATTRS))
@@ -242,24 +241,13 @@ class Runtime:
     @property
     def router_(self) -> Router | None:
         """Deprecated alias of :attr:`router_instance` (it is not fitted; removed in 0.3)."""
-        warnings.warn(
-            "SafePredictor.router_ is deprecated (a trailing underscore means 'fitted'); use "
-            "router_instance. The alias will be removed in safepredict 0.3.",
-            DeprecationWarning,
-            stacklevel=2,
-        )
+        warn_deprecated("SafePredictor.router_ (not fitted)", "router_instance")
         return self.router_instance
 
     @property
     def dropped_events_(self) -> int:
         """Deprecated: use ``predictor.events.dropped`` (removed in 0.3)."""
-        warnings.warn(
-            "SafePredictor.dropped_events_ is deprecated (a trailing underscore means "
-            "'fitted'); use predictor.events.dropped. The alias will be removed in "
-            "safepredict 0.3.",
-            DeprecationWarning,
-            stacklevel=2,
-        )
+        warn_deprecated("SafePredictor.dropped_events_ (not fitted)", "predictor.events.dropped")
         return self.events.dropped
 
     def _emit_calibration(self, core: calibration.Core) -> None:
@@ -314,15 +302,23 @@ class Runtime:
         return self.events.stats()
 
     def _event_context(self) -> EventContext:
-        n_features = int(getattr(self, "n_features_in_", 0))
-        return EventContext(
-            model_name=self.model_name,
-            model_version=self.model_version,
-            policy_hash=self.policy_.policy_hash,
-            calibration_id=self.calibration_id_,
-            n_features=n_features,
-            confidence_level=float(self.confidence_level),
-            feature_names=self._schema().feature_names if n_features else (),
+        """What every event of this predictor carries (rebuilt when one part changes)."""
+        n_in = getattr(self, "n_features_in_", None)
+        names = self._schema().feature_names if n_in else ()
+        key = (self.model_name, self.model_version, self.policy_, self.calibration_id_)
+        key_all: tuple[Any, ...] = (*key, n_in, self.confidence_level, names)
+        return self._cached(
+            "context",
+            key_all,
+            lambda: EventContext(
+                self.model_name,
+                self.model_version,
+                self.policy_.policy_hash,
+                self.calibration_id_,
+                int(n_in or 0),
+                float(self.confidence_level),
+                names,
+            ),
         )
 
 

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -45,6 +44,7 @@ from numpy.typing import NDArray
 
 from safepredict._frames import input_rows, is_frame, resolve_redact, take_rows
 from safepredict._hashing import row_hashes, unit_interval
+from safepredict._ids import new_batch_id
 from safepredict.config import TierPolicy
 from safepredict.conformal import ClassificationConformal, RegressionConformal
 from safepredict.decisions import Decisions, Explanation
@@ -241,8 +241,8 @@ def _intervals(
     raised = np.zeros(len(y_pred), dtype=bool)
     if conformal.method == "absolute":
         if len(y_pred) <= SMALL_BATCH:  # plain Python floats: no error-state context needed
-            bounds = conformal.absolute_interval_rows(y_pred.tolist())
-            return np.array(bounds, dtype=np.float64).reshape(len(bounds), 2), raised
+            rows = conformal.absolute_interval_rows(y_pred.tolist())
+            return np.array(rows, dtype=np.float64).reshape(len(rows), 2), raised
         with np.errstate(over="ignore", invalid="ignore"):
             return conformal.interval(X_model, y_pred), raised
     try:
@@ -396,7 +396,7 @@ def decide(
         actions=actions,
         reasons=reasons,
         confidence=scored.inputs.confidence,
-        batch_id=os.urandom(8).hex(),  # 64 random bits, as uuid4().hex[:16] gave
+        batch_id=new_batch_id(),
         set_mask=scored.set_mask,
         classes=stages.classes,
         intervals=scored.intervals,
