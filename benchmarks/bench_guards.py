@@ -6,23 +6,29 @@ and 10k-row batches of an 18-column numeric table: the bare HistGradientBoosting
 detector (no stored rows) and with the kNN opt-in; the centroid guards again with
 BLAS limited to one thread (``threadpoolctl``, in this script only: safepredict
 never changes the BLAS setting); then the OOD false-alarm and detection rates of
-both detectors on the same splits. Run:
+both detectors on the same splits; finally ``SafePredictor.decide_one`` of a
+LogisticRegression on a 17-column table with the default guards and with
+``guards="off"`` (calls interleaved), whose difference is what the guards cost
+inside a single-row decision. ``BENCH_CLOCK=cpu`` times with this thread's CPU clock
+(for a loaded machine). Run:
 
     PYTHONPATH=src python benchmarks/bench_guards.py
 """
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from _timing import median_seconds
+from _timing import interleaved_seconds, median_seconds
 from sklearn.datasets import load_breast_cancer, make_classification
 from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 
-from safepredict import GuardConfig
+from safepredict import GuardConfig, SafePredictor
 from safepredict.guards import InputGuards
 
 SINGLE_REPEATS = 2000
@@ -106,6 +112,31 @@ def ood_rates(splits: int = 20) -> dict[str, dict[str, float]]:
     return out
 
 
+def decide_one_delta(repeats: int = SINGLE_REPEATS) -> dict[str, float]:
+    """Median ``decide_one`` (µs) with the default guards and without, and their difference.
+
+    LogisticRegression on the 17-column table of ``bench_peers.py``, ``log="off"``; the
+    row is the first one the guards pass (a typical request). ``delta`` is the median
+    of the per-round differences of the interleaved calls.
+    """
+    X, y = make_classification(n_samples=27_000, n_features=17, n_informative=10, random_state=0)
+    model = LogisticRegression(max_iter=1000).fit(X[:12_000], y[:12_000])
+    cal, y_cal, run = X[12_000:17_000], y[12_000:17_000], X[17_000:]
+    sp = {
+        guards: SafePredictor(model, guards=guards, log="off", random_state=0).calibrate(
+            cal, y_cal, reference=X[:12_000]
+        )
+        for guards in ("auto", "off")
+    }
+    passed = [not d.reasons for d in sp["auto"].decide(run[:100])]
+    row = run[passed.index(True)]
+    times = interleaved_seconds({k: lambda p=p: p.decide_one(row) for k, p in sp.items()}, repeats)
+    out = {k: statistics.median(v) * 1e6 for k, v in times.items()}
+    diffs = [a - b for a, b in zip(times["auto"], times["off"], strict=True)]
+    out["delta"] = statistics.median(diffs) * 1e6
+    return out
+
+
 def main() -> None:
     t = table()
     rows = timings(t)
@@ -119,6 +150,12 @@ def main() -> None:
     for name, one, batch in rows:
         ratio_one, ratio_batch = one / bare_one, batch / bare_batch
         print(f"| {name} | {one:.1f} | {ratio_one:.2f} | {batch:.3f} | {ratio_batch:.2f} |")
+    one = decide_one_delta()
+    print(
+        f"\ndecide_one, LogisticRegression, 17 columns (medians of {SINGLE_REPEATS} interleaved "
+        f"calls): default guards {one['auto']:.1f} us, guards off {one['off']:.1f} us, "
+        f"the guards' share {one['delta']:.1f} us"
+    )
     print("\nOOD on breast cancer, 20 random splits (400 reference, 169 test rows), alpha=0.01\n")
     print("| rows | centroids (default) | knn (opt-in) |")
     print("|------|--------------------:|-------------:|")
