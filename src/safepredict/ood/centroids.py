@@ -248,10 +248,10 @@ class CentroidDetector:
         lo = min(ends[:k]) + q - rq
         hi = min(ends[k:]) + q + rq
         cal = self._calibration_list()
-        below = bisect_left(cal, math.sqrt(lo) if lo > 0.0 else 0.0)
-        if below != bisect_left(cal, math.sqrt(hi) if hi > 0.0 else 0.0):
-            return None
         m = len(cal)
+        below = bisect_left(cal, math.sqrt(lo) if lo > 0.0 else 0.0)  # #{cal < sqrt(lo)}
+        if below < m and cal[below] < (math.sqrt(hi) if hi > 0.0 else 0.0):
+            return None  # a calibration score within rounding of the row's score
         return (1.0 + (m - below)) / (m + 1.0)
 
     def _exact_pvalue(self, z: list[float]) -> float:
