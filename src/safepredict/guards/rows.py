@@ -6,7 +6,9 @@ values in plain Python with the same per-value rules
 (:func:`~safepredict.guards.values.numeric_scalar`,
 :func:`~safepredict.guards.values.category_status`), so reasons, ranks, skips and
 OOD p-values are identical (``tests/test_guards_fast.py`` checks it property-wise).
-``InputGuards.check`` chooses it by batch size.
+``InputGuards.check`` chooses it by batch size. One all-numeric row whose values all
+pass takes :meth:`RowChecker.check_row`, which leaves only the OOD guard to compute
+(``tests/test_guards_single_row.py``).
 """
 
 from __future__ import annotations
@@ -69,9 +71,9 @@ class RowChecker:
         # one row of an all-numeric table passes every per-value guard exactly when
         # each value is finite and within its bounds: lo <= x <= hi with the infinite
         # bounds replaced by the largest finite float (NaN and +-inf then fail)
-        self.all_numeric = all(numeric)
         self.pass_low = [max(v, -_BIG) for v in low]
         self.pass_high = [min(v, _BIG) for v in high]
+        # a passing row's rank and skip never change: shared, read-only
         self._rank_none = np.zeros(1, dtype=np.intp)
         self._rank_none.flags.writeable = False
         self._skip_none = np.zeros(1, dtype=bool)
