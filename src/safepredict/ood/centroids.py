@@ -215,7 +215,7 @@ class CentroidDetector:
         float32 arithmetic of :meth:`scores_of` can be from it, whatever the BLAS's
         summation order. When no calibration score lies within that bound, the
         count, hence the p-value, is the one :meth:`pvalues` gives; otherwise (a
-        few rows in a hundred) the float32 calls of :meth:`scores_of` decide.
+        few rows in a hundred) :meth:`scores_of` itself decides.
 
         Examples
         --------
@@ -255,20 +255,10 @@ class CentroidDetector:
         return (1.0 + (m - below)) / (m + 1.0)
 
     def _exact_pvalue(self, z: list[float]) -> float:
-        """The p-value of transformed row ``z`` through the float32 calls of :meth:`scores_of`.
-
-        ``np.array(..., dtype=float32)`` rounds each double once, as ``astype`` does;
-        the float64 sum, the clip at 0 and the square root (``math.sqrt`` and
-        ``numpy.sqrt`` are both correctly rounded) run on Python floats.
-        """
-        z32 = np.array([z], dtype=np.float32)
-        d2 = z32 @ self._minus_2c
-        d2 += self._c_norms
-        score = float(d2.min()) + float(np.einsum("ij,ij->i", z32, z32)[0])
-        score = math.sqrt(score) if score > 0.0 else (score if score != score else 0.0)
+        """The p-value of transformed row ``z`` through :meth:`scores_of` itself."""
+        score = float(self.scores_of(np.array([z], dtype=np.float64))[0])
         cal = self._calibration_list()
-        m = len(cal)
-        return (1.0 + (m - bisect_left(cal, score))) / (m + 1.0)
+        return (1.0 + (len(cal) - bisect_left(cal, score))) / (len(cal) + 1.0)
 
     def _calibration_list(self) -> list[float]:
         """The sorted calibration scores as a list (rebuilt if they are replaced)."""
