@@ -6,12 +6,15 @@ values in plain Python with the same per-value rules
 (:func:`~safepredict.guards.values.numeric_scalar`,
 :func:`~safepredict.guards.values.category_status`), so reasons, ranks, skips and
 OOD p-values are identical (``tests/test_guards_fast.py`` checks it property-wise).
-``InputGuards.check`` chooses it by batch size.
+``InputGuards.check`` chooses it by batch size. One all-numeric row whose values all
+pass takes :meth:`RowChecker.check_row`, which leaves only the OOD guard to compute
+(``tests/test_guards_single_row.py``).
 """
 
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -30,6 +33,8 @@ from safepredict.guards.values import (
 from safepredict.ood import CentroidDetector
 
 __all__ = ["ROW_GUARDS", "RowChecker"]
+
+_BIG = sys.float_info.max
 
 #: The per-value guards (OOD is per row and comes from the detector).
 ROW_GUARDS = ("missing", "non_finite", "type", "unseen_category", "out_of_range")
@@ -63,6 +68,43 @@ class RowChecker:
         self.codes = [codes[g] for g in self.order]
         self.slot = {g: self.order.index(g) for g in ROW_GUARDS}
         self.ood_rank = action_rank["ood"]
+        # one row of an all-numeric table passes every per-value guard exactly when
+        # each value is finite and within its bounds: lo <= x <= hi with the infinite
+        # bounds replaced by the largest finite float (NaN and +-inf then fail)
+        self.pass_low = [max(v, -_BIG) for v in low]
+        self.pass_high = [min(v, _BIG) for v in high]
+        # a passing row's rank and skip never change: shared, read-only
+        self._rank_none = np.zeros(1, dtype=np.intp)
+        self._rank_none.flags.writeable = False
+        self._skip_none = np.zeros(1, dtype=bool)
+        self._skip_none.flags.writeable = False
+
+    def check_row(
+        self, matrix: NDArray[np.float64], detector: Any, alpha: float
+    ) -> GuardResult | None:
+        """:meth:`check` of one all-numeric row that every per-value guard passes.
+
+        ``None`` when a value is missing, infinite or out of range (the caller then
+        takes :meth:`check`, which names the reasons). Otherwise only the OOD guard
+        can flag the row, and its p-value comes from
+        :meth:`CentroidDetector.pvalue_row` (bit for bit :meth:`CentroidDetector.pvalues`)
+        or the detector's :meth:`pvalues`.
+        """
+        row: list[float] = matrix[0].tolist()
+        for x, lo, hi in zip(row, self.pass_low, self.pass_high, strict=True):
+            if not lo <= x <= hi:
+                return None
+        if detector is None:
+            return GuardResult({}, self._rank_none, None, self._skip_none)
+        if isinstance(detector, CentroidDetector):
+            p = detector.pvalue_row(row)
+        else:
+            p = float(detector.pvalues(matrix)[0])
+        ood = np.array([p], dtype=np.float64)
+        if p <= alpha:
+            rank = np.array([self.ood_rank], dtype=np.intp)
+            return GuardResult({0: ("ood",)}, rank, ood, np.zeros(1, dtype=bool))
+        return GuardResult({}, self._rank_none, ood, self._skip_none)
 
     def check(
         self,

@@ -82,6 +82,8 @@ FAST_ROWS = 8
 #: Python wins for one or two rows only.
 FAST_NUMERIC_ROWS = 2
 
+_FLOAT64 = np.dtype(np.float64)
+
 #: Guard state format written by :meth:`InputGuards.to_state` (1: safepredict 0.1.0).
 STATE_VERSION = 2
 
@@ -167,6 +169,7 @@ class InputGuards:
         self._action_rank = {g: RANK[self.config.action_for(g)] for g in GuardConfig.GUARDS}
         self._unsafe = tuple(g for g in MODEL_UNSAFE if self.config.action_for(g) != "ignore")
         self._d = d
+        self._one_row = (1, d) if self._all_numeric else None
         # the plain-Python path of small batches (safepredict.guards.rows)
         self._rows = RowChecker(
             numeric=self._numeric.tolist(),
@@ -326,10 +329,20 @@ class InputGuards:
         -------
         GuardResult
         """
+        alpha = self.config.ood_alpha
+        one_row = type(X) is np.ndarray and X.shape == self._one_row and X.dtype is _FLOAT64
+        if one_row and FAST_NUMERIC_ROWS:  # the common single row, as split_columns gives it
+            passed = self._rows.check_row(X, self.detector, alpha)
+            if passed is not None:
+                return passed
         matrix, cols = split_columns(X, self._d)
         n = len(matrix) if matrix is not None else (len(cols[0]) if cols else len(X))
         if 0 < n <= (FAST_ROWS if matrix is None else FAST_NUMERIC_ROWS) and self._d:
-            return self._rows.check(matrix, cols, n, self.detector, self.config.ood_alpha)
+            if n == 1 and matrix is not None and self._all_numeric and matrix is not X:
+                passed = self._rows.check_row(matrix, self.detector, alpha)
+                if passed is not None:
+                    return passed
+            return self._rows.check(matrix, cols, n, self.detector, alpha)
         if matrix is not None and self._all_numeric:
             values = matrix
             wrong = None

@@ -164,12 +164,19 @@ class MarginalScores:
         self._knot_list = [self.knots[: int(n), j].copy() for j, n in enumerate(self.n_knots)]
         self._compile_grid(first_x, last_x)
         # plain-Python copies for :meth:`transform_rows` (a handful of rows)
-        self._py_knots = [tuple(k.tolist()) for k in self._knot_list]
-        self._py_a = self._a.tolist()
-        self._py_b = self._b.tolist()
-        self._py_offset = self._offset.tolist()
-        self._py_low_cut = self._low_cut.tolist()
-        self._py_high_cut = self._high_cut.tolist()
+        # per column: (knots, a per segment, b per segment, low cut, high cut)
+        seg = n_seg + 1
+        a_list, b_list = self._a.tolist(), self._b.tolist()
+        self._py_columns = [
+            (
+                tuple(k.tolist()),
+                a_list[j * seg : (j + 1) * seg],
+                b_list[j * seg : (j + 1) * seg],
+                float(self._low_cut[j]),
+                float(self._high_cut[j]),
+            )
+            for j, k in enumerate(self._knot_list)
+        ]
 
     def _compile_grid(self, first_x: NDArray[np.float64], last_x: NDArray[np.float64]) -> None:
         """A uniform grid per column that finds a value's segment without a binary search.
@@ -307,25 +314,25 @@ class MarginalScores:
         >>> m.transform_rows(X.tolist()) == m.transform(X).tolist()
         True
         """
-        knots, a, b, offset = self._py_knots, self._py_a, self._py_b, self._py_offset
-        low_cut, high_cut = self._py_low_cut, self._py_high_cut
+        columns = self._py_columns
         out: list[list[float]] = []
         for row in rows:
             z_row: list[float] = []
-            for j, x in enumerate(row):
+            append = z_row.append
+            for x, (knots, a, b, low_cut, high_cut) in zip(row, columns, strict=True):
                 if x - x != 0.0:  # NaN or infinite: the median (their own guards flag them)
-                    z_row.append(0.0)
+                    append(0.0)
                     continue
-                k = offset[j] + bisect_right(knots[j], x)
+                k = bisect_right(knots, x)
                 z = b[k] * x
                 z += a[k]
-                if z < low_cut[j]:
-                    u = low_cut[j] - z
-                    z = low_cut[j] - float(np.log1p(u if u < 1e300 else 1e300))
-                elif z > high_cut[j]:
-                    u = z - high_cut[j]
-                    z = high_cut[j] + float(np.log1p(u if u < 1e300 else 1e300))
-                z_row.append(z)
+                if z < low_cut:
+                    u = low_cut - z
+                    z = low_cut - float(np.log1p(u if u < 1e300 else 1e300))
+                elif z > high_cut:
+                    u = z - high_cut
+                    z = high_cut + float(np.log1p(u if u < 1e300 else 1e300))
+                append(z)
             out.append(z_row)
         return out
 
