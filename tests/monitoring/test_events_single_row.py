@@ -26,11 +26,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris, load_wine
 from sklearn.linear_model import LogisticRegression, Ridge
+from tests.monitoring.test_events_fast import reference as previous  # one dict per event
 
 import safepredict as sp
 from safepredict._frames import input_rows, resolve_redact
-from safepredict.monitoring._event_fields import EventContext, decision_header, row_fields
-from safepredict.monitoring._event_json import decision_head, dumps
+from safepredict.monitoring._event_fields import EventContext
 from safepredict.monitoring._event_row import RowRenderer
 from safepredict.monitoring.events import EventEmitter
 from safepredict.monitoring.monitor import monitor
@@ -52,18 +52,6 @@ def parse(data: bytes) -> list[dict[str, Any]]:
         raise ValueError(f"non-JSON constant {name}")
 
     return [json.loads(line.decode("utf-8"), parse_constant=refuse) for line in data.splitlines()]
-
-
-def previous(
-    d: sp.Decisions,
-    ctx: EventContext,
-    request_id: str | None,
-    context_vars: dict[str, Any],
-    inputs: list[Any] | None,
-) -> bytes:
-    """The previous renderer: one dict per event (batch head merged with the row's fields)."""
-    head = decision_head(decision_header(d, ctx, request_id), context_vars)
-    return b"".join(dumps({**head, **f}) + b"\n" for f in row_fields(d, ctx, inputs))
 
 
 def explain_all(task: str) -> dict[str, Any]:
