@@ -38,6 +38,7 @@ __all__ = [
     "log_files",
     "open_queue",
     "queue_outcomes",
+    "range_blocks",
     "read_labels",
     "review_sla",
 ]
@@ -96,6 +97,27 @@ def blocks(path: Path, progress: Callable[[int, int], None] | None) -> Iterator[
             yield [rest]
     if progress is not None:
         progress(size, size)
+
+
+def range_blocks(path: Path, start: int, end: int) -> Iterator[list[bytes]]:
+    """The lines of bytes ``[start, end)`` of a plain log, a block of lines at a time.
+
+    ``start`` and ``end`` are line starts (or the end of the file): the lines are
+    those :func:`blocks` reads there.
+    """
+    with path.open("rb") as raw:
+        raw.seek(start)
+        left = end - start
+        rest = b""
+        while left > 0 and (chunk := raw.read(min(_BLOCK, left))):
+            left -= len(chunk)
+            lines = chunk.split(b"\n")
+            if rest:
+                lines[0] = rest + lines[0]
+            rest = lines.pop()
+            yield lines
+        if rest:
+            yield [rest]
 
 
 def _records(path: Path) -> Iterator[dict[str, Any]]:
