@@ -30,10 +30,7 @@ from __future__ import annotations
 
 from array import array
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeAlias
-
-if TYPE_CHECKING:
-    from safepredict.monitoring.aggregate import Aggregator
+from typing import Any, Protocol, TypeAlias
 
 __all__ = ["Journal", "Record", "State", "adopt", "snapshot"]
 
@@ -47,6 +44,17 @@ State: TypeAlias = tuple[
 ]
 #: A value group: (window, calibration id, drift?, followed by a flush check?).
 Group: TypeAlias = tuple[int, Any, bool, bool]
+
+
+class Aggregator(Protocol):
+    """What a journal reads and sets of an ``Aggregator`` (its calibration state, buffers)."""
+
+    calibrations: dict[str, dict[str, Any]]
+    bins: dict[str, tuple[list[float], list[float]]]
+    widths: set[str]
+    features: dict[str, dict[str, Any]]
+    values: dict[tuple[int, Any, bool], list[float]]
+    journal: Journal | None
 
 
 def snapshot(agg: Aggregator) -> State:
