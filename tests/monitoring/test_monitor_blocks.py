@@ -28,10 +28,12 @@ import orjson
 import pytest
 from rich.console import Console
 from tests.conftest import Split, json_lines_logging
+from typer.testing import CliRunner
 
 import safepredict as sp
 import safepredict.monitoring.aggregate as aggregate_module
 import safepredict.monitoring.parallel as parallel
+from safepredict.cli._app import app
 from safepredict.cli.monitor import print_report
 from safepredict.exceptions import ConfigError
 from safepredict.monitoring.aggregate import Aggregator
@@ -412,3 +414,15 @@ def test_workers_are_checked(log: dict[str, Any]) -> None:
         len(os.sched_getaffinity(0)), 10 * parallel.AUTO_MIN_BYTES // parallel.TASK_BYTES
     )
     assert parse_window("all") == 0.0
+
+
+def test_cli_workers(log: dict[str, Any], small_ranges: None) -> None:
+    runner = CliRunner()
+    path = str(log["small"])
+    one = runner.invoke(app, ["monitor", path, "--json", "--workers", "1"])
+    two = runner.invoke(app, ["monitor", path, "--json", "--workers", "2"])
+    assert one.exit_code == two.exit_code == 0
+    assert json.loads(one.stdout) == json.loads(two.stdout)
+    bad = runner.invoke(app, ["monitor", path, "--workers", "0"])
+    assert bad.exit_code == 1
+    assert "workers must be 'auto' or a whole number" in bad.stderr

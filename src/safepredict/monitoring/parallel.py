@@ -33,6 +33,7 @@ safepredict.exceptions.ConfigError: workers must be 'auto' or a whole number >= 
 
 from __future__ import annotations
 
+import mmap
 import multiprocessing
 import os
 import sys
@@ -43,6 +44,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from itertools import pairwise
 from pathlib import Path
+from typing import BinaryIO
 
 from safepredict._jsonl import loads as _loads
 from safepredict.exceptions import ConfigError
@@ -120,22 +122,31 @@ def line_ranges(path: Path, n: int) -> list[tuple[int, int]]:
     return list(pairwise(cuts))
 
 
-def _calibrations(data: bytes, scratch: Aggregator, source: str) -> int:
-    """Apply the calibration events in ``data`` (whole lines) to ``scratch``; count them."""
+def _calibrations(fh: BinaryIO, start: int, stop: int, scratch: Aggregator, source: str) -> int:
+    """Apply the calibration events of a byte range of ``fh`` to ``scratch``; count them.
+
+    ``[start, stop)`` holds whole lines. The range is searched in a memory map of
+    it alone (no copy; at most one range of the file mapped at a time).
+    """
+    if stop <= start:
+        return 0
+    base = start - start % mmap.ALLOCATIONGRANULARITY
     n = 0
-    pos = data.find(_NEEDLE)
-    while pos >= 0:
-        start = data.rfind(b"\n", 0, pos) + 1
-        end = data.find(b"\n", pos)
-        end = len(data) if end < 0 else end
-        try:
-            ev = _loads(data[start:end])
-        except Exception:  # not JSON: the line reader skips it too
-            ev = None
-        if type(ev) is dict and ev.get("event") == _CALIBRATION:
-            n += 1
-            scratch.other(ev, _CALIBRATION, source)
-        pos = data.find(_NEEDLE, end)
+    with mmap.mmap(fh.fileno(), stop - base, offset=base, access=mmap.ACCESS_READ) as data:
+        lo, hi = start - base, stop - base
+        pos = data.find(_NEEDLE, lo, hi)
+        while pos >= 0:
+            a = data.rfind(b"\n", lo, pos) + 1 or lo
+            b = data.find(b"\n", pos, hi)
+            b = hi if b < 0 else b
+            try:
+                ev = _loads(data[a:b])
+            except Exception:  # not JSON: the line reader skips it too
+                ev = None
+            if type(ev) is dict and ev.get("event") == _CALIBRATION:
+                n += 1
+                scratch.other(ev, _CALIBRATION, source)
+            pos = data.find(_NEEDLE, b, hi)
     return n
 
 
@@ -186,8 +197,7 @@ def read_parallel(
                     start, end = ranges[queued]
                     state = snapshot(scratch)
                     fut = pool.submit(fold_range, source, start, end, agg.window_s, engine, state)
-                    fh.seek(start)
-                    expected = _calibrations(fh.read(end - start), scratch, source)
+                    expected = _calibrations(fh, start, end, scratch, source)
                     pending.append((fut, expected, end))
                     queued += 1
 
