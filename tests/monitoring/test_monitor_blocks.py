@@ -33,6 +33,7 @@ from typer.testing import CliRunner
 import safepredict as sp
 import safepredict.monitoring.aggregate as aggregate_module
 import safepredict.monitoring.parallel as parallel
+import safepredict.monitoring.partials as partials
 from safepredict.cli._app import app
 from safepredict.cli.monitor import print_report
 from safepredict.exceptions import ConfigError
@@ -231,9 +232,10 @@ def test_buffer_flushes_happen_where_the_line_path_flushes(
     cal = next(e for e in events if e["event"] == "safepredict.calibration")
     path = log["tmp"] / "interleaved.jsonl"
     out = [orjson.dumps(cal), orjson.dumps({**cal, "calibration_id": "other"})]
+    rng = np.random.default_rng(5)
     for i, e in enumerate(x for x in events * 40 if x["event"] == "safepredict.decision"):
         e = {**e, "calibration_id": "other" if i % 3 == 0 else cal["calibration_id"]}
-        e["confidence"] = e["confidence"] * (1 - 1e-7 * (i % 11))  # sums depend on order
+        e["confidence"] = float(rng.random())  # spread out: sums depend on their order
         out.append(orjson.dumps(e))
     path.write_bytes(b"\n".join(out) + b"\n")
     monkeypatch.setattr(aggregate_module, "_FLUSH_VALUES", 997)
@@ -242,6 +244,17 @@ def test_buffer_flushes_happen_where_the_line_path_flushes(
     same(lines, monitor(path, window="all", engine="blocks"))
     same(lines, monitor(path, window="all", engine="blocks", workers=2))
     same(lines, monitor(path, window="all", engine="lines", workers=2))
+    # negative control: a merge that flushed the buffers at each range's end (where a
+    # worker would have to, binning its own values) sums in another order
+    replay = partials._replay
+
+    def flush_at_range_ends(agg: Aggregator, rec: Any) -> None:
+        replay(agg, rec)
+        agg.flush()
+
+    monkeypatch.setattr(partials, "_replay", flush_at_range_ends)
+    with pytest.raises(AssertionError):
+        same(lines, monitor(path, window="all", engine="blocks", workers=2))
 
 
 def test_the_comparison_can_fail(log: dict[str, Any]) -> None:
