@@ -53,7 +53,14 @@ from safepredict.monitoring.journal import adopt, snapshot
 from safepredict.monitoring.partials import Partial, fold_range, init_worker, merge
 from safepredict.monitoring.reading import range_blocks
 
-__all__ = ["AUTO_MIN_BYTES", "TASK_BYTES", "line_ranges", "plan_workers", "read_parallel"]
+__all__ = [
+    "AUTO_MIN_BYTES",
+    "TASK_BYTES",
+    "can_fork",
+    "line_ranges",
+    "plan_workers",
+    "read_parallel",
+]
 
 #: Bytes of log per task handed to a worker.
 TASK_BYTES = 16 << 20
