@@ -21,7 +21,11 @@ log costs in memory.
 before a change), run in the same rounds on the same files: before and after
 side by side.
 
-Run: ``python benchmarks/bench_monitor.py [--events 1000000] [--rounds 3] [--baseline DIR]``.
+``--quick`` keeps the rows of the plain log read by the default reader in one
+process and with two workers, the floor and the baseline's monitor.
+
+Run: ``python benchmarks/bench_monitor.py [--events 1000000] [--rounds 3] [--baseline DIR]
+[--quick]``.
 """
 
 from __future__ import annotations
@@ -138,6 +142,11 @@ def main() -> None:
     parser.add_argument(
         "--baseline", type=Path, default=None, help="another checkout's src/ to compare"
     )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="only the plain log: one process, two workers (and the baseline's monitor)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         log = Path(tmp) / "decisions.jsonl"
@@ -171,6 +180,9 @@ def main() -> None:
                 ("baseline: monitor", "monitor", log, args.baseline),
                 ("baseline: monitor .gz", "monitor", gz, args.baseline),
             ]
+        if args.quick:
+            keep = {"parse floor (orjson)", "monitor, 2 workers", "monitor, blocks"}
+            runs_of = [r for r in runs_of if r[0] in keep or r[0] == "baseline: monitor"]
         results: dict[str, list[dict[str, float]]] = {name: [] for name, *_ in runs_of}
         for _ in range(args.rounds):  # rounds interleave the rows: load drifts alike
             for name, mode, path, src in runs_of:
