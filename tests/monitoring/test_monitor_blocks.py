@@ -439,3 +439,26 @@ def test_cli_workers(log: dict[str, Any], small_ranges: None) -> None:
     bad = runner.invoke(app, ["monitor", path, "--workers", "0"])
     assert bad.exit_code == 1
     assert "workers must be 'auto' or a whole number" in bad.stderr
+
+
+def _dies_on_third_range(
+    path: str, start: int, end: int, window_s: float, engine: str, state: Any
+) -> partials.Partial:
+    """A worker that dies (as if killed) when it is given the third range."""
+    if start > 0 and start == parallel.line_ranges(Path(path), 40)[2][0]:
+        os._exit(1)
+    return partials.fold_range(path, start, end, window_s, engine, state)
+
+
+def test_a_dead_worker_sends_the_rest_to_one_process(
+    log: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = log["small"]
+    monkeypatch.setattr(parallel, "TASK_BYTES", -(-path.stat().st_size // 40))
+    monkeypatch.setattr(parallel, "fold_range", _dies_on_third_range)
+    agg = Aggregator(3600.0, {})
+    counts = list(parallel.read_parallel(agg, path, 2, "auto"))
+    assert len(parallel.line_ranges(path, 40)) == 40
+    assert len(counts) < 40  # two ranges merged, the rest read here in 1 MiB blocks
+    one = monitor(path, window="1h", workers=1)
+    same(one, monitor(path, window="1h", workers=2))

@@ -190,7 +190,7 @@ def read_parallel(
             initializer=init_worker,
             initargs=(agg.joined, agg.audits),
         )
-    except (OSError, ImportError, NotImplementedError, ValueError):  # pragma: no cover
+    except Exception:  # pragma: no cover - no process pool here (e.g. no working sem_open)
         pool = None
     warm: threading.Thread | None = None
     if pool is not None:
@@ -203,7 +203,12 @@ def read_parallel(
                     nonlocal queued
                     start, end = ranges[queued]
                     state = snapshot(scratch)
-                    fut = pool.submit(fold_range, source, start, end, agg.window_s, engine, state)
+                    try:
+                        fut = pool.submit(
+                            fold_range, source, start, end, agg.window_s, engine, state
+                        )
+                    except OSError as exc:  # pragma: no cover - fork failed (memory, limits)
+                        raise BrokenProcessPool("could not start a worker") from exc
                     expected = _calibrations(fh, start, end, scratch, source)
                     pending.append((fut, expected, end))
                     queued += 1
@@ -225,7 +230,7 @@ def read_parallel(
                     while queued < len(ranges) and len(pending) < 2 * workers:
                         submit()
         except BrokenProcessPool:
-            pass  # a worker died: read on from the last merged range in this process
+            pass  # a worker died or could not start: read on from the last merged range here
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
             if warm is not None:
