@@ -84,17 +84,7 @@ def blocks(path: Path, progress: Callable[[int, int], None] | None) -> Iterator[
         chunks: Iterator[bytes] = (
             _gunzip(raw) if path.suffix == ".gz" else iter(lambda: raw.read(_BLOCK), b"")
         )
-        rest = b""
-        for chunk in chunks:
-            lines = chunk.split(b"\n")
-            if rest:  # the line cut at the previous chunk's end (no copy of the whole chunk)
-                lines[0] = rest + lines[0]
-            rest = lines.pop()
-            yield lines
-            if progress is not None:
-                progress(raw.tell(), size)
-        if rest:
-            yield [rest]
+        yield from _split(chunks, None if progress is None else lambda: progress(raw.tell(), size))
     if progress is not None:
         progress(size, size)
 
@@ -105,19 +95,36 @@ def range_blocks(path: Path, start: int, end: int) -> Iterator[list[bytes]]:
     ``start`` and ``end`` are line starts (or the end of the file): the lines are
     those :func:`blocks` reads there.
     """
-    with path.open("rb") as raw:
-        raw.seek(start)
+
+    def chunks(raw: IO[bytes]) -> Iterator[bytes]:
         left = end - start
-        rest = b""
         while left > 0 and (chunk := raw.read(min(_BLOCK, left))):
             left -= len(chunk)
-            lines = chunk.split(b"\n")
-            if rest:
-                lines[0] = rest + lines[0]
-            rest = lines.pop()
-            yield lines
-        if rest:
-            yield [rest]
+            yield chunk
+
+    with path.open("rb") as raw:
+        raw.seek(start)
+        yield from _split(chunks(raw))
+
+
+def _split(
+    chunks: Iterator[bytes], after: Callable[[], None] | None = None
+) -> Iterator[list[bytes]]:
+    """The whole lines of a stream of chunks, a chunk's worth at a time.
+
+    ``after`` is called after each block is consumed.
+    """
+    rest = b""
+    for chunk in chunks:
+        lines = chunk.split(b"\n")
+        if rest:  # the line cut at the previous chunk's end (no copy of the whole chunk)
+            lines[0] = rest + lines[0]
+        rest = lines.pop()
+        yield lines
+        if after is not None:
+            after()
+    if rest:
+        yield [rest]
 
 
 def _records(path: Path) -> Iterator[dict[str, Any]]:
