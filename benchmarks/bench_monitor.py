@@ -6,7 +6,10 @@ replayed with fresh decision ids and timestamps spread over 24 hours until the
 file holds ``--events`` decision events. The monitor then runs in a child
 process (so its peak RSS is its own), on the plain file and on a gzip copy,
 with each reader: ``engine="blocks"`` (column-wise, msgspec: the default when it
-is installed) and ``engine="lines"`` (one orjson dict per event), next to a floor
+is installed) and ``engine="lines"`` (one orjson dict per event), each in one
+process (``workers=1``) and, for the plain file, in two worker processes
+(``workers=2``: CPU seconds are the parent's plus the workers', "worker RSS" the
+largest worker's peak, ``ru_maxrss``), next to a floor
 measurement that only splits lines and parses them with orjson. The table prints
 MEDIAN wall and CPU seconds over ``--rounds`` runs (imports included: the child
 starts timing before it imports the monitor), the events per second and the ratio
@@ -18,7 +21,11 @@ log costs in memory.
 before a change), run in the same rounds on the same files: before and after
 side by side.
 
-Run: ``python benchmarks/bench_monitor.py [--events 1000000] [--rounds 3] [--baseline DIR]``.
+``--quick`` keeps the rows of the plain log read by the default reader in one
+process and with two workers, the floor and the baseline's monitor.
+
+Run: ``python benchmarks/bench_monitor.py [--events 1000000] [--rounds 3] [--baseline DIR]
+[--quick]``.
 """
 
 from __future__ import annotations
@@ -57,17 +64,23 @@ elif mode == "floor":
             n += 1
 else:
     from safepredict.monitoring.monitor import monitor
-    kw = {} if mode == "monitor" else {"engine": mode.split(":")[1]}
+    parts = mode.split(":")
+    kw = {} if mode == "monitor" else {"engine": parts[1]}
+    if len(parts) > 2:
+        kw["workers"] = int(parts[2])
     report = monitor(path, window="1h", **kw)
     n = report.events["decision"]
 wall, cpu = time.perf_counter() - t, time.process_time() - c
+kids = resource.getrusage(resource.RUSAGE_CHILDREN)  # the worker processes, once joined
+kids_cpu, kids_mb = kids.ru_utime + kids.ru_stime, kids.ru_maxrss / 1024
 # VmHWM is this process image's peak RSS (ru_maxrss would carry the parent's
 # peak across fork/exec on Linux).
 with open("/proc/self/status") as fh:
     hwm = [line for line in fh if line.startswith("VmHWM:")]
 peak_kb = int(hwm[0].split()[1]) if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 rss_mb = peak_kb / 1024
-print(json.dumps({"n": n, "wall": wall, "cpu": cpu, "rss_mb": rss_mb}))
+print(json.dumps({"n": n, "wall": wall, "cpu": cpu + kids_cpu, "rss_mb": rss_mb,
+                  "kids_mb": kids_mb}))
 """
 
 
@@ -129,6 +142,11 @@ def main() -> None:
     parser.add_argument(
         "--baseline", type=Path, default=None, help="another checkout's src/ to compare"
     )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="only the plain log: one process, two workers (and the baseline's monitor)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         log = Path(tmp) / "decisions.jsonl"
@@ -144,13 +162,15 @@ def main() -> None:
         )
         print(
             f"{'run':<24} {'wall s':>8} {'cpu s':>8} {'events/s':>10} {'x floor':>8} "
-            f"{'peak RSS MB':>12}"
+            f"{'peak RSS MB':>12} {'worker RSS MB':>14}"
         )
         runs_of: list[tuple[str, str, Path, Path]] = [
             ("imports only", "import", log, SRC),
             ("parse floor (orjson)", "floor", log, SRC),
-            ("monitor, blocks", "monitor:blocks", log, SRC),
-            ("monitor, lines", "monitor:lines", log, SRC),
+            ("monitor, 2 workers", "monitor:blocks:2", log, SRC),
+            ("monitor, lines, 2 work.", "monitor:lines:2", log, SRC),
+            ("monitor, blocks", "monitor:blocks:1", log, SRC),
+            ("monitor, lines", "monitor:lines:1", log, SRC),
             ("monitor .gz, blocks", "monitor:blocks", gz, SRC),
             ("monitor .gz, lines", "monitor:lines", gz, SRC),
         ]
@@ -160,6 +180,9 @@ def main() -> None:
                 ("baseline: monitor", "monitor", log, args.baseline),
                 ("baseline: monitor .gz", "monitor", gz, args.baseline),
             ]
+        if args.quick:
+            keep = {"parse floor (orjson)", "monitor, 2 workers", "monitor, blocks"}
+            runs_of = [r for r in runs_of if r[0] in keep or r[0] == "baseline: monitor"]
         results: dict[str, list[dict[str, float]]] = {name: [] for name, *_ in runs_of}
         for _ in range(args.rounds):  # rounds interleave the rows: load drifts alike
             for name, mode, path, src in runs_of:
@@ -170,13 +193,15 @@ def main() -> None:
             wall = statistics.median(r["wall"] for r in runs)
             cpu = statistics.median(r["cpu"] for r in runs)
             rss = max(r["rss_mb"] for r in runs)
+            kids = max(r.get("kids_mb", 0.0) for r in runs)
+            kids_col = f"{kids:>14.0f}" if kids else f"{'-':>14}"
             n = runs[0]["n"]
             if mode == "import":
                 print(f"{name:<24} {wall:>8.2f} {cpu:>8.2f} {'-':>10} {'-':>8} {rss:>12.0f}")
                 continue
             print(
                 f"{name:<24} {wall:>8.2f} {cpu:>8.2f} {n / wall:>10,.0f} {wall / floor:>8.2f} "
-                f"{rss:>12.0f}"
+                f"{rss:>12.0f} {kids_col}"
             )
         print(f"load average after: {os.getloadavg()[0]:.1f}")
 

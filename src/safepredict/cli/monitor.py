@@ -223,9 +223,17 @@ def monitor_command(
     fail_on_alert: Annotated[
         bool, typer.Option(help="Exit with status 2 when any alert is raised.")
     ] = False,
+    workers: Annotated[
+        str,
+        typer.Option(
+            help="Processes reading a plain log: 'auto' (one per CPU for logs of 64 MB or "
+            "more) or a number (1: this process only)."
+        ),
+    ] = "auto",
 ) -> None:
     """Report volume, tier/action mix, drift and realized error from a decision log."""
     err = Console(stderr=True)
+    n_workers: int | str = int(workers) if workers.strip().isdigit() else workers
     size = sum(p.stat().st_size for p in log if p.is_file())
     show = progress if progress is not None else (err.is_terminal and size >= PROGRESS_MIN_BYTES)
     try:
@@ -244,9 +252,10 @@ def monitor_command(
                     labels=feedback,
                     queue=queue,
                     progress=lambda done, total: bar.update(task, completed=done, total=total),
+                    workers=n_workers,
                 )
         else:
-            report = monitor(log, window=window, labels=feedback, queue=queue)
+            report = monitor(log, window=window, labels=feedback, queue=queue, workers=n_workers)
     except SafePredictError as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from exc

@@ -21,13 +21,16 @@ import math
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from safepredict._jsonl import loads as _loads
 from safepredict.exceptions import ConfigError, MissingExtraError
 from safepredict.monitoring.feature_drift import feature_counts, merge_counts
 from safepredict.monitoring.reading import epoch
 from safepredict.monitoring.windows import HIST_BINS, Window
+
+if TYPE_CHECKING:
+    from safepredict.monitoring.journal import Journal
 
 __all__ = ["ENGINES", "Aggregator", "Outcome", "policy_tiers"]
 
@@ -40,6 +43,8 @@ class Outcome:
     errors: int = 0
     abs_err_sum: float = 0.0
     scored: int = 0
+    #: A worker's absolute errors in file order (the merge adds them where they fall).
+    terms: list[float] | None = None
 
 
 def _as_number(v: Any) -> float | None:
@@ -125,6 +130,11 @@ class Aggregator:
         self.n_inputs = 0
         self.malformed: list[dict[str, Any]] = []
         self.issues: list[dict[str, Any]] = []
+        #: Lines read as ``safepredict.calibration`` events (well formed or not).
+        self.calibration_lines = 0
+        #: A worker process's record of what adds in file order (see
+        #: :mod:`~safepredict.monitoring.journal`); ``None`` when reading in one process.
+        self.journal: Journal | None = None
 
     def window(self, key: int) -> Window:
         """The window with index ``key``, created empty on first use."""
@@ -283,7 +293,14 @@ class Aggregator:
 
     def score(self, ev: Mapping[str, Any], did: str, tier: str, action: str, cal: Any) -> None:
         """Score a decision whose outcome is joined (and keep it for tier health if audited)."""
-        err = _score(self.per_tier, tier, ev, self.joined[did], self.calibrations.get(str(cal)))
+        err = _score(
+            self.per_tier,
+            tier,
+            ev,
+            self.joined[did],
+            self.calibrations.get(str(cal)),
+            self.journal is not None,
+        )
         audit = self.audits.get(did)
         if err is not None and audit is not None and action == "accept":
             self.health.append((audit[0], tier, err, audit[1]))
@@ -296,11 +313,18 @@ class Aggregator:
         w = self.window(key)
         w.batches.add(batch)
         total: Any = lat.get("total") if type(lat) is dict else None
-        if _number(total) and total >= 0:
-            w.latency_sum += float(total)
+        add = float(total) if _number(total) and total >= 0 else None
+        if self.journal is not None:
+            self.journal.latency.append((key, batch, add, False))
+        if add is not None:
+            w.latency_sum += add
 
     def flush(self) -> None:
         """Bin the buffered values into their windows' histograms and drift counts."""
+        if self.journal is not None:  # a worker: the parent bins the journaled values
+            self.values.clear()
+            self.flush_inputs()
+            return
         import numpy as np
 
         for (key, cal, drift), vals in self.values.items():
@@ -346,7 +370,12 @@ class Aggregator:
             if name == "safepredict.batch":
                 self.batch(ev)
             elif name == "safepredict.calibration":
-                self.calibration(ev)
+                self.calibration_lines += 1
+                try:
+                    self.calibration(ev)
+                finally:
+                    if self.journal is not None:
+                        self.journal.calibrated(self)
             elif name == "safepredict.route":
                 status = ev.get("status")
                 if type(status) is not str:
@@ -379,7 +408,8 @@ class Aggregator:
         cal: Any = ev.get("calibration_id")
         if cal is not None and type(cal) is not str:
             raise TypeError("'calibration_id' must be a string or null")
-        w = self.window(self.key(ev.get("timestamp")))
+        key = self.key(ev.get("timestamp"))
+        w = self.window(key)
         w.n += n
         w.tiers.update(counters["tiers"])
         w.actions.update(counters["actions"])
@@ -387,8 +417,11 @@ class Aggregator:
         w.guard.update(counters["guard_reasons"])
         w.guard_flagged += flagged
         w.ids[cal] += n
-        w.latency_sum += float(total) if _number(total) else 0.0
+        add = float(total) if _number(total) else 0.0
+        w.latency_sum += add
         w.batches.add(str(ev.get("batch_id")))
+        if self.journal is not None:
+            self.journal.latency.append((key, str(ev.get("batch_id")), add, True))
         self.events["batch"] += 1
 
     def calibration(self, ev: dict[str, Any]) -> None:
@@ -407,6 +440,8 @@ class Aggregator:
                 raise TypeError("baseline 'cdf_points' and 'psi_edges' must be numbers")
             edges = (points, psi)
         self.flush()  # values buffered so far were read under the previous calibrations
+        if self.journal is not None:
+            self.journal.flushed()
         self.calibrations[cal_id] = {
             "calibration_id": cal_id,
             "timestamp": ev.get("timestamp"),
@@ -519,11 +554,15 @@ def _score(
     ev: Mapping[str, Any],
     y: Any,
     cal: Mapping[str, Any] | None,
+    journal: bool = False,
 ) -> int | None:
-    """Count a joined outcome for ``tier``; return its error (0/1), None when unscored."""
+    """Count a joined outcome for ``tier``; return its error (0/1), None when unscored.
+
+    With ``journal`` (a worker process), the absolute errors are kept in file order.
+    """
     o = per_tier.get(tier)
     if o is None:
-        o = per_tier[tier] = Outcome()
+        o = per_tier[tier] = Outcome(terms=[] if journal else None)
     o.n += 1
     pred = ev.get("prediction")
     regression = (cal or {}).get("task") == "regression" or (
@@ -537,6 +576,8 @@ def _score(
             err = 1
         else:
             o.abs_err_sum += abs(a - b)
+            if o.terms is not None:
+                o.terms.append(abs(a - b))
             tolerance = policy_tiers(cal).get(tier, {}).get("tolerance")
             if tolerance is None:
                 return None

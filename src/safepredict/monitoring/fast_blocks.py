@@ -33,13 +33,16 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from itertools import chain
 from operator import attrgetter
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 import numpy as np
 
 from safepredict._jsonl import loads as _loads
 from safepredict.monitoring.windows import Window
+
+if TYPE_CHECKING:
+    from safepredict.monitoring.journal import Journal
 
 __all__ = ["Counts", "fold_block"]
 
@@ -54,6 +57,7 @@ class Counts(Protocol):
     widths: set[str]
     features: dict[str, dict[str, Any]]
     joined: Mapping[str, Any]
+    journal: Journal | None
 
     def key(self, ts: Any) -> int:
         """The index of the window timestamp ``ts`` falls in."""
@@ -333,6 +337,9 @@ def _append_values(
         if None in conf:
             keep = [i for i, c in enumerate(conf) if c is not None]
             conf, groups = [conf[i] for i in keep], [groups[i] for i in keep]
+    if agg.journal is not None:  # a worker: the values in file order, binned by the parent
+        agg.journal.extend(groups if groups is not None else (k, cal), conf)
+        return
     values, bins = agg.values, agg.bins
     buffered = sum(map(len, values.values()))
     start, n = 0, len(conf)

@@ -38,6 +38,7 @@ __all__ = [
     "log_files",
     "open_queue",
     "queue_outcomes",
+    "range_blocks",
     "read_labels",
     "review_sla",
 ]
@@ -83,19 +84,47 @@ def blocks(path: Path, progress: Callable[[int, int], None] | None) -> Iterator[
         chunks: Iterator[bytes] = (
             _gunzip(raw) if path.suffix == ".gz" else iter(lambda: raw.read(_BLOCK), b"")
         )
-        rest = b""
-        for chunk in chunks:
-            lines = chunk.split(b"\n")
-            if rest:  # the line cut at the previous chunk's end (no copy of the whole chunk)
-                lines[0] = rest + lines[0]
-            rest = lines.pop()
-            yield lines
-            if progress is not None:
-                progress(raw.tell(), size)
-        if rest:
-            yield [rest]
+        yield from _split(chunks, None if progress is None else lambda: progress(raw.tell(), size))
     if progress is not None:
         progress(size, size)
+
+
+def range_blocks(path: Path, start: int, end: int) -> Iterator[list[bytes]]:
+    """The lines of bytes ``[start, end)`` of a plain log, a block of lines at a time.
+
+    ``start`` and ``end`` are line starts (or the end of the file): the lines are
+    those :func:`blocks` reads there.
+    """
+
+    def chunks(raw: IO[bytes]) -> Iterator[bytes]:
+        left = end - start
+        while left > 0 and (chunk := raw.read(min(_BLOCK, left))):
+            left -= len(chunk)
+            yield chunk
+
+    with path.open("rb") as raw:
+        raw.seek(start)
+        yield from _split(chunks(raw))
+
+
+def _split(
+    chunks: Iterator[bytes], after: Callable[[], None] | None = None
+) -> Iterator[list[bytes]]:
+    """The whole lines of a stream of chunks, a chunk's worth at a time.
+
+    ``after`` is called after each block is consumed.
+    """
+    rest = b""
+    for chunk in chunks:
+        lines = chunk.split(b"\n")
+        if rest:  # the line cut at the previous chunk's end (no copy of the whole chunk)
+            lines[0] = rest + lines[0]
+        rest = lines.pop()
+        yield lines
+        if after is not None:
+            after()
+    if rest:
+        yield [rest]
 
 
 def _records(path: Path) -> Iterator[dict[str, Any]]:
