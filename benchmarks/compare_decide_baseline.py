@@ -8,11 +8,15 @@ models of ``bench_decide.py``), their decisions are checked identical
 MEDIAN time of ``decide`` is printed for one row and a 10,000-row batch, with
 guards off and on, calls interleaved round-robin. A ratio below 1 means the
 working tree is faster. BLAS/OpenMP pools are limited to one thread.
+``--without-output-contract`` skips the two output-contract checks (issue #17:
+finite, in-range output and intervals not collapsed by rounding) that 0.1.0 did
+not make, so the same work is compared and their cost can be read off.
 
 Run::
 
     PYTHONPATH=src python benchmarks/compare_decide_baseline.py [--ref main]
         [--repeats 400] [--batch-repeats 7] [--only LogisticRegression]
+        [--without-output-contract]
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ import numpy as np
 from bench_decide import BATCH, _cases, _timings
 from threadpoolctl import threadpool_limits
 
+import safepredict.model
+import safepredict.pipeline
 from safepredict import SafePredictor
 
 _IMPORT = re.compile(r"\b(from|import) safepredict\b")
@@ -76,7 +82,19 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=400, help="single-row repeats")
     parser.add_argument("--batch-repeats", type=int, default=7, help="10k-row repeats")
     parser.add_argument("--only", default="", help="run only models whose name contains this")
+    parser.add_argument(
+        "--without-output-contract",
+        action="store_true",
+        help="attribute cost: skip the output-contract checks 0.1.0 did not make (#17)",
+    )
     args = parser.parse_args()
+    if args.without_output_contract:  # the same work as 0.1.0: no contract, no collapse check
+        safepredict.model.check_output = lambda out, task, n_classes=None: np.zeros(
+            out.shape[0], dtype=bool
+        )
+        safepredict.pipeline._collapsed = lambda intervals, conformal, widths=None: np.zeros(
+            len(intervals), dtype=bool
+        )
 
     with tempfile.TemporaryDirectory() as tmp:
         old_sp = baseline_package(args.ref, Path(tmp))

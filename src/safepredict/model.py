@@ -157,6 +157,10 @@ def check_output(
     if task != "classification":
         if out.ndim == 1 and out.size <= _SMALL:  # a few rows: plain Python is cheaper
             return np.array([not math.isfinite(v) for v in out.tolist()], dtype=bool)
+        with np.errstate(over="ignore", invalid="ignore"):  # a finite sum: every value is
+            total = float(np.add.reduce(out, axis=None))  # (inf and nan poison it; one pass)
+        if math.isfinite(total):
+            return np.zeros(out.shape[0], dtype=bool)
         return np.asarray(~np.isfinite(out), dtype=bool)
     n = out.shape[0]
     if n == 0:

@@ -170,8 +170,11 @@ class RegressionConformal:
         ignores ``y_pred``).
         """
         q = self.quantile
-        if self.method == "absolute":
-            return np.column_stack([y_pred + (-q), y_pred + q])
+        if self.method == "absolute":  # written in place: no column_stack copy
+            bounds = np.empty((len(y_pred), 2))
+            np.add(y_pred, -q, out=bounds[:, 0])
+            np.add(y_pred, q, out=bounds[:, 1])
+            return bounds
         if self.method == "residual_normalized":
             r_pred = np.exp(np.asarray(self.residual_model.predict(X), dtype=np.float64))
             return np.column_stack([y_pred + (-q) * r_pred, y_pred + q * r_pred])
