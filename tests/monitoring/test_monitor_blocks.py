@@ -19,6 +19,8 @@ import gzip
 import io
 import json
 import os
+import subprocess
+import sys
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -284,7 +286,18 @@ def small_ranges(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(parallel, "TASK_BYTES", 1 << 18)
 
 
+def forking_or_skip() -> None:
+    """Skip where another test left a thread running in this process (no fork then).
+
+    ``test_workers_fork_in_a_fresh_interpreter`` checks the forked path whatever ran
+    before it in this process.
+    """
+    if not parallel.can_fork():
+        pytest.skip("a thread of an earlier test runs in this process; workers would not fork")
+
+
 def test_workers_read_ranges_in_worker_processes(log: dict[str, Any], small_ranges: None) -> None:
+    forking_or_skip()
     path = log["small"]
     assert parallel.plan_workers(2, 1) == 2  # this test process can fork workers
     ranges = parallel.line_ranges(path, -(-path.stat().st_size // parallel.TASK_BYTES))
@@ -423,9 +436,8 @@ def test_workers_are_checked(log: dict[str, Any]) -> None:
             monitor(log["small"], workers=bad)  # type: ignore[arg-type]
     assert parallel.plan_workers("auto", parallel.AUTO_MIN_BYTES - 1) == 1
     big = parallel.plan_workers("auto", 10 * parallel.AUTO_MIN_BYTES)
-    assert big == min(
-        len(os.sched_getaffinity(0)), 10 * parallel.AUTO_MIN_BYTES // parallel.TASK_BYTES
-    )
+    cpus = min(len(os.sched_getaffinity(0)), 10 * parallel.AUTO_MIN_BYTES // parallel.TASK_BYTES)
+    assert big == (cpus if parallel.can_fork() else 1)  # a thread left running: no fork
     assert parse_window("all") == 0.0
 
 
@@ -453,6 +465,7 @@ def _dies_on_third_range(
 def test_a_dead_worker_sends_the_rest_to_one_process(
     log: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    forking_or_skip()
     path = log["small"]
     monkeypatch.setattr(parallel, "TASK_BYTES", -(-path.stat().st_size // 40))
     monkeypatch.setattr(parallel, "fold_range", _dies_on_third_range)
@@ -462,3 +475,29 @@ def test_a_dead_worker_sends_the_rest_to_one_process(
     assert len(counts) < 40  # two ranges merged, the rest read here in 1 MiB blocks
     one = monitor(path, window="1h", workers=1)
     same(one, monitor(path, window="1h", workers=2))
+
+
+def test_workers_fork_in_a_fresh_interpreter(log: dict[str, Any]) -> None:
+    """The forked path, checked in a process no other test has started a thread in."""
+    script = f"""
+import safepredict.monitoring.parallel as parallel
+from pathlib import Path
+from safepredict.monitoring.aggregate import Aggregator
+from safepredict.monitoring.monitor import monitor
+parallel.TASK_BYTES = 1 << 18
+path = Path({str(log["small"])!r})
+assert parallel.can_fork() and parallel.plan_workers(2, 1) == 2
+ranges = parallel.line_ranges(path, -(-path.stat().st_size // parallel.TASK_BYTES))
+counts = list(parallel.read_parallel(Aggregator(3600.0, {{}}), path, 2, "auto"))
+assert len(counts) == len(ranges) > 10, (len(counts), len(ranges))  # every range forked
+one = monitor(path, window="1h", engine="lines", workers=1).to_dict()
+two = monitor(path, window="1h", workers=2).to_dict()
+assert one == two
+print("forked", len(ranges))
+"""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith("forked ")
