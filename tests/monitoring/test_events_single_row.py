@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris, load_wine
 from sklearn.linear_model import LogisticRegression, Ridge
 from tests.monitoring.test_events_fast import reference as previous  # one dict per event
+from tests.test_explain import explain_all
 
 import safepredict as sp
 from safepredict._frames import input_rows, resolve_redact
@@ -52,19 +53,6 @@ def parse(data: bytes) -> list[dict[str, Any]]:
         raise ValueError(f"non-JSON constant {name}")
 
     return [json.loads(line.decode("utf-8"), parse_constant=refuse) for line in data.splitlines()]
-
-
-def explain_all(task: str) -> dict[str, Any]:
-    """A policy that explains every tier (so the events carry explanations)."""
-    if task == "classification":
-        return {
-            "tiers": [
-                {"name": "auto", "action": "accept", "max_set_size": 1},
-                {"name": "human", "action": "abstain"},
-            ],
-            "explain": ["auto", "human", "guard"],
-        }
-    return {"tiers": [{"name": "auto", "action": "accept"}], "explain": ["auto", "guard"]}
 
 
 class Case:
