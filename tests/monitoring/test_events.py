@@ -231,14 +231,6 @@ def test_route_events() -> None:
 
 
 # ------------------------------------------------------------------ privacy
-@pytest.fixture(scope="module")
-def secret_split() -> dict[str, Any]:
-    """Iris plus a 'ssn' column with distinctive 9-digit values the model uses."""
-    X, y = load_iris(return_X_y=True, as_frame=True)
-    X = X.rename(columns=lambda c: c.replace(" (cm)", "").replace(" ", "_"))
-    X["ssn"] = 987_650_000 + np.arange(len(X)) * 7.0
-    model = LogisticRegression(max_iter=2000).fit(X.iloc[::3], y.iloc[::3])
-    return {"model": model, "X": X, "y": y}
 
 
 def test_no_raw_inputs_by_default(secret_split: dict[str, Any], json_log: Path) -> None:
