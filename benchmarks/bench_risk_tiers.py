@@ -13,7 +13,10 @@ among them:
   runs over the finest-grained order; ``conformal (coarse)`` ranks by the
   conformal confidence alone (the former behaviour, ties unbroken). The AURC
   column is each ranking's area under the risk-coverage curve on the test
-  rows (lower = better ordering).
+  rows (lower = better ordering). These run the default randomized exact
+  binomial tests (``certification_test = "randomized"``);
+  ``safepredict[conformal, conservative test]`` is the default ranking with
+  the non-randomized tests (``certification_test = "conservative"``).
 * ``MAPIE (default)``: ``mapie.risk_control`` LTT controller with its default
   settings (``list_predict_params = linspace(0, 0.99, 100)``, Bonferroni-Holm,
   Hoeffding-Bentkus p-values, ``best_predict_param_choice="auto"``);
@@ -41,7 +44,8 @@ among them:
   would give; not certified).
 * ``fixed sequence, clairvoyant start``: plain fixed-sequence testing with all
   of ``delta`` from the start that maximizes the expected acceptance *given
-  the population error curve* (:func:`clairvoyant_start`). Valid (the start is
+  the population error curve* (:func:`clairvoyant_start`), with the same
+  randomized tests as safepredict's default. Valid (the start is
   fixed before the split's labels are seen) but unavailable in practice: the
   acceptance a certified procedure could reach with ``n_cal`` rows if it knew
   where to look.
@@ -74,7 +78,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from safepredict._stats import binomial_p_value, rows_needed
+from safepredict._stats import randomized_binomial_p_value, rows_needed
 from safepredict.conformal import ClassificationConformal
 from safepredict.tiers import (
     accept_at,
@@ -83,7 +87,7 @@ from safepredict.tiers import (
     ranking_keys,
     sort_keys,
 )
-from safepredict.tiers.certify import threshold_grid
+from safepredict.tiers.certify import data_draws, threshold_grid
 
 #: Accuracy among the rows a multiclass controller does not abstain on.
 accuracy_among_accepted = BinaryRisk(
@@ -433,16 +437,19 @@ def fixed_sequence(
     """Threshold key of plain fixed-sequence testing from each start, with all of ``delta``.
 
     The grid of :func:`safepredict.tiers.certify_threshold` (``start`` rows,
-    then ``n_steps`` equal steps to every row), exact binomial p-values, and
-    the sequence stops at the first hypothesis it cannot reject. Valid for any
-    start fixed before the calibration labels are seen.
+    then ``n_steps`` equal steps to every row), its randomized exact binomial
+    p-values (draws derived from the rows, as there), and the sequence stops
+    at the first hypothesis it cannot reject. Valid for any start fixed before
+    the calibration labels are seen.
     """
     order, sorted_keys, accepts = sort_keys(ranking_keys(keys))
     cum = np.concatenate([[0], np.cumsum(errors[order])])
     out = []
     for start in starts:
         thresholds, counts = threshold_grid(sorted_keys, accepts, start, n_steps)
-        failed = np.flatnonzero(binomial_p_value(cum[counts], counts, max_error) > delta)
+        u = data_draws(sorted_keys, cum[accepts]).uniform(size=len(counts))
+        p = randomized_binomial_p_value(cum[counts], counts, max_error, u)
+        failed = np.flatnonzero(p > delta)
         last = (failed[0] if len(failed) else len(counts)) - 1
         out.append(thresholds[last] if last >= 0 else np.full(keys.shape[1], np.inf))
     return out
@@ -496,6 +503,19 @@ def run(
             orc = oracle(sc[name][te], wrong[te], st.max_error)
             area = aurc(sc[name][te], wrong[te])
             rows.setdefault(f"safepredict[{name}]", []).append((acc.mean(), err, orc, area))
+            if name == "conformal":  # the default ranking with non-randomized tests
+                res = certify_threshold(
+                    sc[name][cal],
+                    wrong[cal],
+                    max_error=st.max_error,
+                    delta=st.delta,
+                    test="conservative",
+                )
+                acc = accept_at(sc[name][te], res.key)
+                err = wrong[te][acc].mean() if acc.any() else 0.0
+                rows.setdefault("safepredict[conformal, conservative test]", []).append(
+                    (acc.mean(), err, orc, area)
+                )
         # What infinite calibration data would give: the population oracle's cut,
         # applied to this split's test rows (no certification, no calibration).
         keys_all = sc[pop.ranking][:, POPULATION_RANKINGS[pop.ranking]]
@@ -536,7 +556,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     print(f"{args.splits} random calibration/test splits per setting; mean (MC sd of the mean)")
     header = (
-        f"{'setting':34} {'method':38} {'accepted':>16} {'realized err':>13} "
+        f"{'setting':34} {'method':42} {'accepted':>16} {'realized err':>13} "
         f"{'P(err>a)':>9} {'oracle':>7} {'/oracle':>8} {'/pop':>6} {'AURC':>7}"
     )
     print(header)
@@ -575,17 +595,17 @@ def main(argv: list[str] | None = None) -> None:
             ratios.setdefault(method, []).append((acc.mean() / best_oracle, acc.mean() / pop.share))
             share_se.setdefault(method, []).append((sd / best_oracle, sd / pop.share))
             print(
-                f"{'':34} {method:38} {acc.mean():8.3f} ({sd:.3f}) {err.mean():13.4f} "
+                f"{'':34} {method:42} {acc.mean():8.3f} ({sd:.3f}) {err.mean():13.4f} "
                 f"{viol:9.3f} {orc.mean():7.3f} {acc.mean() / best_oracle:8.2f} "
                 f"{acc.mean() / pop.share:6.2f} "
                 f"{np.nanmean(area) if np.isfinite(area).any() else float('nan'):7.4f}"
             )
     print("mean share of the oracle over the settings (MC standard error):")
-    print(f"  {'method':38} {'in-sample oracle':>18} {'population oracle':>18}")
+    print(f"  {'method':42} {'in-sample oracle':>18} {'population oracle':>18}")
     for method, r in ratios.items():
         share = np.asarray(r).mean(axis=0)
         se = np.sqrt(np.sum(np.square(share_se[method]), axis=0)) / len(r)
-        print(f"  {method:38} {share[0]:9.3f} ({se[0]:.4f}) {share[1]:9.3f} ({se[1]:.4f})")
+        print(f"  {method:42} {share[0]:9.3f} ({se[0]:.4f}) {share[1]:9.3f} ({se[1]:.4f})")
 
 
 if __name__ == "__main__":

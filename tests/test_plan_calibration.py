@@ -26,6 +26,7 @@ def _certification_rate(
     expected_error: float,
     target_accept: float,
     seed: int,
+    test: str = "randomized",
 ) -> float:
     """Share of ``R`` simulated calibration sets on which ``certify_threshold`` certifies.
 
@@ -45,7 +46,7 @@ def _certification_rate(
         scores = rng.permutation(n).astype(np.float64)  # distinct; higher = better
         rank = n - 1 - scores  # 0 = best
         errors = np.where(rank < band, rng.uniform(size=n) < expected_error, True)
-        res = certify_threshold(scores, errors, max_error=max_error, delta=delta)
+        res = certify_threshold(scores, errors, max_error=max_error, delta=delta, test=test)
         hits += bool(res.certified and res.n_accepted >= goal)
     return hits / R
 
@@ -54,8 +55,9 @@ def _certification_rate(
     ("max_error", "delta", "expected_error", "target_accept"),
     [(0.05, 0.1, 0.02, 0.8), (0.1, 0.05, 0.04, 0.5)],
 )
+@pytest.mark.parametrize("test", ["randomized", "conservative"])
 def test_planned_rows_certify_with_the_asked_power(
-    max_error: float, delta: float, expected_error: float, target_accept: float
+    max_error: float, delta: float, expected_error: float, target_accept: float, test: str
 ) -> None:
     """Rate >= power at n (MC), and below power at 0.7 n (the plan is not padded).
 
@@ -71,11 +73,11 @@ def test_planned_rows_certify_with_the_asked_power(
         "expected_error": expected_error,
         "target_accept": target_accept,
     }
-    n = sp.plan_calibration(**kwargs, power=power)
-    assert n > sp.plan_calibration(**kwargs, power=0.5)
+    n = sp.plan_calibration(**kwargs, power=power, test=test)
+    assert n > sp.plan_calibration(**kwargs, power=0.5, test=test)
     mc = 3 * math.sqrt(power * (1 - power) / R)
-    at_n = _certification_rate(n, **kwargs, seed=1)
-    below = _certification_rate(math.floor(0.7 * n), **kwargs, seed=2)
+    at_n = _certification_rate(n, **kwargs, seed=1, test=test)
+    below = _certification_rate(math.floor(0.7 * n), **kwargs, seed=2, test=test)
     assert at_n >= power - mc, (n, at_n)
     assert below < power, (n, below)  # negative control: fewer rows do not reach the power
 

@@ -32,7 +32,7 @@ import math
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy import stats
+from scipy import optimize, stats
 
 from safepredict._validation import check_fraction, check_one_of
 
@@ -44,6 +44,8 @@ __all__ = [
     "binomial_p_value",
     "clopper_pearson",
     "freedman_lines",
+    "randomized_binomial_p_value",
+    "randomized_upper_bound",
     "rows_needed",
 ]
 
@@ -81,6 +83,68 @@ def binomial_p_value(
     False
     """
     return np.asarray(stats.binom.cdf(n_errors, n, max_error), dtype=np.float64)
+
+
+def randomized_binomial_p_value(
+    n_errors: NDArray[np.int64] | int,
+    n: NDArray[np.int64] | int,
+    max_error: float,
+    u: NDArray[np.float64] | float,
+) -> NDArray[np.float64]:
+    """Randomized exact p-value of ``H0: error rate > max_error`` (the UMP binomial test).
+
+    ``P(B < k) + u * P(B = k)`` for ``B ~ Binomial(n, max_error)``, ``k = n_errors``
+    errors and ``u`` uniform on [0, 1) drawn independently of the data. At the
+    boundary ``rate = max_error`` it is exactly uniform (the non-randomized
+    :func:`binomial_p_value` is conservative there: the binomial is discrete), so
+    ``P(p <= level) <= level`` under ``H0`` with equality at the boundary, and it
+    is never larger than :func:`binomial_p_value`: a test on it rejects whenever
+    the conservative one does, and more often (Lehmann and Romano, *Testing
+    Statistical Hypotheses*, 3rd ed., sec. 3.4: the randomized test is uniformly
+    most powerful for a one-sided binomial hypothesis).
+
+    Examples
+    --------
+    >>> conservative = float(binomial_p_value(0, 45, 0.05))
+    >>> abs(float(randomized_binomial_p_value(0, 45, 0.05, 1.0)) - conservative) < 1e-12
+    True
+    >>> abs(float(randomized_binomial_p_value(1, 45, 0.05, 0.0)) - conservative) < 1e-12
+    True
+    """
+    k = np.asarray(n_errors)
+    below = stats.binom.cdf(k - 1, n, max_error)
+    at = stats.binom.pmf(k, n, max_error)
+    return np.asarray(below + np.asarray(u, dtype=np.float64) * at, dtype=np.float64)
+
+
+def randomized_upper_bound(k: int, n: int, u: float, level: float) -> float:
+    """One-sided ``level`` upper confidence bound of the randomized binomial test.
+
+    The error rate ``a`` at which :func:`randomized_binomial_p_value` of ``k``
+    errors in ``n`` rows (with the draw ``u``) equals ``1 - level``: the
+    randomized counterpart of the Clopper-Pearson bound (equal to it at
+    ``u = 1``), so a rate the test rejects at ``1 - level`` lies above it.
+
+    Examples
+    --------
+    >>> cp = clopper_pearson(0, 45, 0.9)[1]
+    >>> abs(randomized_upper_bound(0, 45, 1.0, 0.9) - cp) < 1e-9
+    True
+    >>> randomized_upper_bound(0, 45, 0.5, 0.9) < clopper_pearson(0, 45, 0.9)[1]
+    True
+    """
+    if n <= 0 or (k >= n and u >= 1.0):
+        return 1.0
+    alpha = 1.0 - level
+
+    def excess(a: float) -> float:
+        return float(randomized_binomial_p_value(k, n, a, u)) - alpha
+
+    if excess(1e-12) <= 0.0:  # even a zero rate is rejected: no errors and a tiny draw
+        return 0.0
+    if excess(1.0 - 1e-12) >= 0.0:
+        return 1.0
+    return float(optimize.brentq(excess, 1e-12, 1.0 - 1e-12, xtol=1e-12))
 
 
 def clopper_pearson(

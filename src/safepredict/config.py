@@ -46,7 +46,7 @@ from safepredict._validation import (
 )
 from safepredict.exceptions import ConfigError
 from safepredict.guard_config import GUARD_ACTIONS, GuardConfig
-from safepredict.tier_config import ACTIONS, SCORES, Tier
+from safepredict.tier_config import ACTIONS, CERTIFICATION_TESTS, SCORES, Tier
 
 __all__ = [
     "ACTIONS",
@@ -107,6 +107,14 @@ class TierPolicy:
         Classification (``"lac"``): smoothed (randomized) p-values, exact coverage
         in expectation with tied scores. The predictor's ``smoothed=`` wins when it
         sets one.
+    certification_test : {"randomized", "conservative"}, default="randomized"
+        The exact binomial test that certifies the ``max_error`` tiers:
+        randomized (exact size ``delta``, so it certifies at least what the
+        conservative test does and often more; the draws come from the
+        predictor's ``random_state``, and each tier's calibration report records
+        the seed) or conservative (a deterministic function of the calibration
+        rows). Both keep ``max_error`` with probability ``>= 1 - delta``; see
+        :func:`safepredict.tiers.certify_threshold`.
 
     Examples
     --------
@@ -133,9 +141,13 @@ class TierPolicy:
     review_priority: str = "fifo"  # review at team scale (issue 25)
     conditional: str | None = None  # conformal set options (issue 18)
     smoothed: bool = False
+    certification_test: str = "randomized"
 
     def __post_init__(self) -> None:
         _check_conformal_keys(self.conditional, self.smoothed, "policy: ")
+        check_one_of(
+            self.certification_test, "certification_test", CERTIFICATION_TESTS, where="policy: "
+        )
         check_one_of(
             self.review_priority,
             "review_priority",
@@ -231,6 +243,8 @@ class TierPolicy:
             out["conditional"] = self.conditional
         if self.smoothed:
             out["smoothed"] = True
+        if self.certification_test != "randomized":
+            out["certification_test"] = self.certification_test
         return out
 
     def conformal_options(

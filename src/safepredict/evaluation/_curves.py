@@ -401,7 +401,13 @@ def apply_threshold(
 
 # ------------------------------------------------------------------ certification
 def certify_threshold(
-    scores: ArrayLike, errors: ArrayLike, *, max_error: float, delta: float
+    scores: ArrayLike,
+    errors: ArrayLike,
+    *,
+    max_error: float,
+    delta: float,
+    test: str = "randomized",
+    random_state: int | np.random.Generator | None = None,
 ) -> CertifiedThreshold:
     """Lowest threshold whose selective risk is at most ``max_error`` w.p. ``1 - delta``.
 
@@ -409,7 +415,8 @@ def certify_threshold(
     delegated to :func:`safepredict.tiers.certify_threshold`, the same procedure the
     risk-controlled tiers use: this is the single place the evaluation certifies a
     threshold. ``.threshold`` is ``inf`` when nothing could be certified (accept
-    nothing).
+    nothing). ``test`` and ``random_state`` are passed on (by default the
+    randomized test, its draws derived from the rows: reproducible).
 
     Examples
     --------
@@ -423,7 +430,7 @@ def certify_threshold(
     check_fraction(max_error, "max_error")
     check_fraction(delta, "delta")
     s, e = _as_scores_errors(scores, errors)
-    return _certify(s, e, max_error=max_error, delta=delta)
+    return _certify(s, e, max_error=max_error, delta=delta, test=test, random_state=random_state)
 
 
 def certified_threshold(

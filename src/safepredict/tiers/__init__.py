@@ -10,7 +10,8 @@ silently abstained; a policy that wants typicality says so with
 
 A ``max_error`` tier is certified with Learn-then-Test (Angelopoulos et al.,
 2021): fixed-sequence testing over an ordered, label-free grid of score
-thresholds with exact binomial p-values (see :func:`certify_threshold`).
+thresholds with exact (by default randomized) binomial tests (see
+:func:`certify_threshold`).
 
 One module per job: :mod:`~safepredict.tiers.certify` (Learn-then-Test for one
 threshold), :mod:`~safepredict.tiers.planner` (calibration sizes),

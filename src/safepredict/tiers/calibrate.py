@@ -53,6 +53,11 @@ def calibrate_tiers(
     at once. A group with fewer rows than :func:`rows_needed` at its share
     accepts nothing (``group_too_small``).
 
+    Each tier runs the policy's ``certification_test`` (recorded in its report
+    as ``test``); the randomized test draws its uniforms from a hash of the rows
+    it certifies on (:func:`certify_threshold`), so calibrating the same rows
+    again gives the same thresholds.
+
     Parameters
     ----------
     policy : TierPolicy
@@ -82,11 +87,14 @@ def calibrate_tiers(
     >>> cal = calibrate_tiers(policy, TierInputs("classification", conf), wrong)
     >>> cal.report["auto"]["certified"], cal.report["auto"]["upper_bound"] <= 0.05
     (True, True)
+    >>> cal.report["auto"]["test"]
+    'randomized'
     """
     n = len(inputs)
     risk_tiers = policy.risk_controlled
     delta_tier = policy.delta / max(len(risk_tiers), 1)
     out = TierCalibration()
+    test = policy.certification_test
     open_rows = np.ones(n, dtype=bool)
     for tier in policy.tiers[:-1]:
         if tier.max_error is None:
@@ -109,21 +117,23 @@ def calibrate_tiers(
         if tier.per_class or tier.group_by is not None:
             report, threshold, key, hit = _calibrate_strata(
                 tier, inputs, keys, e, eligible, open_rows, delta_tier, n_classes, class_labels,
-                out.warnings,
+                out.warnings, test,
             )  # fmt: skip
         else:
             res = certify_threshold(
-                keys[eligible], e[eligible], max_error=tier.max_error, delta=delta_tier
-            )
+                keys[eligible], e[eligible], max_error=tier.max_error, delta=delta_tier,
+                test=test,
+            )  # fmt: skip
             threshold, key = res.threshold, np.asarray(res.key, dtype=np.float64)
             hit = eligible & accept_at(keys, key)
             report = _tier_report(tier, res, n, n_reaching)
             report.update({"tier": tier.name, "per_class": False, "n_reaching": n_reaching})
             if not res.certified:
                 report["calibration_rows_planned"] = _planned_rows(
-                    tier, keys[eligible], e[eligible], delta_tier, n, n_reaching
+                    tier, keys[eligible], e[eligible], delta_tier, n, n_reaching, test
                 )
                 out.warnings.append(_warning(tier, res, n, n_reaching, report=report))
+        report["test"] = test
         out.thresholds[tier.name] = threshold
         out.keys[tier.name] = key
         out.report[tier.name] = to_builtin(report)
@@ -142,6 +152,7 @@ def _calibrate_strata(
     n_classes: int | None,
     class_labels: Any,
     warnings: list[dict[str, Any]],
+    test: str,
 ) -> tuple[dict[str, Any], Any, Any, NDArray[np.bool_]]:
     """Certify a ``per_class`` or ``group_by`` tier stratum by stratum (Bonferroni)."""
     assert tier.max_error is not None
@@ -168,7 +179,9 @@ def _calibrate_strata(
     hit = np.zeros(n, dtype=bool)
     for name, label in zip(names, labels, strict=True):
         rows = eligible & (strata == name)
-        res = certify_threshold(keys[rows], e[rows], max_error=tier.max_error, delta=share)
+        res = certify_threshold(
+            keys[rows], e[rows], max_error=tier.max_error, delta=share, test=test
+        )
         thresholds[label] = res.threshold
         key_of[label] = np.asarray(res.key, dtype=np.float64)
         hit |= rows & accept_at(keys, key_of[label])
@@ -178,7 +191,7 @@ def _calibrate_strata(
             per[label]["too_small"] = bool(not res.certified and reach < res.needed_n)
         if not res.certified:
             per[label]["calibration_rows_planned"] = _planned_rows(
-                tier, keys[rows], e[rows], share, n, reach
+                tier, keys[rows], e[rows], share, n, reach, test
             )
             warnings.append(_warning(tier, res, n, reach, label=label, report=per[label]))
     n_acc = int(hit.sum())
@@ -227,6 +240,7 @@ def _planned_rows(
     delta: float,
     n_total: int,
     n_reaching: int,
+    test: str,
 ) -> int | None:
     """Calibration rows an uncertified tier needs, planned from what it observed.
 
@@ -253,6 +267,7 @@ def _planned_rows(
             delta=delta,
             expected_error=float(cum[best] / m[best]),
             target_accept=float(m[best] / len(keys)),
+            test=test,
         )
     except ConfigError:  # beyond any practical calibration size
         return None

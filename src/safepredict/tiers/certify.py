@@ -1,15 +1,17 @@
 """Learn-then-Test certification of one ``max_error`` threshold (pure numpy/scipy).
 
 Fixed-sequence testing over an ordered, label-free grid of ranking-key
-thresholds with exact binomial p-values and a weighted (Wiens) fallback, so
-that the error rate among the accepted rows is at most ``max_error`` with
-probability at least ``1 - delta`` (see :func:`certify_threshold`). Rows are
-ranked lexicographically by their keys (:func:`ranking_keys`), so ties of a
-coarse score are broken by finer ones.
+thresholds with exact binomial p-values (randomized or conservative; see
+:data:`~safepredict.tier_config.CERTIFICATION_TESTS`) and a weighted (Wiens)
+fallback, so that the error rate among the accepted rows is at most
+``max_error`` with probability at least ``1 - delta`` (see
+:func:`certify_threshold`). Rows are ranked lexicographically by their keys
+(:func:`ranking_keys`), so ties of a coarse score are broken by finer ones.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -18,7 +20,15 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from safepredict._stats import binomial_p_value, clopper_pearson, rows_needed
+from safepredict._stats import (
+    binomial_p_value,
+    clopper_pearson,
+    randomized_binomial_p_value,
+    randomized_upper_bound,
+    rows_needed,
+)
+from safepredict._validation import check_one_of
+from safepredict.tier_config import CERTIFICATION_TESTS
 
 __all__ = [
     "ACCEPT_ALL",
@@ -26,6 +36,7 @@ __all__ = [
     "accept_at",
     "anchor_weights",
     "certify_threshold",
+    "data_draws",
     "ranking_keys",
     "sort_keys",
     "threshold_grid",
@@ -63,6 +74,10 @@ class CertifiedThreshold:
         The full ranking key of the threshold (primary score first, then the
         tie-breaking scores): a row is accepted when its key is
         lexicographically ``>=`` this one. ``(threshold,)`` for a plain score.
+    test : {"conservative", "randomized"}
+        The binomial test the certification ran
+        (:data:`~safepredict.tier_config.CERTIFICATION_TESTS`); ``upper_bound``
+        is that test's bound.
     """
 
     threshold: float
@@ -76,6 +91,7 @@ class CertifiedThreshold:
     delta: float
     n_tested: int = 0
     key: tuple[float, ...] = ()
+    test: str = "conservative"
 
     @property
     def acceptance_rate(self) -> float:
@@ -231,6 +247,29 @@ def anchor_weights(
     return w
 
 
+def data_draws(
+    sorted_keys: NDArray[np.float64], errors_through: NDArray[np.int64]
+) -> np.random.Generator:
+    """A generator seeded by a SHA-256 hash of the ranked rows (the randomized test's draws).
+
+    ``sorted_keys`` are the ranking keys best first and ``errors_through[i]``
+    the errors among the rows whose key is ``>=`` the ``i``-th (as
+    :func:`sort_keys` orders them), so the seed depends on the multiset of
+    ``(key, error)`` rows and not on their order.
+
+    Examples
+    --------
+    >>> keys = np.array([[0.9], [0.8], [0.8]])
+    >>> a = data_draws(keys, np.array([0, 1, 1])).uniform()
+    >>> b = data_draws(keys, np.array([0, 1, 1])).uniform()
+    >>> a == b, a != data_draws(keys, np.array([1, 1, 1])).uniform()
+    (True, True)
+    """
+    digest = hashlib.sha256(np.ascontiguousarray(sorted_keys, dtype=np.float64).tobytes())
+    digest.update(np.ascontiguousarray(errors_through, dtype=np.int64).tobytes())
+    return np.random.default_rng(int.from_bytes(digest.digest()[:16], "little"))
+
+
 def _fallback_rejections(p: NDArray[np.float64], levels: NDArray[np.float64]) -> NDArray[np.bool_]:
     """Which hypotheses Wiens' fallback procedure rejects.
 
@@ -259,14 +298,17 @@ def certify_threshold(
     n_steps: int = 50,
     first_weight: float = 0.25,
     anchor_factor: float = 2.0,
+    test: str = "randomized",
+    random_state: int | np.random.Generator | None = None,
 ) -> CertifiedThreshold:
     """Loosest score threshold whose accepted-row error rate is <= ``max_error`` w.p. >= 1-delta.
 
     Learn-then-Test (Angelopoulos et al., 2021). Each candidate threshold
     ``t_j`` is a hypothesis ``H_j: the error rate among rows with score >= t_j
-    exceeds max_error``, tested with the exact binomial p-value
-    ``P(Binomial(n_j, max_error) <= k_j)`` (``k_j`` errors among the ``n_j``
-    calibration rows accepted). The threshold with the most accepted rows among
+    exceeds max_error``, tested with the exact binomial test of ``k_j`` errors
+    among the ``n_j`` calibration rows accepted (randomized by default, see
+    below; ``test="conservative"``: the p-value ``P(Binomial(n_j, max_error) <=
+    k_j)``). The threshold with the most accepted rows among
     the rejected hypotheses is returned; with probability ``>= 1 - delta`` no
     rejected hypothesis is true, so its error rate is ``<= max_error``. The
     last candidate is "accept every row" (threshold :data:`ACCEPT_ALL`), so a
@@ -292,6 +334,21 @@ def certify_threshold(
     only one anchor, the whole ``delta`` goes to the first candidate (plain
     fixed-sequence testing starting at ``rows_needed(max_error, delta)``).
 
+    Randomized tests (``test="randomized"``). The binomial is discrete, so the
+    conservative p-value ``P(B <= k)`` has size below its level and a sequence
+    can stop on a hypothesis the data nearly reject. The randomized p-value
+    ``P(B < k) + U P(B = k)``, with ``U`` uniform and independent of the rows
+    (one draw per candidate, from ``random_state``), is exactly uniform at the
+    boundary and never larger than the conservative one, so every rejection of
+    the conservative procedure is kept and more follow. The guarantee is then
+    over the calibration draw and ``U``. By default (``random_state=None``) the
+    draws come from a SHA-256 hash of the ranked keys and their error counts
+    (:func:`data_draws`): pseudo-random, so independent of the rows for every
+    practical purpose, yet the result is a deterministic function of the rows,
+    independent of their order. Calibrating the same rows again gives the same
+    threshold (reproducible for audits), and nobody can re-roll the draws until
+    a looser threshold comes out, which would void the guarantee.
+
     Parameters
     ----------
     scores : ndarray of shape (n,) or (n, k)
@@ -312,6 +369,14 @@ def certify_threshold(
         Share of ``delta`` spent on the first (strictest) candidate.
     anchor_factor : float, default=2.0
         Growth of the accepted count between anchors.
+    test : {"randomized", "conservative"}, default="randomized"
+        The binomial test (:data:`~safepredict.tier_config.CERTIFICATION_TESTS`); a tier policy's
+        ``certification_test`` key chooses it for its tiers.
+    random_state : int or numpy.random.Generator, optional
+        Source of the uniform draws of the randomized test (ignored by the
+        conservative one). ``None`` (the default, and what tier policies use):
+        derived from the rows (:func:`data_draws`). A seed or generator draws
+        independently of the rows instead (simulation studies).
 
     Returns
     -------
@@ -327,7 +392,11 @@ def certify_threshold(
     (True, True)
     >>> certify_threshold(scores[:20], errors[:20], max_error=0.05, delta=0.1).certified
     False
+    >>> exact = certify_threshold(scores, errors, max_error=0.05, delta=0.1, test="conservative")
+    >>> res.n_accepted >= exact.n_accepted
+    True
     """
+    check_one_of(test, "test", CERTIFICATION_TESTS)
     keys = ranking_keys(scores)
     e = np.asarray(errors, dtype=bool).reshape(-1)
     if len(keys) != len(e):
@@ -349,7 +418,16 @@ def certify_threshold(
     if len(counts):
         cum_errors = np.concatenate([[0], np.cumsum(e[order])])
         k = cum_errors[counts]
-        p = binomial_p_value(k, counts, max_error)
+        if test == "randomized":
+            rng = (
+                data_draws(sorted_keys, cum_errors[accepts])
+                if random_state is None
+                else np.random.default_rng(random_state)
+            )
+            u = rng.uniform(size=len(counts))
+            p = randomized_binomial_p_value(k, counts, max_error, u)
+        else:
+            p = binomial_p_value(k, counts, max_error)
         rejected = np.flatnonzero(_fallback_rejections(p, weights * delta))
         chosen = int(rejected[-1]) if len(rejected) else -1
     if chosen < 0:
@@ -365,6 +443,7 @@ def certify_threshold(
             delta=float(delta),
             n_tested=n_tested,
             key=(math.inf,) * keys.shape[1],
+            test=test,
         )
     n_acc = int(counts[chosen])
     n_err = int(k[chosen])
@@ -377,10 +456,15 @@ def certify_threshold(
         n_calibration=len(keys),
         n_accepted=n_acc,
         n_errors=n_err,
-        upper_bound=clopper_pearson(n_err, n_acc, 1.0 - delta)[1],
+        upper_bound=(
+            randomized_upper_bound(n_err, n_acc, float(u[chosen]), 1.0 - delta)
+            if test == "randomized"
+            else clopper_pearson(n_err, n_acc, 1.0 - delta)[1]
+        ),
         needed_n=need,
         max_error=float(max_error),
         delta=float(delta),
         n_tested=n_tested,
         key=key,
+        test=test,
     )

@@ -15,7 +15,9 @@ from numpy.typing import NDArray
 from scipy import special
 
 from safepredict._stats import rows_needed
+from safepredict._validation import check_one_of
 from safepredict.exceptions import ConfigError
+from safepredict.tier_config import CERTIFICATION_TESTS
 from safepredict.tiers.certify import anchor_weights, threshold_grid
 
 __all__ = ["certification_power", "plan_calibration"]
@@ -46,6 +48,7 @@ def certification_power(
     target_accept: float,
     n_sim: int = 2000,
     seed: int = 0,
+    test: str = "randomized",
 ) -> float:
     """Probability that ``n`` calibration rows certify a tier at ``target_accept``.
 
@@ -55,8 +58,10 @@ def certification_power(
     :func:`certify_threshold` certifies a threshold accepting at least 90% of
     the target rows (of the largest grid candidate within them, when the grid
     is coarser than that). Monte Carlo over ``n_sim`` draws of the errors, run with
-    the exact grid, p-values and fallback weights of :func:`certify_threshold`
-    (vectorized over the draws); seeded, so the answer is reproducible.
+    the exact grid, p-values (``test``: randomized or conservative, as
+    :data:`~safepredict.tier_config.CERTIFICATION_TESTS`) and fallback weights of
+    :func:`certify_threshold` (vectorized over the draws); seeded, so the answer
+    is reproducible.
 
     Examples
     --------
@@ -65,6 +70,7 @@ def certification_power(
     >>> p > 0.9
     True
     """
+    check_one_of(test, "test", CERTIFICATION_TESTS)
     band = math.floor(target_accept * n)
     if band < 1:
         return 0.0
@@ -78,9 +84,16 @@ def certification_power(
     steps = np.diff(np.concatenate([[0], counts]))
     k = np.cumsum(rng.binomial(steps, expected_error, size=(n_sim, len(counts))), axis=1)
     p = np.empty(k.shape)
+    u = rng.uniform(size=k.shape) if test == "randomized" else None
     for j, c in enumerate(counts.tolist()):  # CDF table per grid point, looked up per draw
-        table = special.bdtr(np.arange(int(k[:, j].max()) + 1), c, max_error)
-        p[:, j] = table[k[:, j]]
+        table = np.concatenate(
+            [[0.0], special.bdtr(np.arange(int(k[:, j].max()) + 1), c, max_error)]
+        )
+        if u is None:
+            p[:, j] = table[k[:, j] + 1]
+        else:  # P(B < k) + U * P(B = k)
+            below, upto = table[k[:, j]], table[k[:, j] + 1]
+            p[:, j] = below + u[:, j] * (upto - below)
     best = np.zeros(n_sim, dtype=np.intp)
     carry = np.zeros(n_sim)
     for j in range(len(counts)):
@@ -98,6 +111,7 @@ def plan_calibration(
     expected_error: float,
     target_accept: float,
     power: float = 0.9,
+    test: str = "randomized",
 ) -> int:
     """Labelled calibration rows needed to certify a ``max_error`` tier with probability ``power``.
 
@@ -122,6 +136,9 @@ def plan_calibration(
         The share of rows the tier should accept, in (0, 1].
     power : float, default=0.9
         Wanted probability of certifying, in (0, 1).
+    test : {"randomized", "conservative"}, default="randomized"
+        The binomial test the tier's certification runs (the policy's
+        ``certification_test``).
 
     Returns
     -------
@@ -154,6 +171,7 @@ def plan_calibration(
                 f"{'(0' if low_open else '[0'}, 1{']' if name == 'target_accept' else ')'}; "
                 f"got {value!r}."
             )
+    check_one_of(test, "test", CERTIFICATION_TESTS, where="plan_calibration: ")
     if expected_error >= max_error:
         raise ConfigError(
             f"plan_calibration: expected_error={expected_error} is not below "
@@ -170,6 +188,7 @@ def plan_calibration(
                 delta=delta,
                 expected_error=expected_error,
                 target_accept=target_accept,
+                test=test,
             )
             >= power
         )
