@@ -78,7 +78,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from safepredict._stats import randomized_binomial_p_value, rows_needed
+from safepredict._binomial import randomized_binomial_p_value, rows_needed
 from safepredict.conformal import ClassificationConformal
 from safepredict.tiers import (
     accept_at,

@@ -35,6 +35,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "safepredict"
 # Roles: "base" (L0), "core" (L1), "stage" and "writer" (L2), "app" (L3), "edge" (L4).
 LAYERS: dict[str, tuple[int, str]] = {
     # L0: primitives with one home each; import nothing but other L0 modules.
+    "safepredict._binomial": (0, "base"),
     "safepredict._calibration_file": (0, "base"),
     "safepredict._cluster": (0, "base"),
     "safepredict._deprecation": (0, "base"),

@@ -24,11 +24,7 @@ from sklearn.datasets import make_classification
 from sklearn.linear_model import LogisticRegression
 
 from safepredict import SafePredictor
-from safepredict._stats import (
-    BettingConfidenceSequence,
-    betting_alarm_times,
-    betting_log_capital,
-)
+from safepredict._stats import BettingConfidenceSequence, betting_alarm_times, betting_log_capital
 from safepredict.config import Tier, TierPolicy
 from safepredict.exceptions import ConfigError
 from safepredict.monitoring.prometheus import PrometheusMetrics

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from scipy import stats
 
 from safepredict import ConfigError
-from safepredict._stats import (
+from safepredict._binomial import (
     binomial_p_value,
     clopper_pearson,
     randomized_binomial_p_value,

@@ -24,7 +24,7 @@ from tests.conftest import json_lines_logging
 from typer.testing import CliRunner
 
 import safepredict as sp
-from safepredict._stats import clopper_pearson
+from safepredict._binomial import clopper_pearson
 from safepredict.cli._app import app
 from safepredict.monitoring.events import confidence_snapshot
 from safepredict.monitoring.html import render_html

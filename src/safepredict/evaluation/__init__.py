@@ -29,7 +29,7 @@ Examples
 
 from __future__ import annotations
 
-from safepredict._stats import binomial_interval
+from safepredict._binomial import binomial_interval
 from safepredict.evaluation._costs import CostCurve, CostModel, cost_curve
 from safepredict.evaluation._curves import (
     CLASSIFICATION_SCORES,

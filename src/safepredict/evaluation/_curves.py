@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from safepredict._binomial import binomial_interval
 from safepredict._jsonl import to_builtin
-from safepredict._stats import binomial_interval
 from safepredict._validation import check_fraction, check_one_of
 from safepredict.exceptions import ConfigError
 from safepredict.tiers import CertifiedThreshold

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
+from safepredict._binomial import binomial_interval
 from safepredict._jsonl import to_builtin
-from safepredict._stats import binomial_interval
 from safepredict._validation import check_one_of
 from safepredict.config import Tier, TierPolicy
 from safepredict.evaluation._costs import CostModel

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from safepredict._stats import clopper_pearson
+from safepredict._binomial import clopper_pearson
 from safepredict.config import TierPolicy
 from safepredict.exceptions import ConfigError
 from safepredict.monitoring.aggregate import Outcome, policy_tiers

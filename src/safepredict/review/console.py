@@ -50,7 +50,7 @@ try:
 except ImportError as _exc:  # the optional 'review' extra
     raise missing_extra(_exc, "review", "the reviewer console") from _exc
 
-from safepredict._stats import clopper_pearson
+from safepredict._binomial import clopper_pearson
 from safepredict.exceptions import (
     CaseNotFoundError,
     ConfigError,

@@ -19,7 +19,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from safepredict import pipeline
-from safepredict._stats import rows_needed
+from safepredict._binomial import rows_needed
 from safepredict.calibration import Core
 from safepredict.config import TierPolicy
 from safepredict.conformal import ClassificationConformal, RegressionConformal

@@ -35,7 +35,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from safepredict._stats import betting_log_capital, rows_needed
+from safepredict._binomial import rows_needed
+from safepredict._stats import betting_log_capital
 from safepredict.config import TierPolicy
 from safepredict.exceptions import ConfigError
 from safepredict.tiers import (

@@ -23,7 +23,7 @@ threshold), :mod:`~safepredict.tiers.planner` (calibration sizes),
 
 from __future__ import annotations
 
-from safepredict._stats import binomial_p_value, clopper_pearson, rows_needed
+from safepredict._binomial import binomial_p_value, clopper_pearson, rows_needed
 from safepredict.tiers.assign import assign_tiers
 from safepredict.tiers.calibrate import calibrate_tiers
 from safepredict.tiers.certify import (

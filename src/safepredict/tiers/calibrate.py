@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from safepredict._binomial import clopper_pearson, rows_needed
 from safepredict._jsonl import to_builtin
-from safepredict._stats import clopper_pearson, rows_needed
 from safepredict.config import Tier, TierPolicy
 from safepredict.exceptions import ConfigError
 from safepredict.tiers.certify import CertifiedThreshold, accept_at, certify_threshold, sort_keys

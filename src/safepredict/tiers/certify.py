@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from safepredict._stats import (
+from safepredict._binomial import (
     binomial_p_value,
     clopper_pearson,
     randomized_binomial_p_value,

@@ -14,7 +14,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import special
 
-from safepredict._stats import rows_needed
+from safepredict._binomial import rows_needed
 from safepredict._validation import check_one_of
 from safepredict.exceptions import ConfigError
 from safepredict.tier_config import CERTIFICATION_TESTS
