@@ -110,11 +110,11 @@ class TierPolicy:
     certification_test : {"randomized", "conservative"}, default="randomized"
         The exact binomial test that certifies the ``max_error`` tiers:
         randomized (exact size ``delta``, so it certifies at least what the
-        conservative test does and often more; the draws come from the
-        predictor's ``random_state``, and each tier's calibration report records
-        the seed) or conservative (a deterministic function of the calibration
-        rows). Both keep ``max_error`` with probability ``>= 1 - delta``; see
-        :func:`safepredict.tiers.certify_threshold`.
+        conservative test does and often more; its draws come from a hash of
+        the calibration rows, so the same rows give the same thresholds) or
+        conservative (no randomization in the test). Both keep ``max_error``
+        with probability ``>= 1 - delta``; each tier's calibration report says
+        which ran (``test``). See :func:`safepredict.tiers.certify_threshold`.
 
     Examples
     --------

@@ -36,12 +36,12 @@ SCORES: tuple[str, ...] = ("conformal", "top_prob", "margin")
 #: The exact binomial tests that can certify ``max_error`` tiers (a policy's
 #: ``certification_test``). ``"randomized"``: the randomized test
 #: (:func:`safepredict._binomial.randomized_binomial_p_value`, one uniform draw per
-#: candidate threshold, independent of the data), exactly of size ``delta`` at
+#: candidate threshold, pseudo-random from a hash of the rows:
+#: :func:`safepredict.tiers.certify.data_draws`), exactly of size ``delta`` at
 #: the boundary and so more powerful: it certifies every threshold the
 #: conservative test does, and often a looser one. ``"conservative"``: the
-#: non-randomized test (:func:`safepredict._binomial.binomial_p_value`), a
-#: deterministic function of the calibration rows whose size is below ``delta``
-#: (the binomial is discrete). Both keep ``max_error`` with probability
+#: non-randomized test (:func:`safepredict._binomial.binomial_p_value`), whose
+#: size is below ``delta`` (the binomial is discrete). Both keep ``max_error`` with probability
 #: ``>= 1 - delta`` (the randomized one over the calibration draw *and* its draws).
 CERTIFICATION_TESTS: tuple[str, ...] = ("randomized", "conservative")
 
