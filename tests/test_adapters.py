@@ -133,7 +133,7 @@ def test_async_model_timeout_abstains(iris: tuple[Any, Any, Any]) -> None:
     assert set(slow.actions.tolist()) == {"abstain"}
     assert all("model_error:timeout" in r for r in slow.reasons)
     assert calls == 3  # one call and two retries, never one per row
-    assert elapsed < 1.0  # 3 x 0.05 s, not 20 rows x 0.2 s
+    assert elapsed < 2.0  # 3 x 0.05 s (plus a loaded machine's stalls), not 20 rows x 0.2 s
 
 
 def test_async_model_runs_on_the_callers_loop(iris: tuple[Any, Any, Any]) -> None:

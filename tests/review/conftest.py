@@ -17,7 +17,9 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -25,9 +27,20 @@ from urllib.parse import quote
 import pytest
 
 from safepredict.review import PostgresReviewQueue, SQLiteReviewQueue
+from safepredict.review._codec import parse_time
 from safepredict.review._core import ReviewQueueCore
 
 BACKENDS = ("sqlite", "postgres")
+# A lease that must stay live across a few queue calls: long enough that a loaded CI
+# machine's stalls (xdist neighbours starting a JVM) cannot expire it between two calls.
+# Tests then wait for the real expiry with sleep_past, not a fixed sleep.
+LIVE_TTL = 2.0
+
+
+def sleep_past(moment: str) -> None:
+    """Sleep until just after the stored ISO ``moment`` (a lease expiry)."""
+    left = (parse_time(moment) - datetime.now(UTC)).total_seconds()
+    time.sleep(max(0.0, left) + 0.05)
 
 
 def postgres_bin() -> Path | None:

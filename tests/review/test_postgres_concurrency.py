@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import make_classification
 from sklearn.linear_model import LogisticRegression
+from tests.review.conftest import LIVE_TTL, sleep_past
 
 import safepredict
 from safepredict import SafePredictor
@@ -109,8 +110,9 @@ def test_eight_routers_and_four_claimers_lose_and_duplicate_nothing(postgres_dsn
 KILLED = """
 import sys, time
 from safepredict.review import PostgresReviewQueue
+from tests.review.conftest import LIVE_TTL, sleep_past
 q = PostgresReviewQueue(sys.argv[1])
-case = q.claim("doomed", ttl=1.0)
+case = q.claim("doomed", ttl={ttl})
 print(case["decision_id"], flush=True)
 time.sleep(600)
 """
@@ -120,14 +122,17 @@ def test_a_killed_claimers_lease_expires_and_another_reviewer_claims(postgres_ds
     q = PostgresReviewQueue(postgres_dsn)
     q.write_batch([{"decision_id": "only", "tier": "human", "action": "abstain"}])
     proc = subprocess.Popen(
-        [sys.executable, "-c", KILLED, postgres_dsn], stdout=subprocess.PIPE, text=True, env=ENV
+        [sys.executable, "-c", KILLED.replace("{ttl}", str(LIVE_TTL)), postgres_dsn],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=ENV,
     )
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "only"
     os.kill(proc.pid, signal.SIGKILL)
     proc.communicate(timeout=30)
     assert q.claim("heir") is None  # the lease is still live
-    time.sleep(1.2)
+    sleep_past(q.get("only")["lease_expires_at"])  # type: ignore[index]
     case = q.claim("heir")
     assert case is not None
     assert (case["decision_id"], case["previous_reviewer"]) == ("only", "doomed")

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from tests.review.conftest import LIVE_TTL, sleep_past
 
 from safepredict import ReviewQueueError
+from safepredict.review._codec import parse_time
 from safepredict.review._core import ReviewQueueCore
 from safepredict.review.outcomes import OutcomeSpace
 
@@ -45,12 +48,12 @@ def routed(q: ReviewQueueCore, cases: list[dict[str, Any]], priority: str = "fif
 def test_expired_lease_returns_the_case_to_another_reviewer(make_queue: MakeQueue) -> None:
     q = make_queue()
     routed(q, [case(1)])
-    first = q.claim("ana", ttl=0.2)
+    first = q.claim("ana", ttl=LIVE_TTL)
     assert first is not None
     assert first["lease_id"]
     assert first["reviewer"] == "ana"
     assert q.claim("bo") is None  # ana's lease is live
-    time.sleep(0.3)
+    sleep_past(first["lease_expires_at"])
     second = q.claim("bo")
     assert second is not None
     assert second["decision_id"] == "d-1"
@@ -77,12 +80,16 @@ def test_resolving_under_an_expired_lease_is_refused(make_queue: MakeQueue) -> N
 def test_heartbeat_keeps_a_lease_alive(make_queue: MakeQueue) -> None:
     q = make_queue()
     routed(q, [case(1)])
-    claimed = q.claim("ana", ttl=0.4)
+    claimed = q.claim("ana", ttl=LIVE_TTL)
     assert claimed is not None
-    for _ in range(3):  # 0.6 s in all, past the first expiry
-        time.sleep(0.2)
-        beat = q.heartbeat("d-1", "ana", ttl=0.4)
+    first_expiry = parse_time(claimed["lease_expires_at"])
+    beats = 0
+    while datetime.now(UTC) < first_expiry + timedelta(seconds=0.5):  # past the first expiry
+        time.sleep(LIVE_TTL / 8)
+        beat = q.heartbeat("d-1", "ana", ttl=LIVE_TTL)
         assert beat["lease_expires_at"] > claimed["lease_expires_at"]
+        beats += 1
+    assert beats >= 2
     assert q.claim("bo") is None
     with pytest.raises(ReviewQueueError, match="claimed by 'ana'"):
         q.heartbeat("d-1", "bo")
